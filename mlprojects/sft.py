@@ -1,0 +1,120 @@
+"""Stage `sft`: validate the data, fine-tune the dual encoder (LoRA), log everything, register the model.
+
+    mlflow run . -e sft --env-manager local -P data=... -P labels=...
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import mlflow
+
+from mlprojects import config as C
+from mlprojects.data import load_training_data, parse_columns
+from mlprojects.errors import DataError, cli_entry
+from mlprojects.plots import training_curves
+from mlprojects.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
+from mlprojects.train import train_classifier
+from registry import conventions as RC
+from registry.log_model import log_classifier, register
+
+
+def int_arg(value: str) -> int:
+    """MLproject passes numbers as text, possibly '8.0'."""
+    return int(float(value))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    d = C.TrainConfig()
+    p.add_argument("--data", default=str(C.DEMO_DATA), help="CSV, JSONL or Parquet path/URI")
+    p.add_argument("--labels", default=str(C.DEMO_LABELS), help="YAML/JSON: label -> description")
+    p.add_argument("--text-columns", default=C.DEMO_TEXT_COLUMNS, help="comma list, joined with '. '")
+    p.add_argument("--label-column", default=C.DEMO_LABEL_COLUMN)
+    p.add_argument("--label-delimiter", default="|")
+    p.add_argument("--soft-label-column", default="", help="column of {label: probability} (optional)")
+    p.add_argument("--val-data", default="", help="validation file; else a stratified split of --data")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--model-name", default=C.DEFAULT_MODEL_NAME)
+    p.add_argument("--encoder", default=d.encoder, help="HF id or local path; default: bundled MiniLM")
+    p.add_argument("--max-epochs", type=int_arg, default=d.max_epochs)
+    p.add_argument("--patience", type=int_arg, default=d.patience)
+    p.add_argument("--batch-size", type=int_arg, default=d.batch_size)
+    p.add_argument("--grad-accum-steps", type=int_arg, default=d.grad_accum_steps)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--lora-r", type=int_arg, default=d.lora_r)
+    p.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
+    p.add_argument("--pos-weight", type=float, default=None)
+    p.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
+    p.add_argument("--pooling", default=d.pooling, choices=["mean", "cls"])
+    p.add_argument("--max-length", type=int_arg, default=d.max_length)
+    p.add_argument("--min-examples", type=int_arg, default=d.min_examples, help="gate: examples needed per label")
+    p.add_argument("--seed", type=int_arg, default=d.seed)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> C.TrainConfig:
+    return C.TrainConfig.from_dict({**vars(args), "soft_label_column": args.soft_label_column or None})
+
+
+def check_gate(train, val, label_names: list[str], min_examples: int) -> None:
+    """Run the great-expectations gate, log its result, stop the stage (nothing registered) if it fails."""
+    from validation import validate_training_data
+
+    result = validate_training_data(train, label_names, val=val if len(val) else None, min_examples=min_examples)
+    log_json(result.details, "validation/training_data_result.json")
+    mlflow.set_tag("validation.training_data", "passed" if result.success else "failed")
+    if not result.success:
+        raise DataError("training data failed validation, nothing was trained or registered:\n"
+                        + "\n".join(f"- {f}" for f in result.failures))
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    text_columns = parse_columns(args.text_columns)
+    uri = setup()
+    train, val, descriptions = load_training_data(args.data, args.labels, text_columns, args.label_column,
+                                                  args.val_data or None, cfg.val_fraction, cfg.seed,
+                                                  args.label_delimiter, cfg.soft_label_column)
+    with mlflow.start_run(run_name="sft") as run:
+        log_params_once({**cfg.to_params(), "data": args.data, "labels": args.labels,
+                           "text_columns": ",".join(text_columns), "label_column": args.label_column,
+                           "val_data": args.val_data or f"split {cfg.val_fraction}", "model_name": args.model_name})
+        digest = log_dataset(train, args.data, "train", "training")
+        log_dataset(val, args.val_data or args.data, "validation", "validation")
+        check_gate(train, val, list(descriptions), cfg.min_examples)
+        mlflow.log_dict(descriptions, "labels.json")
+        classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
+        mlflow.log_metrics({f"best_{k}": v for k, v in result.best_metrics.items()} | {"best_epoch": result.best_epoch})
+        log_json(dict(zip(classifier.labels, map(float, classifier.thresholds))), "thresholds.json")
+        mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
+        with tempfile.TemporaryDirectory() as tmp:
+            for name, frame in (("train", train), ("validation", val)):
+                path = Path(tmp) / f"{name}.parquet"
+                frame.to_parquet(path)
+                mlflow.log_artifact(str(path), "data")
+            example = val[["text"]].head(3).reset_index(drop=True)
+            info = log_classifier(classifier.save(Path(tmp) / "classifier"), text_columns, example,
+                                  _example_output(classifier, example))
+        version = register(info.model_uri, args.model_name, {
+            RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "sft", RC.TAG_DATA_DIGEST: digest,
+            RC.TAG_ENCODER: cfg.encoder})
+    print(f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}); "
+          f"validation F1-macro {result.best_metrics['f1_macro']:.3f} at epoch {result.best_epoch}.\n"
+          f"See it: mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)")
+    return 0
+
+
+def _example_output(classifier, example):
+    from registry.contract import format_predictions
+
+    probs = classifier.predict_proba(list(example["text"]))
+    return format_predictions(probs, classifier.labels, classifier.thresholds, classifier.single_label)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""MLflow set-up and the small logging helpers stages share (datasets, per-epoch metrics, figures)."""
+from __future__ import annotations
+
+import json
+import os
+
+import mlflow
+import pandas as pd
+
+from mlprojects.config import DEFAULT_EXPERIMENT, artifact_root, tracking_uri
+
+
+def setup(experiment: str = DEFAULT_EXPERIMENT) -> str:
+    """Point MLflow at the configured store; create the experiment with a local artifact root if needed.
+
+    Under `mlflow run` the run (and its experiment) already exist; MLFLOW_EXPERIMENT_ID is then kept.
+    """
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        return uri
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(experiment) is None:
+        local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
+        client.create_experiment(experiment, artifact_location=artifact_root() if local else None)
+    mlflow.set_experiment(experiment)
+    return uri
+
+
+def log_dataset(frame: pd.DataFrame, source: str, name: str, context: str) -> str:
+    """Log an input dataset (mlflow.data, with its digest) and return the digest for lineage tags."""
+    flat = frame.assign(labels=frame["labels"].map(lambda ls: "|".join(ls or []))) if "labels" in frame else frame
+    dataset = mlflow.data.from_pandas(flat, source=source, name=name)
+    mlflow.log_input(dataset, context=context)
+    return dataset.digest
+
+
+def log_epoch(epoch: int, record: dict, prefix: str = "") -> None:
+    mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in record.items()}, step=epoch)
+
+
+def log_json(obj, artifact_file: str) -> None:
+    mlflow.log_text(json.dumps(obj, indent=2, default=str), artifact_file)
+
+
+def log_params_once(params: dict) -> None:
+    """Log params the run does not have yet: `mlflow run` has already logged the entry point's own."""
+    run = mlflow.active_run()
+    existing = mlflow.MlflowClient().get_run(run.info.run_id).data.params if run else {}
+    mlflow.log_params({k: v for k, v in params.items() if k not in existing})

@@ -1,0 +1,63 @@
+"""Log a saved classifier as an MLflow pyfunc (models-from-code) and register it with lineage tags."""
+from __future__ import annotations
+
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.models import ModelSignature
+from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+from mlprojects.config import REPO_ROOT
+from registry import conventions as C
+
+_TORCH_PYFUNC = Path(__file__).with_name("torch_pyfunc.py")
+CODE_PATHS = [str(REPO_ROOT / "mlprojects"), str(REPO_ROOT / "registry")]
+
+
+def signature(text_columns: list[str], example_output: pd.DataFrame) -> ModelSignature:
+    """`text` or the configured text columns (each optional: one of the two forms is enough); the params."""
+    from mlflow.models import infer_signature
+
+    columns = ["text"] + [c for c in text_columns if c != "text"]
+    inputs = Schema([ColSpec("string", c, required=False) for c in columns])
+    outputs = infer_signature(None, example_output).inputs
+    params = ParamSchema([ParamSpec("label_descriptions", "string", None), ParamSpec("threshold", "double", None)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def torch_requirements() -> list[str]:
+    """Pinned to what trained the model; listing them skips MLflow's slow requirement inference."""
+    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "transformers", "pandas", "numpy")]
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def log_classifier(classifier_dir: str | Path, text_columns: list[str], example: pd.DataFrame,
+                   example_output: pd.DataFrame, name: str = "model"):
+    """Log the torch pyfunc into the active run; returns MLflow's ModelInfo."""
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=str(_TORCH_PYFUNC),
+        artifacts={"classifier": str(classifier_dir)},
+        code_paths=CODE_PATHS,
+        signature=signature(text_columns, example_output),
+        input_example=example,
+        pip_requirements=torch_requirements(),
+    )
+
+
+def register(model_uri: str, model_name: str, tags: dict[str, str]) -> ModelVersion:
+    """Register `model_uri` as a new version of `model_name` with lineage tags (git commit always added)."""
+    tags = {C.TAG_GIT_COMMIT: git_commit(), **{k: str(v) for k, v in tags.items() if v is not None}}
+    version_ = mlflow.register_model(model_uri, model_name, tags=tags)
+    return version_

@@ -1,0 +1,59 @@
+"""Shared fixtures: a tiny randomly initialised BERT encoder (seconds, not minutes) and a temp MLflow store."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide BERT with the MiniLM tokenizer, saved as a local path (any path must work)."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from mlprojects.config import resolve_encoder
+
+    path = tmp_path_factory.mktemp("tiny-encoder")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("minilm"))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture()
+def mlflow_env(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite tracking + registry store and local artifact root for one test."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def demo_frame() -> pd.DataFrame:
+    return pd.read_csv(REPO / "data" / "demo" / "tax_documents.csv")
+
+
+@pytest.fixture()
+def small_dataset(tmp_path, demo_frame) -> dict:
+    """120 demo documents + the demo label file, written as a CSV: enough for the gate and a 2-epoch SFT."""
+    path = tmp_path / "small.csv"
+    demo_frame.head(120).to_csv(path, index=False)
+    return {"data": str(path), "labels": str(REPO / "data" / "demo" / "labels.yaml"),
+            "text_columns": "title,body", "label_column": "labels"}

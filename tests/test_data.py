@@ -1,0 +1,71 @@
+"""Reading and normalising inputs: every supported shape works, every bad one is a clear DataError."""
+import json
+
+import pandas as pd
+import pytest
+
+from mlprojects.data import load_label_descriptions, parse_label_value, prepare, read_table, stratified_split
+from mlprojects.errors import DataError
+
+
+@pytest.mark.parametrize("value,expected", [
+    (["a", "b"], ["a", "b"]), ("a|b", ["a", "b"]), ('["a", "b"]', ["a", "b"]), ("single", ["single"]),
+    (" a | ", ["a"]), (None, None), (float("nan"), None), ("", None),
+])
+def test_label_values(value, expected):
+    assert parse_label_value(value) == expected
+
+
+def test_prepare_joins_text_columns():
+    frame = pd.DataFrame({"title": ["T", "U"], "body": ["b", None], "labels": ["x|y", "z"]})
+    out = prepare(frame, ["title", "body"], "labels")
+    assert out["text"].tolist() == ["T. b", "U"]
+    assert out["labels"].tolist() == [["x", "y"], ["z"]]
+
+
+def test_missing_columns_are_named():
+    frame = pd.DataFrame({"title": ["T"], "tags": ["x"]})
+    with pytest.raises(DataError, match=r"text column\(s\) \['body'\] not in data"):
+        prepare(frame, ["title", "body"], "tags")
+    with pytest.raises(DataError, match="label column 'labels' not in data"):
+        prepare(frame, ["title"], "labels")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_read_formats(tmp_path, suffix):
+    frame = pd.DataFrame({"text": ["a", "b"], "labels": ["x", "y"]})
+    path = tmp_path / f"d{suffix}"
+    {".csv": lambda: frame.to_csv(path, index=False), ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+     ".parquet": lambda: frame.to_parquet(path)}[suffix]()
+    assert read_table(str(path))["text"].tolist() == ["a", "b"]
+
+
+def test_empty_and_missing_files(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty"):
+        read_table(str(empty))
+    with pytest.raises(DataError, match="not found"):
+        read_table(str(tmp_path / "nope.csv"))
+
+
+def test_label_files(tmp_path):
+    good = tmp_path / "l.json"
+    good.write_text(json.dumps({"a": "About apples.", "b": "About  bananas."}))
+    assert load_label_descriptions(str(good)) == {"a": "About apples.", "b": "About bananas."}
+    for text, message in [("[1, 2]", "mapping"), ("a: [unclosed", "not valid YAML"), ("a: ''", "without a text")]:
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        with pytest.raises(DataError, match=message):
+            load_label_descriptions(str(bad))
+
+
+def test_split_keeps_every_label_on_both_sides(demo_frame):
+    frame = prepare(demo_frame, ["title", "body"], "labels")
+    train, val = stratified_split(frame, 0.15, seed=42)
+    assert len(val) == pytest.approx(0.15 * len(frame), abs=1)
+    assert set(train["text"]).isdisjoint(val["text"])
+    labels = lambda f: {l for ls in f["labels"] for l in ls}
+    assert labels(val) == labels(train)
+    again, _ = stratified_split(frame, 0.15, seed=42)
+    assert again["text"].tolist() == train["text"].tolist()

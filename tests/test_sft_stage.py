@@ -1,0 +1,98 @@
+"""The `sft` stage end to end through `mlflow run`, the pyfunc contract, zero-shot labels, and the gate."""
+import os
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+
+from registry.contract import to_params
+from tests.conftest import REPO
+
+
+def mlflow_run(entry: str, params: dict, env_uri: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local"]
+    for k, v in params.items():
+        args += ["-P", f"{k}={v}"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": env_uri,
+           "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_encoder, small_dataset):
+    proc = mlflow_run("sft", {**small_dataset, "encoder": tiny_encoder, "max_epochs": 2, "min_examples": 2,
+                              "model_name": "tiny-clf"}, mlflow_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Registered tiny-clf version 1" in proc.stdout
+
+    client = mlflow.MlflowClient()
+    version = client.get_model_version("tiny-clf", "1")
+    assert version.tags["lineage.kind"] == "sft"
+    assert version.tags["lineage.encoder"] == tiny_encoder
+    run = client.get_run(version.run_id)
+    assert version.tags["lineage.source_run_id"] == run.info.run_id
+    assert run.data.tags["validation.training_data"] == "passed"
+    assert "best_f1_macro" in run.data.metrics
+    assert len(client.get_metric_history(run.info.run_id, "f1_macro")) == 2
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "validation"}
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"plots", "thresholds.json", "data", "labels.json", "validation"} <= artifacts
+
+    model = mlflow.pyfunc.load_model("models:/tiny-clf/1")
+    texts = ["Is VAT due on our consulting invoices to Germany for 2022?", "Payroll tax memo"]
+    out = model.predict(pd.DataFrame({"text": texts}))
+    assert list(out.columns) == ["labels", "top_label", "scores"]
+    labels = set(mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/labels.json"))
+    for row in out.itertuples():
+        assert set(row.scores) == labels and row.top_label in labels
+        assert set(row.labels) <= labels
+        assert all(0.0 <= s <= 1.0 for s in row.scores.values())
+        assert row.scores[row.top_label] == pytest.approx(max(row.scores.values()), abs=1e-6)
+
+    # the configured text columns work as input too
+    by_columns = model.predict(pd.DataFrame({"title": ["Is VAT due"], "body": ["on our consulting invoices"]}))
+    assert set(by_columns.loc[0, "scores"]) == labels
+
+    # a new label set, zero-shot, without retraining; one threshold for all labels
+    fruit = {"apple": "Apples and orchards.", "bank": "Banks, loans and interest."}
+    zero_shot = model.predict(pd.DataFrame({"text": texts}), params=to_params(fruit, threshold=0.5))
+    for row in zero_shot.itertuples():
+        assert set(row.scores) == set(fruit) and row.top_label in fruit
+        assert row.labels == [l for l, s in row.scores.items() if s >= 0.5]
+
+
+def test_gate_rejects_bad_data_and_registers_nothing(mlflow_env, tiny_encoder, small_dataset, tmp_path, capsys):
+    from mlprojects.sft import main
+
+    frame = pd.read_csv(small_dataset["data"])
+    frame.loc[0, "labels"] = "vat|not_a_label"
+    frame.loc[1, "body"] = frame.loc[2, "body"]
+    frame.loc[1, "title"] = frame.loc[2, "title"]
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+    rc = main(["--data", str(bad), "--labels", small_dataset["labels"], "--encoder", tiny_encoder,
+               "--val-data", small_dataset["data"], "--min-examples", "2"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "training data failed validation, nothing was trained or registered" in err
+    assert "not_a_label" in err
+    assert "duplicate text" in err
+    assert "train/validation overlap" in err
+    assert mlflow.MlflowClient().search_registered_models() == []
+    run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
+    assert run.data.tags["validation.training_data"] == "failed"
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"--label-column": "tags"}, "label column 'tags' not in data"),
+    ({"--text-columns": "title,summary"}, "text column(s) ['summary'] not in data"),
+])
+def test_bad_parameters_exit_with_one_readable_line(mlflow_env, small_dataset, change, message):
+    args = [sys.executable, "-m", "mlprojects.sft", "--data", small_dataset["data"], "--labels", small_dataset["labels"]]
+    for k, v in change.items():
+        args += [k, v]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_env})
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr

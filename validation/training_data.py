@@ -1,0 +1,138 @@
+"""Training-data gate: refuse to fine-tune on data that would silently produce a bad model.
+
+Runs GX expectations on the (already normalised) train and optional validation frames:
+``text`` is a str per row, ``labels`` a list of str per row.  GX validates one frame per suite,
+so the gate uses one suite per frame shape: the rows, the rows exploded to one label per row,
+and the per-label example counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from validation.gx_runner import Check, GateResult, gx, run_checks
+
+E = gx.expectations
+
+
+def validate_training_data(
+    train: pd.DataFrame,
+    label_names: Sequence[str],
+    *,
+    val: pd.DataFrame | None = None,
+    min_examples: int = 5,
+    text_column: str = "text",
+    labels_column: str = "labels",
+) -> GateResult:
+    """Check train (and val) before training; returns every problem found, never raises.
+
+    Call ``.raise_for_failures()`` on the result to stop the pipeline.
+    """
+    cols = (text_column, labels_column)
+    results = [_split_checks("train", train, label_names, cols)]
+    if _columns_ok(train, cols):
+        results.append(_min_examples(train, label_names, min_examples, labels_column))
+    if val is not None:
+        train_texts = train[text_column] if text_column in train.columns else pd.Series(dtype=object)
+        results.append(_split_checks("val", val, label_names, cols, train_texts=train_texts))
+    return GateResult.combine(results)
+
+
+def _split_checks(
+    split: str,
+    df: pd.DataFrame,
+    label_names: Sequence[str],
+    cols: tuple[str, str],
+    *,
+    train_texts: pd.Series | None = None,
+) -> GateResult:
+    """Row-level checks for one split; train gets the duplicate check, val the overlap check."""
+    text, labels = cols
+    prefix = "" if split == "train" else f"{split}."
+    missing = [c for c in cols if c not in df.columns]
+    if missing:  # nothing else can be checked meaningfully; report the columns and stop here
+        found = list(map(str, df.columns))
+        checks = [
+            Check(E.ExpectColumnToExist(column=c), f"required column is missing (found {found})", f"{prefix}{c}", "none")
+            for c in cols
+        ]
+        return run_checks(f"{split}_columns", df, checks)
+
+    rows = pd.DataFrame(
+        {
+            text: df[text],
+            "text_stripped": df[text].map(lambda v: v.strip() if isinstance(v, str) else None),
+            "n_labels": df[labels].map(lambda v: len(_as_list(v))),
+        },
+        index=df.index,
+    )
+    if train_texts is not None:
+        # A derived column instead of value_set=<all train texts>: GX re-serialises an expectation's
+        # kwargs for every metric, which made a 10k-text value_set take seconds.
+        rows["text_in_train"] = df[text].where(df[text].isin(train_texts))
+    checks = [
+        Check(E.ExpectColumnValuesToNotBeNull(column=text), "{n} row{s} with no text", f"{prefix}{text}", "rows"),
+        Check(
+            E.ExpectColumnValueLengthsToBeBetween(column="text_stripped", min_value=1),
+            "{n} row{s} with empty text (blank after stripping)",
+            f"{prefix}{text}",
+            "rows",
+        ),
+        Check(
+            E.ExpectColumnValuesToBeBetween(column="n_labels", min_value=1),
+            "{n} row{s} with no labels (null or empty list)",
+            f"{prefix}{labels}",
+            "rows",
+        ),
+    ]
+    if train_texts is None:
+        checks.append(Check(E.ExpectColumnValuesToBeUnique(column=text), "{n} row{s} with duplicate text", f"{prefix}{text}"))
+    else:
+        checks.append(
+            Check(
+                E.ExpectColumnValuesToBeNull(column="text_in_train"),
+                "{n} row{s} also in train (train/validation overlap)",
+                f"{prefix}{text}",
+            )
+        )
+    long = _explode(df, labels)
+    label_check = Check(
+        E.ExpectColumnValuesToBeInSet(column="label", value_set=list(label_names)),
+        "{n} label value{s} not in the label file",
+        f"{prefix}{labels}",
+    )
+    return GateResult.combine([run_checks(split, rows, checks), run_checks(f"{split}_labels", long, [label_check])])
+
+
+def _min_examples(train: pd.DataFrame, label_names: Sequence[str], min_examples: int, labels: str) -> GateResult:
+    """Every known label needs enough training rows, or its metrics (and model) are noise."""
+    long = _explode(train, labels).reset_index().drop_duplicates()  # count rows, not repeats
+    counts = long["label"].value_counts()
+    frame = pd.DataFrame({"label": list(label_names), "count": [int(counts.get(n, 0)) for n in label_names]})
+    check = Check(
+        E.ExpectColumnValuesToBeBetween(column="count", min_value=min_examples),
+        "{n} label{s} with fewer than " + f"{min_examples} training examples",
+        labels,
+        "ids",
+    )
+    return run_checks("label_counts", frame, [check], id_columns=["label"])
+
+
+def _explode(df: pd.DataFrame, labels: str) -> pd.DataFrame:
+    """One row per (row position, label); positions, since a caller's index may repeat."""
+    pairs = [(pos, lab) for pos, value in enumerate(df[labels]) for lab in _as_list(value)]
+    index = pd.Index([p[0] for p in pairs], name="row")
+    return pd.DataFrame({"label": pd.Series([p[1] for p in pairs], index=index, dtype=object)})
+
+
+def _as_list(value: Any) -> list:
+    """Labels cell -> list; None/NaN/scalars count as 'no labels' (reported, not crashed on)."""
+    return list(value) if isinstance(value, (list, tuple, np.ndarray, pd.Series)) else []
+
+
+def _columns_ok(df: pd.DataFrame, cols: tuple[str, str]) -> bool:
+    return all(c in df.columns for c in cols)
