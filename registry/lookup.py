@@ -1,0 +1,23 @@
+"""Resolve model URIs to what stages need: a local classifier directory or a loaded Classifier."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+
+def classifier_dir(model_uri: str) -> Path:
+    """Download a torch pyfunc model (`models:/name@alias`, `models:/name/3`, `runs:/...`) and return the
+    directory of its saved Classifier (encoder with LoRA merged + classifier.json)."""
+    root = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    path = root / "artifacts" / "classifier"
+    if not (path / "classifier.json").exists():
+        raise FileNotFoundError(f"{model_uri} holds no dual-encoder classifier (looked in {path})")
+    return path
+
+
+def load_classifier(model_uri: str, device: str | None = None):
+    """The Classifier behind a registered torch model, ready to fine-tune further (GRPO) or to export (ONNX)."""
+    from mlprojects.classifier import Classifier
+
+    return Classifier.load(classifier_dir(model_uri), device)

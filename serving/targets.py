@@ -1,0 +1,32 @@
+"""The deployment-target interface the lifecycle controller deploys through (local now; Azure ML by config)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+@dataclass
+class Deployment:
+    """What a target reports after a deploy or rollback."""
+
+    target: str
+    model_uri: str  # e.g. models:/tax-doc-classifier/3 (a concrete version, never an alias)
+    version: str
+    status: str  # "deployed" | "failed" | "rolled_back"
+    detail: dict = field(default_factory=dict)
+
+
+@runtime_checkable
+class DeploymentTarget(Protocol):
+    """A place a registered model version is served from. Implementations must be idempotent:
+    deploying the version that is already live is a no-op that returns its Deployment."""
+
+    name: str
+
+    def deploy(self, model_name: str, version: str) -> Deployment:
+        """Serve `model_name` version `version`; raise on failure and leave the previous deployment serving."""
+        ...
+
+    def current(self, model_name: str) -> Deployment | None:
+        """The deployment now serving `model_name`, if any."""
+        ...
