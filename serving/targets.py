@@ -30,3 +30,22 @@ class DeploymentTarget(Protocol):
     def current(self, model_name: str) -> Deployment | None:
         """The deployment now serving `model_name`, if any."""
         ...
+
+
+def get_target(name: str, **config) -> DeploymentTarget:
+    """The deployment target called `name`: `azureml` (settings from `config=<yaml>` and AZUREML_* variables;
+    `client=` injects an MLClient) or `local`."""
+    from mlprojects.errors import ConfigError
+
+    if name == "azureml":
+        from serving.azureml.settings import load_settings  # azure-ai-ml is imported only when asked for
+        from serving.azureml.target import AzureMLTarget
+
+        return AzureMLTarget(load_settings(config.pop("config", None)), **config)
+    if name == "local":
+        target = globals().get("LocalTarget")
+        if target is None:
+            raise ConfigError("the local deployment target is not available in this build")
+        config.pop("config", None)
+        return target(**config)
+    raise ConfigError(f"unknown deployment target {name!r}; known: local, azureml")
