@@ -18,16 +18,23 @@ from serving.azureml.bundle import INFERENCE_SERVER
 MARKER = "installed-requirements.txt"
 
 
+def missing_requirements(venv: str | Path, requirements: list[str]) -> list[str]:
+    """Requirements (and the inference server) this venv was not given yet."""
+    venv = Path(venv).resolve()
+    marker = venv / MARKER
+    have = set(marker.read_text().splitlines()) if marker.exists() and (venv / "bin" / "python").exists() else set()
+    return [r for r in sorted(set(requirements) | {INFERENCE_SERVER}) if r not in have]
+
+
 def ensure_venv(venv: str | Path, requirements: list[str]) -> Path:
     """The venv's python; `python -m venv` + pip install when the requirements are not all there yet."""
     venv = Path(venv).resolve()
     python = venv / "bin" / "python"
     marker = venv / MARKER
-    wanted = sorted(set(requirements) | {INFERENCE_SERVER})
-    have = set(marker.read_text().splitlines()) if marker.exists() and python.exists() else set()
-    missing = [r for r in wanted if r not in have]
+    missing = missing_requirements(venv, requirements)
     if not missing:
         return python
+    have = set(marker.read_text().splitlines()) if marker.exists() else set()
     if not python.exists():
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", *missing], check=True)

@@ -7,10 +7,12 @@ Bad requests get a 400 with {"error": ...}.
 """
 import logging
 import os
+import sys
 
 import mlflow
 
-from scoring import PayloadError, client_message, is_client_error, parse_request, predict
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scoring.py sits next to this file
+from scoring import PayloadError, client_message, is_client_error, parse_request, predict  # noqa: E402
 
 try:
     from azureml_inference_server_http.api.aml_response import AMLResponse
