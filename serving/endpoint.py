@@ -82,22 +82,30 @@ def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+class Rejected(Exception):
+    """A request refused before it is read (auth, size); answered with its status and message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
 def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings()) -> FastAPI:
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None)
     recent = RecentPredictions(settings.remember)
 
-    async def read_body(request: Request) -> bytes | JSONResponse:
-        """The body, or the error response for an unauthorised or too large request."""
+    async def read_body(request: Request) -> bytes:
+        """The body; Rejected when the request is unauthorised or too large."""
         if settings.api_key and not _authorised(request, settings.api_key):
-            return error(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+            raise Rejected(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            return error(413, f"body of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes")
+            raise Rejected(413, f"body of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > settings.max_body_bytes:
-                return error(413, f"body exceeds the limit of {settings.max_body_bytes} bytes")
+                raise Rejected(413, f"body exceeds the limit of {settings.max_body_bytes} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -109,8 +117,6 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
     @app.post("/invocations")
     async def invocations(request: Request):
         body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
         try:
             frame, params = parse_request(body)
             predictions = await run_in_threadpool(predict, model.pyfunc, frame, params)
@@ -129,8 +135,6 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
     @app.post("/feedback")
     async def feedback(request: Request):
         body = await read_body(request)
-        if isinstance(body, JSONResponse):
-            return body
         try:
             record = feedback_record(decode_json(body), recent, model)
             stored = await run_in_threadpool(_store_feedback, settings.feedback_db, record)
@@ -139,6 +143,10 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
         except ValueError as exc:  # the store's own validation (score range, duplicate feedback, ...)
             return error(422, str(exc))
         return JSONResponse({"stored": stored, "prediction_id": record["prediction_id"]}, status_code=201)
+
+    @app.exception_handler(Rejected)
+    async def rejected(request: Request, exc: Rejected):
+        return error(exc.status, str(exc))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):  # pragma: no cover - last line of defence
