@@ -85,7 +85,8 @@ def deploy(args: argparse.Namespace) -> int:
         print(json.dumps(plan, indent=2))
         print(f"dry run: nothing was sent to Azure; files in {args.out}")
         return 0
-    deployment = get_target(args.target, config=args.config or None).deploy(name, version)
+    options = {"config": args.config} if args.config else {}
+    deployment = get_target(args.target, **options).deploy(name, version)
     print(json.dumps(deployment.__dict__, indent=2, default=str))
     return 0
 

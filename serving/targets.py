@@ -32,20 +32,17 @@ class DeploymentTarget(Protocol):
         ...
 
 
-def get_target(name: str, **config) -> DeploymentTarget:
-    """The deployment target called `name`: `azureml` (settings from `config=<yaml>` and AZUREML_* variables;
-    `client=` injects an MLClient) or `local`."""
-    from mlprojects.errors import ConfigError
+# Target name -> "module:Class"; imported on use so the Azure SDK is only loaded for the Azure target.
+TARGETS: dict[str, str] = {"local": "serving.local_target:LocalTarget", "azureml": "serving.azureml.target:AzureMLTarget"}
 
-    if name == "azureml":
-        from serving.azureml.settings import load_settings  # azure-ai-ml is imported only when asked for
-        from serving.azureml.target import AzureMLTarget
 
-        return AzureMLTarget(load_settings(config.pop("config", None)), **config)
-    if name == "local":
-        target = globals().get("LocalTarget")
-        if target is None:
-            raise ConfigError("the local deployment target is not available in this build")
-        config.pop("config", None)
-        return target(**config)
-    raise ConfigError(f"unknown deployment target {name!r}; known: local, azureml")
+def get_target(name: str, **options) -> DeploymentTarget:
+    """The deployment target a registered model names in its `deploy.target` tag."""
+    import importlib
+
+    if name not in TARGETS:
+        from mlprojects.errors import ConfigError
+
+        raise ConfigError(f"unknown deployment target {name!r}; known: {sorted(TARGETS)}")
+    module, cls = TARGETS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**options)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from mlprojects.config import AzureMLConfig
 from serving.azureml.bundle import build_bundle
 from serving.azureml.entities import deployment_entity, endpoint_entity, model_entity
-from serving.azureml.settings import require_workspace
+from serving.azureml.settings import load_settings, require_workspace
 from serving.targets import Deployment
 
 log = logging.getLogger(__name__)
@@ -28,11 +29,18 @@ class DeploymentFailed(RuntimeError):
 
 @dataclass
 class AzureMLTarget:
-    cfg: AzureMLConfig
+    """Settings: `cfg`, else the YAML file `config` (or $AZUREML_CONFIG) overlaid with AZUREML_* variables."""
+
+    cfg: AzureMLConfig | None = None
     client: object | None = None  # azure.ai.ml.MLClient; built from DefaultAzureCredential when None
     workdir: Path | None = None  # where bundles are written (a temp dir by default)
     smoke_request: dict = field(default_factory=lambda: dict(SMOKE_REQUEST))
+    config: str | None = None
     name: str = "azureml"
+
+    def __post_init__(self):
+        if self.cfg is None:
+            self.cfg = load_settings(self.config or os.environ.get("AZUREML_CONFIG") or None)
 
     def ml_client(self):
         if self.client is None:
