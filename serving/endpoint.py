@@ -93,6 +93,16 @@ class Rejected(Exception):
 def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings()) -> FastAPI:
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None)
     recent = RecentPredictions(settings.remember)
+    stores: list = []  # the feedback store, opened on first use
+
+    def store_feedback(record: dict) -> None:
+        from serving.feedback import FeedbackRecord, FeedbackStore
+
+        if not stores:
+            from mlprojects.config import feedback_db_url
+
+            stores.append(FeedbackStore(settings.feedback_db or feedback_db_url()))
+        stores[0].add(FeedbackRecord(**record), label_names=list(record["scores"]) or None)
 
     async def read_body(request: Request) -> bytes:
         """The body; Rejected when the request is unauthorised or too large."""
@@ -137,12 +147,12 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
         body = await read_body(request)
         try:
             record = feedback_record(decode_json(body), recent, model)
-            stored = await run_in_threadpool(_store_feedback, settings.feedback_db, record)
+            await run_in_threadpool(store_feedback, record)
         except PayloadError as exc:
             return error(400, str(exc))
-        except ValueError as exc:  # the store's own validation (score range, duplicate feedback, ...)
+        except ValueError as exc:  # FeedbackRejected: the store's own checks (known labels, duplicate feedback...)
             return error(422, str(exc))
-        return JSONResponse({"stored": stored, "prediction_id": record["prediction_id"]}, status_code=201)
+        return JSONResponse({"stored": True, "prediction_id": record["prediction_id"]}, status_code=201)
 
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected):
@@ -197,13 +207,6 @@ def feedback_record(payload: dict, recent: RecentPredictions, model: LoadedModel
                                "'predicted_labels' with the feedback")
         known = {"text": payload["text"], "labels": payload["predicted_labels"], "scores": payload.get("scores") or {}}
     return {"prediction_id": prediction_id, "model_name": model.name, "model_version": model.version,
-            "text": known["text"], "predicted_labels": known["labels"], "predicted_scores": known["scores"],
+            "text": known["text"], "predicted_labels": known["labels"], "scores": known["scores"],
             "score": score, "corrected_labels": corrected, "source": payload.get("source") or "endpoint"}
 
-
-def _store_feedback(db_url: str | None, record: dict) -> bool:
-    from serving.feedback import FeedbackStore
-
-    store = FeedbackStore(db_url) if db_url else FeedbackStore()
-    store.add(**record)
-    return True

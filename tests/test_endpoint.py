@@ -167,3 +167,25 @@ def test_limits_and_auth_and_the_server_survives(server):
 def test_bad_feedback_is_refused_with_a_reason(server, body, message):
     response = requests.post(f"{server['url']}/feedback", json=body, headers=HEADERS, timeout=30)
     assert response.status_code == 400 and message in response.json()["error"]
+
+
+def test_feedback_on_a_prediction_lands_in_the_store(server):
+    feedback = pytest.importorskip("serving.feedback", reason="the feedback store (issue 5) is not in this build")
+    answer = invoke(server, {"dataframe_records": [{"text": "VAT refund question for 2023"}]}).json()
+    pid = answer["predictions"][0]["prediction_id"]
+    label = answer["predictions"][0]["top_label"]
+    url = f"{server['url']}/feedback"
+    stored = requests.post(url, json={"prediction_id": pid, "score": 2, "corrected_labels": [label]},
+                           headers=HEADERS, timeout=30)
+    assert stored.status_code == 201, stored.text
+    again = requests.post(url, json={"prediction_id": pid, "score": 5}, headers=HEADERS, timeout=30)
+    assert again.status_code == 422 and "already has feedback" in again.json()["error"]
+    unknown = invoke(server, {"dataframe_records": [{"text": "Payroll memo"}]}).json()["predictions"][0]
+    bad = requests.post(url, json={"prediction_id": unknown["prediction_id"], "score": 4,
+                                   "corrected_labels": ["not_a_label"]}, headers=HEADERS, timeout=30)
+    assert bad.status_code == 422 and "not_a_label" in bad.json()["error"]
+    rows = feedback.FeedbackStore(server["db"]).query(model_name="tiny-served")
+    assert list(rows["prediction_id"]) == [pid]
+    row = rows.iloc[0]
+    assert (row["score"], row["model_name"], str(row["model_version"]), row["text"]) == (
+        2, "tiny-served", "1", "VAT refund question for 2023")
