@@ -65,7 +65,8 @@ def test_dry_run_writes_yaml_the_sdk_loads_back(store, tmp_path, capsys):
     deployment = load_online_deployment(source=str(out / "deployment.yml"))
     assert deployment.name == "blue" and deployment.endpoint_name == endpoint.name
     assert deployment.code_configuration.scoring_script == "score.py"
-    assert deployment.environment_variables == {"MODEL_NAME": store.name, "MODEL_VERSION": store.version}
+    assert deployment.environment_variables == {"MODEL_NAME": store.name, "MODEL_VERSION": store.version,
+                                                "MODEL_ARTIFACT": f"models:/{store.name}/{store.version}"}
     assert deployment.model.type == "custom_model"  # explicit score.py, not the no-code MLflow path
     assert (Path(deployment.model.path) / "MLmodel").exists()  # relative in the YAML, resolved by the SDK
     assert "path: model" in (out / "deployment.yml").read_text()

@@ -16,11 +16,15 @@ SCORE_SCRIPT = Path(__file__).with_name("score.py")
 INFERENCE_SERVER = "azureml-inference-server-http"
 
 
+ONNX_VERSION_TAG = "lineage.onnx_version"  # on a source version: its latest ONNX export, "<name>-onnx/<version>"
+
+
 @dataclass(frozen=True)
 class Bundle:
     root: Path
-    model_name: str
+    model_name: str  # the registered version clients are told they are served (the champion)
     version: str
+    artifact: str  # what is actually served: its ONNX export when there is one
 
     @property
     def model_dir(self) -> Path:
@@ -47,13 +51,19 @@ def resolve_version(model_uri: str) -> tuple[str, str]:
     return resolved[0], str(resolved[1])
 
 
+def serving_artifact(model_name: str, version: str) -> str:
+    """The version's ONNX export (lean CPU serving: onnxruntime, no torch) when it has one, else the version."""
+    onnx = mlflow.MlflowClient().get_model_version(model_name, version).tags.get(ONNX_VERSION_TAG)
+    return f"models:/{onnx}" if onnx else f"models:/{model_name}/{version}"
+
+
 def build_bundle(model_name: str, version: str, out: str | Path) -> Bundle:
-    """Download the model version and write the code directory and environment next to it."""
-    bundle = Bundle(Path(out), model_name, version)
+    """Download what serves the version and write the code directory and environment next to it."""
+    bundle = Bundle(Path(out), model_name, version, serving_artifact(model_name, version))
     if bundle.model_dir.exists():
         shutil.rmtree(bundle.model_dir)
     bundle.model_dir.mkdir(parents=True)
-    mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=str(bundle.model_dir))
+    mlflow.artifacts.download_artifacts(artifact_uri=bundle.artifact, dst_path=str(bundle.model_dir))
     write_code_dir(bundle.code_dir)
     bundle.conda_file.parent.mkdir(parents=True, exist_ok=True)
     bundle.conda_file.write_text(yaml.safe_dump(conda_environment(bundle.model_dir), sort_keys=False))

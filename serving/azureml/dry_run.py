@@ -20,9 +20,10 @@ def write_dry_run(model_name: str, version: str, cfg: AzureMLConfig, out: str | 
     write_yaml(deployment_entity(cfg, bundle, first), out / "deployment.yml")
     plan = {
         "model": f"models:/{model_name}/{version}",
+        "serves": bundle.artifact,
         "workspace": {k: getattr(cfg, k) or "(not set)" for k in ("subscription_id", "resource_group", "workspace")},
         "steps": [
-            f"register Azure ML model {model_name}:{version} (custom_model, from {bundle.model_dir})",
+            f"register Azure ML model {model_name}:{version} (custom_model: the MLflow files of {bundle.artifact})",
             f"create or update endpoint {cfg.endpoint_name} (auth_mode key)",
             f"create deployment on the idle one of {cfg.deployment_names} ({cfg.instance_type} x{cfg.instance_count})",
             "smoke-test it through a direct deployment call",

@@ -25,8 +25,9 @@ def endpoint_entity(cfg: AzureMLConfig, traffic: dict[str, int] | None = None) -
 def model_entity(bundle: Bundle) -> Model:
     """A custom model (not `mlflow_model`): the explicit score.py loads it, no-code MLflow serving is avoided."""
     return Model(path=str(bundle.model_dir), name=bundle.model_name, version=bundle.version, type="custom_model",
-                 description=f"MLflow pyfunc models:/{bundle.model_name}/{bundle.version}",
-                 tags={"mlflow.model_name": bundle.model_name, "mlflow.model_version": bundle.version})
+                 description=f"MLflow pyfunc {bundle.artifact}, serving models:/{bundle.model_name}/{bundle.version}",
+                 tags={"mlflow.model_name": bundle.model_name, "mlflow.model_version": bundle.version,
+                       "mlflow.artifact": bundle.artifact})
 
 
 def deployment_entity(cfg: AzureMLConfig, bundle: Bundle, name: str, model: Model | str | None = None) -> ManagedOnlineDeployment:
@@ -36,7 +37,8 @@ def deployment_entity(cfg: AzureMLConfig, bundle: Bundle, name: str, model: Mode
         environment=Environment(name=f"{bundle.model_name}-scoring", image=cfg.image, conda_file=str(bundle.conda_file)),
         code_configuration=CodeConfiguration(code=str(bundle.code_dir), scoring_script="score.py"),
         instance_type=cfg.instance_type, instance_count=cfg.instance_count,
-        environment_variables={"MODEL_NAME": bundle.model_name, "MODEL_VERSION": bundle.version},
+        environment_variables={"MODEL_NAME": bundle.model_name, "MODEL_VERSION": bundle.version,
+                               "MODEL_ARTIFACT": bundle.artifact},
         request_settings=OnlineRequestSettings(request_timeout_ms=cfg.request_timeout_ms),
         tags={"mlflow.model_name": bundle.model_name, "mlflow.model_version": bundle.version},
     )
