@@ -51,13 +51,21 @@ def zero_shot_model(descriptions: dict[str, str], root: Path) -> str:
     return f"models:/bench-serving/{version}"
 
 
-def onnx_model(torch_uri: str) -> str | None:
-    """The ONNX export of the same model when the exporter (issue 6) is in this build; else None."""
-    try:
-        from registry.onnx_pyfunc import export_registered  # noqa: F401
-    except ImportError:
+def onnx_model(torch_uri: str, eval_frame: pd.DataFrame, tmp: Path) -> str | None:
+    """The same model exported by the `export_onnx` stage (issue 6) when it is in this build; else None."""
+    import importlib.util
+
+    if importlib.util.find_spec("mlprojects.export_onnx") is None:
         return None
-    return export_registered(torch_uri)
+    data = tmp / "eval.csv"
+    eval_frame.assign(labels=eval_frame["labels"].map("|".join))[["text", "labels"]].to_csv(data, index=False)
+    subprocess.run([sys.executable, "-m", "mlprojects.export_onnx", "--model-uri", torch_uri, "--eval-data", str(data),
+                    "--text-columns", "text", "--label-column", "labels"], cwd=REPO_ROOT, check=True,
+                   env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    from serving.azureml.bundle import resolve_version, serving_artifact
+
+    artifact = serving_artifact(*resolve_version(torch_uri))
+    return artifact if artifact != torch_uri else None
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.set_experiment("bench-serving")
         torch_uri = args.model_uri or zero_shot_model(descriptions, Path(tmp))
         models = {"torch": torch_uri}
-        if onnx_uri := onnx_model(torch_uri):
+        if onnx_uri := onnx_model(torch_uri, test, Path(tmp)):
             models["onnx"] = onnx_uri
         results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
