@@ -64,8 +64,9 @@ def onnx_model(torch_uri: str, eval_frame: pd.DataFrame, tmp: Path) -> str | Non
                    env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     from serving.azureml.bundle import resolve_version, serving_artifact
 
-    artifact = serving_artifact(*resolve_version(torch_uri))
-    return artifact if artifact != torch_uri else None
+    name, version = resolve_version(torch_uri)
+    artifact = serving_artifact(name, version)
+    return artifact if artifact != f"models:/{name}/{version}" else None
 
 
 def percentile(values: list[float], q: float) -> float:
