@@ -249,7 +249,7 @@ def make_tuner(cfg: TrainConfig, pbt: PBTConfig, data: TrialData, search: str = 
         trainable,
         param_space=search_space(pbt),
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=pbt.population,
-                                    scheduler=_scheduler(pbt, search)),
+                                    scheduler=_scheduler(pbt, search), reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=storage_root(pbt), verbose=1,
                                   callbacks=_callbacks(parent_run_id),
                                   failure_config=tune.FailureConfig(max_failures=pbt.max_failures),
