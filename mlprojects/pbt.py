@@ -7,7 +7,6 @@ really continues the better trial's weights; a changed LoRA rank is carried over
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import socket
@@ -255,10 +254,6 @@ def make_tuner(cfg: TrainConfig, pbt: PBTConfig, data: TrialData, search: str = 
                                   failure_config=tune.FailureConfig(max_failures=pbt.max_failures),
                                   checkpoint_config=tune.CheckpointConfig(checkpoint_score_attribute=METRIC,
                                                                           checkpoint_score_order=MODE)))
-
-
-def iterations(cfg: TrainConfig, pbt: PBTConfig) -> int:
-    return math.ceil(cfg.max_epochs / pbt.perturbation_interval)
 
 
 def run_tuning(cfg: TrainConfig, pbt: PBTConfig, train: pd.DataFrame, val: pd.DataFrame,

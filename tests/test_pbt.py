@@ -120,3 +120,36 @@ def test_bad_tuning_input_fails_before_any_trial(mlflow_env, pbt_args, capsys, c
     assert message in capsys.readouterr().err
     assert not ray.is_initialized()
     assert not Path(pbt_args["storage_path"]).exists()
+
+
+def test_exploit_continues_the_source_weights_at_a_new_rank_and_learning_rate(tiny_encoder, small_dataset):
+    """What a trial does with a cloned checkpoint, without Ray: resized LoRA, source epoch, own lr/wd/warmup."""
+    import torch
+
+    from mlprojects.config import TrainConfig
+    from mlprojects.data import load_training_data
+    from mlprojects.model import merged_encoder
+    from mlprojects.pbt import TrialData, build_trainer, trial_config
+
+    train, val, descriptions = load_training_data(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
+    base = TrainConfig(encoder=tiny_encoder, max_epochs=4, lora_r=4).to_params()
+    data = TrialData(base, train.head(16), val.head(8), descriptions, interval=1)
+    source = build_trainer(trial_config(base, {}), data)
+    source.train_epoch()
+    with torch.no_grad():  # a visible update in every adapter
+        for name, p in source.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    target_cfg = trial_config(base, {"lora_r": 16, "learning_rate": 5e-4, "weight_decay": 0.07, "warmup_ratio": 0.0})
+    target = build_trainer(target_cfg, data, source.state())
+    assert target.epoch == 1
+    before, after = merged_encoder(source.model).state_dict(), merged_encoder(target.model).state_dict()
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], atol=1e-6, rtol=1e-5)
+    step = target.scheduler.last_epoch
+    assert step == source.scheduler.last_epoch > 0
+    for group in target.optimizer.param_groups:  # no warmup now: linear decay from the new lr
+        assert group["weight_decay"] == 0.07
+        assert group["lr"] == pytest.approx(5e-4 * target.scheduler.lr_lambdas[0](step))
+    target.train_epoch()  # the resized adapters train on
+    assert target.epoch == 2
