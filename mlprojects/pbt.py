@@ -241,6 +241,7 @@ def make_tuner(cfg: TrainConfig, pbt: PBTConfig, data: TrialData, search: str = 
     trainable = tune.with_resources(tune.with_parameters(train_trial, data=data),
                                     {"cpu": pbt.cpus_per_trial, "gpu": pbt.gpus_per_trial})
     if resume:
+        resume = str(Path(resume).expanduser())
         if not tune.Tuner.can_restore(resume):
             raise ConfigError(f"no tuning run to resume at {resume}")
         return tune.Tuner.restore(resume, trainable, resume_errored=True)
