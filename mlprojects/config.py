@@ -81,6 +81,32 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+# --- Population Based Training (issue 3): `sft --tune pbt` -------------------------------------------------
+@dataclass
+class PBTConfig:
+    """Ray Tune PBT over the SFT hyperparameters; ranges are what PBT samples from and mutates within."""
+
+    population: int = 4
+    perturbation_interval: int = 1  # epochs; one Ray training_iteration = one interval
+    quantile_fraction: float = 0.25  # bottom quantile clones the top quantile
+    resample_probability: float = 0.25
+    synch: bool = True  # every trial pauses at each boundary: reproducible exploits on a small population
+    mutations: tuple[str, ...] = ("learning_rate", "weight_decay", "warmup_ratio", "lora_r", "contrastive_weight")
+    learning_rate: tuple[float, float] = (1e-4, 3e-3)  # log-uniform
+    weight_decay: tuple[float, float] = (0.0, 0.1)  # uniform
+    warmup_ratio: tuple[float, float] = (0.0, 0.2)  # uniform
+    lora_r: tuple[int, ...] = (4, 8, 16, 32)
+    contrastive_weight: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 1  # retries of a crashed trial (from its last checkpoint)
+    ray_address: str = ""  # "": a local Ray; "auto" or host:port joins a running cluster
+    local_num_cpus: int = 2
+    object_store_bytes: int = 100 * 1024 ** 2
+    storage_path: str = ""  # "": Ray's default (~/ray_results)
+    test_hook_fail_trials: str = ""  # test hook: "once" crashes each trial's first attempt, "always" every one
+
+
 # --- Serving (issue 7): local endpoint, Azure ML managed online endpoints, Spark batch scoring ---
 SERVE_HOST = "127.0.0.1"
 SERVE_PORT = 5001
