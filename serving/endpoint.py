@@ -5,6 +5,7 @@ to them by id alone. Bad requests get a 4xx JSON `{"error": ...}`; nothing a cli
 """
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -93,16 +94,19 @@ class Rejected(Exception):
 def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings()) -> FastAPI:
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None)
     recent = RecentPredictions(settings.remember)
-    stores: list = []  # the feedback store, opened on first use
+
+    @functools.lru_cache(maxsize=1)
+    def feedback_store():
+        """Opened on first feedback, so a server without feedback traffic never touches the database."""
+        from mlprojects.config import feedback_db_url
+        from serving.feedback import FeedbackStore
+
+        return FeedbackStore(settings.feedback_db or feedback_db_url())
 
     def store_feedback(record: dict) -> None:
-        from serving.feedback import FeedbackRecord, FeedbackStore
+        from serving.feedback import FeedbackRecord
 
-        if not stores:
-            from mlprojects.config import feedback_db_url
-
-            stores.append(FeedbackStore(settings.feedback_db or feedback_db_url()))
-        stores[0].add(FeedbackRecord(**record), label_names=list(record["scores"]) or None)
+        feedback_store().add(FeedbackRecord(**record), label_names=list(record["scores"]) or None)
 
     async def read_body(request: Request) -> bytes:
         """The body; Rejected when the request is unauthorised or too large."""
