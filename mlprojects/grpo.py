@@ -141,7 +141,8 @@ def _log_feedback(feedback: pd.DataFrame, source: str) -> str:
         "score": feedback["score"],
         "corrected_labels": feedback["corrected_labels"].map(lambda ls: None if ls is None else "|".join(ls)),
     })
-    dataset = mlflow.data.from_pandas(flat, source=source.split("@")[-1], name="feedback")
+    is_file = source.lower().endswith(FILE_SUFFIXES)  # a database URL is no dataset source MLflow resolves
+    dataset = mlflow.data.from_pandas(flat, source=source if is_file else None, name="feedback")
     mlflow.log_input(dataset, context="training")
     log_json(flat.to_dict("records"), "data/feedback.json")
     return dataset.digest
