@@ -67,15 +67,16 @@ def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) ->
             records, first_row = read_feedback_file(feedback_uri)
         except FeedbackFileError as exc:
             raise DataError(str(exc)) from exc
-        tmp = tempfile.mkdtemp(prefix="feedback-")
-        store = FeedbackStore(f"sqlite:///{tmp}/feedback.db")  # the file passes the same gate as an import
-        report = store.add_many(records, label_names, first_row)
+        with tempfile.TemporaryDirectory(prefix="feedback-") as tmp:
+            store = FeedbackStore(f"sqlite:///{tmp}/feedback.db")  # the file passes the same gate as an import
+            report = store.add_many(records, label_names, first_row)
+            frame = store.query(model_name=model_name)
+            store.engine.dispose()
         for line in report.lines():
             print(f"feedback left out: {line}", file=sys.stderr)
         rejected = len(report.rejected)
     else:
-        store, rejected = FeedbackStore(feedback_uri), 0
-    frame = store.query(model_name=model_name)
+        frame, rejected = FeedbackStore(feedback_uri).query(model_name=model_name), 0
     known = set(label_names)
     usable = frame["predicted_labels"].map(lambda ls: set(ls) <= known) & frame["corrected_labels"].map(
         lambda ls: ls is None or set(ls) <= known)

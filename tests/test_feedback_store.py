@@ -52,6 +52,9 @@ def test_store_keeps_good_rows_and_rejects_bad_ones_with_reasons(tmp_path):
     with pytest.raises(FeedbackRejected, match="already has feedback"):
         store.add(FeedbackRecord("p1", "clf", "1", "again", ["vat"], 3))
     assert len(store.query(model_name="clf", model_version="1")) == 3 and store.query(model_name="x").empty
+    # ids are text: a numeric id from a JSON file and the same id as a string are one prediction
+    assert store.add_many([_record(12345)]).accepted == 1
+    assert store.add_many([_record(" 12345")]).lines() == ["row 1: prediction_id already has feedback in the store"]
 
 
 @pytest.fixture()

@@ -77,7 +77,11 @@ def store_grouped(store: FeedbackStore, records: list[dict], labels: LabelSets, 
     for pos, r in enumerate(records):
         groups.setdefault((r.get("model_name"), r.get("model_version")), []).append(pos)
     for (name, version), positions in groups.items():
-        names = labels(name, version) if name and version else None
+        try:
+            names = labels(name, version) if name and version else None
+        except DataError as exc:  # this version's rows cannot be checked; the other versions' rows still can
+            report.rejected += [(first_row + p, records[p], [str(exc)]) for p in positions]
+            continue
         part = store.add_many([records[p] for p in positions], names)
         report.accepted += part.accepted
         numbered = dict(enumerate(positions))

@@ -157,8 +157,8 @@ class FeedbackStore:
                 if not taken:
                     raise
                 report.rejected += [(n, r, ["prediction_id already has feedback in the store"])
-                                    for n, r in rows if r["prediction_id"] in taken]
-                rows = [(n, r) for n, r in rows if r["prediction_id"] not in taken]
+                                    for n, r in rows if str(r["prediction_id"]).strip() in taken]
+                rows = [(n, r) for n, r in rows if str(r["prediction_id"]).strip() not in taken]
         return 0
 
     def _write(self, rows: list[dict]) -> None:
@@ -166,7 +166,7 @@ class FeedbackStore:
             session.add_all([FeedbackRow(**_row_values(r)) for r in rows])
 
     def existing_ids(self, prediction_ids: Iterable) -> set[str]:
-        ids = sorted({str(i) for i in prediction_ids if isinstance(i, str) and i})
+        ids = sorted({str(i).strip() for i in prediction_ids if i is not None and not pd.isna(i) and str(i).strip()})
         found: set[str] = set()
         for s in range(0, len(ids), 500):  # keep IN (...) under every database's parameter limit
             stmt = select(FeedbackRow.prediction_id).where(FeedbackRow.prediction_id.in_(ids[s:s + 500]))
@@ -208,8 +208,8 @@ def _row_values(row: dict) -> dict:
         timestamp = pd.Timestamp(timestamp).to_pydatetime()
     scores = row.get("scores")
     return {
-        "prediction_id": str(row["prediction_id"]), "model_name": str(row["model_name"]),
-        "model_version": str(row["model_version"]), "text": str(row["text"]),
+        "prediction_id": str(row["prediction_id"]).strip(), "model_name": str(row["model_name"]).strip(),
+        "model_version": str(row["model_version"]).strip(), "text": str(row["text"]),
         "predicted_labels": list(row["predicted_labels"]),
         "scores": {str(k): float(v) for k, v in scores.items()} if isinstance(scores, dict) else {},
         "score": int(row["score"]),
