@@ -28,20 +28,19 @@ from mlprojects.grpo_train import GRPOTrainer, logits_of, prepare_policy
 from mlprojects.metrics import decide, f1_summary
 from mlprojects.rewards import targets_from_feedback
 from mlprojects.train import train_classifier
+from serving.feedback.simulate import simulated_feedback
 
 RESULTS = Path(__file__).with_name("results") / "grpo.json"
 
 
 def simulate_feedback(clf: Classifier, frame, corrected_fraction: float, seed: int):
-    """Served labels of `clf` and a simulated user's verdict: score from agreement with the truth."""
-    rng = np.random.default_rng(seed)
+    """Served labels of `clf` and a simulated user's verdict on each (serving.feedback.simulate)."""
     probs = clf.predict_proba(list(frame["text"]))
     served = decide(probs, clf.thresholds, clf.single_label)
     predicted = [[clf.labels[j] for j in np.flatnonzero(row)] for row in served]
-    right = [set(p) == set(t) for p, t in zip(predicted, frame["labels"])]
-    scores = [int(rng.choice([4, 5])) if ok else int(rng.choice([1, 2])) for ok in right]
-    corrected = [list(t) if rng.random() < corrected_fraction else None for t in frame["labels"]]
-    return predicted, scores, corrected, float(np.mean(right))
+    scores, corrected = simulated_feedback(predicted, list(frame["labels"]), corrected_fraction, seed)
+    accuracy = float(np.mean([set(p) == set(t) for p, t in zip(predicted, frame["labels"])]))
+    return predicted, scores, corrected, accuracy
 
 
 def evaluate(clf: Classifier, frame) -> dict:
