@@ -1,12 +1,14 @@
 """The generated score.py and an exported model under Microsoft's azureml-inference-server-http (azmlinfsrv),
 in its own virtualenv (`.venv-azmlinfsrv`, cached), laid out as Azure ML lays out a deployment:
 AZUREML_MODEL_DIR=<...>/azureml-models/<name>/<version> holding `model/`, the code directory as app root.
+With the ONNX exporter in the build, the deployed artifact is the ONNX pyfunc (as `AzureMLTarget` deploys it).
 
 Creating the venv took 8 min 49 s on the shared 2-core machine (torch pyfunc requirements), so the test that
 creates it is marked slow (`make test-slow`, or `make azmlinfsrv-venv` once); with the venv in place the
 contract test runs in the default suite."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -19,17 +21,39 @@ import requests
 from serving.azureml.bundle import build_bundle, scoring_requirements
 from serving.azureml.inference_venv import ensure_venv, missing_requirements
 from tests.conftest import REPO
-from tests.serving_model import build_served_model
+from tests.serving_model import ServedModel, build_served_model
 from tests.test_endpoint import free_port
 
 VENV = REPO / ".venv-azmlinfsrv"
 
 
+def onnx_exported(served, demo_frame, root) -> ServedModel | None:
+    """A copy of the served model with its ONNX export (issue 6's `export_onnx`), or None without the exporter.
+    A copy, so that the other modules' bundles of the served model stay torch."""
+    if importlib.util.find_spec("mlprojects.export_onnx") is None:
+        return None
+    from mlprojects.export_onnx import main as export_main
+
+    version = str(mlflow.MlflowClient().copy_model_version(served.uri, "tiny-served-azure").version)
+    data = root / "eval.csv"
+    demo_frame.head(40).to_csv(data, index=False)
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = served.tracking_uri
+    try:
+        rc = export_main(["--model-uri", f"models:/tiny-served-azure/{version}", "--eval-data", str(data),
+                          "--text-columns", "title,body", "--label-column", "labels", "--max-f1-drop", "1"])
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI") if previous is None else os.environ.update(MLFLOW_TRACKING_URI=previous)
+    assert rc == 0
+    return ServedModel(served.tracking_uri, "tiny-served-azure", version)
+
+
 @pytest.fixture(scope="module")
-def deployment(tmp_path_factory, tiny_encoder):
+def deployment(tmp_path_factory, tiny_encoder, demo_frame):
+    root = tmp_path_factory.mktemp("azureml-app")
     served = build_served_model(tmp_path_factory.mktemp("served"), tiny_encoder)
     mlflow.set_tracking_uri(served.tracking_uri)
-    root = tmp_path_factory.mktemp("azureml-app")
+    served = onnx_exported(served, demo_frame, root) or served
     bundle = build_bundle(served.name, served.version, root / "bundle")
     model_dir = root / "azureml-models" / served.name / served.version
     shutil.copytree(bundle.model_dir, model_dir / "model")
