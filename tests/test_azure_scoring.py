@@ -55,6 +55,9 @@ def deployment(tmp_path_factory, tiny_encoder, demo_frame):
     mlflow.set_tracking_uri(served.tracking_uri)
     served = onnx_exported(served, demo_frame, root) or served
     bundle = build_bundle(served.name, served.version, root / "bundle")
+    if served.name == "tiny-served-azure":
+        assert bundle.artifact.startswith("models:/tiny-served-azure-onnx/"), bundle.artifact
+        assert "torch" not in (bundle.model_dir / "requirements.txt").read_text()
     model_dir = root / "azureml-models" / served.name / served.version
     shutil.copytree(bundle.model_dir, model_dir / "model")
     return {"bundle": bundle, "model_dir": model_dir, "served": served,
