@@ -131,3 +131,8 @@ def test_failed_smoke_test_leaves_traffic_on_the_old_deployment(store):
     assert ("fail-ep", "blue") in client.deployments
     assert target.current("tiny-azure-fail").version == v1
     assert "deployment.azureml.deployment" not in mlflow.MlflowClient().get_model_version("tiny-azure-fail", v2).tags
+
+
+def test_unknown_target_is_a_config_error():
+    with pytest.raises(ConfigError, match="unknown deployment target 'kubernetes'"):
+        get_target("kubernetes")
