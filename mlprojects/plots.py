@@ -35,6 +35,9 @@ def hyperparameter_trajectories(trials, prefix: str = "hp_", metric: str = "f1_m
             ax.set_yscale("log")
     axes[0][-1].legend(fontsize="small")
     fig.suptitle("PBT: hyperparameter trajectories per trial")
+    fig.tight_layout()
+    return fig
+
 
 def grpo_curves(history: list[dict]):
     """GRPO per step: reward mean ± std within groups, KL to the reference, clip fraction, policy entropy."""
