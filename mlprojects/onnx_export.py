@@ -78,7 +78,9 @@ def export_graph(classifier: Classifier, path: Path, opset: int) -> tuple[Path, 
             torch.onnx.export(graph, tuple(sample[n] for n in names), str(path), dynamo=False, input_names=names,
                               output_names=["embeddings"], dynamic_axes=axes, opset_version=opset)
     except Exception as exc:  # any exporter failure means this encoder cannot be served as ONNX
-        raise ExportError(f"cannot export encoder '{type(encoder).__name__}' to ONNX: {exc}") from exc
+        reason = (str(exc).strip().splitlines() or [""])[-1][:500]  # the last line names the cause
+        raise ExportError(f"cannot export encoder '{type(encoder).__name__}' to ONNX: "
+                          f"{type(exc).__name__}: {reason}") from exc
     finally:
         if attention and hasattr(encoder, "set_attn_implementation"):
             encoder.set_attn_implementation(attention)
