@@ -21,8 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.madewithml import load_split
+from mlprojects.classifier import Classifier
 from mlprojects.config import OnnxConfig, TrainConfig
 from mlprojects.data import stratified_split
+from mlprojects.model import build_model
 from mlprojects.onnx_export import export_graph, fuse
 from mlprojects.onnx_parity import f1_macro, row_cosines
 from mlprojects.onnx_quantize import TextCalibrationReader, quantize
@@ -87,9 +89,24 @@ def tokenizer_of(classifier, workdir: Path):
     return load_tokenizer(path, classifier.model.max_length)
 
 
+def trained_classifier(cfg: TrainConfig, train, descriptions: dict[str, str]):
+    """(classifier as served: LoRA merged, saved and loaded on CPU; validation F1-macro or None)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if cfg.max_epochs > 0:
+            fit, val = stratified_split(train, cfg.val_fraction, cfg.seed)
+            classifier, result = train_classifier(cfg, fit, val, descriptions, ["text"])
+            val_f1 = result.best_metrics["f1_macro"]
+        else:
+            single = bool(train["labels"].map(len).eq(1).all())
+            classifier = Classifier(build_model(cfg, lora=False), dict(descriptions), np.full(len(descriptions), 0.5),
+                                    single, ["text"])
+            val_f1 = None
+        return Classifier.load(classifier.save(Path(tmp) / "classifier"), "cpu"), val_f1
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=2, help="SFT epochs; 0 = the untrained encoder, zero-shot")
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--output", default=str(RESULTS))
@@ -98,17 +115,15 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     train, test, descriptions = load_split()
     cfg = TrainConfig(encoder="minilm", max_epochs=args.epochs, patience=args.epochs)
-    fit, val = stratified_split(train, cfg.val_fraction, cfg.seed)
     t0 = time.perf_counter()
-    classifier, result = train_classifier(cfg, fit, val, descriptions, ["text"])
+    classifier, val_f1 = trained_classifier(cfg, train, descriptions)
     train_s = time.perf_counter() - t0
-    classifier.model.cpu().eval()
     texts, labels = list(test["text"]), list(test["labels"])
     names, thresholds, single = classifier.labels, classifier.thresholds, classifier.single_label
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        graphs = build_graphs(classifier, workdir, list(fit["text"].sample(128, random_state=0)), args.threads)
+        graphs = build_graphs(classifier, workdir, list(train["text"].sample(128, random_state=0)), args.threads)
         tokenizer = tokenizer_of(classifier, workdir)
         encoders = {n: OnnxEncoder(g, tokenizer, int(classifier.model.tokenizer.pad_token_id or 0), args.threads)
                     for n, g in graphs.items()}
@@ -146,8 +161,8 @@ def main(argv: list[str] | None = None) -> dict:
         "command": "python -m bench.bench_onnx " + " ".join(argv or []),
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg()},
-        "model": {"encoder": "all-MiniLM-L6-v2 + LoRA (SFT)", "epochs": args.epochs, "train_s": round(train_s, 1),
-                  "val_f1_macro": result.best_metrics["f1_macro"], "n_test": len(texts)},
+        "model": {"encoder": "all-MiniLM-L6-v2" + (" + LoRA (SFT, merged)" if args.epochs else " (untrained, zero-shot)"), "epochs": args.epochs, "train_s": round(train_s, 1),
+                  "val_f1_macro": val_f1, "n_test": len(texts)},
         "sizes_mb": sizes, "quality": quality, "timings": timings,
         "goal": {"int8_speedup_batch_32": timings["int8_dynamic"]["speedup_vs_torch_batch_32"],
                  "int8_f1_drop_points": round(100 * (quality["torch_fp32"]["f1_macro"]

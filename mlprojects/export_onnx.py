@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     setup()
     source = source_version(args.model_uri)
     onnx_name = args.model_name or f"{source.name}{C.ONNX_MODEL_SUFFIX}"
-    classifier = load_classifier(args.model_uri, device="cpu")
+    try:
+        classifier = load_classifier(args.model_uri, device="cpu")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"cannot export {args.model_uri}: {exc}") from exc
     evaluation, calibration = evaluation_frames(args, source, classifier.text_columns)
     calibration_texts = list(calibration["text"].sample(min(cfg.calibration_docs, len(calibration)), random_state=0))
     with mlflow.start_run(run_name="export_onnx") as run, tempfile.TemporaryDirectory() as tmp:

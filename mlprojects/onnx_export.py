@@ -134,7 +134,8 @@ def export_classifier(classifier: Classifier, out_dir: str | Path, cfg: OnnxConf
         if cfg.quantization == "none":
             shutil.copyfile(graph, final)
         else:
-            reader = TextCalibrationReader(OnnxEncoder(graph, tokenizer, pad_id, cfg.threads), calibration_texts)
+            reader = (TextCalibrationReader(OnnxEncoder(graph, tokenizer, pad_id, cfg.threads), calibration_texts)
+                      if cfg.quantization == "static" else None)
             quantize(graph, final, cfg.quantization, reader)
         steps["quantization"] = cfg.quantization
         progress.update()

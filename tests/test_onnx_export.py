@@ -15,7 +15,7 @@ import torch
 
 from mlprojects.onnx_parity import ParityReport, gate_failures, row_cosines
 from registry.contract import to_params
-from tests.conftest import REPO
+from tests.conftest import REPO, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
 FRUIT = {"apple": "Apples, orchards and fruit harvests.", "bank": "Banks, loans and interest rates."}
@@ -49,16 +49,9 @@ print(json.dumps({"own": own.to_dict("records"), "columns": columns.to_dict("rec
 
 @pytest.fixture(scope="module")
 def registry_env(tmp_path_factory):
-    """One SQLite store for the module with a tiny SFT model registered as tiny-clf version 1."""
-    tmp = tmp_path_factory.mktemp("onnx-registry")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    """One SQLite store shared by the tests of this module."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", uri)
-        mp.setenv("MLFLOW_ARTIFACT_ROOT", (tmp / "artifacts").as_uri())
-        for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-            mp.delenv(var, raising=False)
-        mlflow.set_tracking_uri(uri)
-        yield uri
+        yield use_mlflow_store(tmp_path_factory.mktemp("onnx-registry"), mp)
 
 
 @pytest.fixture(scope="module")
