@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -158,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         t["speedup_vs_torch_batch_32"] = round(t["batch_32"]["docs_per_s"] / base["docs_per_s"], 2)
         t["cpu_speedup_vs_torch_batch_32"] = round(t["batch_32"]["docs_per_cpu_s"] / base["docs_per_cpu_s"], 2)
     report = {
-        "command": "python -m bench.bench_onnx " + " ".join(argv or []),
+        "command": " ".join(["python -m bench.bench_onnx", *(sys.argv[1:] if argv is None else argv)]),
         "machine": {"cpus": os.cpu_count(), "threads": args.threads, "loadavg_before": load_before,
                     "loadavg_after": os.getloadavg()},
         "model": {"encoder": "all-MiniLM-L6-v2" + (" + LoRA (SFT, merged)" if args.epochs else " (untrained, zero-shot)"), "epochs": args.epochs, "train_s": round(train_s, 1),
