@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from mlprojects.onnx_parity import ParityReport, gate_failures, row_cosines
-from registry.contract import to_params
 from tests.conftest import REPO, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
@@ -34,7 +33,6 @@ class BlockTorch:
 
 sys.meta_path.insert(0, BlockTorch())
 import mlflow, pandas as pd
-from registry.contract import to_params
 
 uri, texts, fruit = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 model = mlflow.pyfunc.load_model(uri, model_config={"threads": 1})
