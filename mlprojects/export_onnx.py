@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         probs = classifier.predict_proba(list(example["text"]))
         info = log_onnx_classifier(result.directory, classifier.text_columns, example,
                                    format_predictions(probs, classifier.labels, classifier.thresholds,
-                                                      classifier.single_label))
+                                                      classifier.single_label), cfg.threads)
         version = register(info.model_uri, onnx_name, {
             RC.TAG_KIND: "onnx", RC.TAG_PARENT_VERSION: source.version, RC.TAG_SOURCE_MODEL: source.name,
             RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_ENCODER: source.tags.get(RC.TAG_ENCODER),

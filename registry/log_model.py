@@ -53,7 +53,7 @@ def git_commit() -> str:
 
 
 def _log_pyfunc(python_model: Path, artifacts: dict[str, str], requirements: list[str], text_columns: list[str],
-                example: pd.DataFrame, example_output: pd.DataFrame, name: str):
+                example: pd.DataFrame, example_output: pd.DataFrame, name: str, model_config: dict | None = None):
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(python_model),
@@ -62,6 +62,7 @@ def _log_pyfunc(python_model: Path, artifacts: dict[str, str], requirements: lis
         signature=signature(text_columns, example_output),
         input_example=example,
         pip_requirements=requirements,
+        model_config=model_config,
     )
 
 
@@ -73,10 +74,11 @@ def log_classifier(classifier_dir: str | Path, text_columns: list[str], example:
 
 
 def log_onnx_classifier(package_dir: str | Path, text_columns: list[str], example: pd.DataFrame,
-                        example_output: pd.DataFrame, name: str = "model"):
-    """Log the ONNX pyfunc (a package from `mlprojects.onnx_export`) into the active run; returns ModelInfo."""
+                        example_output: pd.DataFrame, threads: int = 0, name: str = "model"):
+    """Log the ONNX pyfunc (a package from `mlprojects.onnx_export`) into the active run; returns ModelInfo.
+    `threads` (0 = all cores) can be overridden at load: `load_model(uri, model_config={"threads": n})`."""
     return _log_pyfunc(_ONNX_PYFUNC, {"onnx_classifier": str(package_dir)}, onnx_requirements(), text_columns,
-                       example, example_output, name)
+                       example, example_output, name, {"threads": int(threads)})
 
 
 def register(model_uri: str, model_name: str, tags: dict[str, str]) -> ModelVersion:

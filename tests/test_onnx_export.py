@@ -33,6 +33,7 @@ class BlockTorch:
 
 sys.meta_path.insert(0, BlockTorch())
 import mlflow, pandas as pd
+from registry.contract import to_params
 
 uri, texts, fruit = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 model = mlflow.pyfunc.load_model(uri, model_config={"threads": 1})
@@ -110,6 +111,7 @@ def test_onnx_pyfunc_serves_the_contract_without_torch(exported, source_model, r
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["loaded"] == []
+    assert "were ignored" not in proc.stderr  # the threads setting reached the model
 
     torch_out = mlflow.pyfunc.load_model(source_model).predict(pd.DataFrame({"text": TEXTS}))
     labels = set(torch_out.loc[0, "scores"])
