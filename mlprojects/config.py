@@ -151,3 +151,31 @@ class GRPOParams:
 
     def to_params(self) -> dict:
         return asdict(self)
+
+
+# --- ONNX export (issue 6) ---------------------------------------------------------------------------------
+@dataclass
+class OnnxConfig:
+    """How the serving artifact is built and the parity gates it must pass before it is registered."""
+
+    # Measured on MiniLM (bench/bench_onnx.py): dynamic per-channel MatMul int8 on the unfused graph is the
+    # fastest at mean cosine ≥ 0.99; static QDQ was either far less accurate (unfused) or slow (fused), and
+    # offline fusion slowed the int8 graph (ONNX Runtime already fuses the fp32 graph when it loads it).
+    quantization: str = "dynamic"  # dynamic | static (QDQ, calibrated on real text) | none (fp32)
+    fuse: bool = False  # ONNX Runtime transformer fusion before quantisation
+    opset: int = 17
+    threads: int = 0  # ONNX Runtime intra-op threads at inference; 0 = all cores
+    batch_size: int = 32  # length-bucketed batches at inference
+    calibration_docs: int = 128  # training documents that calibrate static quantisation
+    parity_sample: int = 256  # evaluation documents whose embeddings are compared
+    min_fp32_cosine: float = 0.9999  # gate: min cosine, ONNX fp32 vs torch
+    min_int8_mean_cosine: float = 0.99  # gate: mean cosine, quantised ONNX vs torch
+    max_f1_drop: float = 0.005  # gate: F1-macro drop on the evaluation data (0.005 = half a point)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "OnnxConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+ONNX_MODEL_SUFFIX = "-onnx"  # the export of model `m` is registered as `m-onnx`

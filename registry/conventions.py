@@ -17,3 +17,5 @@ TAG_KIND = "lineage.kind"  # sft | grpo | clone | onnx
 TAG_DATA_DIGEST = "lineage.data_digest"
 TAG_ENCODER = "lineage.encoder"
 TAG_GIT_COMMIT = "lineage.git_commit"
+TAG_SOURCE_MODEL = "lineage.source_model"  # ONNX exports: the registered model they were exported from
+TAG_ONNX_VERSION = "lineage.onnx_version"  # on a source version: its latest ONNX export (`<name>-onnx`)
