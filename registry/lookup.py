@@ -21,3 +21,16 @@ def load_classifier(model_uri: str, device: str | None = None):
     from mlprojects.classifier import Classifier
 
     return Classifier.load(classifier_dir(model_uri), device)
+
+
+def registered_version(model_uri: str) -> tuple[str, str] | None:
+    """(name, version) behind `models:/name/N` or `models:/name@alias`; None for other URIs."""
+    if not model_uri.startswith("models:/"):
+        return None
+    path = model_uri[len("models:/"):].strip("/")
+    client = mlflow.MlflowClient()
+    if "@" in path:
+        name, alias = path.split("@", 1)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    name, _, version = path.rpartition("/")
+    return (name, version) if name and version.isdigit() else None
