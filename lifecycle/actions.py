@@ -91,13 +91,13 @@ def clone(ctx: Context, intent: dict) -> None:
     """The champion copied (copy_model_version, same registered model) as frozen `reference` and trainable
     `policy`; a copy made before a crash is found again by its intent id instead of being made twice."""
     parent = intent["version"]
-    existing = {v.tags.get(C.TAG_ROLE): v.version for v in ctx.client.search_model_versions(f"name='{ctx.name}'")
+    existing = {v.tags.get(C.TAG_ROLE): str(v.version) for v in ctx.client.search_model_versions(f"name='{ctx.name}'")
                 if v.tags.get(C.TAG_INTENT) == intent["id"]}
     for role in (C.REFERENCE, C.POLICY):
         version = existing.get(role)
         if version is None:
             ctx.lease.ensure()
-            version = ctx.client.copy_model_version(f"models:/{ctx.name}/{parent}", ctx.name).version
+            version = str(ctx.client.copy_model_version(f"models:/{ctx.name}/{parent}", ctx.name).version)
             set_tags(ctx.client, ctx.name, version, {C.TAG_ROLE: role, C.TAG_INTENT: intent["id"]})
             for key in _inherited_decision_tags(ctx, version):
                 ctx.client.delete_model_version_tag(ctx.name, version, key)

@@ -36,10 +36,13 @@ history = Table(
 )
 
 
-@functools.lru_cache(maxsize=8)
 def engine(url: str | None = None) -> Engine:
     """An engine with our tables created (concurrent creators are fine: the loser sees the tables exist)."""
-    url = url or lifecycle_db_url()
+    return _engine(url or lifecycle_db_url())
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     eng = create_engine(url, **kwargs)
     try:

@@ -58,7 +58,7 @@ def retire_archived(client: MlflowClient, name: str, keep: int) -> list[str]:
     """
     held = set(aliases(client, name).values())
     archived = sorted((v for v in client.search_model_versions(f"name='{name}'")
-                       if v.current_stage == C.ARCHIVED_STAGE and v.version not in held),
+                       if v.current_stage == C.ARCHIVED_STAGE and str(v.version) not in held),
                       key=lambda v: int(v.version), reverse=True)
     retired = []
     for v in archived[max(keep, 0):]:
