@@ -1,12 +1,11 @@
-"""The evaluation maths (local `evaluate` module vs scikit-learn, bootstrap), the pure lifecycle rules, the lease,
-and the `evaluate` entry point through `mlflow run`."""
+"""The evaluation maths (local `evaluate` module vs scikit-learn, bootstrap), the pure lifecycle rules, the lease.
+(The `evaluate` entry point runs through `mlflow run` in test_lifecycle.py, on the model trained there.)"""
 from __future__ import annotations
 
 import json
 import time
 
 import evaluate
-import mlflow
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
@@ -140,36 +139,3 @@ def test_lease_is_exclusive_until_it_expires(tmp_path):
         first.ensure()
     second.release()
     assert first.try_acquire()
-
-
-# --- the evaluate entry point -----------------------------------------------------------------------------------------
-
-def test_evaluate_entry_point(mlflow_env, tiny_encoder, small_dataset, tmp_path):
-    from tests.test_sft_stage import mlflow_run
-
-    proc = mlflow_run("sft", {**small_dataset, "encoder": tiny_encoder, "max_epochs": 1, "min_examples": 2,
-                              "model_name": "eval-clf"}, mlflow_env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    out = tmp_path / "metrics.json"
-    proc = mlflow_run("evaluate", {"model_uri": "models:/eval-clf@challenger", "data": small_dataset["data"],
-                                   "labels": small_dataset["labels"], "text_columns": "title,body",
-                                   "label_column": "labels", "output": out, "bootstrap": 200}, mlflow_env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
-    assert set(result["report"]) == {"f1_macro", "f1_micro", "f1_weighted", "subset_accuracy", "per_label"}
-    low, high = result["intervals"]["f1_macro"]
-    assert low <= result["report"]["f1_macro"] <= high
-    version = mlflow.MlflowClient().get_model_version("eval-clf", "1")
-    assert float(version.tags["eval.f1_macro"]) == pytest.approx(result["report"]["f1_macro"], abs=1e-4)
-    run = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.run_name = 'evaluate'",
-                             output_format="list")[0]
-    assert run.data.metrics["f1_macro"] == pytest.approx(result["report"]["f1_macro"])
-    assert {"evaluation/confusion_matrices.png", "evaluation/precision_recall.png", "evaluation/threshold_curves.png",
-            "evaluation/metrics.json"} <= {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
-
-    # a bad dataset (unknown label) stops with one readable line
-    bad = tmp_path / "bad.csv"
-    bad.write_text("title,body,labels\nVAT question,Is VAT due?,not_a_label\n")
-    proc = mlflow_run("evaluate", {"model_uri": "models:/eval-clf/1", "data": bad, "labels": small_dataset["labels"],
-                                   "text_columns": "title,body"}, mlflow_env)
-    assert proc.returncode != 0 and "error: evaluation data" in proc.stderr and "not_a_label" in proc.stderr

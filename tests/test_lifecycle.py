@@ -2,16 +2,17 @@
 rejection with reasons, a person's stage transition, rollback, bad states, concurrency and crashes."""
 from __future__ import annotations
 
+import json
 import shutil
 import time
 import warnings
-from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 
 from lifecycle import db, history
+from lifecycle.__main__ import main as lifecycle_main
 from lifecycle.controller import Controller
 from lifecycle.faults import FAULT_ENV, STEPS
 from mlprojects.errors import ConfigError, DataError
@@ -113,9 +114,40 @@ def test_sft_version_is_a_challenger_that_becomes_the_first_champion(trained, mo
             "v1/evaluation/threshold_curves.png", "v1/evaluation/metrics.json"} <= artifacts
 
 
+# --- the evaluate entry point ----------------------------------------------------------------------------------------
+
+def test_evaluate_entry_point(trained, monkeypatch, tmp_path):
+    from tests.test_sft_stage import mlflow_run
+
+    uri = use_store(monkeypatch, trained["root"])
+    out = tmp_path / "metrics.json"
+    proc = mlflow_run("evaluate", {"model_uri": "models:/sft-model/1", "data": trained["eval"], "labels": LABELS,
+                                   "text_columns": "title,body", "label_column": "labels", "output": out,
+                                   "bootstrap": 200}, uri)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert set(result["report"]) == {"f1_macro", "f1_micro", "f1_weighted", "subset_accuracy", "per_label"}
+    low, high = result["intervals"]["f1_macro"]
+    assert low <= result["report"]["f1_macro"] <= high
+    assert float(version("sft-model", "1").tags["eval.f1_macro"]) == pytest.approx(result["report"]["f1_macro"], abs=1e-4)
+    run = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.run_name = 'evaluate'",
+                             output_format="list")[0]
+    assert run.data.metrics["f1_macro"] == pytest.approx(result["report"]["f1_macro"])
+    assert {"evaluation/confusion_matrices.png", "evaluation/precision_recall.png", "evaluation/threshold_curves.png",
+            "evaluation/metrics.json"} <= {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+
+    # a bad dataset (unknown label) stops with one readable line, through the module itself (no mlflow run needed)
+    from mlprojects.evaluate import main as evaluate_main
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("title,body,labels\nVAT question,Is VAT due?,not_a_label\n")
+    assert evaluate_main(["--model-uri", "models:/sft-model/1", "--data", str(bad), "--labels", LABELS,
+                          "--text-columns", "title,body"]) == 2
+
+
 # --- the main story: bad states, promotion, rejection, a person's request, rollback ------------------------------
 
-def test_lifecycle_story(trained, registry_env, tmp_path):
+def test_lifecycle_story(trained, registry_env, tmp_path, capsys):
     name, work = "clf", registry_env["work"]
     client = mlflow.MlflowClient()
     weak = register_variant(trained["classifier"], name, work, thresholds=1.01)  # predicts no label at all
@@ -185,14 +217,15 @@ def test_lifecycle_story(trained, registry_env, tmp_path):
     assert version(name, weak).current_stage == "Production"
     assert version(name, good).tags["lifecycle.decision"] == "rolled_back"
     assert LocalTarget().current(name).version == weak
-    proc = lifecycle_cli("history", "--model-name", name)
-    lines = proc.stdout.splitlines()
+    capsys.readouterr()
+    assert lifecycle_main(["history", "--model-name", name]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert "first champion" in lines[1] and lines[1].split()[0] == weak
     assert lines[2].split()[0] == good and "promote (from version" in lines[2]
     assert lines[3].split()[0] == weak and "rollback (from version" in lines[3] and lines[3].split()[-1] != "now"
     # nothing earlier to roll back to now
-    proc = lifecycle_cli("rollback", "--model-name", name)
-    assert proc.returncode == 2 and "no previous champion" in proc.stderr
+    assert lifecycle_main(["rollback", "--model-name", name]) == 2
+    assert "error: clf has no previous champion" in capsys.readouterr().err
 
 
 # --- safety --------------------------------------------------------------------------------------------------------
