@@ -81,6 +81,77 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+# --- Population Based Training (issue 3): `sft --tune pbt` -------------------------------------------------
+@dataclass
+class PBTConfig:
+    """Ray Tune PBT over the SFT hyperparameters; ranges are what PBT samples from and mutates within."""
+
+    population: int = 4
+    perturbation_interval: int = 1  # epochs; one Ray training_iteration = one interval
+    quantile_fraction: float = 0.25  # bottom quantile clones the top quantile
+    resample_probability: float = 0.25
+    synch: bool = True  # every trial pauses at each boundary: reproducible exploits on a small population
+    mutations: tuple[str, ...] = ("learning_rate", "weight_decay", "warmup_ratio", "lora_r", "contrastive_weight")
+    learning_rate: tuple[float, float] = (1e-4, 3e-3)  # log-uniform
+    weight_decay: tuple[float, float] = (0.0, 0.1)  # uniform
+    warmup_ratio: tuple[float, float] = (0.0, 0.2)  # uniform
+    lora_r: tuple[int, ...] = (4, 8, 16, 32)
+    contrastive_weight: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 1  # retries of a crashed trial (from its last checkpoint)
+    ray_address: str = ""  # "": a local Ray; "auto" or host:port joins a running cluster
+    local_num_cpus: int = 2
+    object_store_bytes: int = 100 * 1024 ** 2
+    storage_path: str = ""  # "": Ray's default (~/ray_results)
+    test_hook_fail_trials: str = ""  # test hook: "once" crashes each trial's first attempt, "always" every one
+
+# --- GRPO (issue 5): feedback store location and the GRPO hyperparameters -------------------------------------
+
+FEEDBACK_DB_ENV = "FEEDBACK_DB_URL"
+
+
+def feedback_db_url() -> str:
+    """FEEDBACK_DB_URL if set (any SQLAlchemy URL, e.g. postgresql://...), else a SQLite file in the repo."""
+    return os.environ.get(FEEDBACK_DB_ENV) or f"sqlite:///{REPO_ROOT / 'feedback.db'}"
+
+
+# Where the platform departs from trl.GRPOConfig's defaults, and why (tests assert every other default is TRL's).
+# - learning_rate: TRL's 1e-6 is for full fine-tuning of billion-parameter LMs; fresh LoRA adapters on a small
+#   encoder barely move at that rate (Adam steps are ~lr in size), 1e-4 is the usual LoRA rate.
+# - beta: TRL's 0.0 drops the reference model; this platform anchors the policy to the frozen SFT `reference`
+#   by design, so the KL term is on, at 0.04 (TRL's default until v0.19 and the DeepSeekMath GRPO value).
+GRPO_OVERRIDES_OF_TRL = {"learning_rate": 1e-4, "beta": 0.04}
+
+
+@dataclass
+class GRPOParams:
+    """GRPO hyperparameters under trl.GRPOConfig's names and meanings, for a policy whose 'completion' is a
+    label vector: one 'token' per label, so a sequence's length is the number of labels."""
+
+    num_generations: int = 8  # G label sets sampled per document
+    temperature: float = 1.0  # logits / temperature, for sampling and for log-probs (as TRL)
+    epsilon: float = 0.2  # clip range of the importance ratio
+    epsilon_high: float | None = None  # upper clip bound; None = epsilon
+    beta: float = GRPO_OVERRIDES_OF_TRL["beta"]  # weight of the k3 KL to the reference
+    loss_type: str = "dapo"  # grpo | bnpo | dr_grpo | dapo: how per-label losses are aggregated
+    scale_rewards: str = "group"  # group | batch | none: std used to normalise advantages
+    importance_sampling_level: str = "token"  # token (per label) | sequence (one ratio per label vector)
+    num_iterations: int = 1  # optimiser steps per sampled batch (μ)
+    learning_rate: float = GRPO_OVERRIDES_OF_TRL["learning_rate"]
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    num_train_epochs: float = 3.0
+    per_device_train_batch_size: int = 8  # completions per step, as in TRL: documents per step = this / G
+    seed: int = 42
+    # Fresh LoRA on the policy's (merged) encoder, SFT's rank; no dropout, so the ratio and the KL compare one
+    # function, not two dropout masks (the decoder LMs TRL targets train GRPO without dropout too).
+    lora_r: int = 8
+    lora_alpha: int = 16
+
+    def to_params(self) -> dict:
+        return asdict(self)
+
 # --- Evaluation and the lifecycle controller (per-model values live in registered-model tags) ---
 EVAL_MARGIN = 0.0  # F1-macro gain a challenger needs, on top of a paired bootstrap that excludes 0
 EVAL_MIN_F1_MACRO = 0.0  # gate for any champion

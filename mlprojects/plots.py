@@ -23,6 +23,35 @@ def training_curves(history: list[dict], title: str = "SFT"):
     return fig
 
 
+def hyperparameter_trajectories(trials, prefix: str = "hp_", metric: str = "f1_macro"):
+    """One panel per mutated hyperparameter (and the metric): each PBT trial's value per epoch; jumps are exploits."""
+    names = [c for c in trials.columns if c.startswith(prefix)] + [metric]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for trial, rows in trials.sort_values("epoch").groupby("trial_id"):
+            ax.plot(rows["epoch"], rows[name], marker="o", label=trial)
+        ax.set(xlabel="epoch", title=name.removeprefix(prefix))
+        if name == "hp_learning_rate":
+            ax.set_yscale("log")
+    axes[0][-1].legend(fontsize="small")
+    fig.suptitle("PBT: hyperparameter trajectories per trial")
+
+def grpo_curves(history: list[dict]):
+    """GRPO per step: reward mean ± std within groups, KL to the reference, clip fraction, policy entropy."""
+    steps = range(1, len(history) + 1)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    mean = [h["reward_mean"] for h in history]
+    std = [h["reward_std"] for h in history]
+    axes[0].plot(steps, mean, label="mean")
+    axes[0].fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2,
+                         label="± std in group")
+    axes[0].legend()
+    for ax, key, title in zip(axes, ("reward_mean", "kl", "clip_fraction", "entropy"),
+                              ("reward", "KL(policy ‖ reference), k3", "clip fraction", "entropy (nats/label)")):
+        if key != "reward_mean":
+            ax.plot(steps, [h[key] for h in history])
+        ax.set(xlabel="step", title=f"GRPO: {title}")
+
 def _grid(n: int, size: float = 2.6):
     cols = min(n, 4)
     rows = (n + cols - 1) // cols

@@ -1,6 +1,7 @@
 """Stage `sft`: validate the data, fine-tune the dual encoder (LoRA), log everything, register the model.
 
     mlflow run . -e sft --env-manager local -P data=... -P labels=...
+    mlflow run . -e sft --env-manager local -P tune=pbt -P pbt_trials=4     # Population Based Training (Ray Tune)
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import mlflow
 from mlprojects import config as C
 from mlprojects.data import load_training_data, parse_columns
 from mlprojects.errors import DataError, cli_entry
-from mlprojects.plots import training_curves
+from mlprojects.plots import hyperparameter_trajectories, training_curves
 from mlprojects.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
 from mlprojects.train import train_classifier
 from registry import conventions as RC
@@ -25,6 +26,15 @@ from registry.settings import init_from_sft_run
 def int_arg(value: str) -> int:
     """MLproject passes numbers as text, possibly '8.0'."""
     return int(float(value))
+
+
+def range_arg(value: str) -> tuple[float, float]:
+    """'1e-4,3e-3' -> (0.0001, 0.003)."""
+    try:
+        low, high = (float(v) for v in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW,HIGH, got '{value}'") from None
+    return low, high
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,11 +63,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int_arg, default=d.max_length)
     p.add_argument("--min-examples", type=int_arg, default=d.min_examples, help="gate: examples needed per label")
     p.add_argument("--seed", type=int_arg, default=d.seed)
+    t = p.add_argument_group("tuning (Population Based Training with Ray Tune)")
+    b = C.PBTConfig()
+    t.add_argument("--tune", default="none", choices=["none", "pbt"], help="none: one configuration, no Ray")
+    t.add_argument("--pbt-trials", type=int_arg, default=b.population, help="population size (>= 2)")
+    t.add_argument("--perturbation-interval", type=int_arg, default=b.perturbation_interval, help="epochs")
+    t.add_argument("--mutations", default=",".join(b.mutations), help="comma list of hyperparameters to mutate")
+    t.add_argument("--lr-range", type=range_arg, default=b.learning_rate, help="LOW,HIGH (log-uniform)")
+    t.add_argument("--weight-decay-range", type=range_arg, default=b.weight_decay, help="LOW,HIGH")
+    t.add_argument("--warmup-range", type=range_arg, default=b.warmup_ratio, help="LOW,HIGH")
+    t.add_argument("--ray-address", default=b.ray_address, help="'auto' or host:port joins a cluster; '': local")
+    t.add_argument("--cpus-per-trial", type=float, default=b.cpus_per_trial)
+    t.add_argument("--gpus-per-trial", type=float, default=b.gpus_per_trial)
+    t.add_argument("--max-failures", type=int_arg, default=b.max_failures, help="retries of a crashed trial")
+    t.add_argument("--storage-path", default=b.storage_path, help="Ray's trial checkpoints (default ~/ray_results)")
+    t.add_argument("--resume", default="", help="experiment path of an interrupted tuning run to restore")
+    t.add_argument("--test-hook-fail-trials", default="", choices=["", "once", "always"], help=argparse.SUPPRESS)
     return p
 
 
 def config_from_args(args: argparse.Namespace) -> C.TrainConfig:
     return C.TrainConfig.from_dict({**vars(args), "soft_label_column": args.soft_label_column or None})
+
+
+def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
+    from mlprojects.pbt import validate_config
+
+    pbt = C.PBTConfig(population=args.pbt_trials, perturbation_interval=args.perturbation_interval,
+                      mutations=tuple(parse_columns(args.mutations)), learning_rate=args.lr_range,
+                      weight_decay=args.weight_decay_range, warmup_ratio=args.warmup_range,
+                      ray_address=args.ray_address.strip(), cpus_per_trial=args.cpus_per_trial,
+                      gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
+                      storage_path=args.storage_path, test_hook_fail_trials=args.test_hook_fail_trials)
+    validate_config(pbt)
+    return pbt
 
 
 def check_gate(train, val, label_names: list[str], min_examples: int) -> None:
@@ -76,40 +115,77 @@ def check_gate(train, val, label_names: list[str], min_examples: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
+    pbt = pbt_config_from_args(args) if args.tune == "pbt" else None  # a bad tuning config fails here, first
     text_columns = parse_columns(args.text_columns)
     uri = setup()
     train, val, descriptions = load_training_data(args.data, args.labels, text_columns, args.label_column,
                                                   args.val_data or None, cfg.val_fraction, cfg.seed,
                                                   args.label_delimiter, cfg.soft_label_column)
-    with mlflow.start_run(run_name="sft") as run:
+    with mlflow.start_run(run_name="sft-pbt" if pbt else "sft") as run:
+        mlflow.set_tag("stage", "sft")
         log_params_once({**cfg.to_params(), "data": args.data, "labels": args.labels,
                            "text_columns": ",".join(text_columns), "label_column": args.label_column,
-                           "val_data": args.val_data or f"split {cfg.val_fraction}", "model_name": args.model_name})
+                           "val_data": args.val_data or f"split {cfg.val_fraction}", "model_name": args.model_name,
+                           "tune": args.tune})
         digest = log_dataset(train, args.data, "train", "training")
         log_dataset(val, args.val_data or args.data, "validation", "validation")
         check_gate(train, val, list(descriptions), cfg.min_examples)
         mlflow.log_dict(descriptions, "labels.json")
-        classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
-        mlflow.log_metrics({f"best_{k}": v for k, v in result.best_metrics.items()} | {"best_epoch": result.best_epoch})
-        log_json(dict(zip(classifier.labels, map(float, classifier.thresholds))), "thresholds.json")
-        mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
-        with tempfile.TemporaryDirectory() as tmp:
-            for name, frame in (("train", train), ("validation", val)):
-                path = Path(tmp) / f"{name}.parquet"
-                frame.to_parquet(path)
-                mlflow.log_artifact(str(path), "data")
-            example = val[["text"]].head(3).reset_index(drop=True)
-            info = log_classifier(classifier.save(Path(tmp) / "classifier"), text_columns, example,
-                                  _example_output(classifier, example))
-        version = register(info.model_uri, args.model_name, {
+        if pbt:
+            classifier, best, hparam_tags = tune_classifier(cfg, pbt, train, val, descriptions, text_columns,
+                                                            run.info.run_id, args.resume or None)
+        else:
+            classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
+            mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
+            best, hparam_tags = {**result.best_metrics, "epoch": result.best_epoch}, {}
+        mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items() if not k.startswith("hp_")})
+        version = publish(classifier, train, val, text_columns, args.model_name, {
             RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "sft", RC.TAG_DATA_DIGEST: digest,
-            RC.TAG_ENCODER: cfg.encoder})
+            RC.TAG_ENCODER: cfg.encoder, **hparam_tags})
         init_from_sft_run(mlflow.MlflowClient(), args.model_name, run.info.run_id)
     print(f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}, "
           f"alias {RC.CHALLENGER}); "
-          f"validation F1-macro {result.best_metrics['f1_macro']:.3f} at epoch {result.best_epoch}.\n"
+          f"validation F1-macro {best['f1_macro']:.3f} at epoch {int(best['epoch'])}.\n"
           f"See it: mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)")
     return 0
+
+
+def tune_classifier(cfg: C.TrainConfig, pbt: C.PBTConfig, train, val, descriptions: dict[str, str],
+                    text_columns: list[str], run_id: str, resume: str | None):
+    """PBT over the population (each trial a child run); log its history; the best checkpoint as a Classifier."""
+    from mlprojects.pbt import best_classifier, run_tuning
+
+    def announce(path: str) -> None:
+        mlflow.set_tag("pbt.experiment_path", path)
+        print(f"Tuning state in {path}; an interrupted run resumes with --resume {path}", flush=True)
+
+    if resume:
+        mlflow.set_tag("pbt.resumed_from", resume)
+    outcome = run_tuning(cfg, pbt, train, val, descriptions, "pbt", parent_run_id=run_id,
+                         name=f"sft-pbt-{run_id}", resume=resume, on_start=announce)
+    if len(outcome.perturbations):
+        mlflow.log_table(outcome.perturbations, "pbt/perturbations.json")
+    mlflow.log_table(outcome.trials, "pbt/trials.json")
+    mlflow.log_figure(hyperparameter_trajectories(outcome.trials), "plots/pbt_trajectories.png")
+    mlflow.log_metrics({"pbt_exploits": len(outcome.perturbations), "pbt_wall_s": outcome.wall_s})
+    mlflow.set_tag("pbt.best_trial", outcome.best_trial)
+    log_json(outcome.best_hparams, "pbt/best_hparams.json")
+    classifier = best_classifier(cfg, outcome, descriptions, text_columns)
+    return classifier, outcome.best_metrics, {f"hparam.{k}": v for k, v in outcome.best_hparams.items()}
+
+
+def publish(classifier, train, val, text_columns: list[str], model_name: str, tags: dict):
+    """Log thresholds, the split and the pyfunc into the active run; register it as a new version."""
+    log_json(dict(zip(classifier.labels, map(float, classifier.thresholds))), "thresholds.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, frame in (("train", train), ("validation", val)):
+            path = Path(tmp) / f"{name}.parquet"
+            frame.to_parquet(path)
+            mlflow.log_artifact(str(path), "data")
+        example = val[["text"]].head(3).reset_index(drop=True)
+        info = log_classifier(classifier.save(Path(tmp) / "classifier"), text_columns, example,
+                              _example_output(classifier, example))
+    return register(info.model_uri, model_name, tags)
 
 
 def _example_output(classifier, example):

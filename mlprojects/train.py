@@ -101,11 +101,24 @@ class SFTTrainer:
         return {"model": self.model.trainable_state(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "epoch": self.epoch}
 
-    def load_state(self, state: dict) -> None:
+    def load_state(self, state: dict, optimizer: bool = True) -> None:
+        """Restore a checkpoint; `optimizer=False` keeps fresh moments (e.g. after the LoRA rank changed)."""
         self.model.load_trainable_state(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = state["epoch"]
+        self.apply_config()
+
+    def apply_config(self) -> None:
+        """Put this trainer's cfg (lr, weight decay) on the optimizer and schedule: a checkpoint carries the old ones.
+
+        The schedule's warmup comes from cfg already (its lambda is not part of the checkpoint)."""
+        self.scheduler.base_lrs = [self.cfg.learning_rate] * len(self.optimizer.param_groups)
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=self.cfg.learning_rate, lr=self.cfg.learning_rate * factor,
+                         weight_decay=self.cfg.weight_decay)
 
 
 def fit(trainer: SFTTrainer, max_epochs: int, patience: int,

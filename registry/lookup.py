@@ -23,6 +23,18 @@ def load_classifier(model_uri: str, device: str | None = None):
     return Classifier.load(classifier_dir(model_uri), device)
 
 
+def label_names(model_name: str, version: str) -> list[str]:
+    """The label set of a registered version, from its classifier.json alone (the encoder is not downloaded)."""
+    import json
+    import tempfile
+
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = ModelsArtifactRepository(f"models:/{model_name}/{version}").download_artifacts(
+            "artifacts/classifier/classifier.json", tmp)
+        return list(json.loads(Path(path).read_text())["labels"])
+
 def registered_version(model_uri: str) -> tuple[str, str] | None:
     """(name, version) behind `models:/name/N` or `models:/name@alias`; None for other URIs."""
     if not model_uri.startswith("models:/"):

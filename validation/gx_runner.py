@@ -180,3 +180,28 @@ def _json_safe(obj: Any, _key: str = "") -> Any:
             return [_json_safe(v) for v in list(obj)[:MAX_VALUE_SET]] + [f"... {len(obj) - MAX_VALUE_SET} more"]
         return [_json_safe(v) for v in obj]
     return obj
+
+
+def failing_rows(name: str, df: pd.DataFrame, checks: Sequence[Check]) -> dict[Any, list[str]]:
+    """Per failing row (``df``'s index), the ``describe`` of every check it fails.
+
+    For gates that keep the good rows and reject the bad ones with their reasons (feedback imports), rather
+    than stopping on the first bad row.  Uses GX's COMPLETE result format, so every failing row is listed.
+    """
+    suite = gx.ExpectationSuite(name=name, expectations=[_tagged(c.expectation, i) for i, c in enumerate(checks)])
+    with _lock:
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": df})
+        raw = batch.validate(suite, result_format={"result_format": "COMPLETE"})
+    rows: dict[Any, list[str]] = {}
+    for result in raw.to_json_dict()["results"]:
+        if result["success"]:
+            continue
+        check = checks[result["expectation_config"]["meta"]["gate_check"]]
+        exc = result.get("exception_info") or {}
+        if exc.get("raised_exception"):
+            raise DataValidationError(f"{check.subject or name}: check could not run: {exc.get('exception_message')}")
+        for index in result["result"].get("unexpected_index_list") or []:
+            reasons = rows.setdefault(index, [])
+            if check.describe not in reasons:
+                reasons.append(check.describe)
+    return rows

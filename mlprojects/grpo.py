@@ -1,0 +1,153 @@
+"""Stage `grpo`: train the `policy` clone of the frozen SFT `reference` on user feedback; register a challenger.
+
+    mlflow run . -e grpo --env-manager local -P model_name=tax-doc-classifier [-P feedback_uri=feedback.csv]
+
+The feedback comes from the store (`feedback_uri` = its SQLAlchemy URL; default FEEDBACK_DB_URL or
+./feedback.db) or from a CSV/JSONL export. Only feedback on `model_name` whose labels are all in the
+reference's label set is used. The result is registered as a new version tagged `lineage.kind=grpo` with
+`lineage.parent_version=<reference version>` and the `challenger` alias, for the lifecycle controller.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from mlprojects import config as C
+from mlprojects.errors import ConfigError, DataError, cli_entry
+from mlprojects.grpo_train import GRPOTrainer, prepare_policy
+from mlprojects.plots import grpo_curves
+from mlprojects.rewards import targets_from_feedback
+from mlprojects.sft import _example_output as example_output
+from mlprojects.sft import int_arg
+from mlprojects.tracking import log_epoch, log_json, log_params_once, setup
+from registry import conventions as RC
+from registry.log_model import log_classifier, register
+from registry.lookup import load_classifier
+
+FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-name", default=C.DEFAULT_MODEL_NAME)
+    p.add_argument("--feedback-uri", default="", help="SQLAlchemy URL of the store, or a CSV/JSONL export")
+    types = {"int": int_arg, "float": float, "float | None": _optional_float, "str": str}
+    for f in fields(C.GRPOParams):  # every GRPO hyperparameter, under TRL's name: --num-generations, --beta, ...
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default, type=types[str(f.type)])
+    return p
+
+
+def _optional_float(value: str) -> float | None:
+    return None if value in ("", "None", "none") else float(value)
+
+
+def alias_version(client: mlflow.MlflowClient, model_name: str, alias: str) -> str:
+    try:
+        return client.get_model_version_by_alias(model_name, alias).version
+    except mlflow.exceptions.MlflowException as exc:
+        raise ConfigError(f"registered model '{model_name}' has no '{alias}' alias: GRPO trains the '{RC.POLICY}' "
+                          f"clone of the frozen '{RC.REFERENCE}' (the lifecycle controller creates both from the "
+                          "champion); nothing was trained or registered") from exc
+
+
+def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) -> tuple[pd.DataFrame, dict]:
+    """Feedback rows on `model_name` usable with `label_names`, and counts of what was left out and why."""
+    from serving.feedback import FeedbackStore
+
+    if feedback_uri.lower().endswith(FILE_SUFFIXES):
+        from serving.feedback.io import FeedbackFileError, read_feedback_file
+
+        try:
+            records, first_row = read_feedback_file(feedback_uri)
+        except FeedbackFileError as exc:
+            raise DataError(str(exc)) from exc
+        with tempfile.TemporaryDirectory(prefix="feedback-") as tmp:
+            store = FeedbackStore(f"sqlite:///{tmp}/feedback.db")  # the file passes the same gate as an import
+            report = store.add_many(records, label_names, first_row)
+            frame = store.query(model_name=model_name)
+            store.engine.dispose()
+        for line in report.lines():
+            print(f"feedback left out: {line}", file=sys.stderr)
+        rejected = len(report.rejected)
+    else:
+        frame, rejected = FeedbackStore(feedback_uri).query(model_name=model_name), 0
+    known = set(label_names)
+    usable = frame["predicted_labels"].map(lambda ls: set(ls) <= known) & frame["corrected_labels"].map(
+        lambda ls: ls is None or set(ls) <= known)
+    counts = {"feedback_rejected": rejected, "feedback_other_label_set": int((~usable).sum()),
+              "feedback_used": int(usable.sum())}
+    return frame[usable].reset_index(drop=True), counts
+
+
+def set_challenger(client: mlflow.MlflowClient, model_name: str, version: str) -> None:
+    """The `challenger` alias (the source of truth), mirrored to the deprecated Staging stage."""
+    client.set_registered_model_alias(model_name, RC.CHALLENGER, version)
+    client.transition_model_version_stage(model_name, version, RC.STAGE_FOR_ALIAS[RC.CHALLENGER])
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    params = C.GRPOParams(**{f.name: getattr(args, f.name) for f in fields(C.GRPOParams)})
+    feedback_uri = args.feedback_uri or C.feedback_db_url()
+    uri = setup()
+    client = mlflow.MlflowClient()
+    ref_version = alias_version(client, args.model_name, RC.REFERENCE)
+    policy_version = alias_version(client, args.model_name, RC.POLICY)
+    with mlflow.start_run(run_name="grpo") as run:
+        log_params_once({**params.to_params(), "model_name": args.model_name, "feedback_uri": feedback_uri,
+                         "reference_version": ref_version, "policy_version": policy_version})
+        reference = load_classifier(f"models:/{args.model_name}@{RC.REFERENCE}")
+        policy = load_classifier(f"models:/{args.model_name}@{RC.POLICY}")
+        feedback, counts = load_feedback(feedback_uri, args.model_name, reference.labels)
+        mlflow.log_metrics(counts)
+        if feedback.empty:
+            raise DataError(f"no usable feedback on '{args.model_name}' in {feedback_uri} ({counts}); "
+                            "nothing was trained or registered")
+        digest = _log_feedback(feedback, feedback_uri)
+        targets = targets_from_feedback(feedback["predicted_labels"], feedback["score"],
+                                        feedback["corrected_labels"], reference.labels)
+        trainer = GRPOTrainer(prepare_policy(policy, params), reference, list(feedback["text"]), targets, params)
+        result = trainer.train(on_step=log_epoch)
+        mlflow.log_figure(grpo_curves(result.history), "plots/grpo_curves.png")
+        summary = {f"final_{k}": result.final(k) for k in ("reward_mean", "kl", "entropy", "clip_fraction")}
+        mlflow.log_metrics(summary)
+        with tempfile.TemporaryDirectory() as tmp:
+            example = feedback[["text"]].head(3).reset_index(drop=True)
+            info = log_classifier(policy.save(Path(tmp) / "classifier"), policy.text_columns, example,
+                                  example_output(policy, example))
+        encoder = client.get_model_version(args.model_name, ref_version).tags.get(RC.TAG_ENCODER)
+        version = register(info.model_uri, args.model_name, {
+            RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "grpo", RC.TAG_PARENT_VERSION: ref_version,
+            RC.TAG_DATA_DIGEST: digest, RC.TAG_ENCODER: encoder, "grpo.policy_version": policy_version})
+        set_challenger(client, args.model_name, version.version)
+    print(f"\nRegistered {args.model_name} version {version.version} (GRPO child of reference version {ref_version}) "
+          f"as '{RC.CHALLENGER}'; {counts['feedback_used']} feedback records, {result.steps} steps, "
+          f"final reward {summary['final_reward_mean']:.3f}, KL {summary['final_kl']:.4f}.\n"
+          f"See it: mlflow ui --backend-store-uri {uri}")
+    return 0
+
+
+def _log_feedback(feedback: pd.DataFrame, source: str) -> str:
+    """The feedback used, as an MLflow dataset (digest for lineage) and a file next to the run."""
+    flat = pd.DataFrame({
+        "prediction_id": feedback["prediction_id"], "model_version": feedback["model_version"],
+        "text": feedback["text"], "predicted_labels": feedback["predicted_labels"].map("|".join),
+        "score": feedback["score"],
+        "corrected_labels": feedback["corrected_labels"].map(lambda ls: None if ls is None else "|".join(ls)),
+    })
+    is_file = source.lower().endswith(FILE_SUFFIXES)  # a database URL is no dataset source MLflow resolves
+    dataset = mlflow.data.from_pandas(flat, source=source if is_file else None, name="feedback")
+    mlflow.log_input(dataset, context="training")
+    log_json(flat.to_dict("records"), "data/feedback.json")
+    return dataset.digest
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""The durable feedback store: one SQL table through SQLAlchemy (SQLite file by default, any SQLAlchemy URL works).
+
+SQLite is made safe for several writers: WAL journal (readers never block the writer), a busy timeout, writes
+in `BEGIN IMMEDIATE` transactions (the write lock is taken up front, so two writers queue instead of failing
+on a lock upgrade), and a retry when the database is still locked. A unique constraint on `prediction_id`
+keeps one piece of feedback per prediction, whatever the number of writers.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Sequence, TypeVar
+
+import pandas as pd
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+T = TypeVar("T")
+COLUMNS = ["prediction_id", "model_name", "model_version", "text", "predicted_labels", "scores", "score",
+           "corrected_labels", "source", "timestamp"]
+SQLITE_BUSY_MS = 30_000
+LOCK_RETRIES = 8
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FeedbackRow(Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(String(200), unique=True, nullable=False)
+    model_name: Mapped[str] = mapped_column(String(200), index=True, nullable=False)
+    model_version: Mapped[str] = mapped_column(String(50), nullable=False)
+    text: Mapped[str] = mapped_column(Text, nullable=False)
+    predicted_labels: Mapped[list] = mapped_column(JSON, nullable=False)
+    scores: Mapped[dict] = mapped_column(JSON, nullable=False)
+    score: Mapped[int] = mapped_column(Integer, nullable=False)
+    corrected_labels: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    source: Mapped[str] = mapped_column(String(100), nullable=False)
+    timestamp: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+@dataclass
+class FeedbackRecord:
+    """One user's verdict on one served prediction. `corrected_labels` None = not given; [] = "no label applies"."""
+
+    prediction_id: str
+    model_name: str
+    model_version: str
+    text: str
+    predicted_labels: list[str]
+    score: int  # 1 (wrong) .. 5 (right)
+    scores: dict[str, float] = field(default_factory=dict)  # label -> probability that was served
+    corrected_labels: list[str] | None = None
+    source: str = "api"
+    timestamp: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+
+@dataclass
+class ImportReport:
+    """What a write did: records stored, and (row number, record, reasons) for every record rejected."""
+
+    accepted: int = 0
+    rejected: list[tuple[int, dict, list[str]]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [f"row {row}: {'; '.join(reasons)}" for row, _, reasons in self.rejected]
+
+
+def _sqlite_pragmas(engine) -> None:
+    """WAL + busy timeout on every connection; pysqlite's own transaction handling off so that BEGIN IMMEDIATE
+    (emitted by us) is what starts a transaction (SQLAlchemy's documented recipe)."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _locked(exc: OperationalError) -> bool:
+    return "database is locked" in str(exc) or "database is busy" in str(exc)
+
+
+class FeedbackStore:
+    """Add, import, query and export feedback. `FeedbackStore(url).add(record)` is all a server needs."""
+
+    def __init__(self, url: str):
+        self.url = url
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = create_engine(url)
+        if self.engine.dialect.name == "sqlite":
+            _sqlite_pragmas(self.engine)
+        self._retry(lambda: Base.metadata.create_all(self.engine))
+
+    def _retry(self, work: Callable[[], T]) -> T:
+        """Run `work`; when SQLite is still locked after its busy timeout, back off and try again."""
+        for attempt in range(LOCK_RETRIES):
+            try:
+                return work()
+            except OperationalError as exc:
+                if not _locked(exc) or attempt == LOCK_RETRIES - 1:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+        raise AssertionError("unreachable")
+
+    def add(self, record: FeedbackRecord, label_names: Sequence[str] | None = None) -> None:
+        """Validate and store one record; raises `FeedbackRejected` with the reasons if it is not stored."""
+        report = self.add_many([record], label_names)
+        if report.rejected:
+            raise FeedbackRejected(report.rejected[0][2])
+
+    def add_many(self, records: Sequence[FeedbackRecord | dict], label_names: Sequence[str] | None = None,
+                 first_row: int = 1) -> ImportReport:
+        """Validate every record (great-expectations suite), store the good ones, report the bad with reasons.
+
+        `label_names`: the model's labels; None skips the known-label check (callers with a model should pass
+        them). Rows are numbered from `first_row` (2 for a CSV with a header line).
+        """
+        from validation.feedback_data import validate_feedback
+
+        frame = pd.DataFrame([r if isinstance(r, dict) else asdict(r) for r in records], columns=COLUMNS)
+        report = ImportReport()
+        if frame.empty:
+            return report
+        reasons = validate_feedback(frame, label_names, self.existing_ids(frame["prediction_id"]))
+        good = []
+        for pos, row in enumerate(frame.to_dict("records")):
+            if reasons.get(pos):
+                report.rejected.append((first_row + pos, row, reasons[pos]))
+            else:
+                good.append((first_row + pos, row))
+        report.accepted = self._insert(good, report)
+        return report
+
+    def _insert(self, rows: list[tuple[int, dict]], report: ImportReport) -> int:
+        """Insert in one transaction; a prediction id stored meanwhile by another writer is rejected, not lost."""
+        while rows:
+            try:
+                self._retry(lambda: self._write([r for _, r in rows]))
+                return len(rows)
+            except IntegrityError:
+                taken = self.existing_ids([r["prediction_id"] for _, r in rows])
+                if not taken:
+                    raise
+                report.rejected += [(n, r, ["prediction_id already has feedback in the store"])
+                                    for n, r in rows if str(r["prediction_id"]).strip() in taken]
+                rows = [(n, r) for n, r in rows if str(r["prediction_id"]).strip() not in taken]
+        return 0
+
+    def _write(self, rows: list[dict]) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.add_all([FeedbackRow(**_row_values(r)) for r in rows])
+
+    def existing_ids(self, prediction_ids: Iterable) -> set[str]:
+        ids = sorted({str(i).strip() for i in prediction_ids if i is not None and not pd.isna(i) and str(i).strip()})
+        found: set[str] = set()
+        for s in range(0, len(ids), 500):  # keep IN (...) under every database's parameter limit
+            stmt = select(FeedbackRow.prediction_id).where(FeedbackRow.prediction_id.in_(ids[s:s + 500]))
+            found |= set(self._retry(lambda: self._scalars(stmt)))
+        return found
+
+    def _scalars(self, stmt) -> list:
+        with Session(self.engine) as session:
+            return list(session.scalars(stmt))
+
+    def query(self, model_name: str | None = None, model_version: str | None = None) -> pd.DataFrame:
+        """All feedback (optionally for one model / version) as a DataFrame with COLUMNS, oldest first."""
+        stmt = select(FeedbackRow).order_by(FeedbackRow.id)
+        if model_name is not None:
+            stmt = stmt.where(FeedbackRow.model_name == model_name)
+        if model_version is not None:
+            stmt = stmt.where(FeedbackRow.model_version == str(model_version))
+        rows = self._retry(lambda: self._scalars(stmt))
+        return pd.DataFrame([{c: getattr(r, c) for c in COLUMNS} for r in rows], columns=COLUMNS)
+
+    def __len__(self) -> int:
+        return len(self.query())
+
+
+class FeedbackRejected(ValueError):
+    """One record was not stored; `reasons` says why (an HTTP route answers it with 422)."""
+
+    def __init__(self, reasons: list[str]):
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+def _row_values(row: dict) -> dict:
+    """A validated record -> column values (validation guarantees the types)."""
+    timestamp = row.get("timestamp")
+    if timestamp is None or (isinstance(timestamp, float) and pd.isna(timestamp)):
+        timestamp = datetime.now(timezone.utc)
+    elif not isinstance(timestamp, datetime):
+        timestamp = pd.Timestamp(timestamp).to_pydatetime()
+    scores = row.get("scores")
+    return {
+        "prediction_id": str(row["prediction_id"]).strip(), "model_name": str(row["model_name"]).strip(),
+        "model_version": str(row["model_version"]).strip(), "text": str(row["text"]),
+        "predicted_labels": list(row["predicted_labels"]),
+        "scores": {str(k): float(v) for k, v in scores.items()} if isinstance(scores, dict) else {},
+        "score": int(row["score"]),
+        "corrected_labels": None if row.get("corrected_labels") is None else list(row["corrected_labels"]),
+        "source": str(row.get("source") or "api"), "timestamp": timestamp,
+    }

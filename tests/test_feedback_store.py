@@ -1,0 +1,132 @@
+"""The feedback store: good rows stored and bad rows rejected with reasons, CLI import/export, two writers at once."""
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from serving.feedback import FeedbackRecord, FeedbackRejected, FeedbackStore
+from tests.conftest import REPO
+
+LABELS = ["vat", "payroll", "audit"]
+
+
+def _record(pid: str, **changes) -> dict:
+    base = {"prediction_id": pid, "model_name": "clf", "model_version": "1", "text": f"document {pid}",
+            "predicted_labels": ["vat"], "score": 4, "corrected_labels": None, "source": "test"}
+    return {**base, **changes}
+
+
+def test_store_keeps_good_rows_and_rejects_bad_ones_with_reasons(tmp_path):
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.db'}")
+    store.add(FeedbackRecord("p0", "clf", "1", "VAT on invoices", ["vat"], 5, scores={"vat": 0.9}))
+    records = [
+        _record("p1"),
+        _record("p2", score=7),
+        _record("p3", text="   "),
+        _record("p4", predicted_labels=["vat", "fraud"]),
+        _record("p5", corrected_labels=["nonsense"]),
+        _record("p1", score=2),  # same prediction twice in one import
+        _record("p0"),  # already in the store
+        _record("p6", corrected_labels=[], score=1),  # "no label applies" is a valid correction
+        _record("", model_name=None),
+    ]
+    report = store.add_many(records, LABELS)
+    assert report.accepted == 2
+    reasons = {row: why for row, _, why in report.rejected}
+    assert reasons == {
+        2: ["score must be an integer from 1 to 5"],
+        3: ["text is empty"],
+        4: ["predicted_labels has labels the model does not know: ['fraud']"],
+        5: ["corrected_labels has labels the model does not know: ['nonsense']"],
+        6: ["duplicate prediction_id within this import"],
+        7: ["prediction_id already has feedback in the store"],
+        9: ["prediction_id is missing", "model_name is missing"],
+    }
+    stored = store.query()
+    assert list(stored["prediction_id"]) == ["p0", "p1", "p6"]
+    assert stored.loc[0, "scores"] == {"vat": 0.9}
+    assert stored.loc[2, "corrected_labels"] == [] and stored.loc[1, "corrected_labels"] is None
+    with pytest.raises(FeedbackRejected, match="already has feedback"):
+        store.add(FeedbackRecord("p1", "clf", "1", "again", ["vat"], 3))
+    assert len(store.query(model_name="clf", model_version="1")) == 3 and store.query(model_name="x").empty
+    # ids are text: a numeric id from a JSON file and the same id as a string are one prediction
+    assert store.add_many([_record(12345)]).accepted == 1
+    assert store.add_many([_record(" 12345")]).lines() == ["row 1: prediction_id already has feedback in the store"]
+
+
+@pytest.fixture()
+def _cli(capsys):
+    """`python -m serving.feedback --db DB ...` in-process (the CLI's main, as __main__ runs it)."""
+    from serving.feedback.__main__ import main
+
+    def run(*args, db: str) -> subprocess.CompletedProcess:
+        rc = main(["--db", db, *map(str, args)])
+        out = capsys.readouterr()
+        return subprocess.CompletedProcess(args, rc, out.out, out.err)
+
+    return run
+
+
+def test_cli_import_export_round_trip(tmp_path, _cli):
+    db = f"sqlite:///{tmp_path / 'fb.db'}"
+    labels = REPO / "data" / "demo" / "labels.yaml"
+    csv = tmp_path / "in.csv"
+    pd.DataFrame([
+        {**_record("c1"), "predicted_labels": "vat|tax_question", "corrected_labels": ""},
+        {**_record("c2"), "predicted_labels": '["payroll_tax"]', "corrected_labels": "[]", "score": "1"},
+        {**_record("c3"), "predicted_labels": "vat", "score": "five"},
+    ]).to_csv(csv, index=False)
+    proc = _cli("import", str(csv), "--labels", str(labels), db=db)
+    assert proc.returncode == 0, proc.stderr
+    assert "stored 2 of 3" in proc.stdout
+    assert "rejected row 4: score must be an integer from 1 to 5" in proc.stderr  # row 1 is the header
+
+    proc = _cli("add", "--prediction-id", "c9", "--model-name", "clf", "--model-version", "1", "--text", "Payroll",
+                "--predicted-labels", "payroll_tax", "--score", "2", "--corrected-labels", "vat", "--labels", str(labels),
+                db=db)
+    assert proc.returncode == 0 and "stored 1 of 1" in proc.stdout, proc.stderr
+
+    out = tmp_path / "out.jsonl"
+    assert _cli("export", str(out), db=db).returncode == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["prediction_id"], r["predicted_labels"], r["corrected_labels"], r["score"]) for r in rows] == [
+        ("c1", ["vat", "tax_question"], None, 4), ("c2", ["payroll_tax"], [], 1), ("c9", ["payroll_tax"], ["vat"], 2)]
+
+    # the export imports again into a fresh store; importing it twice stores nothing and says why
+    db2 = f"sqlite:///{tmp_path / 'fb2.db'}"
+    assert "stored 3 of 3" in _cli("import", str(out), "--labels", str(labels), db=db2).stdout
+    again = _cli("import", str(out), "--labels", str(labels), db=db2)
+    assert again.returncode == 2
+    assert "error: nothing was stored" in again.stderr and "already has feedback" in again.stderr
+    assert "Traceback" not in again.stderr
+    missing = _cli("import", str(tmp_path / "nope.csv"), db=db2)
+    assert missing.returncode == 2 and "feedback file not found" in missing.stderr
+
+
+WRITER = """
+import sys
+from serving.feedback import FeedbackRecord, FeedbackStore
+store = FeedbackStore(sys.argv[1])
+name, n = sys.argv[2], int(sys.argv[3])
+for i in range(0, n, 5):  # batches and single adds interleaved with the other writer
+    report = store.add_many([FeedbackRecord(f"{name}-{j}", "clf", "1", f"text {j}", ["vat"], 3) for j in range(i, i + 4)])
+    assert report.accepted == 4, report.lines()
+    store.add(FeedbackRecord(f"{name}-{i + 4}", "clf", "1", "text", ["vat"], 5))
+    store.add_many([FeedbackRecord("shared-0", "clf", "1", "text", ["vat"], 1)])  # both try the same id
+"""
+
+
+def test_two_processes_writing_at_once_lose_nothing(tmp_path):
+    db = f"sqlite:///{tmp_path / 'fb.db'}"
+    FeedbackStore(db)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, db, name, "40"], cwd=REPO, env=env,
+                              stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    for proc in procs:
+        assert proc.wait(timeout=400) == 0, proc.stderr.read()
+    ids = list(FeedbackStore(db).query()["prediction_id"])
+    assert len(ids) == len(set(ids)) == 81
+    assert set(ids) == {f"{w}-{i}" for w in "ab" for i in range(40)} | {"shared-0"}

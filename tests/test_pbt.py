@@ -1,0 +1,155 @@
+"""`sft --tune pbt`: real Ray Tune PBT on the tiny encoder — interrupt, resume, exploits, child runs, registration.
+
+One population is trained across an interrupted and a resumed run to keep the file short; bad input is
+rejected before Ray starts, and a run whose trials all crash registers nothing.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+from tests.test_sft_stage import mlflow_run
+
+
+@pytest.fixture()
+def pbt_args(small_dataset, tiny_encoder, tmp_path) -> dict:
+    return {**small_dataset, "encoder": tiny_encoder, "max_epochs": 3, "min_examples": 2, "model_name": "tiny-pbt",
+            "tune": "pbt", "pbt_trials": 3, "perturbation_interval": 1, "cpus_per_trial": 0.5,
+            "storage_path": str(tmp_path / "ray")}
+
+
+def _cli(params: dict) -> list[str]:
+    return [a for k, v in params.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def _wait_for_checkpoint(storage: Path, proc: subprocess.Popen, timeout: float = 400) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if any(storage.glob("*/*/checkpoint_000000")):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no trial checkpoint appeared (rc={proc.poll()})")
+
+
+def test_interrupted_pbt_run_resumes_exploits_and_registers_the_best_trial(mlflow_env, pbt_args):
+    storage = Path(pbt_args["storage_path"])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_env}
+    # first attempt of every trial crashes (test hook) and is retried by Ray; then Ctrl-C stops the run
+    proc = subprocess.Popen([sys.executable, "-m", "mlprojects.sft", *_cli(pbt_args), "--test-hook-fail-trials", "once"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoint(storage, proc)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-3000:]
+    assert "nothing registered; resume it with --resume" in err
+    experiment = next(storage.iterdir())
+    assert f"--resume {experiment}" in out + err
+    assert list(experiment.glob("*/test_hook_crashed")), "the test hook crashed no trial"
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+    proc = mlflow_run("sft", {**pbt_args, "resume": str(experiment)}, mlflow_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Registered tiny-pbt version 1" in proc.stdout
+
+    client = mlflow.MlflowClient()
+    version = client.get_model_version("tiny-pbt", "1")
+    parent = client.get_run(version.run_id)
+    assert version.tags["lineage.source_run_id"] == parent.info.run_id
+    hparams = json.loads(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/pbt/best_hparams.json"))
+    assert set(hparams) == {"learning_rate", "weight_decay", "warmup_ratio", "lora_r", "contrastive_weight"}
+    for name, value in hparams.items():
+        assert float(version.tags[f"hparam.{name}"]) == pytest.approx(float(value))
+    assert 1e-4 <= float(version.tags["hparam.learning_rate"]) <= 3e-3
+    assert int(version.tags["hparam.lora_r"]) in (4, 8, 16, 32)
+
+    # at least one exploit, read from Ray's perturbation log as logged to MLflow
+    perturbations = pd.DataFrame(**json.loads(mlflow.artifacts.load_text(
+        f"runs:/{parent.info.run_id}/pbt/perturbations.json")))
+    assert len(perturbations) >= 1 and parent.data.metrics["pbt_exploits"] == len(perturbations)
+    assert (perturbations["trial"] != perturbations["cloned_from"]).all()
+    assert {"before.lora_r", "after.lora_r", "iteration"} <= set(perturbations.columns)
+    assert set(perturbations["after.lora_r"]) <= {4, 8, 16, 32}
+    assert set(perturbations["after.contrastive_weight"]) <= {0.05, 0.1, 0.2, 0.5, 1.0}
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert "plots/pbt_trajectories.png" in artifacts
+
+    # every trial is a child run (of the interrupted or the resumed SFT run) with metrics per iteration
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    sft_runs = {r.info.run_id for r in runs if r.data.tags.get("stage") == "sft"}
+    assert parent.info.run_id in sft_runs and len(sft_runs) == 2
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in sft_runs]
+    assert {r.data.tags["trial_name"].split("_")[-1] for r in children} == {"00000", "00001", "00002"}
+    assert any(len(client.get_metric_history(r.info.run_id, "f1_macro")) >= 2 for r in children)
+
+    model = mlflow.pyfunc.load_model("models:/tiny-pbt/1")
+    out = model.predict(pd.DataFrame({"text": ["Is VAT due on consulting invoices to Germany for 2022?"]}))
+    assert list(out.columns) == ["labels", "top_label", "scores"]
+
+
+def test_all_trials_failing_registers_nothing(mlflow_env, pbt_args, capsys):
+    from mlprojects.sft import main
+
+    rc = main(_cli({**pbt_args, "pbt_trials": 2, "max_epochs": 1, "max_failures": 1})
+              + ["--test-hook-fail-trials", "always"])
+    assert rc == 2
+    assert "all 2 trials failed, nothing registered" in capsys.readouterr().err
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"pbt_trials": 1}, "population of at least 2"),
+    ({"mutations": "learning_rate,dropout"}, "unknown mutation(s) ['dropout']"),
+    ({"lr_range": "1e-2,1e-4"}, "learning_rate range has low > high"),
+    ({"weight_decay_range": "0.2,0.1"}, "weight_decay range has low > high"),
+    ({"ray_address": "127.0.0.1:1"}, "cannot reach the Ray cluster at 127.0.0.1:1"),
+])
+def test_bad_tuning_input_fails_before_any_trial(mlflow_env, pbt_args, capsys, change, message):
+    import ray
+
+    from mlprojects.sft import main
+
+    assert main(_cli({**pbt_args, **change})) == 2
+    assert message in capsys.readouterr().err
+    assert not ray.is_initialized()
+    assert not Path(pbt_args["storage_path"]).exists()
+
+
+def test_exploit_continues_the_source_weights_at_a_new_rank_and_learning_rate(tiny_encoder, small_dataset):
+    """What a trial does with a cloned checkpoint, without Ray: resized LoRA, source epoch, own lr/wd/warmup."""
+    import torch
+
+    from mlprojects.config import TrainConfig
+    from mlprojects.data import load_training_data
+    from mlprojects.model import merged_encoder
+    from mlprojects.pbt import TrialData, build_trainer, trial_config
+
+    train, val, descriptions = load_training_data(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
+    base = TrainConfig(encoder=tiny_encoder, max_epochs=4, lora_r=4).to_params()
+    data = TrialData(base, train.head(16), val.head(8), descriptions, interval=1)
+    source = build_trainer(trial_config(base, {}), data)
+    source.train_epoch()
+    with torch.no_grad():  # a visible update in every adapter
+        for name, p in source.model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    target_cfg = trial_config(base, {"lora_r": 16, "learning_rate": 5e-4, "weight_decay": 0.07, "warmup_ratio": 0.0})
+    target = build_trainer(target_cfg, data, source.state())
+    assert target.epoch == 1
+    before, after = merged_encoder(source.model).state_dict(), merged_encoder(target.model).state_dict()
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], atol=1e-6, rtol=1e-5)
+    step = target.scheduler.last_epoch
+    assert step == source.scheduler.last_epoch > 0
+    for group in target.optimizer.param_groups:  # no warmup now: linear decay from the new lr
+        assert group["weight_decay"] == 0.07
+        assert group["lr"] == pytest.approx(5e-4 * target.scheduler.lr_lambdas[0](step))
+    target.train_epoch()  # the resized adapters train on
+    assert target.epoch == 2
