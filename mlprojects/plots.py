@@ -35,6 +35,9 @@ def hyperparameter_trajectories(trials, prefix: str = "hp_", metric: str = "f1_m
             ax.set_yscale("log")
     axes[0][-1].legend(fontsize="small")
     fig.suptitle("PBT: hyperparameter trajectories per trial")
+    fig.tight_layout()
+    return fig
+
 
 def grpo_curves(history: list[dict]):
     """GRPO per step: reward mean ± std within groups, KL to the reference, clip fraction, policy entropy."""
@@ -51,6 +54,9 @@ def grpo_curves(history: list[dict]):
         if key != "reward_mean":
             ax.plot(steps, [h[key] for h in history])
         ax.set(xlabel="step", title=f"GRPO: {title}")
+    fig.tight_layout()
+    return fig
+
 
 def _grid(n: int, size: float = 2.6):
     cols = min(n, 4)
