@@ -179,3 +179,29 @@ class OnnxConfig:
 
 
 ONNX_MODEL_SUFFIX = "-onnx"  # the export of model `m` is registered as `m-onnx`
+
+# --- Evaluation and the lifecycle controller (per-model values live in registered-model tags) ---
+EVAL_MARGIN = 0.0  # F1-macro gain a challenger needs, on top of a paired bootstrap that excludes 0
+EVAL_MIN_F1_MACRO = 0.0  # gate for any champion
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+KEEP_ARCHIVED = 3  # previous champions kept in the Archived stage for rollback
+LEASE_TTL_S = float(os.environ.get("LIFECYCLE_LEASE_TTL_S", 120))  # a killed holder blocks others this long at most
+WATCH_INTERVAL_S = 30.0
+DEFAULT_DEPLOY_TARGET = "local"
+
+
+def lifecycle_db_url() -> str:
+    """SQL database for the controller's lease and history: LIFECYCLE_DB, else the tracking store itself."""
+    url = os.environ.get("LIFECYCLE_DB") or tracking_uri()
+    if "://" not in url or url.split(":", 1)[0] in ("http", "https", "databricks", "file"):
+        from mlprojects.errors import ConfigError
+
+        raise ConfigError(f"the tracking store {url} is not a SQL database; set LIFECYCLE_DB to a SQLAlchemy URL "
+                          "(e.g. postgresql://... or sqlite:///lifecycle.db) for the controller's lease and history")
+    return url
+
+
+def deploy_dir() -> Path:
+    """Where the local deployment target records what it serves (one JSON file per model)."""
+    return Path(os.environ.get("LOCAL_DEPLOY_DIR") or REPO_ROOT / "deployments")

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         version = register(info.model_uri, onnx_name, {
             RC.TAG_KIND: "onnx", RC.TAG_PARENT_VERSION: source.version, RC.TAG_SOURCE_MODEL: source.name,
             RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_ENCODER: source.tags.get(RC.TAG_ENCODER),
-            RC.TAG_DATA_DIGEST: source.tags.get(RC.TAG_DATA_DIGEST)})
+            RC.TAG_DATA_DIGEST: source.tags.get(RC.TAG_DATA_DIGEST)}, alias=None)
         mlflow.MlflowClient().set_model_version_tag(source.name, source.version, RC.TAG_ONNX_VERSION,
                                                     f"{onnx_name}/{version.version}")
     p = result.parity

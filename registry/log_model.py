@@ -81,8 +81,15 @@ def log_onnx_classifier(package_dir: str | Path, text_columns: list[str], exampl
                        example, example_output, name, {"threads": int(threads)})
 
 
-def register(model_uri: str, model_name: str, tags: dict[str, str]) -> ModelVersion:
-    """Register `model_uri` as a new version of `model_name` with lineage tags (git commit always added)."""
+def register(model_uri: str, model_name: str, tags: dict[str, str], alias: str | None = C.CHALLENGER) -> ModelVersion:
+    """Register `model_uri` as a new version of `model_name` with lineage tags (git commit always added).
+
+    New versions are candidates: they get the `challenger` alias (and the Staging stage) for the controller.
+    """
+    from registry.aliases import set_alias
+
     tags = {C.TAG_GIT_COMMIT: git_commit(), **{k: str(v) for k, v in tags.items() if v is not None}}
     version_ = mlflow.register_model(model_uri, model_name, tags=tags)
+    if alias:
+        set_alias(mlflow.MlflowClient(), model_name, alias, version_.version)
     return version_

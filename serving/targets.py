@@ -30,3 +30,19 @@ class DeploymentTarget(Protocol):
     def current(self, model_name: str) -> Deployment | None:
         """The deployment now serving `model_name`, if any."""
         ...
+
+
+# Target name -> "module:Class"; imported on use so the Azure SDK is only loaded for the Azure target.
+TARGETS: dict[str, str] = {"local": "serving.local_target:LocalTarget"}
+
+
+def get_target(name: str, **options) -> DeploymentTarget:
+    """The deployment target a registered model names in its `deploy.target` tag."""
+    import importlib
+
+    if name not in TARGETS:
+        from mlprojects.errors import ConfigError
+
+        raise ConfigError(f"unknown deployment target {name!r}; known: {sorted(TARGETS)}")
+    module, cls = TARGETS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**options)
