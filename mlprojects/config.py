@@ -153,6 +153,60 @@ class GRPOParams:
         return asdict(self)
 
 
+# --- ONNX export (issue 6) ---------------------------------------------------------------------------------
+@dataclass
+class OnnxConfig:
+    """How the serving artifact is built and the parity gates it must pass before it is registered."""
+
+    # Measured on MiniLM (bench/bench_onnx.py): dynamic per-channel MatMul int8 on the unfused graph is the
+    # fastest at mean cosine ≥ 0.99; static QDQ was either far less accurate (unfused) or slow (fused), and
+    # offline fusion slowed the int8 graph (ONNX Runtime already fuses the fp32 graph when it loads it).
+    quantization: str = "dynamic"  # dynamic | static (QDQ, calibrated on real text) | none (fp32)
+    fuse: bool = False  # ONNX Runtime transformer fusion before quantisation
+    opset: int = 17
+    threads: int = 0  # ONNX Runtime intra-op threads at inference; 0 = all cores
+    batch_size: int = 32  # length-bucketed batches at inference
+    calibration_docs: int = 128  # training documents that calibrate static quantisation
+    parity_sample: int = 256  # evaluation documents whose embeddings are compared
+    min_fp32_cosine: float = 0.9999  # gate: min cosine, ONNX fp32 vs torch
+    min_int8_mean_cosine: float = 0.99  # gate: mean cosine, quantised ONNX vs torch
+    max_f1_drop: float = 0.005  # gate: F1-macro drop on the evaluation data (0.005 = half a point)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "OnnxConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known and v is not None})
+
+
+ONNX_MODEL_SUFFIX = "-onnx"  # the export of model `m` is registered as `m-onnx`
+
+# --- Evaluation and the lifecycle controller (per-model values live in registered-model tags) ---
+EVAL_MARGIN = 0.0  # F1-macro gain a challenger needs, on top of a paired bootstrap that excludes 0
+EVAL_MIN_F1_MACRO = 0.0  # gate for any champion
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+KEEP_ARCHIVED = 3  # previous champions kept in the Archived stage for rollback
+LEASE_TTL_S = float(os.environ.get("LIFECYCLE_LEASE_TTL_S", 120))  # a killed holder blocks others this long at most
+WATCH_INTERVAL_S = 30.0
+DEFAULT_DEPLOY_TARGET = "local"
+
+
+def lifecycle_db_url() -> str:
+    """SQL database for the controller's lease and history: LIFECYCLE_DB, else the tracking store itself."""
+    url = os.environ.get("LIFECYCLE_DB") or tracking_uri()
+    if "://" not in url or url.split(":", 1)[0] in ("http", "https", "databricks", "file"):
+        from mlprojects.errors import ConfigError
+
+        raise ConfigError(f"the tracking store {url} is not a SQL database; set LIFECYCLE_DB to a SQLAlchemy URL "
+                          "(e.g. postgresql://... or sqlite:///lifecycle.db) for the controller's lease and history")
+    return url
+
+
+def deploy_dir() -> Path:
+    """Where the local deployment target records what it serves (one JSON file per model)."""
+    return Path(os.environ.get("LOCAL_DEPLOY_DIR") or REPO_ROOT / "deployments")
+
+
 # --- Serving (issue 7): local endpoint, Azure ML managed online endpoints, Spark batch scoring ---
 SERVE_HOST = "127.0.0.1"
 SERVE_PORT = 5001

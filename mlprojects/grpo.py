@@ -85,12 +85,6 @@ def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) ->
     return frame[usable].reset_index(drop=True), counts
 
 
-def set_challenger(client: mlflow.MlflowClient, model_name: str, version: str) -> None:
-    """The `challenger` alias (the source of truth), mirrored to the deprecated Staging stage."""
-    client.set_registered_model_alias(model_name, RC.CHALLENGER, version)
-    client.transition_model_version_stage(model_name, version, RC.STAGE_FOR_ALIAS[RC.CHALLENGER])
-
-
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -126,7 +120,6 @@ def main(argv: list[str] | None = None) -> int:
         version = register(info.model_uri, args.model_name, {
             RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "grpo", RC.TAG_PARENT_VERSION: ref_version,
             RC.TAG_DATA_DIGEST: digest, RC.TAG_ENCODER: encoder, "grpo.policy_version": policy_version})
-        set_challenger(client, args.model_name, version.version)
     print(f"\nRegistered {args.model_name} version {version.version} (GRPO child of reference version {ref_version}) "
           f"as '{RC.CHALLENGER}'; {counts['feedback_used']} feedback records, {result.steps} steps, "
           f"final reward {summary['final_reward_mean']:.3f}, KL {summary['final_kl']:.4f}.\n"

@@ -53,3 +53,17 @@ def decide(probs: np.ndarray, thresholds: np.ndarray, single_label: bool = False
         out[np.arange(len(probs)), probs.argmax(1)] = True
         return out
     return probs >= thresholds
+
+
+def subset_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of documents whose whole label set is right (sklearn's accuracy_score on multi-hot rows)."""
+    return float((y_true.astype(bool) == y_pred.astype(bool)).all(1).mean()) if len(y_true) else 0.0
+
+
+def multilabel_report(y_true: np.ndarray, y_pred: np.ndarray, label_names: Sequence[str] | None = None) -> dict:
+    """Everything the evaluation stage reports: the F1 summary, subset accuracy and per-label scores."""
+    names = list(label_names) if label_names is not None else [str(j) for j in range(y_true.shape[1])]
+    precision, recall, f1, support = f1_per_label(y_true, y_pred)
+    per_label = {n: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+                 for n, p, r, f, s in zip(names, precision, recall, f1, support)}
+    return {**f1_summary(y_true, y_pred), "subset_accuracy": subset_accuracy(y_true, y_pred), "per_label": per_label}

@@ -35,6 +35,9 @@ def hyperparameter_trajectories(trials, prefix: str = "hp_", metric: str = "f1_m
             ax.set_yscale("log")
     axes[0][-1].legend(fontsize="small")
     fig.suptitle("PBT: hyperparameter trajectories per trial")
+    fig.tight_layout()
+    return fig
+
 
 def grpo_curves(history: list[dict]):
     """GRPO per step: reward mean ± std within groups, KL to the reference, clip fraction, policy entropy."""
@@ -51,5 +54,64 @@ def grpo_curves(history: list[dict]):
         if key != "reward_mean":
             ax.plot(steps, [h[key] for h in history])
         ax.set(xlabel="step", title=f"GRPO: {title}")
+    fig.tight_layout()
+    return fig
+
+
+def _grid(n: int, size: float = 2.6):
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat
+
+
+def confusion_matrices(y_true, y_pred, labels: list[str]):
+    """One 2x2 confusion matrix per label (rows: true no/yes, columns: predicted no/yes)."""
+    import numpy as np
+
+    fig, axes = _grid(len(labels))
+    for j, (ax, label) in enumerate(zip(axes, labels)):
+        t, p = y_true[:, j].astype(bool), y_pred[:, j].astype(bool)
+        cm = np.array([[(~t & ~p).sum(), (~t & p).sum()], [(t & ~p).sum(), (t & p).sum()]])
+        ax.imshow(cm, cmap="Blues")
+        for (r, c), v in np.ndenumerate(cm):
+            ax.text(c, r, str(v), ha="center", va="center", color="black")
+        ax.set(title=label, xticks=[0, 1], yticks=[0, 1], xticklabels=["no", "yes"], yticklabels=["no", "yes"],
+               xlabel="predicted", ylabel="true")
+    fig.tight_layout()
+    return fig
+
+
+def precision_recall_curves(y_true, scores, labels: list[str]):
+    """Precision against recall per label as the threshold sweeps the scores."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for j, label in enumerate(labels):
+        if y_true[:, j].sum() == 0:
+            continue
+        precision, recall, _ = precision_recall_curve(y_true[:, j], scores[:, j])
+        ax.plot(recall, precision, label=f"{label} (AP {average_precision_score(y_true[:, j], scores[:, j]):.2f})")
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title="Precision-recall per label")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def threshold_curves(y_true, scores, labels: list[str], thresholds=None):
+    """F1 per label as a function of the decision threshold, with the model's own thresholds marked."""
+    import numpy as np
+
+    from mlprojects.metrics import DEFAULT_THRESHOLD_GRID, f1_per_label
+
+    fig, axes = _grid(len(labels))
+    for j, (ax, label) in enumerate(zip(axes, labels)):
+        f1 = [f1_per_label(y_true[:, j:j + 1], scores[:, j:j + 1] >= t)[2][0] for t in DEFAULT_THRESHOLD_GRID]
+        ax.plot(DEFAULT_THRESHOLD_GRID, f1, marker=".")
+        if thresholds is not None:
+            ax.axvline(float(np.asarray(thresholds)[j]), color="grey", linestyle="--")
+        ax.set(title=label, xlabel="threshold", ylabel="F1", ylim=(0, 1.02))
     fig.tight_layout()
     return fig

@@ -20,6 +20,7 @@ from mlprojects.tracking import log_dataset, log_epoch, log_json, log_params_onc
 from mlprojects.train import train_classifier
 from registry import conventions as RC
 from registry.log_model import log_classifier, register
+from registry.settings import init_from_sft_run
 
 
 def int_arg(value: str) -> int:
@@ -141,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         version = publish(classifier, train, val, text_columns, args.model_name, {
             RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "sft", RC.TAG_DATA_DIGEST: digest,
             RC.TAG_ENCODER: cfg.encoder, **hparam_tags})
-    print(f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}); "
+        init_from_sft_run(mlflow.MlflowClient(), args.model_name, run.info.run_id)
+    print(f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}, "
+          f"alias {RC.CHALLENGER}); "
           f"validation F1-macro {best['f1_macro']:.3f} at epoch {int(best['epoch'])}.\n"
           f"See it: mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)")
     return 0

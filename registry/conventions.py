@@ -8,7 +8,9 @@ POLICY = "policy"  # trainable GRPO policy
 
 # Deprecated registry stages, mirrored from aliases so stage-based tools keep working.
 STAGE_FOR_ALIAS = {CHAMPION: "Production", CHALLENGER: "Staging"}
-ARCHIVED_STAGE = "Archived"
+ARCHIVED_STAGE = "Archived"  # previous champions (the last K are kept here for rollback)
+NO_STAGE = "None"  # rejected candidates and retired versions
+REQUEST_STAGE = STAGE_FOR_ALIAS[CHALLENGER]  # a version a person moves here is a request to evaluate it
 
 # Lineage tags on every model version.
 TAG_SOURCE_RUN = "lineage.source_run_id"
@@ -17,3 +19,42 @@ TAG_KIND = "lineage.kind"  # sft | grpo | clone | onnx
 TAG_DATA_DIGEST = "lineage.data_digest"
 TAG_ENCODER = "lineage.encoder"
 TAG_GIT_COMMIT = "lineage.git_commit"
+TAG_SOURCE_MODEL = "lineage.source_model"  # ONNX exports: the registered model they were exported from
+TAG_ONNX_VERSION = "lineage.onnx_version"  # on a source version: its latest ONNX export (`<name>-onnx`)
+
+
+# Evaluation results (model version tags; written by the evaluate stage and the controller).
+TAG_EVAL_PREFIX = "eval."  # eval.f1_macro, eval.f1_macro_low, eval.f1_macro_high, eval.subset_accuracy, ...
+TAG_EVAL_DATA_USED = "eval.dataset"
+
+# Lifecycle decisions (model version tags, one set per decision).
+TAG_DECISION = "lifecycle.decision"  # promoted | rejected | rolled_back
+TAG_REASON = "lifecycle.reason"
+TAG_DECIDED_AT = "lifecycle.decided_at"
+TAG_ACTOR = "lifecycle.actor"
+TAG_REQUESTED_BY = "lifecycle.requested_by"  # "challenger alias" | "stage transition"
+TAG_COMPARED_WITH = "lifecycle.champion_version"
+TAG_CHAMPION_F1 = "lifecycle.champion_f1_macro"
+TAG_CANDIDATE_F1 = "lifecycle.candidate_f1_macro"
+TAG_MARGIN = "lifecycle.margin"
+TAG_GAIN_CI = "lifecycle.gain_ci"  # paired-bootstrap interval of candidate - champion F1-macro
+TAG_CONTROLLER_RUN = "lifecycle.controller_run_id"
+TAG_BLOCKED = "lifecycle.blocked"  # why a candidate is waiting (no evaluation config, dataset fails its gate)
+TAG_RETIRED = "lifecycle.retired"  # archived champions beyond the last K: out of any stage, artifacts kept
+TAG_ROLE = "lifecycle.role"  # reference | policy on clones
+TAG_INTENT = "lifecycle.intent_id"  # the multi-step action that created a clone (crash recovery)
+
+# Registered-model tags: the evaluation configuration and controller state.
+TAG_EVAL_CONFIG = {
+    "data": "eval.data",  # URI of the labelled evaluation set (the first sft run's held-out split)
+    "labels": "eval.labels",  # label -> description file
+    "text_columns": "eval.text_columns",
+    "label_column": "eval.label_column",
+    "margin": "eval.margin",  # F1-macro gain a challenger needs over the champion
+    "min_f1_macro": "eval.min_f1_macro",  # gate: no model below this becomes champion
+    "bootstrap": "eval.bootstrap",  # resamples for intervals and the paired test
+    "confidence": "eval.confidence",
+    "keep_archived": "lifecycle.keep_archived",
+}
+TAG_PENDING = "lifecycle.pending"  # JSON intent of an unfinished multi-step action
+TAG_DEPLOY_TARGET = "deploy.target"  # which DeploymentTarget serves the champion (default: local)

@@ -15,6 +15,7 @@ from mlprojects.config import REPO_ROOT
 from registry import conventions as C
 
 _TORCH_PYFUNC = Path(__file__).with_name("torch_pyfunc.py")
+_ONNX_PYFUNC = Path(__file__).with_name("onnx_pyfunc.py")
 CODE_PATHS = [str(REPO_ROOT / "mlprojects"), str(REPO_ROOT / "registry")]
 
 
@@ -29,9 +30,18 @@ def signature(text_columns: list[str], example_output: pd.DataFrame) -> ModelSig
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
+def _pinned(packages: tuple[str, ...]) -> list[str]:
+    """Pinned to what built the model; listing them skips MLflow's slow requirement inference."""
+    return [f"{p}=={version(p)}" for p in packages]
+
+
 def torch_requirements() -> list[str]:
-    """Pinned to what trained the model; listing them skips MLflow's slow requirement inference."""
-    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "transformers", "pandas", "numpy")]
+    return _pinned(("mlflow", "torch", "transformers", "pandas", "numpy"))
+
+
+def onnx_requirements() -> list[str]:
+    """What the ONNX pyfunc needs at inference: no torch, no transformers."""
+    return _pinned(("mlflow", "onnxruntime", "tokenizers", "pandas", "numpy"))
 
 
 def git_commit() -> str:
@@ -42,22 +52,44 @@ def git_commit() -> str:
         return "unknown"
 
 
-def log_classifier(classifier_dir: str | Path, text_columns: list[str], example: pd.DataFrame,
-                   example_output: pd.DataFrame, name: str = "model"):
-    """Log the torch pyfunc into the active run; returns MLflow's ModelInfo."""
+def _log_pyfunc(python_model: Path, artifacts: dict[str, str], requirements: list[str], text_columns: list[str],
+                example: pd.DataFrame, example_output: pd.DataFrame, name: str, model_config: dict | None = None):
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=str(_TORCH_PYFUNC),
-        artifacts={"classifier": str(classifier_dir)},
+        python_model=str(python_model),
+        artifacts=artifacts,
         code_paths=CODE_PATHS,
         signature=signature(text_columns, example_output),
         input_example=example,
-        pip_requirements=torch_requirements(),
+        pip_requirements=requirements,
+        model_config=model_config,
     )
 
 
-def register(model_uri: str, model_name: str, tags: dict[str, str]) -> ModelVersion:
-    """Register `model_uri` as a new version of `model_name` with lineage tags (git commit always added)."""
+def log_classifier(classifier_dir: str | Path, text_columns: list[str], example: pd.DataFrame,
+                   example_output: pd.DataFrame, name: str = "model"):
+    """Log the torch pyfunc into the active run; returns MLflow's ModelInfo."""
+    return _log_pyfunc(_TORCH_PYFUNC, {"classifier": str(classifier_dir)}, torch_requirements(), text_columns,
+                       example, example_output, name)
+
+
+def log_onnx_classifier(package_dir: str | Path, text_columns: list[str], example: pd.DataFrame,
+                        example_output: pd.DataFrame, threads: int = 0, name: str = "model"):
+    """Log the ONNX pyfunc (a package from `mlprojects.onnx_export`) into the active run; returns ModelInfo.
+    `threads` (0 = all cores) can be overridden at load: `load_model(uri, model_config={"threads": n})`."""
+    return _log_pyfunc(_ONNX_PYFUNC, {"onnx_classifier": str(package_dir)}, onnx_requirements(), text_columns,
+                       example, example_output, name, {"threads": int(threads)})
+
+
+def register(model_uri: str, model_name: str, tags: dict[str, str], alias: str | None = C.CHALLENGER) -> ModelVersion:
+    """Register `model_uri` as a new version of `model_name` with lineage tags (git commit always added).
+
+    New versions are candidates: they get the `challenger` alias (and the Staging stage) for the controller.
+    """
+    from registry.aliases import set_alias
+
     tags = {C.TAG_GIT_COMMIT: git_commit(), **{k: str(v) for k, v in tags.items() if v is not None}}
     version_ = mlflow.register_model(model_uri, model_name, tags=tags)
+    if alias:
+        set_alias(mlflow.MlflowClient(), model_name, alias, version_.version)
     return version_

@@ -34,3 +34,15 @@ def label_names(model_name: str, version: str) -> list[str]:
         path = ModelsArtifactRepository(f"models:/{model_name}/{version}").download_artifacts(
             "artifacts/classifier/classifier.json", tmp)
         return list(json.loads(Path(path).read_text())["labels"])
+
+def registered_version(model_uri: str) -> tuple[str, str] | None:
+    """(name, version) behind `models:/name/N` or `models:/name@alias`; None for other URIs."""
+    if not model_uri.startswith("models:/"):
+        return None
+    path = model_uri[len("models:/"):].strip("/")
+    client = mlflow.MlflowClient()
+    if "@" in path:
+        name, alias = path.split("@", 1)
+        return name, str(client.get_model_version_by_alias(name, alias).version)
+    name, _, version = path.rpartition("/")
+    return (name, version) if name and version.isdigit() else None

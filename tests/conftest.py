@@ -29,18 +29,25 @@ def tiny_encoder(tmp_path_factory) -> str:
     return str(path)
 
 
+def use_mlflow_store(directory: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point MLflow (this process and subprocesses) at a fresh SQLite store + artifact root in `directory`."""
+    import mlflow
+
+    uri = f"sqlite:///{directory / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", (directory / "artifacts").as_uri())
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(var, raising=False)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 @pytest.fixture()
 def mlflow_env(tmp_path, monkeypatch) -> str:
     """A fresh SQLite tracking + registry store and local artifact root for one test."""
     import mlflow
 
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", (tmp_path / "artifacts").as_uri())
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-        monkeypatch.delenv(var, raising=False)
-    mlflow.set_tracking_uri(uri)
-    yield uri
+    yield use_mlflow_store(tmp_path, monkeypatch)
     while mlflow.active_run():
         mlflow.end_run()
 

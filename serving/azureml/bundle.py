@@ -10,13 +10,11 @@ from pathlib import Path
 import mlflow
 import yaml
 
+from registry.conventions import TAG_ONNX_VERSION
 from serving import scoring
 
 SCORE_SCRIPT = Path(__file__).with_name("score.py")
 INFERENCE_SERVER = "azureml-inference-server-http"
-
-
-ONNX_VERSION_TAG = "lineage.onnx_version"  # on a source version: its latest ONNX export, "<name>-onnx/<version>"
 
 
 @dataclass(frozen=True)
@@ -53,7 +51,7 @@ def resolve_version(model_uri: str) -> tuple[str, str]:
 
 def serving_artifact(model_name: str, version: str) -> str:
     """The version's ONNX export (lean CPU serving: onnxruntime, no torch) when it has one, else the version."""
-    onnx = mlflow.MlflowClient().get_model_version(model_name, version).tags.get(ONNX_VERSION_TAG)
+    onnx = mlflow.MlflowClient().get_model_version(model_name, version).tags.get(TAG_ONNX_VERSION)
     return f"models:/{onnx}" if onnx else f"models:/{model_name}/{version}"
 
 

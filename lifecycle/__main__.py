@@ -1,0 +1,96 @@
+"""python -m lifecycle reconcile [--once | --watch] | rollback | history | configure  --model-name NAME"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import asdict
+
+import mlflow
+
+from mlprojects import config as P
+from mlprojects.errors import ConfigError, cli_entry
+from mlprojects.tracking import setup
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m lifecycle", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("reconcile", help="evaluate candidates, promote or reject, clone, deploy, retire")
+    mode = rec.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one pass, then exit (default)")
+    mode.add_argument("--watch", action="store_true", help="reconcile every --interval seconds")
+    rec.add_argument("--interval", type=float, default=P.WATCH_INTERVAL_S)
+    sub.add_parser("rollback", help="point champion back to the previous champion and redeploy")
+    sub.add_parser("history", help="which version was champion when")
+    conf = sub.add_parser("configure", help="show or change the model's evaluation and lifecycle settings")
+    conf.add_argument("--eval-data", dest="data", help="labelled evaluation set (path or URI)")
+    conf.add_argument("--eval-labels", dest="labels", help="label -> description file")
+    conf.add_argument("--text-columns")
+    conf.add_argument("--label-column")
+    conf.add_argument("--margin", help="F1-macro gain a challenger needs over the champion")
+    conf.add_argument("--min-f1-macro", help="gate: minimum F1-macro of any champion")
+    conf.add_argument("--bootstrap", help="bootstrap resamples")
+    conf.add_argument("--confidence", help="interval level, e.g. 0.95")
+    conf.add_argument("--keep-archived", help="previous champions kept in the Archived stage")
+    conf.add_argument("--deploy-target", help="deployment target for the champion (default local)")
+    for sp in (rec, conf, *[sub.choices[n] for n in ("rollback", "history")]):
+        sp.add_argument("--model-name", default=P.DEFAULT_MODEL_NAME)
+    return p
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "configure":
+        return configure(args)
+    if args.command == "history":
+        from lifecycle import db, history
+
+        setup()
+        entries = history.rows(db.engine(), args.model_name)
+        print(history.format_table(entries) if entries else f"{args.model_name} has had no champion yet")
+        return 0
+    from lifecycle.controller import Controller, watch
+
+    if args.command == "rollback":
+        Controller(args.model_name).rollback()
+        return 0
+    if args.watch:
+        watch(args.model_name, args.interval)
+        return 0
+    log = Controller(args.model_name).reconcile()
+    if log is None:
+        print(f"[{args.model_name}] another controller holds the lease; it does the work. Nothing done.")
+    elif not log:
+        print(f"[{args.model_name}] nothing to do: the registry is in the wanted state")
+    return 0
+
+
+def configure(args) -> int:
+    from registry import conventions as C
+    from registry.settings import read_settings, write_settings
+
+    setup()
+    client = mlflow.MlflowClient()
+    try:
+        client.get_registered_model(args.model_name)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ConfigError(f"no registered model named {args.model_name!r}") from exc
+    keys = ("data", "labels", "text_columns", "label_column", "margin", "min_f1_macro", "bootstrap", "confidence",
+            "keep_archived")
+    changes = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if args.deploy_target:
+        from serving.targets import get_target
+
+        get_target(args.deploy_target)  # fails early on an unknown name
+        client.set_registered_model_tag(args.model_name, C.TAG_DEPLOY_TARGET, args.deploy_target)
+    settings = write_settings(client, args.model_name, **changes) if changes else read_settings(client, args.model_name)
+    tags = client.get_registered_model(args.model_name).tags
+    for key, value in (asdict(settings) if settings else {}).items():
+        print(f"{key:>14}: {value}")
+    print(f"{'deploy_target':>14}: {tags.get(C.TAG_DEPLOY_TARGET, P.DEFAULT_DEPLOY_TARGET)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

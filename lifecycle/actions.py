@@ -1,0 +1,140 @@
+"""The controller's registry writes. Multi-step actions run from an intent record (registered-model tag
+`lifecycle.pending`) written first and cleared last; every step is idempotent, so resuming after a crash
+replays the intent to the end. Steps are ordered so a champion alias always exists once there was one."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+from mlflow import MlflowClient
+from sqlalchemy.engine import Engine
+
+from lifecycle import history
+from lifecycle.faults import checkpoint
+from lifecycle.lock import Lease
+from registry import conventions as C
+from registry.aliases import remove_alias, retire_archived, set_alias, set_stage, set_tags
+from serving.targets import Deployment, DeploymentTarget
+
+
+@dataclass
+class Context:
+    client: MlflowClient
+    name: str
+    engine: Engine
+    lease: Lease
+    actor: str
+    target: DeploymentTarget
+
+
+def new_intent(action: str, **fields) -> dict:
+    return {"action": action, "id": uuid.uuid4().hex, "at": time.time(), **fields}
+
+
+def write_intent(ctx: Context, intent: dict) -> None:
+    ctx.lease.ensure()
+    ctx.client.set_registered_model_tag(ctx.name, C.TAG_PENDING, json.dumps(intent))
+
+
+def clear_intent(ctx: Context) -> None:
+    ctx.client.delete_registered_model_tag(ctx.name, C.TAG_PENDING)
+
+
+def promote(ctx: Context, intent: dict) -> None:
+    """New champion first (alias + Production), then the old one leaves (Archived): never no champion."""
+    version, previous = intent["version"], intent.get("previous")
+    set_alias(ctx.client, ctx.name, C.CHAMPION, version)
+    checkpoint("promote.champion")
+    remove_alias(ctx.client, ctx.name, C.CHALLENGER, version)
+    checkpoint("promote.challenger")
+    if previous and previous != version:
+        set_stage(ctx.client, ctx.name, previous, C.ARCHIVED_STAGE)
+    checkpoint("promote.archive")
+    history.record(ctx.engine, ctx.name, "promote", version, previous, intent["actor"], intent["id"],
+                   {"reason": intent["tags"].get(C.TAG_REASON)})
+    checkpoint("promote.history")
+    set_tags(ctx.client, ctx.name, version, intent["tags"])
+    checkpoint("promote.tags")
+    clear_intent(ctx)
+
+
+def reject(ctx: Context, version: str, tags: dict) -> None:
+    """Reason first, then out of the candidates (alias, Staging); a crash in between only means re-evaluation."""
+    ctx.lease.ensure()
+    set_tags(ctx.client, ctx.name, version, {**tags, C.TAG_DECISION: "rejected"})
+    remove_alias(ctx.client, ctx.name, C.CHALLENGER, version)
+    set_stage(ctx.client, ctx.name, version, C.NO_STAGE)
+
+
+def block(ctx: Context, version: str, reason: str) -> None:
+    """The candidate cannot be judged for a reason that is not its own (configuration, dataset): it waits."""
+    ctx.lease.ensure()
+    set_tags(ctx.client, ctx.name, version, {C.TAG_BLOCKED: reason[:4000], C.TAG_DECIDED_AT: _now()})
+
+
+def rollback(ctx: Context, intent: dict) -> None:
+    version, previous = intent["version"], intent["previous"]
+    set_alias(ctx.client, ctx.name, C.CHAMPION, version)
+    checkpoint("rollback.champion")
+    set_stage(ctx.client, ctx.name, previous, C.ARCHIVED_STAGE)
+    set_tags(ctx.client, ctx.name, previous, {C.TAG_DECISION: "rolled_back", C.TAG_ACTOR: intent["actor"],
+                                              C.TAG_DECIDED_AT: _now(), C.TAG_REASON: f"rolled back to {version}"})
+    checkpoint("rollback.archive")
+    history.record(ctx.engine, ctx.name, "rollback", version, previous, intent["actor"], intent["id"],
+                   {"reason": f"rollback from version {previous}"})
+    clear_intent(ctx)
+
+
+def clone(ctx: Context, intent: dict) -> None:
+    """The champion copied (copy_model_version, same registered model) as frozen `reference` and trainable
+    `policy`; a copy made before a crash is found again by its intent id instead of being made twice."""
+    parent = intent["version"]
+    existing = {v.tags.get(C.TAG_ROLE): str(v.version) for v in ctx.client.search_model_versions(f"name='{ctx.name}'")
+                if v.tags.get(C.TAG_INTENT) == intent["id"]}
+    for role in (C.REFERENCE, C.POLICY):
+        version = existing.get(role)
+        if version is None:
+            ctx.lease.ensure()
+            version = str(ctx.client.copy_model_version(f"models:/{ctx.name}/{parent}", ctx.name).version)
+            set_tags(ctx.client, ctx.name, version, {C.TAG_ROLE: role, C.TAG_INTENT: intent["id"]})
+            for key in _inherited_decision_tags(ctx, version):
+                ctx.client.delete_model_version_tag(ctx.name, version, key)
+            set_tags(ctx.client, ctx.name, version, {C.TAG_KIND: "clone", C.TAG_PARENT_VERSION: parent})
+        checkpoint(f"clone.{role}.copied")
+        set_alias(ctx.client, ctx.name, role, version)
+        checkpoint(f"clone.{role}.alias")
+    clear_intent(ctx)
+
+
+def deploy(ctx: Context, version: str) -> Deployment:
+    ctx.lease.ensure()
+    deployment = ctx.target.deploy(ctx.name, version)
+    set_tags(ctx.client, ctx.name, version, {"deploy.target": deployment.target, "deploy.status": deployment.status,
+                                             "deploy.at": _now()})
+    checkpoint("deploy.done")
+    return deployment
+
+
+def retire(ctx: Context, keep: int) -> list[str]:
+    ctx.lease.ensure()
+    return retire_archived(ctx.client, ctx.name, keep)
+
+
+RESUME = {"promote": promote, "rollback": rollback, "clone": clone}
+
+
+def resume(ctx: Context, intent: dict) -> None:
+    """Finish an action a crashed controller started (its decision was made; the steps are idempotent)."""
+    ctx.lease.ensure()
+    RESUME[intent["action"]](ctx, intent)
+
+
+def _inherited_decision_tags(ctx: Context, version: str) -> list[str]:
+    tags = ctx.client.get_model_version(ctx.name, version).tags
+    return [k for k in tags if k.startswith(("lifecycle.", "deploy.")) and k not in (C.TAG_ROLE, C.TAG_INTENT)]
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -1,0 +1,53 @@
+"""The controller's own SQL tables (lease, history), kept in the tracking database or LIFECYCLE_DB.
+
+Any SQLAlchemy URL works (SQLite file, PostgreSQL...); MLflow ignores tables it does not know.
+"""
+from __future__ import annotations
+
+import functools
+
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, create_engine, inspect
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from mlprojects.config import lifecycle_db_url
+
+metadata = MetaData()
+
+leases = Table(
+    "lifecycle_leases", metadata,
+    Column("model_name", String(256), primary_key=True),
+    Column("holder", String(256), nullable=False),
+    Column("acquired_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
+history = Table(
+    "lifecycle_history", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(256), nullable=False, index=True),
+    Column("action", String(32), nullable=False),  # promote | rollback
+    Column("version", String(32), nullable=False),  # the champion from now on
+    Column("previous_version", String(32)),
+    Column("at", Float, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("intent_id", String(64), unique=True),  # makes a resumed action's record idempotent
+    Column("detail", Text),
+)
+
+
+def engine(url: str | None = None) -> Engine:
+    """An engine with our tables created (concurrent creators are fine: the loser sees the tables exist)."""
+    return _engine(url or lifecycle_db_url())
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    eng = create_engine(url, **kwargs)
+    try:
+        metadata.create_all(eng)
+    except (OperationalError, ProgrammingError):
+        if not all(inspect(eng).has_table(t.name) for t in metadata.sorted_tables):
+            raise
+    return eng

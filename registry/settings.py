@@ -1,0 +1,78 @@
+"""Per-model evaluation and lifecycle settings, kept as registered-model tags so the controller needs only a name.
+
+The first `sft` run of a model writes them from its held-out split; `python -m lifecycle configure` changes them.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from mlflow import MlflowClient
+
+from mlprojects import config as P
+from mlprojects.errors import ConfigError
+from registry import conventions as C
+
+
+@dataclass
+class ModelSettings:
+    data: str
+    labels: str
+    text_columns: str = "text"
+    label_column: str = "labels"
+    margin: float = P.EVAL_MARGIN
+    min_f1_macro: float = P.EVAL_MIN_F1_MACRO
+    bootstrap: int = P.BOOTSTRAP_RESAMPLES
+    confidence: float = P.CONFIDENCE
+    keep_archived: int = P.KEEP_ARCHIVED
+
+    def to_tags(self) -> dict[str, str]:
+        return {C.TAG_EVAL_CONFIG[k]: str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_tags(cls, tags: dict[str, str]) -> "ModelSettings | None":
+        """None when the evaluation dataset is not configured; a ConfigError when a value is malformed."""
+        values = {f.name: tags[C.TAG_EVAL_CONFIG[f.name]] for f in fields(cls) if C.TAG_EVAL_CONFIG[f.name] in tags}
+        if not values.get("data") or not values.get("labels"):
+            return None
+        return cls.parse(values)
+
+    @classmethod
+    def parse(cls, values: dict) -> "ModelSettings":
+        """Typed and range-checked settings from strings (tags, command-line values)."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        out = {}
+        for key, value in values.items():
+            try:
+                out[key] = int(float(value)) if kinds[key] == "int" else float(value) if kinds[key] == "float" else str(value)
+            except ValueError as exc:
+                raise ConfigError(f"setting {key}={value!r} is not a number") from exc
+        settings = cls(**out)
+        if not 0.0 < settings.confidence < 1.0:
+            raise ConfigError(f"confidence must be in (0, 1), got {settings.confidence}")
+        if settings.bootstrap < 100 or settings.keep_archived < 1:
+            raise ConfigError("bootstrap needs at least 100 resamples and keep_archived at least 1")
+        return settings
+
+
+def read_settings(client: MlflowClient, name: str) -> ModelSettings | None:
+    return ModelSettings.from_tags(client.get_registered_model(name).tags)
+
+
+def write_settings(client: MlflowClient, name: str, **changes) -> ModelSettings:
+    """Change some settings (the rest keep their values or defaults); data and labels are needed at least once."""
+    current = read_settings(client, name)
+    values = {**(asdict(current) if current else {}), **{k: v for k, v in changes.items() if v is not None}}
+    if not values.get("data") or not values.get("labels"):
+        raise ConfigError(f"model {name} has no evaluation dataset yet: give --eval-data and --eval-labels")
+    settings = ModelSettings.parse(values)
+    for key, value in settings.to_tags().items():
+        client.set_registered_model_tag(name, key, value)
+    return settings
+
+
+def init_from_sft_run(client: MlflowClient, name: str, run_id: str) -> ModelSettings | None:
+    """On a model's first sft run: evaluate future candidates on that run's held-out split and label set."""
+    if read_settings(client, name) is not None:
+        return None
+    return write_settings(client, name, data=f"runs:/{run_id}/data/validation.parquet",
+                          labels=f"runs:/{run_id}/labels.json", text_columns="text", label_column="labels")

@@ -1,0 +1,70 @@
+"""Helpers for the lifecycle tests: a trained tiny classifier, and variants of it registered as new versions."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from tests.conftest import REPO
+
+
+def register_variant(classifier_dir: Path, name: str, workdir: Path, *, thresholds: float | None = None,
+                     corrupt: bool = False, alias: str | None = "challenger") -> str:
+    """Log a copy of a saved Classifier (optionally with every threshold replaced, or its weights corrupted)
+    as a new registered version; returns the version."""
+    from mlprojects.classifier import Classifier
+    from registry.contract import format_predictions
+    from mlprojects.tracking import setup
+    from registry.log_model import log_classifier, register
+
+    target = workdir / f"variant-{len(list(workdir.glob('variant-*')))}"
+    shutil.copytree(classifier_dir, target)
+    example = pd.DataFrame({"text": ["Is VAT due on consulting invoices?"]})
+    clf = Classifier.load(target, "cpu")
+    output = format_predictions(clf.predict_proba(list(example["text"])), clf.labels, clf.thresholds)
+    if thresholds is not None:
+        meta = json.loads((target / "classifier.json").read_text())
+        meta["thresholds"] = [thresholds] * len(meta["thresholds"])
+        (target / "classifier.json").write_text(json.dumps(meta))
+    if corrupt:
+        for weights in (target / "encoder").glob("*.safetensors"):
+            weights.write_bytes(b"not a model")
+    setup("variants")
+    with mlflow.start_run(run_name="variant") as run:
+        info = log_classifier(target, ["text"], example, output)
+    return str(register(info.model_uri, name, {"lineage.kind": "sft", "lineage.source_run_id": run.info.run_id},
+                        alias=alias).version)
+
+
+def use_store(mp, root: Path, artifacts: Path | None = None) -> str:
+    """Point MLflow (this process and its children) at a SQLite store under `root`. MLflow exports the active
+    experiment id to the environment, which would otherwise leak from the previous store."""
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    mp.setenv("MLFLOW_ARTIFACT_ROOT", (artifacts or root / "artifacts").as_uri())
+    mp.setenv("LOCAL_DEPLOY_DIR", str(root / "deployments"))
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        mp.delenv(var, raising=False)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def _child_env(extra: dict | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")}
+    return {**env, **(extra or {})}
+
+
+def lifecycle_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lifecycle", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=_child_env(env))
+
+
+def spawn_lifecycle(*args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lifecycle", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=_child_env(env))

@@ -1,0 +1,238 @@
+"""ONNX export end to end on a tiny SFT model: `mlflow run -e export_onnx`, lineage both ways, the pyfunc in a
+process where torch and transformers cannot be imported, parity gates that pass and fail, unexportable encoders."""
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+
+from mlprojects.onnx_parity import ParityReport, gate_failures, row_cosines
+from tests.conftest import REPO, use_mlflow_store
+from tests.test_sft_stage import mlflow_run
+
+FRUIT = {"apple": "Apples, orchards and fruit harvests.", "bank": "Banks, loans and interest rates."}
+TEXTS = ["Is VAT due on our consulting invoices to Germany for 2022?", "Payroll tax memo for new hires",
+         "Transfer pricing documentation for the intercompany loan"]
+
+# Runs in a fresh interpreter: torch/transformers/peft imports raise before MLflow loads the model.
+NO_TORCH_SCRIPT = r"""
+import json, sys
+
+class BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "transformers", "peft"}:
+            raise ImportError(f"{name} is blocked in this process")
+        return None
+
+sys.meta_path.insert(0, BlockTorch())
+import mlflow, pandas as pd
+from registry.contract import to_params
+
+uri, texts, fruit = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+model = mlflow.pyfunc.load_model(uri, model_config={"threads": 1})
+own = model.predict(pd.DataFrame({"text": texts}))
+columns = model.predict(pd.DataFrame({"title": [texts[0]], "body": ["for 2022"]}))
+zero_shot = model.predict(pd.DataFrame({"text": texts}), params=to_params(fruit, threshold=0.5))
+print(json.dumps({"own": own.to_dict("records"), "columns": columns.to_dict("records"),
+                  "zero_shot": zero_shot.to_dict("records"),
+                  "loaded": sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "transformers", "peft"})}))
+"""
+
+
+@pytest.fixture(scope="module")
+def registry_env(tmp_path_factory):
+    """One SQLite store shared by the tests of this module."""
+    with pytest.MonkeyPatch.context() as mp:
+        yield use_mlflow_store(tmp_path_factory.mktemp("onnx-registry"), mp)
+
+
+@pytest.fixture(scope="module")
+def source_model(registry_env, tiny_encoder, demo_frame, tmp_path_factory):
+    from mlprojects.sft import main as sft_main
+
+    data = tmp_path_factory.mktemp("onnx-data") / "small.csv"
+    demo_frame.head(120).to_csv(data, index=False)
+    rc = sft_main(["--data", str(data), "--encoder", tiny_encoder, "--max-epochs", "1", "--min-examples", "2",
+                   "--model-name", "tiny-clf"])
+    assert rc == 0
+    return "models:/tiny-clf/1"
+
+
+@pytest.fixture(scope="module")
+def exported(registry_env, source_model):
+    """The stage through `mlflow run`, as a user would type it."""
+    proc = mlflow_run("export_onnx", {"model_uri": source_model}, registry_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Registered tiny-clf-onnx version 1" in proc.stdout
+    return "models:/tiny-clf-onnx/1"
+
+
+def test_export_registers_onnx_version_with_lineage_both_ways(exported):
+    client = mlflow.MlflowClient()
+    onnx_version = client.get_model_version("tiny-clf-onnx", "1")
+    source = client.get_model_version("tiny-clf", "1")
+    assert onnx_version.tags["lineage.kind"] == "onnx"
+    assert onnx_version.tags["lineage.parent_version"] == "1"
+    assert onnx_version.tags["lineage.source_model"] == "tiny-clf"
+    assert onnx_version.tags["lineage.encoder"] == source.tags["lineage.encoder"]
+    assert source.tags["lineage.onnx_version"] == "tiny-clf-onnx/1"
+
+    run = client.get_run(onnx_version.run_id)
+    assert run.data.tags["onnx.parity"] == "passed"
+    metrics = run.data.metrics
+    assert metrics["parity_fp32_min_cosine"] >= 0.9999
+    assert metrics["parity_int8_mean_cosine"] >= 0.99
+    assert metrics["f1_macro_drop"] <= 0.005
+    assert {"size_mb_torch_fp32", "size_mb_onnx_fp32", "size_mb_onnx_int8"} <= set(metrics)
+    report = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/onnx/parity_report.json")
+    assert report["steps"]["quantization"] == "dynamic"
+
+    requirements = mlflow.pyfunc.get_model_dependencies(exported, format="pip")
+    packages = {line.split("==")[0] for line in open(requirements).read().split() if line}
+    assert packages == {"mlflow", "onnxruntime", "tokenizers", "pandas", "numpy"}
+    graph = onnx.load(os.path.join(mlflow.artifacts.download_artifacts(exported), "artifacts", "onnx_classifier",
+                                   "model.onnx"))
+    assert "MatMulInteger" in {n.op_type for n in graph.graph.node}  # int8 weights
+    dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+
+
+def test_onnx_pyfunc_serves_the_contract_without_torch(exported, source_model, registry_env):
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, exported, json.dumps(TEXTS), json.dumps(FRUIT)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": registry_env})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == []
+    assert "were ignored" not in proc.stderr  # the threads setting reached the model
+
+    torch_out = mlflow.pyfunc.load_model(source_model).predict(pd.DataFrame({"text": TEXTS}))
+    labels = set(torch_out.loc[0, "scores"])
+    for onnx_row, torch_row in zip(out["own"], torch_out.to_dict("records")):
+        assert set(onnx_row) == {"labels", "top_label", "scores"}
+        assert set(onnx_row["scores"]) == labels
+        assert onnx_row["top_label"] == torch_row["top_label"]
+        for label in labels:
+            assert onnx_row["scores"][label] == pytest.approx(torch_row["scores"][label], abs=0.02)
+    assert set(out["columns"][0]["scores"]) == labels
+    for row in out["zero_shot"]:
+        assert set(row["scores"]) == set(FRUIT) and row["top_label"] in FRUIT
+        assert row["labels"] == [l for l, s in row["scores"].items() if s >= 0.5]
+
+
+def _no_version(name: str) -> bool:
+    return mlflow.MlflowClient().search_model_versions(f"name='{name}'") == []
+
+
+def test_parity_gates_fail_and_nothing_is_registered(registry_env, source_model, capsys):
+    from mlprojects.export_onnx import main
+
+    rc = main(["--model-uri", source_model, "--model-name", "strict-onnx",
+               "--min-int8-mean-cosine", "1.01", "--max-f1-drop", "-1"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "failed its parity gates, nothing was registered" in err
+    assert "int8 embedding parity: mean cosine" in err and "< 1.01" in err
+    assert "F1-macro drop" in err and "> -1.0" in err
+    assert "fp32 embedding parity" not in err
+    assert _no_version("strict-onnx")
+    run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`onnx.parity` = 'failed'",
+                             output_format="list")[0]
+    assert run.data.params["model_name"] == "strict-onnx"
+    assert "parity_int8_mean_cosine" in run.data.metrics
+
+
+def test_a_tampered_graph_fails_the_fp32_gate(registry_env, source_model, monkeypatch, capsys):
+    import mlprojects.onnx_export as export
+    from mlprojects.export_onnx import main
+
+    original = export.export_graph
+
+    def tampered(classifier, path, opset):
+        path, names = original(classifier, path, opset)
+        graph = onnx.load(str(path))
+        weight = max(graph.graph.initializer, key=lambda i: np.prod(i.dims))  # the word embeddings
+        values = onnx.numpy_helper.to_array(weight)
+        values = values + np.random.default_rng(0).normal(0, values.std(), values.shape).astype(values.dtype)
+        weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+        onnx.save(graph, str(path))
+        return path, names
+
+    monkeypatch.setattr(export, "export_graph", tampered)
+    rc = main(["--model-uri", source_model, "--model-name", "tampered-onnx"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "fp32 embedding parity: min cosine" in err and "< 0.9999" in err
+    assert _no_version("tampered-onnx")
+    assert mlflow.MlflowClient().get_model_version("tiny-clf", "1").tags.get("lineage.onnx_version") in (
+        None, "tiny-clf-onnx/1")
+
+
+class _UnexportableEncoder(torch.nn.Module):
+    """An encoder built on an operator ONNX has no equivalent for."""
+
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(100, 4)
+        self.config = SimpleNamespace(model_type="custom")
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        hidden = self.embedding(input_ids % 100)
+        gram = hidden @ hidden.transpose(1, 2)
+        return SimpleNamespace(last_hidden_state=torch.linalg.eigvalsh(gram).unsqueeze(-1).expand(*gram.shape[:2], 4))
+
+
+def test_an_encoder_the_exporter_cannot_handle_is_a_clear_error(tiny_encoder, tmp_path):
+    from transformers import AutoTokenizer
+
+    from mlprojects.classifier import Classifier
+    from mlprojects.config import OnnxConfig
+    from mlprojects.model import DualEncoder
+    from mlprojects.onnx_export import ExportError, export_classifier
+
+    model = DualEncoder(_UnexportableEncoder(), AutoTokenizer.from_pretrained(tiny_encoder))
+    classifier = Classifier(model, FRUIT, np.full(2, 0.5))
+    with pytest.raises(ExportError, match="cannot export encoder '_UnexportableEncoder' to ONNX: .*eigvalsh"):
+        export_classifier(classifier, tmp_path / "out", OnnxConfig(), TEXTS, [["apple"]] * 3, TEXTS)
+    assert not any((tmp_path / "out").iterdir())
+
+
+def test_static_quantisation_is_calibrated_on_text(tiny_encoder, tmp_path):
+    """Static QDQ: activation ranges from real documents (QuantizeLinear nodes with fixed scales)."""
+    from mlprojects.classifier import Classifier
+    from mlprojects.config import OnnxConfig
+    from mlprojects.model import DualEncoder, load_encoder
+    from mlprojects.onnx_export import export_classifier
+
+    encoder, tokenizer = load_encoder(tiny_encoder)
+    classifier = Classifier(DualEncoder(encoder, tokenizer).eval(), FRUIT, np.full(2, 0.5))
+    result = export_classifier(classifier, tmp_path / "out", OnnxConfig(quantization="static", max_f1_drop=1.0),
+                               TEXTS, [["bank"]] * 3, TEXTS * 4)
+    graph = onnx.load(str(result.directory / "model.onnx"))
+    assert "QuantizeLinear" in {n.op_type for n in graph.graph.node}
+    assert result.parity.fp32_min_cosine >= 0.9999
+    assert result.steps == {"fusion": "none", "quantization": "static"}
+
+
+def test_gate_failures_name_each_gate_and_its_value():
+    ok = ParityReport(1.0, 0.995, 0.98, 0.80, 0.797, 10)
+    assert gate_failures(ok, 0.9999, 0.99, 0.005) == []
+    bad = ParityReport(0.9991, 0.95, 0.9, 0.80, 0.70, 10)
+    failures = gate_failures(bad, 0.9999, 0.99, 0.005)
+    assert failures[0] == "fp32 embedding parity: min cosine 0.999100 < 0.9999"
+    assert failures[1] == "int8 embedding parity: mean cosine 0.950000 < 0.99"
+    assert failures[2] == "F1-macro drop 0.1000 (0.8000 -> 0.7000) > 0.005"
+    assert bad.f1_macro_drop == pytest.approx(0.1)
+
+
+def test_row_cosines_by_hand():
+    a = np.array([[1.0, 0.0], [3.0, 4.0]])
+    b = np.array([[0.0, 2.0], [3.0, 4.0]])
+    assert row_cosines(a, b) == pytest.approx([0.0, 1.0])
