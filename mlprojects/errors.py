@@ -34,3 +34,8 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
             return 2
 
     return wrapper
+
+
+def int_arg(value: str) -> int:
+    """argparse type for integers: MLproject passes numbers as text, possibly '8.0'."""
+    return int(float(value))

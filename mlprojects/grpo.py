@@ -19,12 +19,11 @@ import mlflow
 import pandas as pd
 
 from mlprojects import config as C
-from mlprojects.errors import ConfigError, DataError, cli_entry
+from mlprojects.errors import ConfigError, DataError, cli_entry, int_arg
 from mlprojects.grpo_train import GRPOTrainer, prepare_policy
 from mlprojects.plots import grpo_curves
 from mlprojects.rewards import targets_from_feedback
-from mlprojects.sft import _example_output as example_output
-from mlprojects.sft import int_arg
+from mlprojects.sft import example_output
 from mlprojects.tracking import log_epoch, log_json, log_params_once, setup
 from registry import conventions as RC
 from registry.log_model import log_classifier, register

@@ -14,18 +14,13 @@ import mlflow
 
 from mlprojects import config as C
 from mlprojects.data import load_training_data, parse_columns
-from mlprojects.errors import DataError, cli_entry
+from mlprojects.errors import DataError, cli_entry, int_arg
 from mlprojects.plots import hyperparameter_trajectories, training_curves
 from mlprojects.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
 from mlprojects.train import train_classifier
 from registry import conventions as RC
 from registry.log_model import log_classifier, register
 from registry.settings import init_from_sft_run
-
-
-def int_arg(value: str) -> int:
-    """MLproject passes numbers as text, possibly '8.0'."""
-    return int(float(value))
 
 
 def range_arg(value: str) -> tuple[float, float]:
@@ -184,11 +179,12 @@ def publish(classifier, train, val, text_columns: list[str], model_name: str, ta
             mlflow.log_artifact(str(path), "data")
         example = val[["text"]].head(3).reset_index(drop=True)
         info = log_classifier(classifier.save(Path(tmp) / "classifier"), text_columns, example,
-                              _example_output(classifier, example))
+                              example_output(classifier, example))
     return register(info.model_uri, model_name, tags)
 
 
-def _example_output(classifier, example):
+def example_output(classifier, example):
+    """What the model answers for the input example: MLflow stores both with the model."""
     from registry.contract import format_predictions
 
     probs = classifier.predict_proba(list(example["text"]))

@@ -35,7 +35,7 @@ def registry_uri(tmp_path_factory):
 @pytest.fixture(scope="module")
 def registered(registry_uri, tiny_encoder, demo_frame, tmp_path_factory):
     """Tiny SFT model as version 1; `reference` (v2) and `policy` (v3) are registry copies of it."""
-    from mlprojects.sft import _example_output
+    from mlprojects.sft import example_output
     from mlprojects.tracking import setup
     from mlprojects.train import train_classifier
     from mlprojects.data import load_label_descriptions
@@ -53,7 +53,7 @@ def registered(registry_uri, tiny_encoder, demo_frame, tmp_path_factory):
     with mlflow.start_run(run_name="sft"):
         example = frame[["text"]].head(2)
         info = log_classifier(classifier.save(tmp_path_factory.mktemp("clf") / "classifier"), ["text"], example,
-                              _example_output(classifier, example))
+                              example_output(classifier, example))
         register(info.model_uri, NAME, {"lineage.kind": "sft", "lineage.encoder": tiny_encoder})
     client = mlflow.MlflowClient()
     for alias in ("reference", "policy"):
