@@ -44,3 +44,8 @@ ui:
 
 clean:
 	rm -rf mlflow.db mlartifacts mlruns .pytest_cache
+
+# Microsoft's Azure ML inference server in a venv of its own (its opentelemetry pins clash with ours), with the
+# champion's scoring requirements: runs serving/azureml/score.py locally as Azure does. Slow the first time.
+azmlinfsrv-venv: install
+	$(PY) -m serving.azureml.inference_venv .venv-azmlinfsrv --model models:/$(or $(MODEL),tax-doc-classifier)@champion

@@ -205,3 +205,27 @@ def lifecycle_db_url() -> str:
 def deploy_dir() -> Path:
     """Where the local deployment target records what it serves (one JSON file per model)."""
     return Path(os.environ.get("LOCAL_DEPLOY_DIR") or REPO_ROOT / "deployments")
+
+
+# --- Serving (issue 7): local endpoint, Azure ML managed online endpoints, Spark batch scoring ---
+SERVE_HOST = "127.0.0.1"
+SERVE_PORT = 5001
+SERVE_MAX_BODY_BYTES = 1_048_576  # larger requests get 413
+BATCH_SPARK_MASTER = "local[*]"
+
+
+@dataclass
+class AzureMLConfig:
+    """Azure ML workspace and rollout settings; from a YAML file and/or AZUREML_<FIELD> environment variables.
+    Holds no secret: authentication is azure-identity's DefaultAzureCredential, endpoint keys stay in Azure."""
+
+    subscription_id: str = ""
+    resource_group: str = ""
+    workspace: str = ""
+    endpoint_name: str = "tax-doc-classifier"
+    instance_type: str = "Standard_DS3_v2"
+    instance_count: int = 1
+    traffic_steps: list[int] = field(default_factory=lambda: [10, 100])
+    deployment_names: list[str] = field(default_factory=lambda: ["blue", "green"])
+    image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+    request_timeout_ms: int = 10_000

@@ -33,7 +33,7 @@ class DeploymentTarget(Protocol):
 
 
 # Target name -> "module:Class"; imported on use so the Azure SDK is only loaded for the Azure target.
-TARGETS: dict[str, str] = {"local": "serving.local_target:LocalTarget"}
+TARGETS: dict[str, str] = {"local": "serving.local_target:LocalTarget", "azureml": "serving.azureml.target:AzureMLTarget"}
 
 
 def get_target(name: str, **options) -> DeploymentTarget:

@@ -1,0 +1,101 @@
+"""`python -m serving serve | deploy`: the local endpoint, and deployments (local or Azure ML, with --dry-run).
+
+    python -m serving serve --model models:/tax-doc-classifier@champion --port 5001 [--api-key-env VAR]
+    python -m serving deploy --target azureml --model models:/tax-doc-classifier@champion --dry-run --out DIR
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from mlprojects import config as C
+from mlprojects.errors import ConfigError, cli_entry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve one model over HTTP (MLflow-compatible /invocations)")
+    s.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version>, runs:/...")
+    s.add_argument("--host", default=C.SERVE_HOST)
+    s.add_argument("--port", type=int, default=C.SERVE_PORT)
+    s.add_argument("--api-key-env", default="", help="name of the environment variable holding the API key")
+    s.add_argument("--max-body-bytes", type=int, default=C.SERVE_MAX_BODY_BYTES)
+    s.add_argument("--feedback-db", default="", help="SQLAlchemy URL of the feedback store (default: its own)")
+    d = sub.add_parser("deploy", help="deploy a registered version to a target")
+    d.add_argument("--target", default="local", help="local | azureml")
+    d.add_argument("--model", required=True, help="models:/<name>@<alias> or models:/<name>/<version>")
+    d.add_argument("--config", default="", help="YAML settings of the target (Azure ML: workspace, endpoint...)")
+    d.add_argument("--dry-run", action="store_true", help="write the deployment files and print the plan only")
+    d.add_argument("--out", default="azureml-deployment", help="where --dry-run writes its files")
+    return p
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.endpoint import EndpointSettings, create_app
+
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is empty or not set")
+    if args.max_body_bytes < 1:
+        raise ConfigError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
+    model = _load(args.model)
+    settings = EndpointSettings(api_key=api_key, max_body_bytes=args.max_body_bytes, feedback_db=args.feedback_db or None)
+    print(f"serving {model.name} version {model.version} on http://{args.host}:{args.port}"
+          f" (auth: {'API key' if api_key else 'none'})", flush=True)
+    uvicorn.run(create_app(model, settings), host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _load(model_uri: str):
+    from mlflow.exceptions import MlflowException
+
+    from serving.endpoint import load_model
+
+    try:
+        return load_model(model_uri)
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(f"cannot load {model_uri}: {getattr(exc, 'message', exc)}") from None
+
+
+def deploy(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    from serving.azureml.bundle import resolve_version
+    from serving.targets import get_target
+
+    try:
+        name, version = resolve_version(args.model)
+    except (MlflowException, ValueError) as exc:
+        raise ConfigError(f"cannot resolve {args.model}: {getattr(exc, 'message', exc)}") from None
+    if args.dry_run:
+        if args.target != "azureml":
+            raise ConfigError("--dry-run is for --target azureml (the local target has nothing to plan)")
+        from serving.azureml.dry_run import write_dry_run
+        from serving.azureml.settings import load_settings
+
+        plan = write_dry_run(name, version, load_settings(args.config or None), args.out)
+        print(json.dumps(plan, indent=2))
+        print(f"dry run: nothing was sent to Azure; files in {args.out}")
+        return 0
+    options = {"config": args.config} if args.config else {}
+    deployment = get_target(args.target, **options).deploy(name, version)
+    print(json.dumps(deployment.__dict__, indent=2, default=str))
+    return 0
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return serve(args) if args.command == "serve" else deploy(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Stage `batch_score`: score a CSV/Parquet/JSON table with Spark and write Parquet with the predictions.
+
+    mlflow run . -e batch_score -P model_uri=models:/tax-doc-classifier@champion -P input=docs.csv -P output=out/
+
+Scoring is `mlflow.pyfunc.spark_udf` (an iterator pandas UDF): each Spark task loads the pyfunc once (in local
+mode; on a cluster MLflow's SparkModelCache keeps one per Python worker) and the pyfunc embeds its label
+descriptions once per loaded model, on the first batch, then reuses them: never per row or per batch.
+Output columns: the input's, `predicted_labels`, `top_label`, `scores` (map label -> probability),
+`model_name`, `model_version`, `scored_at` (UTC, one timestamp per run).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+import mlflow
+
+from mlprojects import config as C
+from mlprojects.data import parse_columns
+from mlprojects.errors import ConfigError, DataError, cli_entry
+from registry.contract import to_params
+
+RESULT_TYPE = "struct<labels: array<string>, top_label: string, scores: map<string, double>>"
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json", ".jsonl": "json"}
+
+
+def spark_session(master: str):
+    """A session whose Python workers run this interpreter (so they see the same packages)."""
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return (SparkSession.builder.master(master).appName("batch_score")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate())
+
+
+def read_input(spark, path: str, fmt: str | None = None):
+    fmt = fmt or next((f for ext, f in FORMATS.items() if path.rstrip("/").lower().endswith(ext)), None)
+    if fmt is None:
+        raise ConfigError(f"cannot tell the format of {path}: give input_format (csv, parquet or json)")
+    if fmt not in set(FORMATS.values()):
+        raise ConfigError(f"input_format must be csv, parquet or json, got {fmt!r}")
+    from pyspark.errors import AnalysisException
+
+    reader = spark.read
+    if fmt == "csv":
+        reader = reader.option("header", True).option("multiLine", True).option("escape", '"')
+    try:
+        return getattr(reader, fmt)(path)
+    except AnalysisException as exc:
+        raise DataError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+
+
+def text_columns_for(frame_columns: list[str], requested: list[str], model_columns: list[str]) -> list[str]:
+    """The columns handed to the model: the requested ones, else `text`, else the model's own text columns."""
+    for candidate in ([requested] if requested else [["text"], model_columns]):
+        if candidate and all(c in frame_columns for c in candidate):
+            return candidate
+    if requested:
+        raise DataError(f"text column(s) {[c for c in requested if c not in frame_columns]} not in the input; "
+                        f"it has {frame_columns}")
+    alternative = f" or the columns {model_columns}" if model_columns else ""
+    raise DataError(f"input needs a 'text' column{alternative}; it has {frame_columns}")
+
+
+def score(spark, model_name: str, version: str, source, text_columns: list[str],
+          label_descriptions: dict | None = None, threshold: float | None = None):
+    """`source` with the prediction columns added (lazy: nothing runs until it is written)."""
+    from pyspark.sql import functions as F
+
+    udf = mlflow.pyfunc.spark_udf(spark, f"models:/{model_name}/{version}", result_type=RESULT_TYPE,
+                                  env_manager="local", params=to_params(label_descriptions, threshold) or None)
+    inputs = F.struct(*[F.col(c).cast("string").alias("text" if len(text_columns) == 1 else c) for c in text_columns])
+    scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
+    return (source.withColumn("_prediction", udf(inputs))
+            .withColumn("predicted_labels", F.col("_prediction.labels"))
+            .withColumn("top_label", F.col("_prediction.top_label"))
+            .withColumn("scores", F.col("_prediction.scores"))
+            .drop("_prediction")
+            .withColumn("model_name", F.lit(model_name))
+            .withColumn("model_version", F.lit(str(version)))
+            .withColumn("scored_at", F.lit(scored_at).cast("timestamp")))
+
+
+def model_text_columns(model_name: str, version: str) -> list[str]:
+    """The text columns in the model's signature (besides `text`)."""
+    info = mlflow.models.get_model_info(f"models:/{model_name}/{version}")
+    schema = info.signature.inputs if info.signature else None
+    return [n for n in (schema.input_names() if schema else []) if n != "text"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="batch_score", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-uri", required=True, help="models:/<name>@<alias> or models:/<name>/<version>")
+    p.add_argument("--input", required=True, help="CSV (with header), Parquet or JSON lines; file or directory")
+    p.add_argument("--output", required=True, help="Parquet directory (overwritten)")
+    p.add_argument("--spark-master", default=C.BATCH_SPARK_MASTER)
+    p.add_argument("--text-columns", default="", help="comma list; default: text, else the model's text columns")
+    p.add_argument("--input-format", default="", help="csv | parquet | json (default: from the extension)")
+    p.add_argument("--label-descriptions", default="", help="YAML/JSON label file: score against a new label set")
+    p.add_argument("--threshold", default="", help="one threshold for every label")
+    return p
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    from mlprojects.data import load_label_descriptions
+    from mlprojects.tracking import log_params_once, setup
+    from serving.azureml.bundle import resolve_version
+
+    args = build_parser().parse_args(argv)
+    setup()
+    try:
+        name, version = resolve_version(args.model_uri)
+    except (mlflow.exceptions.MlflowException, ValueError) as exc:
+        raise ConfigError(f"cannot resolve {args.model_uri}: {getattr(exc, 'message', exc)}") from None
+    descriptions = load_label_descriptions(args.label_descriptions) if args.label_descriptions else None
+    threshold = float(args.threshold) if args.threshold else None
+    spark = spark_session(args.spark_master)
+    with mlflow.start_run(run_name="batch_score"):
+        log_params_once({"model_uri": args.model_uri, "model_version": version, "input": args.input,
+                         "output": args.output, "spark_master": args.spark_master})
+        source = read_input(spark, args.input, args.input_format or None)
+        columns = text_columns_for(source.columns, parse_columns(args.text_columns) if args.text_columns else [],
+                                   model_text_columns(name, version))
+        start = time.perf_counter()
+        score(spark, name, version, source, columns, descriptions, threshold).write.mode("overwrite").parquet(args.output)
+        seconds = time.perf_counter() - start
+        rows = spark.read.parquet(args.output).count()
+        mlflow.log_metrics({"rows": rows, "seconds": seconds, "docs_per_s": rows / max(seconds, 1e-9)})
+    print(f"scored {rows} documents with {name} version {version} in {seconds:.1f} s -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

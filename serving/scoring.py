@@ -1,0 +1,127 @@
+"""Request parsing and response shaping shared by the local endpoint and the Azure ML scoring script.
+
+Accepts MLflow's scoring payloads (`dataframe_records`, `dataframe_split`, `instances`, `inputs`, with
+`params`) and Azure ML's (`input_data` as a split frame, records, columns or a list of texts). Parsing of
+MLflow's forms is MLflow's own (`mlflow.pyfunc.scoring_server.infer_and_parse_data`). Needs only pandas and
+mlflow-skinny, because `score.py` carries a copy of this file into the Azure deployment.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pandas as pd
+
+MLFLOW_FORMATS = ("dataframe_records", "dataframe_split", "instances", "inputs")
+AZURE_FORMAT = "input_data"
+PARAMS_KEY = "params"
+
+
+class PayloadError(ValueError):
+    """The request body cannot be read as a scoring request; answered with 400 and this message."""
+
+
+def decode_json(body: bytes | str) -> dict:
+    """The body as a JSON object, or a PayloadError saying why not (empty, not UTF-8, not JSON, not an object)."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PayloadError(f"body is not valid UTF-8: {exc}") from None
+    if not body.strip():
+        raise PayloadError("empty body: send a JSON object such as {\"dataframe_records\": [{\"text\": \"...\"}]}")
+    try:
+        payload = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise PayloadError(f"body must be a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def parse_request(body: bytes | str | dict) -> tuple[pd.DataFrame, dict]:
+    """(input frame, pyfunc params) from a scoring request in MLflow's or Azure ML's format."""
+    payload = body if isinstance(body, dict) else decode_json(body)
+    formats = [k for k in (*MLFLOW_FORMATS, AZURE_FORMAT) if k in payload]
+    if len(formats) != 1:
+        raise PayloadError(f"the body needs exactly one of {[*MLFLOW_FORMATS, AZURE_FORMAT]}; "
+                           f"got keys {sorted(payload)}")
+    params = _params(payload.get(PARAMS_KEY))
+    if formats[0] == AZURE_FORMAT:
+        data = _azure_input(payload[AZURE_FORMAT])
+        params = {**_params(data.pop(PARAMS_KEY, None)), **params}
+    else:
+        data = {formats[0]: payload[formats[0]]}
+    frame = _mlflow_parse(data)
+    if len(frame) == 0:
+        raise PayloadError("no documents in the request")
+    return frame, params
+
+
+def _azure_input(value: Any) -> dict:
+    """Azure ML's `input_data` as the MLflow format it corresponds to."""
+    if isinstance(value, dict) and "data" in value:  # split orient: {columns, index, data}
+        return {"dataframe_split": {k: v for k, v in value.items() if k in ("columns", "index", "data")},
+                PARAMS_KEY: value.get(PARAMS_KEY)}
+    if isinstance(value, dict):  # columns: {"text": [...]}
+        return {"inputs": {k: v for k, v in value.items() if k != PARAMS_KEY}, PARAMS_KEY: value.get(PARAMS_KEY)}
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return {"dataframe_records": [{"text": v} for v in value]}
+    if isinstance(value, list):
+        return {"dataframe_records": value}
+    raise PayloadError("input_data must be {columns, data}, {column: [values]}, a list of records or a list of texts; "
+                       f"got {type(value).__name__}")
+
+
+def _mlflow_parse(data: dict) -> pd.DataFrame:
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+    try:
+        frame = infer_and_parse_data(data)
+    except (MlflowException, ValueError, TypeError, KeyError, AttributeError) as exc:
+        message = exc.message if isinstance(exc, MlflowException) else str(exc)
+        raise PayloadError(f"cannot read the input as a table: {message.splitlines()[0] if message else exc!r}") from None
+    if not isinstance(frame, pd.DataFrame):
+        try:
+            frame = pd.DataFrame(frame)
+        except (ValueError, TypeError) as exc:
+            raise PayloadError(f"cannot read the input as a table: {exc}") from None
+    return frame
+
+
+def _params(value: Any) -> dict:
+    """Pyfunc params; a `label_descriptions` mapping is sent on as JSON (MLflow param schemas have no dict)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PayloadError(f"params must be a JSON object, got {type(value).__name__}")
+    params = dict(value)
+    if isinstance(params.get("label_descriptions"), dict):
+        params["label_descriptions"] = json.dumps(params["label_descriptions"])
+    return params
+
+
+def predict(model, frame: pd.DataFrame, params: dict) -> list[dict]:
+    """Score and give every document a prediction id (what feedback refers to)."""
+    out = model.predict(frame, params=params or None)
+    return [{"prediction_id": uuid.uuid4().hex, "labels": list(row.labels), "top_label": row.top_label,
+             "scores": {k: float(v) for k, v in row.scores.items()}} for row in out.itertuples(index=False)]
+
+
+def client_message(exc: Exception) -> str:
+    """One readable line: MLflow's schema errors embed the whole input, keep only what is wrong."""
+    message = (getattr(exc, "message", None) or str(exc) or type(exc).__name__).strip()
+    if "Failed to enforce schema" in message and "Error:" in message:
+        message = "input does not match the model signature: " + message.rsplit("Error:", 1)[1].strip()
+    return message.splitlines()[0][:500]
+
+
+def is_client_error(exc: Exception) -> bool:
+    """Errors caused by the request (schema, params, contract) rather than by the server."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return exc.get_http_status_code() < 500 or "schema" in exc.message.lower() or "param" in exc.message.lower()
+    return isinstance(exc, (ValueError, TypeError, KeyError))

@@ -1,0 +1,58 @@
+"""A tiny registered model for the serving tests: trained for one epoch on 80 demo documents, logged as the
+torch pyfunc, registered with the `champion` alias in a SQLite store of its own (built once per session)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.conftest import REPO
+
+MODEL_NAME = "tiny-served"
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    tracking_uri: str
+    name: str
+    version: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}@champion"
+
+
+_BUILT: dict[str, ServedModel] = {}
+
+
+def build_served_model(root: Path, encoder: str) -> ServedModel:
+    """Train, log, register and alias the tiny model once per process."""
+    if encoder in _BUILT:
+        return _BUILT[encoder]
+    import mlflow
+
+    from mlprojects.config import TrainConfig
+    from mlprojects.data import load_training_data
+    from mlprojects.sft import _example_output
+    from mlprojects.train import train_classifier
+    from registry.log_model import log_classifier, register
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment = client.create_experiment("serving-tests", artifact_location=(root / "artifacts").as_uri())
+    train, val, descriptions = load_training_data(str(REPO / "data/demo/tax_documents.csv"),
+                                                  str(REPO / "data/demo/labels.yaml"), "title,body", "labels")
+    cfg = TrainConfig(encoder=encoder, max_epochs=1, batch_size=16)
+    classifier, _ = train_classifier(cfg, train.head(80), val.head(20), descriptions, ["title", "body"])
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        with mlflow.start_run(experiment_id=experiment):
+            example = val[["text"]].head(2).reset_index(drop=True)
+            info = log_classifier(classifier.save(root / "classifier"), ["title", "body"], example,
+                                  _example_output(classifier, example))
+        version = register(info.model_uri, MODEL_NAME, {"lineage.kind": "sft"}).version
+        client.set_registered_model_alias(MODEL_NAME, "champion", version)
+    finally:
+        mlflow.set_tracking_uri(previous)
+    _BUILT[encoder] = ServedModel(uri, MODEL_NAME, str(version))
+    return _BUILT[encoder]
