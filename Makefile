@@ -31,7 +31,7 @@ java:
 	fi
 
 demo: install
-	mlflow run . -e sft --env-manager local
+	mlflow run . -e pipeline --env-manager local
 
 test: install
 	$(PY) -m pytest -q

@@ -229,3 +229,13 @@ class AzureMLConfig:
     deployment_names: list[str] = field(default_factory=lambda: ["blue", "green"])
     image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
     request_timeout_ms: int = 10_000
+
+# --- pipeline (issue 8): the demo's budget, under 10 minutes on 2 CPU cores -------------------------------
+@dataclass(frozen=True)
+class PipelineConfig:
+    pbt_trials: int = 2
+    max_epochs: int = 3
+    grpo_epochs: int = 1
+
+
+PIPELINE = PipelineConfig()

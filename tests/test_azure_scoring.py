@@ -3,9 +3,8 @@ in its own virtualenv (`.venv-azmlinfsrv`, cached), laid out as Azure ML lays ou
 AZUREML_MODEL_DIR=<...>/azureml-models/<name>/<version> holding `model/`, the code directory as app root.
 With the ONNX exporter in the build, the deployed artifact is the ONNX pyfunc (as `AzureMLTarget` deploys it).
 
-Creating the venv took 8 min 49 s on the shared 2-core machine (torch pyfunc requirements), so the test that
-creates it is marked slow (`make test-slow`, or `make azmlinfsrv-venv` once); with the venv in place the
-contract test runs in the default suite."""
+The venv is created on the first run and cached in `.venv-azmlinfsrv` (gitignored); with the ONNX
+artifact's requirements that takes a minute or two, so the default suite (and CI) always runs this contract."""
 from __future__ import annotations
 
 import importlib.util
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 from serving.azureml.bundle import build_bundle, scoring_requirements
-from serving.azureml.inference_venv import ensure_venv, missing_requirements
+from serving.azureml.inference_venv import ensure_venv
 from tests.conftest import REPO
 from tests.serving_model import ServedModel, build_served_model
 from tests.test_endpoint import free_port
@@ -113,14 +112,6 @@ def check_score_py_under_azmlinfsrv(deployment) -> None:
 
 
 def test_score_py_answers_the_contract_under_azmlinfsrv(deployment):
-    missing = missing_requirements(VENV, deployment["requirements"])
-    if missing:
-        pytest.skip(f"{VENV.name} lacks {missing}: create it once with `make azmlinfsrv-venv` or `pytest -m slow` "
-                    "(minutes: it installs the model's runtime)")
-    check_score_py_under_azmlinfsrv(deployment)
-
-
-@pytest.mark.slow
-def test_create_the_azmlinfsrv_venv_and_score(deployment):
+    """Creates (once, cached) the inference server's own venv with the deployment's requirements, then scores."""
     ensure_venv(VENV, deployment["requirements"])
     check_score_py_under_azmlinfsrv(deployment)

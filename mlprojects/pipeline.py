@@ -1,0 +1,209 @@
+"""Stage `pipeline`: the whole lifecycle in one command, each step the real MLflow Project entry point.
+
+validate + SFT (small PBT) → lifecycle (first champion, reference/policy clones, local deployment) → evaluate
+→ ONNX export → local endpoint smoke scoring → simulated feedback → GRPO → evaluate → lifecycle compares
+and promotes or rejects → summary. Re-running is safe: every run adds versions; the controller decides.
+
+    mlflow run . -e pipeline --env-manager local
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import requests
+from rich.console import Console
+from rich.table import Table
+
+from mlprojects import config as C
+from mlprojects.errors import PlatformError, cli_entry, int_arg
+from mlprojects.tracking import setup
+from registry import conventions as RC
+
+console = Console(width=160)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-name", default=C.DEFAULT_MODEL_NAME)
+    p.add_argument("--data", default=str(C.DEMO_DATA))
+    p.add_argument("--labels", default=str(C.DEMO_LABELS))
+    p.add_argument("--text-columns", default=C.DEMO_TEXT_COLUMNS)
+    p.add_argument("--label-column", default=C.DEMO_LABEL_COLUMN)
+    p.add_argument("--encoder", default=C.EMBEDDED_ENCODER)
+    p.add_argument("--pbt-trials", type=int_arg, default=C.PIPELINE.pbt_trials)
+    p.add_argument("--max-epochs", type=int_arg, default=C.PIPELINE.max_epochs)
+    p.add_argument("--grpo-epochs", type=int_arg, default=C.PIPELINE.grpo_epochs)
+    p.add_argument("--feedback-db", default="", help="SQLAlchemy URL of the feedback store (default: its own)")
+    return p
+
+
+class Steps:
+    """Runs entry points as MLflow child runs of the pipeline run and times them."""
+
+    def __init__(self, parent_run_id: str, experiment_id: str):
+        self.parent, self.experiment_id, self.timings = parent_run_id, experiment_id, {}
+
+    def run(self, title: str, entry: str, required: bool = True, **params) -> str | None:
+        """The entry point's run id; a failed optional step is reported and the pipeline goes on (None)."""
+        console.rule(f"[bold]{title}")
+        start = time.time()
+        submitted = mlflow.projects.run(str(C.REPO_ROOT), entry_point=entry, parameters=params, env_manager="local",
+                                        experiment_id=self.experiment_id, synchronous=False)
+        mlflow.MlflowClient().set_tag(submitted.run_id, "mlflow.parentRunId", self.parent)
+        if not submitted.wait():
+            if required:
+                raise PlatformError(f"step '{title}' ({entry}) failed; see run {submitted.run_id} in the MLflow UI")
+            self.timings[title] = round(time.time() - start, 1)
+            console.print(f"[yellow]✗[/yellow] {title} refused (see its message above); the pipeline goes on")
+            return None
+        self.done(title, start)
+        return submitted.run_id
+
+    def done(self, title: str, start: float) -> None:
+        self.timings[title] = round(time.time() - start, 1)
+        console.print(f"[green]✓[/green] {title} ({self.timings[title]} s)")
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    aliases = mlflow.MlflowClient().get_registered_model(name).aliases  # MLflow #16734: not from search
+    return aliases.get(alias)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def smoke_and_feedback(model_name: str, frame: pd.DataFrame, feedback_db: str, seed: int) -> dict:
+    """Serve the champion on 127.0.0.1, score `frame` through /invocations, send simulated users' scores
+    to /feedback: the same HTTP path real users take."""
+    from serving.feedback.simulate import simulated_feedback
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "serving", "serve", "--model", f"models:/{model_name}@{RC.CHAMPION}",
+           "--port", str(port)] + (["--feedback-db", feedback_db] if feedback_db else [])
+    server = subprocess.Popen(cmd, cwd=C.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            if server.poll() is not None:
+                raise PlatformError(f"the local endpoint exited: {server.stderr.read()[-2000:]}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.5)
+        else:
+            raise PlatformError("the local endpoint did not become healthy within 2 minutes")
+        answer = requests.post(f"{url}/invocations", json={"dataframe_records": frame[["text"]].to_dict("records")},
+                               timeout=300)
+        answer.raise_for_status()
+        predictions = answer.json()["predictions"]
+        scores, corrected = simulated_feedback([p["labels"] for p in predictions], list(frame["labels"]), 0.3, seed)
+        stored = 0
+        for prediction, score, fix in zip(predictions, scores, corrected):
+            body = {"prediction_id": prediction["prediction_id"], "score": score, "source": "pipeline-simulated-user"}
+            if fix is not None:
+                body["corrected_labels"] = fix
+            stored += requests.post(f"{url}/feedback", json=body, timeout=30).ok
+        return {"scored": len(predictions), "feedback_stored": stored,
+                "served_exactly_right": sum(s >= 4 for s in scores) / max(len(scores), 1)}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def summary(model_name: str) -> pd.DataFrame:
+    """Every version of the model and its ONNX exports: aliases, stage, F1-macro, decision, lineage."""
+    client = mlflow.MlflowClient()
+    rows = []
+    for name in (model_name, model_name + C.ONNX_MODEL_SUFFIX):
+        try:
+            aliases = client.get_registered_model(name).aliases
+        except mlflow.exceptions.MlflowException:
+            continue
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)  # values are ints here
+        for v in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
+            tags = v.tags
+            f1 = tags.get("eval.f1_macro") or tags.get(RC.TAG_CANDIDATE_F1) or ""
+            rows.append({"model": name, "version": int(v.version), "kind": tags.get(RC.TAG_KIND, ""),
+                         "parent": tags.get(RC.TAG_PARENT_VERSION, ""), "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
+                         "stage": v.current_stage, "f1_macro": f1[:6],
+                         "decision": tags.get(RC.TAG_DECISION, ""), "reason": tags.get(RC.TAG_REASON, "")[:60]})
+    return pd.DataFrame(rows)
+
+
+def print_summary(table: pd.DataFrame, timings: dict, uri: str) -> None:
+    view = Table(title="Registry after the pipeline")
+    for column in table.columns:
+        view.add_column(column, overflow="fold")
+    for row in table.itertuples(index=False):
+        view.add_row(*map(str, row))
+    console.print(view)
+    console.print("Step times (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
+    console.print(f"\nOpen the results: [bold]mlflow ui --backend-store-uri {uri}[/bold] (then http://127.0.0.1:5000)")
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    uri = setup()
+    name = args.model_name
+    with mlflow.start_run(run_name="pipeline") as run:
+        steps = Steps(run.info.run_id, run.info.experiment_id)
+        started = time.time()
+        sft_run = steps.run("1. validate + SFT with PBT", "sft", data=args.data, labels=args.labels,
+                            text_columns=args.text_columns, label_column=args.label_column, model_name=name,
+                            encoder=args.encoder, tune="pbt", pbt_trials=args.pbt_trials, max_epochs=args.max_epochs)
+        steps.run("2. lifecycle: champion, clones, deploy", "lifecycle", model_name=name)
+        champion = alias_version(name, RC.CHAMPION)
+        if champion is None:
+            raise PlatformError(f"no champion after the first reconcile; see `python -m lifecycle history --model-name {name}`")
+        eval_data, eval_labels = f"runs:/{sft_run}/data/validation.parquet", f"runs:/{sft_run}/labels.json"
+        steps.run("3. evaluate the champion", "evaluate", model_uri=f"models:/{name}/{champion}", data=eval_data,
+                  labels=eval_labels)
+        # Optional: a refused int8 export (parity gates) falls back to fp32 ONNX; if that is refused too,
+        # nothing is registered and the champion is served by torch.
+        if steps.run("4. ONNX export (int8) of the champion", "export_onnx", required=False,
+                     model_uri=f"models:/{name}/{champion}") is None:
+            steps.run("4b. ONNX export (fp32) of the champion", "export_onnx", required=False,
+                      model_uri=f"models:/{name}/{champion}", quantization="none")
+
+        console.rule("[bold]5. local endpoint: smoke scoring + simulated feedback")
+        start = time.time()
+        train = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{sft_run}/data/train.parquet"))
+        served = smoke_and_feedback(name, train, args.feedback_db, seed=int(time.time()) % 10_000)
+        mlflow.log_metrics({f"smoke_{k}": float(v) for k, v in served.items()})
+        steps.done("5. smoke scoring + feedback", start)
+
+        grpo_params = {"model_name": name, "num_train_epochs": args.grpo_epochs}
+        if args.feedback_db:
+            grpo_params["feedback_uri"] = args.feedback_db
+        steps.run("6. GRPO on the feedback", "grpo", **grpo_params)
+        challenger = alias_version(name, RC.CHALLENGER)
+        steps.run("7. evaluate the GRPO challenger", "evaluate", model_uri=f"models:/{name}/{challenger}",
+                  data=eval_data, labels=eval_labels)
+        steps.run("8. lifecycle: compare, promote or reject", "lifecycle", model_name=name)
+
+        table = summary(name)
+        mlflow.log_table(table, "summary.json")
+        mlflow.log_dict({"timings_s": steps.timings, "total_s": round(time.time() - started, 1), **served}, "pipeline.json")
+        mlflow.log_metric("total_seconds", time.time() - started)
+        print_summary(table, steps.timings, uri)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
