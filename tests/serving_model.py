@@ -32,7 +32,7 @@ def build_served_model(root: Path, encoder: str) -> ServedModel:
 
     from mlprojects.config import TrainConfig
     from mlprojects.data import load_training_data
-    from mlprojects.sft import _example_output
+    from mlprojects.sft import example_output
     from mlprojects.train import train_classifier
     from registry.log_model import log_classifier, register
 
@@ -49,7 +49,7 @@ def build_served_model(root: Path, encoder: str) -> ServedModel:
         with mlflow.start_run(experiment_id=experiment):
             example = val[["text"]].head(2).reset_index(drop=True)
             info = log_classifier(classifier.save(root / "classifier"), ["title", "body"], example,
-                                  _example_output(classifier, example))
+                                  example_output(classifier, example))
         version = register(info.model_uri, MODEL_NAME, {"lineage.kind": "sft"}).version
         client.set_registered_model_alias(MODEL_NAME, "champion", version)
     finally:
