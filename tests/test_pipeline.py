@@ -33,7 +33,7 @@ def test_pipeline_runs_every_stage_and_leaves_a_consistent_registry(mlflow_env, 
         m.name == "tiny-pipeline-onnx" for m in client.search_registered_models()) else []
     assert exports or "failed its parity gates" in proc.stdout + proc.stderr
     for export in exports:
-        assert export.tags[RC.TAG_PARENT_VERSION] == champion.version
+        assert export.tags[RC.TAG_PARENT_VERSION] == str(champion.version)
 
     model = mlflow.pyfunc.load_model(f"models:/tiny-pipeline@{RC.CHAMPION}")
     out = model.predict(pd.DataFrame({"text": ["Is VAT due on our 2023 consulting invoices?"]}))
