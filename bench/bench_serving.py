@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,7 @@ import requests
 
 from bench.madewithml import load_split
 from mlprojects.config import REPO_ROOT
+from serving.local_server import free_port, wait_until_healthy
 
 RESULTS = REPO_ROOT / "bench" / "results" / "serving.json"
 
@@ -95,21 +95,13 @@ def endpoint_load(url: str, texts: list[str], concurrency: int, n_requests: int)
 
 
 def bench_endpoint(model_uri: str, texts: list[str], n_requests: int) -> list[dict]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--model", model_uri, "--port", str(port)],
                             cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(1)
+        wait_until_healthy(url, proc, timeout=300)
         return [endpoint_load(url, texts, c, n_requests * (2 if c > 1 else 1)) for c in (1, 8)]
     finally:
         proc.terminate()

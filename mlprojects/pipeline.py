@@ -9,13 +9,9 @@ and promotes or rejects → summary. Re-running is safe: every run adds versions
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -78,16 +74,11 @@ def alias_version(name: str, alias: str) -> str | None:
     return aliases.get(alias)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def smoke_and_feedback(model_name: str, frame: pd.DataFrame, feedback_db: str, seed: int) -> dict:
     """Serve the champion on 127.0.0.1, score `frame` through /invocations, send simulated users' scores
     to /feedback: the same HTTP path real users take."""
     from serving.feedback.simulate import simulated_feedback
+    from serving.local_server import free_port, wait_until_healthy
 
     port = free_port()
     cmd = [sys.executable, "-m", "serving", "serve", "--model", f"models:/{model_name}@{RC.CHAMPION}",
@@ -95,16 +86,7 @@ def smoke_and_feedback(model_name: str, frame: pd.DataFrame, feedback_db: str, s
     server = subprocess.Popen(cmd, cwd=C.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            if server.poll() is not None:
-                raise PlatformError(f"the local endpoint exited: {server.stderr.read()[-2000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                time.sleep(0.5)
-        else:
-            raise PlatformError("the local endpoint did not become healthy within 2 minutes")
+        wait_until_healthy(url, server, timeout=120)
         answer = requests.post(f"{url}/invocations", json={"dataframe_records": frame[["text"]].to_dict("records")},
                                timeout=300)
         answer.raise_for_status()

@@ -21,7 +21,7 @@ from serving.azureml.bundle import build_bundle, scoring_requirements
 from serving.azureml.inference_venv import ensure_venv
 from tests.conftest import REPO
 from tests.serving_model import ServedModel, build_served_model
-from tests.test_endpoint import free_port
+from serving.local_server import free_port
 
 VENV = REPO / ".venv-azmlinfsrv"
 
