@@ -6,6 +6,7 @@ import os
 
 import mlflow
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
 from mlprojects.config import DEFAULT_EXPERIMENT, artifact_root, tracking_uri
 
@@ -22,7 +23,11 @@ def setup(experiment: str = DEFAULT_EXPERIMENT) -> str:
     client = mlflow.MlflowClient()
     if client.get_experiment_by_name(experiment) is None:
         local = uri.startswith(("sqlite:", "file:")) or "://" not in uri
-        client.create_experiment(experiment, artifact_location=artifact_root() if local else None)
+        try:
+            client.create_experiment(experiment, artifact_location=artifact_root() if local else None)
+        except MlflowException as exc:  # another process created it between our check and our insert
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
     mlflow.set_experiment(experiment)
     return uri
 
