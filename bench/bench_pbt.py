@@ -1,6 +1,6 @@
 """Benchmark: PBT vs random search (Ray Tune, same trials × epochs budget) on the Made With ML split.
 
-    python -m bench.bench_pbt --trials 4 --epochs 4
+    python -m bench.bench_pbt --trials 4 --epochs 4 [--unit steps --interval 13]
 
 Validation is carved from the 80 % training part (stratified 15 %, seed 42), the 20 % test part is only used
 to score each method's best trial. Results go to bench/results/pbt.json, written after each method.
@@ -33,6 +33,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--methods", default="pbt,random")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--unit", default=PBTConfig.perturbation_unit, help="perturbation unit: epochs or steps")
+    p.add_argument("--interval", type=int, default=PBTConfig.perturbation_interval, help="perturbation interval")
     p.add_argument("--storage", default="/tmp/bench_pbt_ray")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
@@ -40,11 +42,12 @@ def main() -> None:
     train_all, test, descriptions = load_split()
     train, val = stratified_split(train_all, 0.15, SEED)
     cfg = TrainConfig(encoder="minilm", max_epochs=args.epochs, seed=SEED)
-    pbt = PBTConfig(population=args.trials, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage)
+    pbt = PBTConfig(population=args.trials, cpus_per_trial=args.cpus_per_trial, storage_path=args.storage,
+                    perturbation_unit=args.unit, perturbation_interval=args.interval)
     report = {"dataset": "madewithml", "train": len(train), "val": len(val), "test": len(test),
               "trials": args.trials, "epochs": args.epochs, "encoder": "all-MiniLM-L6-v2 (bundled)",
               "cpus_per_trial": args.cpus_per_trial, "pbt": {k: getattr(pbt, k) for k in (
-                  "perturbation_interval", "quantile_fraction", "resample_probability", "synch", "learning_rate")},
+                  "perturbation_interval", "perturbation_unit", "quantile_fraction", "resample_probability", "synch", "learning_rate")},
               "methods": {}}
     for method in args.methods.split(","):
         t0 = time.perf_counter()

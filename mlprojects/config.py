@@ -87,7 +87,8 @@ class PBTConfig:
     """Ray Tune PBT over the SFT hyperparameters; ranges are what PBT samples from and mutates within."""
 
     population: int = 4
-    perturbation_interval: int = 1  # epochs; one Ray training_iteration = one interval
+    perturbation_interval: int = 1  # in `perturbation_unit`s; one Ray training_iteration = one interval
+    perturbation_unit: str = "epochs"  # or "steps" (optimiser steps; an interval may end mid-epoch)
     quantile_fraction: float = 0.25  # bottom quantile clones the top quantile
     resample_probability: float = 0.25
     synch: bool = True  # every trial pauses at each boundary: reproducible exploits on a small population

@@ -1,7 +1,7 @@
 """Population Based Training of the SFT stage with Ray Tune: search space, trial function, tuner, and its history.
 
-One Ray `training_iteration` is `perturbation_interval` epochs. Each trial checkpoints its full trainer state
-(LoRA weights, scale/bias, optimizer, schedule) with the hyperparameters it was trained with, so an exploit
+One Ray `training_iteration` is `perturbation_interval` epochs or optimiser steps. Each trial checkpoints its full
+trainer state (LoRA weights, scale/bias, optimizer, schedule, data order and position) with the hyperparameters it was trained with, so an exploit
 really continues the better trial's weights; a changed LoRA rank is carried over by SVD (`lora_resize`).
 """
 from __future__ import annotations
@@ -28,6 +28,7 @@ CONTINUOUS = {"learning_rate": "loguniform", "weight_decay": "uniform", "warmup_
 CHOICES = ("lora_r", "contrastive_weight")
 MUTABLE = tuple(CONTINUOUS) + CHOICES
 SEARCHES = ("pbt", "random")
+UNITS = ("epochs", "steps")
 
 
 def validate_config(pbt: PBTConfig) -> None:
@@ -49,8 +50,11 @@ def validate_config(pbt: PBTConfig) -> None:
         values = getattr(pbt, name)
         if not values or any(v <= 0 for v in values):
             raise ConfigError(f"{name} choices must be positive numbers, got {list(values)}")
+    if pbt.perturbation_unit not in UNITS:
+        raise ConfigError(f"perturbation_unit must be one of {UNITS}, got {pbt.perturbation_unit!r}")
     if pbt.perturbation_interval < 1:
-        raise ConfigError(f"perturbation_interval must be >= 1 epoch, got {pbt.perturbation_interval}")
+        raise ConfigError(f"perturbation_interval must be >= 1 {pbt.perturbation_unit[:-1]}, "
+                          f"got {pbt.perturbation_interval}")
     if not 0 < pbt.quantile_fraction <= 0.5:
         raise ConfigError(f"quantile_fraction must be in (0, 0.5], got {pbt.quantile_fraction}")
     if pbt.cpus_per_trial < 0 or pbt.gpus_per_trial < 0 or pbt.cpus_per_trial + pbt.gpus_per_trial == 0:
@@ -122,6 +126,7 @@ class TrialData:
     descriptions: dict[str, str]
     interval: int
     fail_hook: str = ""
+    unit: str = "epochs"  # of `interval`: "epochs" or "steps"
 
 
 def trial_config(base: dict, hparams: dict) -> TrainConfig:
@@ -165,7 +170,7 @@ def build_trainer(cfg: TrainConfig, data: TrialData, state: dict | None = None):
 
 
 def train_trial(config: dict, data: TrialData) -> None:
-    """Ray Tune function trainable: `interval` epochs per reported iteration, a full checkpoint each time."""
+    """Ray Tune function trainable: `interval` epochs or steps per reported iteration, a full checkpoint each time."""
     from ray import tune
 
     torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
@@ -174,11 +179,15 @@ def train_trial(config: dict, data: TrialData) -> None:
     _test_hook(data.fail_hook, checkpoint is not None)
     trainer = build_trainer(cfg, data, load_trial_state(checkpoint)["trainer"] if checkpoint else None)
     while trainer.epoch < cfg.max_epochs:
-        for _ in range(min(data.interval, cfg.max_epochs - trainer.epoch)):
-            record = trainer.train_epoch()
+        if data.unit == "steps":
+            record = trainer.train_steps(data.interval)
+        else:
+            for _ in range(min(data.interval, cfg.max_epochs - trainer.epoch)):
+                record = trainer.train_epoch()
         val = trainer.validate()
         thresholds = [float(t) for t in val.pop("thresholds")]
-        metrics = {**record, **val, "epoch": trainer.epoch, **{HP_PREFIX + k: float(v) for k, v in config.items()}}
+        metrics = {**record, **val, "epoch": trainer.epoch, "step": trainer.scheduler.last_epoch,
+                   **{HP_PREFIX + k: float(v) for k, v in config.items()}}
         with tempfile.TemporaryDirectory() as directory:
             torch.save({"trainer": trainer.state(), "hparams": dict(config), "thresholds": thresholds,
                         "metrics": metrics, "single_label": trainer.single_label}, Path(directory) / STATE_FILE)
@@ -270,7 +279,8 @@ def run_tuning(cfg: TrainConfig, pbt: PBTConfig, train: pd.DataFrame, val: pd.Da
     if search not in SEARCHES:
         raise ConfigError(f"search must be one of {SEARCHES}, got '{search}'")
     validate_config(pbt)
-    data = TrialData(_base(cfg), train, val, descriptions, pbt.perturbation_interval, pbt.test_hook_fail_trials)
+    data = TrialData(_base(cfg), train, val, descriptions, pbt.perturbation_interval, pbt.test_hook_fail_trials,
+                     pbt.perturbation_unit)
     started = start_ray(pbt)
     t0 = time.perf_counter()
     try:

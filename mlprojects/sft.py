@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = C.PBTConfig()
     t.add_argument("--tune", default="none", choices=["none", "pbt"], help="none: one configuration, no Ray")
     t.add_argument("--pbt-trials", type=int_arg, default=b.population, help="population size (>= 2)")
-    t.add_argument("--perturbation-interval", type=int_arg, default=b.perturbation_interval, help="epochs")
+    t.add_argument("--perturbation-interval", type=int_arg, default=b.perturbation_interval,
+                   help="epochs or steps (--perturbation-unit) between exploit/explore steps")
+    t.add_argument("--perturbation-unit", default=b.perturbation_unit, help="epochs or steps (optimiser steps)")
     t.add_argument("--mutations", default=",".join(b.mutations), help="comma list of hyperparameters to mutate")
     t.add_argument("--lr-range", type=range_arg, default=b.learning_rate, help="LOW,HIGH (log-uniform)")
     t.add_argument("--weight-decay-range", type=range_arg, default=b.weight_decay, help="LOW,HIGH")
@@ -85,6 +87,7 @@ def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
     from mlprojects.pbt import validate_config
 
     pbt = C.PBTConfig(population=args.pbt_trials, perturbation_interval=args.perturbation_interval,
+                      perturbation_unit=args.perturbation_unit.strip(),
                       mutations=tuple(parse_columns(args.mutations)), learning_rate=args.lr_range,
                       weight_decay=args.weight_decay_range, warmup_ratio=args.warmup_range,
                       ray_address=args.ray_address.strip(), cpus_per_trial=args.cpus_per_trial,

@@ -48,6 +48,8 @@ class SFTTrainer:
 
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(cfg.warmup_ratio * steps), steps)
         self.epoch = 0
+        self.order: np.ndarray | None = None  # this epoch's document order; None between epochs
+        self.cursor = 0  # batches of `order` already trained
 
     def _autocast(self):
         if self.model.device.type == "cuda":
@@ -62,28 +64,47 @@ class SFTTrainer:
                         self.cfg.pos_weight, self.cfg.focal_gamma)
 
     def train_epoch(self) -> dict[str, float]:
+        """Train to the end of the current epoch (the rest of it, when a checkpoint stopped mid-epoch)."""
+        return self._train(max_steps=None)
+
+    def train_steps(self, steps: int) -> dict[str, float]:
+        """Train `steps` optimiser steps, across epoch ends, stopping early at `max_epochs` (PBT in steps)."""
+        return self._train(max_steps=steps)
+
+    def _train(self, max_steps: int | None) -> dict[str, float]:
         self.model.train()
         cfg, split = self.cfg, self.train_split
-        order = self.rng.permutation(len(split.texts))
-        batches = [order[s:s + cfg.batch_size] for s in range(0, len(order), cfg.batch_size)]
-        total = 0.0
-        self.optimizer.zero_grad()
-        for step, idx in enumerate(tqdm(batches, desc=f"epoch {self.epoch + 1}", leave=False), start=1):
-            with self._autocast():
-                logits, cos = self.model([split.texts[i] for i in idx], self.label_texts)
-            loss, _ = self._loss(logits, cos, idx, split)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
-                                    "lower the learning rate or check the data")
-            (loss / cfg.grad_accum_steps).backward()
-            if step % cfg.grad_accum_steps == 0 or step == len(batches):
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad()
-            total += loss.item() * len(idx)
-        self.epoch += 1
-        return {"train_loss": total / len(split.texts)}
+        done, loss_sum, seen = 0, 0.0, 0
+        while max_steps is None or (done < max_steps and self.epoch < cfg.max_epochs):
+            if self.order is None:  # a new epoch: its batch order is part of the checkpoint
+                self.order, self.cursor = self.rng.permutation(len(split.texts)), 0
+            batches = [self.order[s:s + cfg.batch_size] for s in range(0, len(self.order), cfg.batch_size)]
+            self.optimizer.zero_grad()
+            progress = tqdm(total=len(batches), initial=self.cursor, desc=f"epoch {self.epoch + 1}", leave=False)
+            while self.cursor < len(batches) and (max_steps is None or done < max_steps):
+                self.cursor += 1
+                step, idx = self.cursor, batches[self.cursor - 1]
+                with self._autocast():
+                    logits, cos = self.model([split.texts[i] for i in idx], self.label_texts)
+                loss, _ = self._loss(logits, cos, idx, split)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
+                                        "lower the learning rate or check the data")
+                (loss / cfg.grad_accum_steps).backward()
+                if step % cfg.grad_accum_steps == 0 or step == len(batches):
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad()
+                    done += 1
+                loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
+                progress.update()
+            progress.close()
+            if self.cursor == len(batches):
+                self.epoch, self.order = self.epoch + 1, None
+            if max_steps is None:
+                break
+        return {"train_loss": loss_sum / max(seen, 1)}
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -98,8 +119,11 @@ class SFTTrainer:
         return {"val_loss": float(loss), **metrics, "thresholds": thresholds}
 
     def state(self) -> dict:
+        """Everything to continue exactly here, mid-epoch included: weights, optimiser, schedule, data order and
+        the CPU random state (dropout masks)."""
         return {"model": self.model.trainable_state(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch}
+                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "order": self.order,
+                "cursor": self.cursor, "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
 
     def load_state(self, state: dict, optimizer: bool = True) -> None:
         """Restore a checkpoint; `optimizer=False` keeps fresh moments (e.g. after the LoRA rank changed)."""
@@ -107,7 +131,9 @@ class SFTTrainer:
         if optimizer:
             self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.epoch = state["epoch"]
+        self.epoch, self.order, self.cursor = state["epoch"], state["order"], state["cursor"]
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
         self.apply_config()
 
     def apply_config(self) -> None:

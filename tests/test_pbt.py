@@ -22,9 +22,10 @@ from tests.test_sft_stage import mlflow_run
 
 @pytest.fixture()
 def pbt_args(small_dataset, tiny_encoder, tmp_path) -> dict:
-    return {**small_dataset, "encoder": tiny_encoder, "max_epochs": 3, "min_examples": 2, "model_name": "tiny-pbt",
-            "tune": "pbt", "pbt_trials": 3, "perturbation_interval": 1, "cpus_per_trial": 0.5,
-            "storage_path": str(tmp_path / "ray")}
+    """102 training documents = 7 steps per epoch: 2 epochs in intervals of 5 steps end at steps 5, 10 and 14."""
+    return {**small_dataset, "encoder": tiny_encoder, "max_epochs": 2, "min_examples": 2, "model_name": "tiny-pbt",
+            "tune": "pbt", "pbt_trials": 3, "perturbation_interval": 5, "perturbation_unit": "steps",
+            "cpus_per_trial": 0.5, "storage_path": str(tmp_path / "ray")}
 
 
 def _cli(params: dict) -> list[str]:
@@ -44,6 +45,12 @@ def test_pbt_run_exploits_and_registers_the_best_trial(mlflow_env, pbt_args):
     """A 3-trial PBT run through `mlflow run`: exploits happen, the best trial is registered with its hparams."""
     proc = mlflow_run("sft", pbt_args, mlflow_env)
     assert_best_trial_registered(proc, n_sft_runs=1)
+    client = mlflow.MlflowClient()
+    for child in mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'sft-pbt-trial'",
+                                    output_format="list"):  # perturbation intervals in steps, ending mid-epoch
+        steps = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "step"), key=lambda m: m.step)]
+        epochs = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "epoch"), key=lambda m: m.step)]
+        assert steps[-3:] == [5, 10, 14] and epochs[-3:] == [0, 1, 2], (steps, epochs)
 
 
 @pytest.mark.slow  # Known issue: restoring a *synchronous* PBT run whose trials were all PAUSED at the barrier can
@@ -122,6 +129,7 @@ def test_all_trials_failing_registers_nothing(mlflow_env, pbt_args, capsys):
     ({"mutations": "learning_rate,dropout"}, "unknown mutation(s) ['dropout']"),
     ({"lr_range": "1e-2,1e-4"}, "learning_rate range has low > high"),
     ({"weight_decay_range": "0.2,0.1"}, "weight_decay range has low > high"),
+    ({"perturbation_unit": "minutes"}, "perturbation_unit must be one of ('epochs', 'steps')"),
     ({"ray_address": "127.0.0.1:1"}, "cannot reach the Ray cluster at 127.0.0.1:1"),
 ])
 def test_bad_tuning_input_fails_before_any_trial(mlflow_env, pbt_args, capsys, change, message):
@@ -166,3 +174,30 @@ def test_exploit_continues_the_source_weights_at_a_new_rank_and_learning_rate(ti
         assert group["lr"] == pytest.approx(5e-4 * target.scheduler.lr_lambdas[0](step))
     target.train_epoch()  # the resized adapters train on
     assert target.epoch == 2
+
+
+def test_a_checkpoint_taken_mid_epoch_continues_exactly(tiny_encoder, small_dataset):
+    """PBT in steps stops trials mid-epoch: stop after 2 of 3 batches, restore into a new trainer, finish 2 epochs
+    and get the same weights and schedule as training straight through."""
+    import torch
+
+    from mlprojects.config import TrainConfig
+    from mlprojects.data import load_training_data
+    from mlprojects.pbt import TrialData, build_trainer, trial_config
+
+    train, val, descriptions = load_training_data(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
+    base = TrainConfig(encoder=tiny_encoder, max_epochs=2, batch_size=16).to_params()
+    data = TrialData(base, train.head(40), val.head(8), descriptions, interval=2, unit="steps")  # 3 batches/epoch
+    cfg = trial_config(base, {})
+    straight = build_trainer(cfg, data)
+    straight.train_epoch()
+    straight.train_epoch()
+    stopped = build_trainer(cfg, data)
+    stopped.train_steps(2)
+    assert (stopped.epoch, stopped.cursor, stopped.scheduler.last_epoch) == (0, 2, 2)
+    resumed = build_trainer(cfg, data, stopped.state())
+    resumed.train_steps(100)  # stops at max_epochs
+    assert (resumed.epoch, resumed.order, resumed.scheduler.last_epoch) == (2, None, 6)
+    after, expected = resumed.model.trainable_state(), straight.model.trainable_state()
+    for key in expected:
+        torch.testing.assert_close(after[key], expected[key], atol=0, rtol=0)
