@@ -29,13 +29,14 @@ def tiny_encoder(tmp_path_factory) -> str:
     return str(path)
 
 
-def use_mlflow_store(directory: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point MLflow (this process and subprocesses) at a fresh SQLite store + artifact root in `directory`."""
+def use_mlflow_store(directory: Path, monkeypatch: pytest.MonkeyPatch, artifacts: Path | None = None) -> str:
+    """Point MLflow (this process and subprocesses) at a SQLite store + artifact root in `directory`. MLflow exports
+    the active run and experiment to the environment, which would otherwise leak from the previous store."""
     import mlflow
 
     uri = f"sqlite:///{directory / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", (directory / "artifacts").as_uri())
+    monkeypatch.setenv("MLFLOW_ARTIFACT_ROOT", (artifacts or directory / "artifacts").as_uri())
     for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
         monkeypatch.delenv(var, raising=False)
     mlflow.set_tracking_uri(uri)

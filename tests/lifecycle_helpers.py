@@ -11,7 +11,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from tests.conftest import REPO
+from tests.conftest import REPO, use_mlflow_store
 
 
 def register_variant(classifier_dir: Path, name: str, workdir: Path, *, thresholds: float | None = None,
@@ -43,15 +43,9 @@ def register_variant(classifier_dir: Path, name: str, workdir: Path, *, threshol
 
 
 def use_store(mp, root: Path, artifacts: Path | None = None) -> str:
-    """Point MLflow (this process and its children) at a SQLite store under `root`. MLflow exports the active
-    experiment id to the environment, which would otherwise leak from the previous store."""
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    mp.setenv("MLFLOW_TRACKING_URI", uri)
-    mp.setenv("MLFLOW_ARTIFACT_ROOT", (artifacts or root / "artifacts").as_uri())
+    """The SQLite store under `root` (see conftest.use_mlflow_store), and the local deployment record beside it."""
+    uri = use_mlflow_store(root, mp, artifacts)
     mp.setenv("LOCAL_DEPLOY_DIR", str(root / "deployments"))
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-        mp.delenv(var, raising=False)
-    mlflow.set_tracking_uri(uri)
     return uri
 
 

@@ -12,6 +12,7 @@ from mlprojects.grpo_train import GRPOTrainer, logits_of, prepare_policy
 from mlprojects.rewards import targets_from_feedback
 from registry.lookup import label_names, load_classifier
 from serving.feedback import FeedbackRecord, FeedbackStore
+from tests.conftest import use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
 NAME = "grpo-clf"
@@ -20,15 +21,8 @@ NAME = "grpo-clf"
 @pytest.fixture(scope="module")
 def registry_uri(tmp_path_factory):
     """One SQLite registry for the module: the SFT model is trained and registered once."""
-    path = tmp_path_factory.mktemp("grpo-registry")
-    uri = f"sqlite:///{path / 'mlflow.db'}"
     patch = pytest.MonkeyPatch()
-    patch.setenv("MLFLOW_TRACKING_URI", uri)
-    patch.setenv("MLFLOW_ARTIFACT_ROOT", (path / "artifacts").as_uri())
-    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-        patch.delenv(var, raising=False)
-    mlflow.set_tracking_uri(uri)
-    yield uri
+    yield use_mlflow_store(tmp_path_factory.mktemp("grpo-registry"), patch)
     patch.undo()
 
 
