@@ -18,6 +18,8 @@ from registry import conventions as C
 from registry.aliases import remove_alias, retire_archived, set_alias, set_stage, set_tags
 from serving.targets import Deployment, DeploymentTarget
 
+CLOCK_SKEW_S = 5.0  # how far the registry's clock (a remote tracking server) may lag ours
+
 
 @dataclass
 class Context:
@@ -89,15 +91,21 @@ def rollback(ctx: Context, intent: dict) -> None:
 
 def clone(ctx: Context, intent: dict) -> None:
     """The champion copied (copy_model_version, same registered model) as frozen `reference` and trainable
-    `policy`; a copy made before a crash is found again by its intent id instead of being made twice."""
+    `policy`; a copy made before a crash is found again (by its intent id, or as an untagged copy of the champion
+    made since the intent) instead of being made twice."""
     parent = intent["version"]
-    existing = {v.tags.get(C.TAG_ROLE): str(v.version) for v in ctx.client.search_model_versions(f"name='{ctx.name}'")
-                if v.tags.get(C.TAG_INTENT) == intent["id"]}
+    versions = ctx.client.search_model_versions(f"name='{ctx.name}'")
+    existing = {v.tags.get(C.TAG_ROLE): str(v.version) for v in versions if v.tags.get(C.TAG_INTENT) == intent["id"]}
+    untagged = sorted((str(v.version) for v in versions if _interrupted_copy(v, ctx.name, intent)), key=int)
     for role in (C.REFERENCE, C.POLICY):
         version = existing.get(role)
         if version is None:
             ctx.lease.ensure()
-            version = str(ctx.client.copy_model_version(f"models:/{ctx.name}/{parent}", ctx.name).version)
+            if untagged:  # killed between copying and tagging: adopt that copy
+                version = untagged.pop(0)
+            else:
+                version = str(ctx.client.copy_model_version(f"models:/{ctx.name}/{parent}", ctx.name).version)
+                checkpoint(f"clone.{role}.created")
             set_tags(ctx.client, ctx.name, version, {C.TAG_ROLE: role, C.TAG_INTENT: intent["id"]})
             for key in _inherited_decision_tags(ctx, version):
                 ctx.client.delete_model_version_tag(ctx.name, version, key)
@@ -106,6 +114,13 @@ def clone(ctx: Context, intent: dict) -> None:
         set_alias(ctx.client, ctx.name, role, version)
         checkpoint(f"clone.{role}.alias")
     clear_intent(ctx)
+
+
+def _interrupted_copy(version, name: str, intent: dict) -> bool:
+    """A copy of the intent's champion, made after the intent, that the intent never tagged (copies inherit the
+    champion's tags, so a former policy's copy carries an older intent id)."""
+    return (version.source == f"models:/{name}/{intent['version']}" and version.tags.get(C.TAG_INTENT) != intent["id"]
+            and version.creation_timestamp >= (intent["at"] - CLOCK_SKEW_S) * 1000)
 
 
 def deploy(ctx: Context, version: str) -> Deployment:

@@ -3,7 +3,9 @@ rejection with reasons, a person's stage transition, rollback, bad states, concu
 from __future__ import annotations
 
 import json
+import queue
 import shutil
+import threading
 import time
 import warnings
 
@@ -269,6 +271,9 @@ def assert_consistent(name: str, champion: str, previous: str) -> None:
     assert [e["version"] for e in history.rows(db.engine(), name)] == [previous, champion]
     assert LocalTarget().current(name).version == champion
     assert version(name, state["reference"]).tags["lineage.parent_version"] == champion
+    copies = {str(v.version) for v in client.search_model_versions(f"name='{name}'")
+              if v.source == f"models:/{name}/{champion}"}
+    assert copies == {state["reference"], state["policy"]}  # cloned once, no orphan copy
     predicts(f"models:/{name}@champion")
 
 
@@ -284,6 +289,45 @@ def test_four_concurrent_reconcilers_promote_exactly_once(champion_and_challenge
     assert_consistent(name, good, weak)
 
 
+def _lines(proc) -> "queue.Queue[str]":
+    """The process's output lines as they come (a reader thread), so a test can wait for one with a deadline."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
+    return lines
+
+
+def wait_for(lines: "queue.Queue[str]", text: str, timeout: float = 240) -> list[str]:
+    seen, deadline = [], time.time() + timeout
+    while time.time() < deadline:
+        try:
+            seen.append(lines.get(timeout=max(0.1, deadline - time.time())))
+        except queue.Empty:
+            break
+        if text in seen[-1]:
+            return seen
+    raise AssertionError(f"no line with {text!r} within {timeout} s; got: {''.join(seen)[-3000:]}")
+
+
+def test_watch_acts_on_each_new_candidate_until_stopped(champion_and_challenger, trained, tmp_path):
+    """`reconcile --watch`: promotes the waiting challenger, keeps running, rejects a worse candidate registered
+    later on a following tick, and stops cleanly on SIGTERM."""
+    name, weak, good = champion_and_challenger
+    proc = spawn_lifecycle("reconcile", "--watch", "--interval", "1", "--model-name", name)
+    try:
+        lines = _lines(proc)
+        wait_for(lines, f"promoted version {good}")
+        wait_for(lines, "cloned champion")
+        assert proc.poll() is None
+        worse = register_variant(trained["classifier"], name, tmp_path, thresholds=1.01)
+        wait_for(lines, f"rejected version {worse}")
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert version(name, worse).tags["lifecycle.decision"] == "rejected"
+    assert_consistent(name, good, weak)
+
+
 def kill_then_reconcile(name: str, weak: str, good: str, step: str) -> None:
     proc = lifecycle_cli("reconcile", "--once", "--model-name", name,
                          env={FAULT_ENV: step, "LIFECYCLE_LEASE_TTL_S": "2"})
@@ -293,7 +337,7 @@ def kill_then_reconcile(name: str, weak: str, good: str, step: str) -> None:
     assert_consistent(name, good, weak)
 
 
-FAST_STEPS = ("promote.history", "clone.reference.copied")
+FAST_STEPS = ("promote.history", "clone.reference.created")
 
 
 @pytest.mark.parametrize("step", FAST_STEPS)
