@@ -102,7 +102,7 @@ def parse_overrides(pairs: list[str]) -> dict:
 def machine() -> dict:
     return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
             "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "load_average": list(os.getloadavg()), "note": "shared machine, loaded by other jobs"}
+            "load_average": list(os.getloadavg())}
 
 
 def markdown_table(results: dict[str, dict]) -> str:
