@@ -312,9 +312,9 @@ def _outcome(results, cfg: TrainConfig, wall_s: float) -> TuneOutcome:
     if not scored:
         raise TrainingError(f"no trial left a checkpoint in {path}, nothing registered")
     _, _, best_result, best_ckpt = max(scored, key=lambda t: (t[0], -t[1]))
-    frames = [r.metrics_dataframe.assign(trial_id=trial_id(r)) for r in results
-              if r.metrics_dataframe is not None and len(r.metrics_dataframe)]
-    trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    # every report carries a checkpoint, so the checkpoints' metrics are each trial's history; Ray's
+    # `metrics_dataframe` (read back from the logger files) was sometimes empty right after fit()
+    trials = pd.DataFrame([{**m, "trial_id": trial_id(r)} for r in results for _, m in r.best_checkpoints or []])
     return TuneOutcome(path, trial_id(best_result), load_trial_state(best_ckpt), trials,
                        perturbations(path, [trial_id(r) for r in results]), wall_s)
 

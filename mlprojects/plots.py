@@ -24,13 +24,14 @@ def training_curves(history: list[dict], title: str = "SFT"):
 
 
 def hyperparameter_trajectories(trials, prefix: str = "hp_", metric: str = "f1_macro"):
-    """One panel per mutated hyperparameter (and the metric): each PBT trial's value per epoch; jumps are exploits."""
+    """One panel per mutated hyperparameter (and the metric): each PBT trial's value per optimiser step (intervals
+    may be epochs or steps); jumps are exploits."""
     names = [c for c in trials.columns if c.startswith(prefix)] + [metric]
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.4), squeeze=False)
     for ax, name in zip(axes[0], names):
-        for trial, rows in trials.sort_values("epoch").groupby("trial_id"):
-            ax.plot(rows["epoch"], rows[name], marker="o", label=trial)
-        ax.set(xlabel="epoch", title=name.removeprefix(prefix))
+        for trial, rows in trials.sort_values("step").groupby("trial_id"):
+            ax.plot(rows["step"], rows[name], marker="o", label=trial)
+        ax.set(xlabel="optimiser step", title=name.removeprefix(prefix))
         if name == "hp_learning_rate":
             ax.set_yscale("log")
     axes[0][-1].legend(fontsize="small")

@@ -94,6 +94,8 @@ def assert_best_trial_registered(proc, n_sft_runs: int) -> None:
     perturbations = pd.DataFrame(**json.loads(mlflow.artifacts.load_text(
         f"runs:/{parent.info.run_id}/pbt/perturbations.json")))
     assert len(perturbations) >= 1 and parent.data.metrics["pbt_exploits"] == len(perturbations)
+    trials = pd.DataFrame(**json.loads(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/pbt/trials.json")))
+    assert trials["trial_id"].nunique() == 3 and {"step", "epoch", "f1_macro", "hp_lora_r"} <= set(trials.columns)
     assert (perturbations["trial"] != perturbations["cloned_from"]).all()
     assert {"before.lora_r", "after.lora_r", "iteration"} <= set(perturbations.columns)
     assert set(perturbations["after.lora_r"]) <= {4, 8, 16, 32}
