@@ -65,46 +65,51 @@ class SFTTrainer:
 
     def train_epoch(self) -> dict[str, float]:
         """Train to the end of the current epoch (the rest of it, when a checkpoint stopped mid-epoch)."""
-        return self._train(max_steps=None)
+        _, loss_sum, seen = self._train_batches(budget=None)
+        return {"train_loss": loss_sum / max(seen, 1)}
 
     def train_steps(self, steps: int) -> dict[str, float]:
         """Train `steps` optimiser steps, across epoch ends, stopping early at `max_epochs` (PBT in steps)."""
-        return self._train(max_steps=steps)
+        done, loss_sum, seen = 0, 0.0, 0
+        while done < steps and self.epoch < self.cfg.max_epochs:
+            part_steps, part_loss, part_seen = self._train_batches(budget=steps - done)
+            done, loss_sum, seen = done + part_steps, loss_sum + part_loss, seen + part_seen
+        return {"train_loss": loss_sum / max(seen, 1)}
 
-    def _train(self, max_steps: int | None) -> dict[str, float]:
+    def _train_batches(self, budget: int | None) -> tuple[int, float, int]:
+        """From the cursor to the end of this epoch, or until `budget` optimiser steps are done.
+
+        Returns (optimiser steps, summed loss, documents seen)."""
         self.model.train()
         cfg, split = self.cfg, self.train_split
+        if self.order is None:  # a new epoch: its batch order is part of the checkpoint
+            self.order, self.cursor = self.rng.permutation(len(split.texts)), 0
+        batches = [self.order[s:s + cfg.batch_size] for s in range(0, len(self.order), cfg.batch_size)]
         done, loss_sum, seen = 0, 0.0, 0
-        while max_steps is None or (done < max_steps and self.epoch < cfg.max_epochs):
-            if self.order is None:  # a new epoch: its batch order is part of the checkpoint
-                self.order, self.cursor = self.rng.permutation(len(split.texts)), 0
-            batches = [self.order[s:s + cfg.batch_size] for s in range(0, len(self.order), cfg.batch_size)]
-            self.optimizer.zero_grad()
-            progress = tqdm(total=len(batches), initial=self.cursor, desc=f"epoch {self.epoch + 1}", leave=False)
-            while self.cursor < len(batches) and (max_steps is None or done < max_steps):
-                self.cursor += 1
-                step, idx = self.cursor, batches[self.cursor - 1]
-                with self._autocast():
-                    logits, cos = self.model([split.texts[i] for i in idx], self.label_texts)
-                loss, _ = self._loss(logits, cos, idx, split)
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
-                                        "lower the learning rate or check the data")
-                (loss / cfg.grad_accum_steps).backward()
-                if step % cfg.grad_accum_steps == 0 or step == len(batches):
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad()
-                    done += 1
-                loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
-                progress.update()
-            progress.close()
-            if self.cursor == len(batches):
-                self.epoch, self.order = self.epoch + 1, None
-            if max_steps is None:
-                break
-        return {"train_loss": loss_sum / max(seen, 1)}
+        self.optimizer.zero_grad()
+        progress = tqdm(total=len(batches), initial=self.cursor, desc=f"epoch {self.epoch + 1}", leave=False)
+        while self.cursor < len(batches) and (budget is None or done < budget):
+            self.cursor += 1
+            step, idx = self.cursor, batches[self.cursor - 1]
+            with self._autocast():
+                logits, cos = self.model([split.texts[i] for i in idx], self.label_texts)
+            loss, _ = self._loss(logits, cos, idx, split)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
+                                    "lower the learning rate or check the data")
+            (loss / cfg.grad_accum_steps).backward()
+            if step % cfg.grad_accum_steps == 0 or step == len(batches):
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+                done += 1
+            loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
+            progress.update()
+        progress.close()
+        if self.cursor == len(batches):
+            self.epoch, self.order = self.epoch + 1, None
+        return done, loss_sum, seen
 
     @torch.no_grad()
     def validate(self) -> dict:
