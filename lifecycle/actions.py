@@ -18,8 +18,6 @@ from registry import conventions as C
 from registry.aliases import remove_alias, retire_archived, set_alias, set_stage, set_tags
 from serving.targets import Deployment, DeploymentTarget
 
-CLOCK_SKEW_S = 5.0  # how far the registry's clock (a remote tracking server) may lag ours
-
 
 @dataclass
 class Context:
@@ -91,12 +89,15 @@ def rollback(ctx: Context, intent: dict) -> None:
 
 def clone(ctx: Context, intent: dict) -> None:
     """The champion copied (copy_model_version, same registered model) as frozen `reference` and trainable
-    `policy`; a copy made before a crash is found again (by its intent id, or as an untagged copy of the champion
-    made since the intent) instead of being made twice."""
+    `policy`; a copy made before a crash is found again (by its intent id, or as a copy still carrying only the
+    champion's own tags) instead of being made twice."""
     parent = intent["version"]
     versions = ctx.client.search_model_versions(f"name='{ctx.name}'")
     existing = {v.tags.get(C.TAG_ROLE): str(v.version) for v in versions if v.tags.get(C.TAG_INTENT) == intent["id"]}
-    untagged = sorted((str(v.version) for v in versions if _interrupted_copy(v, ctx.name, intent)), key=int)
+    # copy_model_version copies the champion's tags: a copy whose intent tag is still the champion's was never tagged
+    champion_intent = next((v.tags.get(C.TAG_INTENT) for v in versions if str(v.version) == parent), None)
+    untagged = sorted((str(v.version) for v in versions if v.source == f"models:/{ctx.name}/{parent}"
+                       and v.tags.get(C.TAG_INTENT) == champion_intent), key=int)
     for role in (C.REFERENCE, C.POLICY):
         version = existing.get(role)
         if version is None:
@@ -106,21 +107,17 @@ def clone(ctx: Context, intent: dict) -> None:
             else:
                 version = str(ctx.client.copy_model_version(f"models:/{ctx.name}/{parent}", ctx.name).version)
                 checkpoint(f"clone.{role}.created")
-            set_tags(ctx.client, ctx.name, version, {C.TAG_ROLE: role, C.TAG_INTENT: intent["id"]})
-            for key in _inherited_decision_tags(ctx, version):
-                ctx.client.delete_model_version_tag(ctx.name, version, key)
-            set_tags(ctx.client, ctx.name, version, {C.TAG_KIND: "clone", C.TAG_PARENT_VERSION: parent})
+        # idempotent, so a replay also finishes a copy that was killed while being tagged
+        ctx.lease.ensure()
+        set_tags(ctx.client, ctx.name, version, {C.TAG_ROLE: role, C.TAG_INTENT: intent["id"]})
+        checkpoint(f"clone.{role}.claimed")
+        for key in _inherited_decision_tags(ctx, version):
+            ctx.client.delete_model_version_tag(ctx.name, version, key)
+        set_tags(ctx.client, ctx.name, version, {C.TAG_KIND: "clone", C.TAG_PARENT_VERSION: parent})
         checkpoint(f"clone.{role}.copied")
         set_alias(ctx.client, ctx.name, role, version)
         checkpoint(f"clone.{role}.alias")
     clear_intent(ctx)
-
-
-def _interrupted_copy(version, name: str, intent: dict) -> bool:
-    """A copy of the intent's champion, made after the intent, that the intent never tagged (copies inherit the
-    champion's tags, so a former policy's copy carries an older intent id)."""
-    return (version.source == f"models:/{name}/{intent['version']}" and version.tags.get(C.TAG_INTENT) != intent["id"]
-            and version.creation_timestamp >= (intent["at"] - CLOCK_SKEW_S) * 1000)
 
 
 def deploy(ctx: Context, version: str) -> Deployment:

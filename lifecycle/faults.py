@@ -12,8 +12,9 @@ FAULT_ENV = "LIFECYCLE_FAULT_AT"
 
 STEPS = (
     "promote.intent", "promote.champion", "promote.challenger", "promote.archive", "promote.history",
-    "promote.tags", "deploy.done", "clone.intent", "clone.reference.created", "clone.reference.copied",
-    "clone.reference.alias", "clone.policy.created", "clone.policy.copied", "clone.policy.alias",
+    "promote.tags", "deploy.done", "clone.intent", "clone.reference.created", "clone.reference.claimed",
+    "clone.reference.copied", "clone.reference.alias", "clone.policy.created", "clone.policy.claimed",
+    "clone.policy.copied", "clone.policy.alias",
 )
 
 
