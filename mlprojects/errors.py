@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import sys
 from typing import Callable
 
@@ -36,6 +37,14 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
+def finite_float(value: str) -> float:
+    """A number that is not nan or ±inf (nan would silently switch a comparison off; inf has no int)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
 def int_arg(value: str) -> int:
     """argparse type for integers: MLproject passes numbers as text, possibly '8.0'."""
-    return int(float(value))
+    return int(finite_float(value))

@@ -14,7 +14,7 @@ import mlflow
 
 from mlprojects import config as C
 from mlprojects.evaluation import evaluate_model, load_descriptions_arg, load_eval_data, log_evaluation
-from mlprojects.errors import ConfigError, cli_entry
+from mlprojects.errors import ConfigError, cli_entry, int_arg
 from mlprojects.tracking import log_params_once, setup
 from registry.aliases import set_tags
 from registry.lookup import registered_version
@@ -31,9 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-descriptions", default="",
                    help="JSON or YAML/JSON file: a new label set (the data's labels) to evaluate zero-shot")
     p.add_argument("--output", default="", help="also write the metrics here as JSON")
-    p.add_argument("--bootstrap", type=lambda v: int(float(v)), default=C.BOOTSTRAP_RESAMPLES)
+    p.add_argument("--bootstrap", type=int_arg, default=C.BOOTSTRAP_RESAMPLES)
     p.add_argument("--confidence", type=float, default=C.CONFIDENCE)
-    p.add_argument("--seed", type=lambda v: int(float(v)), default=0)
+    p.add_argument("--seed", type=int_arg, default=0)
     return p
 
 

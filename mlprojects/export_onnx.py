@@ -15,7 +15,7 @@ import pandas as pd
 
 from mlprojects import config as C
 from mlprojects.data import parse_columns, prepare, read_table
-from mlprojects.errors import ConfigError, DataError, cli_entry
+from mlprojects.errors import ConfigError, DataError, cli_entry, int_arg
 from mlprojects.onnx_export import ExportError, export_classifier
 from mlprojects.onnx_quantize import MODES
 from mlprojects.tracking import log_json, log_params_once, setup
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default=C.DEMO_LABEL_COLUMN)
     p.add_argument("--label-delimiter", default="|")
     p.add_argument("--quantization", default=d.quantization, choices=[*MODES, "none"])
-    p.add_argument("--threads", type=lambda v: int(float(v)), default=d.threads, help="inference threads, 0 = all")
+    p.add_argument("--threads", type=int_arg, default=d.threads, help="inference threads, 0 = all")
     p.add_argument("--model-name", default="", help=f"default: <source name>{C.ONNX_MODEL_SUFFIX}")
     p.add_argument("--min-fp32-cosine", type=float, default=d.min_fp32_cosine)
     p.add_argument("--min-int8-mean-cosine", type=float, default=d.min_int8_mean_cosine)

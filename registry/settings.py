@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from mlflow import MlflowClient
 
 from mlprojects import config as P
-from mlprojects.errors import ConfigError
+from mlprojects.errors import ConfigError, finite_float
 from registry import conventions as C
 
 
@@ -42,10 +42,14 @@ class ModelSettings:
         kinds = {f.name: f.type for f in fields(cls)}
         out = {}
         for key, value in values.items():
+            if kinds[key] == "str":
+                out[key] = str(value)
+                continue
             try:
-                out[key] = int(float(value)) if kinds[key] == "int" else float(value) if kinds[key] == "float" else str(value)
+                number = finite_float(value)
             except ValueError as exc:
-                raise ConfigError(f"setting {key}={value!r} is not a number") from exc
+                raise ConfigError(f"setting {key}={value!r} is not a finite number") from exc
+            out[key] = int(number) if kinds[key] == "int" else number
         settings = cls(**out)
         if not 0.0 < settings.confidence < 1.0:
             raise ConfigError(f"confidence must be in (0, 1), got {settings.confidence}")

@@ -230,6 +230,23 @@ def test_lifecycle_story(trained, registry_env, tmp_path, capsys):
     assert "error: clf has no previous champion" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag,value,message", [
+    ("--margin", "nan", "setting margin='nan' is not a finite number"),
+    ("--bootstrap", "1e999", "setting bootstrap='1e999' is not a finite number"),
+    ("--keep-archived", "many", "setting keep_archived='many' is not a finite number"),
+    ("--confidence", "1.5", "confidence must be in (0, 1)"),
+])
+def test_configure_rejects_a_bad_setting_and_keeps_the_old_ones(registry_env, capsys, flag, value, message):
+    mlflow.MlflowClient().create_registered_model("m")
+    assert lifecycle_main(["configure", "--model-name", "m", "--eval-data", "eval.csv", "--eval-labels", LABELS,
+                           "--margin", "0.02"]) == 0
+    before = mlflow.MlflowClient().get_registered_model("m").tags
+    capsys.readouterr()
+    assert lifecycle_main(["configure", "--model-name", "m", flag, value]) == 2
+    assert f"error: {message}" in capsys.readouterr().err
+    assert mlflow.MlflowClient().get_registered_model("m").tags == before
+
+
 # --- safety --------------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
