@@ -20,7 +20,8 @@ import pandas as pd
 
 from mlprojects import config as C
 from mlprojects.errors import ConfigError, DataError, cli_entry, int_arg
-from mlprojects.grpo_train import GRPOTrainer, prepare_policy
+from mlprojects.grpo_loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, SCALE_REWARDS
+from mlprojects.grpo_train import GRPOTrainer, docs_per_step, prepare_policy
 from mlprojects.plots import grpo_curves
 from mlprojects.rewards import targets_from_feedback
 from mlprojects.sft import example_output
@@ -37,8 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default=C.DEFAULT_MODEL_NAME)
     p.add_argument("--feedback-uri", default="", help="SQLAlchemy URL of the store, or a CSV/JSONL export")
     types = {"int": int_arg, "float": float, "float | None": _optional_float, "str": str}
+    choices = {"loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS,
+               "importance_sampling_level": IMPORTANCE_SAMPLING_LEVELS}
     for f in fields(C.GRPOParams):  # every GRPO hyperparameter, under TRL's name: --num-generations, --beta, ...
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default, type=types[str(f.type)])
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default, type=types[str(f.type)],
+                       choices=choices.get(f.name))
     return p
 
 
@@ -88,6 +92,7 @@ def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) ->
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     params = C.GRPOParams(**{f.name: getattr(args, f.name) for f in fields(C.GRPOParams)})
+    docs_per_step(params)  # group size and batch checked before any model is loaded
     feedback_uri = args.feedback_uri or C.feedback_db_url()
     uri = setup()
     client = mlflow.MlflowClient()

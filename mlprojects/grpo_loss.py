@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+SCALE_REWARDS = ("group", "batch", "none")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 ADV_EPS = 1e-4  # TRL's constant in (r - mean) / (std + eps)
 
 
@@ -44,8 +46,8 @@ def group_advantages(rewards: torch.Tensor, scale_rewards: str = "group") -> tor
     Equal rewards in a group carry no preference, so they give A = 0 (never NaN: the std is unbiased as in
     TRL, and a group of one has std 0).
     """
-    if scale_rewards not in ("group", "batch", "none"):
-        raise ValueError(f"scale_rewards must be group, batch or none, got {scale_rewards!r}")
+    if scale_rewards not in SCALE_REWARDS:
+        raise ValueError(f"scale_rewards must be one of {SCALE_REWARDS}, got {scale_rewards!r}")
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     if scale_rewards == "none":
         return centred
@@ -88,8 +90,9 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     log_ratio = logps - old_logps
     if importance_sampling_level == "sequence":
         log_ratio = log_ratio.mean(-1, keepdim=True)
-    elif importance_sampling_level != "token":
-        raise ValueError(f"importance_sampling_level must be token or sequence, got {importance_sampling_level!r}")
+    elif importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, "
+                         f"got {importance_sampling_level!r}")
     coef_1 = torch.exp(log_ratio)
     coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
     adv = advantages.unsqueeze(1)

@@ -150,3 +150,21 @@ def test_missing_alias_or_feedback_is_a_clear_error_and_registers_nothing(regist
     err = capsys.readouterr().err
     assert "labels the model does not know" in err and "no usable feedback" in err
     assert len(client.search_model_versions(f"name='{NAME}'")) == before
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--loss-type", "ppo"], "argument --loss-type: invalid choice: 'ppo'"),
+    (["--scale-rewards", "max"], "argument --scale-rewards: invalid choice: 'max'"),
+    (["--num-generations", "1"], "error: num_generations must be at least 2"),
+    (["--per-device-train-batch-size", "12"], "must be a multiple of num_generations (8)"),
+])
+def test_bad_grpo_parameters_stop_before_any_model_is_loaded(mlflow_env, capfd, args, message):
+    from mlprojects.grpo import main
+
+    try:
+        rc = main(["--model-name", "nothing-registered", *args])
+    except SystemExit as exc:  # argparse
+        rc = exc.code
+    assert rc == 2
+    assert message in capfd.readouterr().err
+    assert mlflow.search_runs(search_all_experiments=True, output_format="list") == []
