@@ -141,7 +141,7 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
                 return error(400, client_message(exc))
             log.exception("prediction failed")
             return error(500, "prediction failed on the server; see the server log")
-        texts = _texts(frame)
+        texts = _texts(frame, model.pyfunc)
         for p, text in zip(predictions, texts):
             recent.add(p["prediction_id"], {"text": text, "labels": p["labels"], "scores": p["scores"]})
         return {"predictions": predictions, "model": model.info}
@@ -178,13 +178,12 @@ def _authorised(request: Request, key: str) -> bool:
     return bool(given) and hmac.compare_digest(given.encode(), key.encode())
 
 
-def _texts(frame) -> list[str]:
+def _texts(frame, pyfunc) -> list[str]:
+    """The texts the model scored, joined from its own text columns as in training: what feedback will store."""
     from registry.contract import input_texts
 
-    try:
-        return input_texts(frame, [c for c in frame.columns])
-    except ValueError:
-        return [""] * len(frame)
+    schema = pyfunc.metadata.get_input_schema()
+    return input_texts(frame, [n for n in (schema.input_names() if schema else []) if n != "text"])
 
 
 FEEDBACK_FIELDS = ("prediction_id", "score", "corrected_labels", "source", "text", "predicted_labels", "scores")
@@ -209,7 +208,11 @@ def feedback_record(payload: dict, recent: RecentPredictions, model: LoadedModel
         if not isinstance(payload.get("text"), str) or not isinstance(payload.get("predicted_labels"), list):
             raise PayloadError(f"prediction {prediction_id} is not in this server's memory: send 'text' and "
                                "'predicted_labels' with the feedback")
-        known = {"text": payload["text"], "labels": payload["predicted_labels"], "scores": payload.get("scores") or {}}
+        scores = payload.get("scores") or {}
+        if not isinstance(scores, dict) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()):
+            raise PayloadError("'scores' must map label names to numbers")
+        known = {"text": payload["text"], "labels": payload["predicted_labels"], "scores": scores}
     return {"prediction_id": prediction_id, "model_name": model.name, "model_version": model.version,
             "text": known["text"], "predicted_labels": known["labels"], "scores": known["scores"],
             "score": score, "corrected_labels": corrected, "source": payload.get("source") or "endpoint"}

@@ -143,6 +143,9 @@ def test_limits_and_auth_and_the_server_survives(server):
     ({"prediction_id": "abc", "score": 3, "corrected_labels": "vat"}, "list of label names"),
     ({"prediction_id": "abc", "score": 3, "mood": "happy"}, "unknown feedback field"),
     ({"prediction_id": "never-predicted", "score": 3}, "not in this server's memory"),
+    ({"prediction_id": "p", "score": 3, "text": "x", "predicted_labels": [], "scores": 5}, "map label names to numbers"),
+    ({"prediction_id": "p", "score": 3, "text": "x", "predicted_labels": [], "scores": {"vat": None}},
+     "map label names to numbers"),
 ])
 def test_bad_feedback_is_refused_with_a_reason(server, body, message):
     response = requests.post(f"{server['url']}/feedback", json=body, headers=HEADERS, timeout=30)
@@ -169,3 +172,9 @@ def test_feedback_on_a_prediction_lands_in_the_store(server):
     row = rows.iloc[0]
     assert (row["score"], row["model_name"], str(row["model_version"]), row["text"]) == (
         2, "tiny-served", "1", "VAT refund question for 2023")
+    # title/body in any order: the stored text is what the model scored, "title. body" as in training
+    split = invoke(server, {"dataframe_records": [{"body": "Is it deductible?", "title": "Home office"}]}).json()
+    pid2 = split["predictions"][0]["prediction_id"]
+    assert requests.post(url, json={"prediction_id": pid2, "score": 4}, headers=HEADERS, timeout=30).status_code == 201
+    rows = feedback.FeedbackStore(server["db"]).query(model_name="tiny-served")
+    assert rows.set_index("prediction_id").loc[pid2, "text"] == "Home office. Is it deductible?"
