@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-slow bench java ui clean
+.PHONY: install demo test test-slow java ui clean azmlinfsrv-venv
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

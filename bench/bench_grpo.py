@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.madewithml import load_split
+from bench.madewithml import load_split, test_scores
 from mlprojects.classifier import Classifier
 from mlprojects.config import GRPOParams, TrainConfig
-from mlprojects.data import multi_hot
 from mlprojects.grpo_train import GRPOTrainer, logits_of, prepare_policy
-from mlprojects.metrics import decide, f1_summary
+from mlprojects.metrics import decide
 from mlprojects.rewards import targets_from_feedback
 from mlprojects.train import train_classifier
 from serving.feedback.simulate import simulated_feedback
@@ -41,12 +40,6 @@ def simulate_feedback(clf: Classifier, frame, corrected_fraction: float, seed: i
     scores, corrected = simulated_feedback(predicted, list(frame["labels"]), corrected_fraction, seed)
     accuracy = float(np.mean([set(p) == set(t) for p, t in zip(predicted, frame["labels"])]))
     return predicted, scores, corrected, accuracy
-
-
-def evaluate(clf: Classifier, frame) -> dict:
-    probs = clf.predict_proba(list(frame["text"]))
-    y = multi_hot(frame["labels"], clf.labels)
-    return f1_summary(y, decide(probs, clf.thresholds, clf.single_label))
 
 
 def bernoulli_kl(policy_logits: torch.Tensor, ref_logits: torch.Tensor) -> float:
@@ -88,7 +81,7 @@ def main() -> None:
         sft.save(Path(tmp) / "sft")
         reference = Classifier.load(Path(tmp) / "sft")
         policy = Classifier.load(Path(tmp) / "sft")
-    before = evaluate(reference, test)
+    before = test_scores(reference, test)
     params = replace(GRPOParams(), num_train_epochs=args.epochs, learning_rate=args.learning_rate, beta=args.beta,
                      num_generations=args.num_generations, per_device_train_batch_size=args.batch_size, seed=args.seed)
     prepare_policy(policy, params)
@@ -97,7 +90,7 @@ def main() -> None:
     grpo_started = time.time()
     result = trainer.train()
     grpo_time = time.time() - grpo_started
-    after = evaluate(policy, test)
+    after = test_scores(policy, test)
     test_kl = bernoulli_kl(logits_of(policy, list(test["text"])), logits_of(reference, list(test["text"])))
 
     report = {

@@ -17,19 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.madewithml import SEED, load_split
+from bench.madewithml import SEED, load_split, test_scores
 from mlprojects.config import PBTConfig, TrainConfig
-from mlprojects.data import multi_hot, stratified_split
-from mlprojects.metrics import decide, f1_summary
+from mlprojects.data import stratified_split
 from mlprojects.pbt import best_classifier, run_tuning
 
 OUT = Path(__file__).resolve().parent / "results" / "pbt.json"
-
-
-def test_scores(classifier, test) -> dict:
-    probs = classifier.predict_proba(list(test["text"]))
-    preds = decide(probs, classifier.thresholds, classifier.single_label)
-    return f1_summary(multi_hot(test["labels"], classifier.labels), preds)
 
 
 def main() -> None:
