@@ -20,8 +20,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    """Poll `url`/health until it answers; fail at once with the server's output if the process exits."""
+def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float = 180, path: str = "/health") -> None:
+    """Poll `url` + `path` until it answers OK; fail at once with the server's output if the process exits."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -29,8 +29,9 @@ def wait_until_healthy(url: str, proc: subprocess.Popen, timeout: float = 180) -
             output = stream.read()[-2000:] if stream else ""
             raise EndpointStartError(f"the local endpoint exited with code {proc.returncode}: {output}")
         try:
-            if requests.get(f"{url}/health", timeout=2).ok:
+            if requests.get(f"{url}{path}", timeout=2).ok:
                 return
-        except requests.ConnectionError:
-            time.sleep(0.5)
+        except requests.RequestException:  # not listening yet
+            pass
+        time.sleep(0.5)  # also after a not-ready answer (e.g. 503 while loading): no busy loop
     raise EndpointStartError(f"{url} did not become healthy within {timeout:.0f} s")

@@ -11,7 +11,6 @@ import importlib.util
 import os
 import shutil
 import subprocess
-import time
 
 import mlflow
 import pytest
@@ -21,7 +20,7 @@ from serving.azureml.bundle import build_bundle, scoring_requirements
 from serving.azureml.inference_venv import ensure_venv
 from tests.conftest import REPO
 from tests.serving_model import ServedModel, build_served_model
-from serving.local_server import free_port
+from serving.local_server import free_port, wait_until_healthy
 
 VENV = REPO / ".venv-azmlinfsrv"
 
@@ -74,14 +73,7 @@ def check_score_py_under_azmlinfsrv(deployment) -> None:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 240
-        while time.time() < deadline:
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            try:
-                if requests.get(f"{url}/", timeout=5).ok:
-                    break
-            except requests.RequestException:  # not listening yet, or busy loading the model
-                time.sleep(1)
+        wait_until_healthy(url, proc, timeout=240, path="/")  # raises with the server's output if it exits
         score = f"{url}/score"
         headers = {"Content-Type": "application/json"}
         texts = ["Is VAT due on consulting invoices to Germany?", "Board memo on payroll tax"]
