@@ -47,7 +47,10 @@ def parse_params(params: dict[str, Any] | None) -> tuple[dict[str, str] | None, 
             raise ContractError("label_descriptions must be a non-empty mapping of label -> description")
     threshold = params.get("threshold")
     if threshold is not None and threshold != "":
-        threshold = float(threshold)
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            raise ContractError(f"threshold must be a number in (0, 1), got {threshold!r}") from None
         if not 0.0 < threshold < 1.0:
             raise ContractError(f"threshold must be in (0, 1), got {threshold}")
     else:

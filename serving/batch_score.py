@@ -21,7 +21,7 @@ import mlflow
 from mlprojects import config as C
 from mlprojects.data import parse_columns
 from mlprojects.errors import ConfigError, DataError, cli_entry
-from registry.contract import to_params
+from registry.contract import ContractError, parse_params, to_params
 
 RESULT_TYPE = "struct<labels: array<string>, top_label: string, scores: map<string, double>>"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json", ".jsonl": "json"}
@@ -121,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except (mlflow.exceptions.MlflowException, ValueError) as exc:
         raise ConfigError(f"cannot resolve {args.model_uri}: {getattr(exc, 'message', exc)}") from None
     descriptions = load_label_descriptions(args.label_descriptions) if args.label_descriptions else None
-    threshold = float(args.threshold) if args.threshold else None
+    try:  # checked here, not in the first Spark task
+        _, threshold = parse_params({"threshold": args.threshold})
+    except ContractError as exc:
+        raise ConfigError(str(exc)) from None
     spark = spark_session(args.spark_master)
     with mlflow.start_run(run_name="batch_score"):
         log_params_once({"model_uri": args.model_uri, "model_version": version, "input": args.input,

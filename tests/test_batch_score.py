@@ -117,3 +117,6 @@ def test_bad_column_is_one_readable_line(served, spark, tmp_path, capsys, monkey
     rc = main(["--model-uri", f"models:/{served.name}@champion", "--input", str(path), "--output",
                str(tmp_path / "o"), "--spark-master", "local[2]"])
     assert rc == 2 and "error: input needs a 'text' column or the columns ['title', 'body']" in capsys.readouterr().err
+    rc = main(["--model-uri", f"models:/{served.name}@champion", "--input", str(path), "--output",
+               str(tmp_path / "o"), "--spark-master", "local[2]", "--threshold", "abc"])
+    assert rc == 2 and "error: threshold must be a number in (0, 1), got 'abc'" in capsys.readouterr().err
