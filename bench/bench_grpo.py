@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.madewithml import load_split, test_scores
+from bench.madewithml import load_split
 from mlprojects.classifier import Classifier
 from mlprojects.config import GRPOParams, TrainConfig
 from mlprojects.grpo_train import GRPOTrainer, logits_of, prepare_policy
@@ -81,7 +81,7 @@ def main() -> None:
         sft.save(Path(tmp) / "sft")
         reference = Classifier.load(Path(tmp) / "sft")
         policy = Classifier.load(Path(tmp) / "sft")
-    before = test_scores(reference, test)
+    before = reference.f1_scores(test)
     params = replace(GRPOParams(), num_train_epochs=args.epochs, learning_rate=args.learning_rate, beta=args.beta,
                      num_generations=args.num_generations, per_device_train_batch_size=args.batch_size, seed=args.seed)
     prepare_policy(policy, params)
@@ -90,7 +90,7 @@ def main() -> None:
     grpo_started = time.time()
     result = trainer.train()
     grpo_time = time.time() - grpo_started
-    after = test_scores(policy, test)
+    after = policy.f1_scores(test)
     test_kl = bernoulli_kl(logits_of(policy, list(test["text"])), logits_of(reference, list(test["text"])))
 
     report = {

@@ -64,7 +64,8 @@ class TrainConfig:
     pos_weight: float | None = None  # one weight for every label's positives, for imbalance
     focal_gamma: float = 0.0  # > 0 switches BCE to focal loss
     soft_label_column: str | None = None
-    val_fraction: float = 0.15
+    val_fraction: float = 0.15  # shares of the data when no validation / test file is given
+    test_fraction: float = 0.2
     min_examples: int = 5
     seed: int = 42
     extra: dict = field(default_factory=dict)

@@ -1,7 +1,9 @@
 """Read documents and label files, normalise them to (text, labels) rows, and split them reproducibly."""
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -142,29 +144,90 @@ def soft_matrix(soft: Sequence[dict], label_names: Sequence[str], hard: np.ndarr
 
 
 def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out `fraction`, stratified on each row's rarest label so every label appears on both sides."""
+    """Hold out `fraction`, stratified on each row's rarest label so every label appears on both sides.
+
+    Rows with the same text stay on the same side: a duplicate on both sides would leak one split into another."""
     from sklearn.model_selection import train_test_split
 
-    counts = pd.Series([l for ls in frame["labels"] for l in (ls or [])]).value_counts()
-    key = frame["labels"].map(lambda ls: min(ls, key=lambda l: (counts[l], l)) if ls else "<none>")
+    keys = content_hashes(frame["text"])
+    unique = frame.loc[~keys.duplicated()]
+    counts = pd.Series([l for ls in unique["labels"] for l in (ls or [])]).value_counts()
+    key = unique["labels"].map(lambda ls: min(ls, key=lambda l: (counts[l], l)) if ls else "<none>")
     rare = key.map(key.value_counts()) < 2
     key = key.where(~rare, "<rare>")
     stratify = key if key.value_counts().min() >= 2 else None
-    train, val = train_test_split(frame, test_size=fraction, random_state=seed, stratify=stratify)
-    return train.reset_index(drop=True), val.reset_index(drop=True)
+    _, held = train_test_split(unique.index, test_size=fraction, random_state=seed, stratify=stratify)
+    held_out = keys.isin(set(keys[held]))
+    return frame[~held_out].reset_index(drop=True), frame[held_out].reset_index(drop=True)
 
 
-def load_training_data(data: str, labels: str, text_columns: str | Sequence[str], label_column: str,
-                       val_data: str | None = None, val_fraction: float = 0.15, seed: int = 42,
-                       delimiter: str = "|", soft_label_column: str | None = None):
-    """(train, val, label_descriptions): read, normalise, and split when no validation file is given."""
+def content_hashes(texts: pd.Series) -> pd.Series:
+    """A document's identity across splits: sha256 of its whitespace-normalised text."""
+    return texts.map(lambda t: hashlib.sha256(" ".join(str(t).split()).encode("utf-8")).hexdigest())
+
+
+def overlap(a: pd.DataFrame, b: pd.DataFrame) -> int:
+    """How many rows of `b` have a text (by content hash) that is also in `a`."""
+    return int(content_hashes(b["text"]).isin(set(content_hashes(a["text"]))).sum()) if len(a) and len(b) else 0
+
+
+@dataclass
+class Splits:
+    """Three disjoint splits: fit trains, validation selects (early stopping, PBT, thresholds), test judges."""
+
+    fit: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    descriptions: dict[str, str]
+
+    def __iter__(self):
+        return iter((self.fit, self.validation, self.test, self.descriptions))
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {"train": self.fit, "validation": self.validation, "test": self.test}
+
+    def check_disjoint(self) -> None:
+        """A test document that is also trained or selected on makes every reported number optimistic. (A
+        fit/validation overlap is reported by the training-data gate, with the other data problems.)"""
+        in_fit, in_val = overlap(self.fit, self.test), overlap(self.validation, self.test)
+        if in_fit or in_val:
+            raise DataError(f"{in_fit + in_val} of {len(self.test)} test document(s) also in the training data "
+                            f"(same text; {in_fit} in fit, {in_val} in validation): the test split must hold "
+                            "documents nothing trains or selects on")
+
+
+def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label_column: str,
+                val_data: str | None = None, test_data: str | None = None, val_fraction: float = 0.15,
+                test_fraction: float = 0.2, seed: int = 42, delimiter: str = "|",
+                soft_label_column: str | None = None) -> Splits:
+    """Read, normalise and split into fit / validation / test.
+
+    Files given for validation or test are used as they are; otherwise those splits are stratified, seeded
+    samples of `data` (fractions of the whole of `data`), so the same data and seed give the same splits."""
+    for name, share, given in (("val_fraction", val_fraction, val_data), ("test_fraction", test_fraction, test_data)):
+        if not given and not 0.0 < share < 1.0:
+            raise DataError(f"{name} must be between 0 and 1 (exclusive), got {share}")
+    if not (val_data or test_data) and val_fraction + test_fraction >= 1.0:
+        raise DataError(f"val_fraction + test_fraction must leave data to train on, got {val_fraction} + {test_fraction}")
     descriptions = load_label_descriptions(labels)
     columns = parse_columns(text_columns)
-    frame = prepare(read_table(data), columns, label_column, delimiter, soft_label_column)
-    if val_data:
-        val = prepare(read_table(val_data), columns, label_column, delimiter, soft_label_column)
-        return frame, val, descriptions
-    if frame["labels"].isna().any():
-        return frame, frame.iloc[0:0], descriptions  # the gate reports the unlabelled rows
-    train, val = stratified_split(frame, val_fraction, seed)
-    return train, val, descriptions
+
+    def read(uri: str) -> pd.DataFrame:
+        return prepare(read_table(uri), columns, label_column, delimiter, soft_label_column)
+
+    pool = read(data)
+    splittable = not pool["labels"].isna().any()  # else the gate reports the unlabelled rows first
+    test = read(test_data) if test_data else None
+    val = read(val_data) if val_data else None
+    if test is None:
+        test_share = test_fraction if splittable else 0.0
+        pool, test = stratified_split(pool, test_share, seed) if test_share else (pool, pool.iloc[0:0])
+    if val is None:
+        if not splittable:
+            val = pool.iloc[0:0]
+        else:
+            share = val_fraction if test_data else val_fraction / (1.0 - test_fraction)
+            pool, val = stratified_split(pool, share, seed)
+    splits = Splits(pool, val, test, descriptions)
+    splits.check_disjoint()
+    return splits

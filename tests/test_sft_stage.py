@@ -35,7 +35,8 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
     assert run.data.tags["validation.training_data"] == "passed"
     assert "best_f1_macro" in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "f1_macro")) == 2
-    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "validation"}
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "validation", "test"}
+    assert "test_f1_macro" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"plots", "thresholds.json", "data", "labels.json", "validation"} <= artifacts
 
