@@ -100,7 +100,7 @@ def test_test_file_that_overlaps_the_training_data_is_refused_with_the_count(sma
     frame = pd.read_csv(small_dataset["data"])
     test = tmp_path / "test.csv"
     pd.concat([frame.head(3), frame.head(3).assign(title="unseen title", body="unseen body")]).to_csv(test, index=False)
-    with pytest.raises(DataError, match=r"^3 of 6 test document\(s\) also in the training data"):
+    with pytest.raises(DataError, match=r"^3 of 6 test_data document\(s\) also in the training or validation data"):
         load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels", test_data=str(test))
 
 
@@ -115,3 +115,15 @@ def test_bad_split_fractions_are_refused(small_dataset, val_fraction, test_fract
     with pytest.raises(DataError, match=message):
         load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels",
                     val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def test_pools_are_disjoint_stratified_and_cover_every_row(demo_frame):
+    from mlprojects.data import split_pools
+
+    pools = split_pools(demo_frame, "title,body", "labels", {"test": 0.2, "production": 0.35, "initial": 0.45}, 3)
+    assert sum(map(len, pools.values())) == len(demo_frame)
+    ids = [set(p["id"]) for p in pools.values()]
+    assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1:])
+    assert len(pools["test"]) == pytest.approx(0.2 * len(demo_frame), abs=4)  # multi-label rows: sizes drift a little
+    labels = lambda f: {l for ls in f["labels"] for l in ls.split("|")}  # noqa: E731
+    assert labels(pools["test"]) == labels(pools["production"]) == labels(demo_frame)

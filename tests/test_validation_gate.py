@@ -127,7 +127,10 @@ def test_every_split_needs_min_examples_per_label() -> None:
 def test_test_split_overlap_with_train_fails() -> None:
     test = with_rows(make_frame(5, prefix="test"), ("train text neutral 3", ["neutral"]))
     line = only_failure(validate_training_data(make_frame(), LABELS, test=test))
-    assert line == "test.text: 1 row also in train (train/test overlap): ['train text neutral 3']"
+    assert line == "test.text: 1 row also in train or validation (overlap with the test split): ['train text neutral 3']"
+    test = with_rows(make_frame(5, prefix="test"), ("val text neutral 1", ["neutral"]))
+    line = only_failure(validate_training_data(make_frame(), LABELS, val=make_frame(5, prefix="val"), test=test))
+    assert line == "test.text: 1 row also in train or validation (overlap with the test split): ['val text neutral 1']"
 
 
 def test_raise_for_failures_lists_all_failures() -> None:

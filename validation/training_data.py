@@ -17,6 +17,9 @@ import pandas as pd
 from validation.gx_runner import Check, GateResult, gx, run_checks
 
 E = gx.expectations
+_SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+_OVERLAP = {"val": "{n} row{s} also in train (train/validation overlap)",
+            "test": "{n} row{s} also in train or validation (overlap with the test split)"}
 
 
 def validate_training_data(
@@ -37,11 +40,13 @@ def validate_training_data(
     results = [_split_checks("train", train, label_names, cols)]
     if _columns_ok(train, cols):
         results.append(_min_examples("train", train, label_names, min_examples, labels_column))
-    train_texts = train[text_column] if text_column in train.columns else pd.Series(dtype=object)
+    seen = train[text_column] if text_column in train.columns else pd.Series(dtype=object)
     for split, frame in (("val", val), ("test", test)):
         if frame is None:
             continue
-        results.append(_split_checks(split, frame, label_names, cols, train_texts=train_texts))
+        results.append(_split_checks(split, frame, label_names, cols, train_texts=seen))
+        if text_column in frame.columns:  # the test split must not overlap validation either
+            seen = pd.concat([seen, frame[text_column]], ignore_index=True)
         if _columns_ok(frame, cols):  # F1 on a label with a handful of held-out examples is noise
             results.append(_min_examples(split, frame, label_names, min_examples, labels_column))
     return GateResult.combine(results)
@@ -100,7 +105,7 @@ def _split_checks(
         checks.append(
             Check(
                 E.ExpectColumnValuesToBeNull(column="text_in_train"),
-                "{n} row{s} also in train (train/" + _SPLIT_WORDS[split] + " overlap)",
+                _OVERLAP[split],
                 f"{prefix}{text}",
             )
         )
@@ -113,7 +118,6 @@ def _split_checks(
     return GateResult.combine([run_checks(split, rows, checks), run_checks(f"{split}_labels", long, [label_check])])
 
 
-_SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
 
 def _min_examples(split: str, df: pd.DataFrame, label_names: Sequence[str], min_examples: int,
