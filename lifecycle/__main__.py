@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "history":
         from lifecycle import db, history
 
-        setup()
+        setup(args.model_name)
         entries = history.rows(db.engine(), args.model_name)
         print(history.format_table(entries) if entries else f"{args.model_name} has had no champion yet")
         return 0
@@ -70,7 +70,7 @@ def configure(args) -> int:
     from registry import conventions as C
     from registry.settings import read_settings, write_settings
 
-    setup()
+    setup(args.model_name)
     client = mlflow.MlflowClient()
     try:
         client.get_registered_model(args.model_name)

@@ -15,7 +15,7 @@ from lifecycle import history
 from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease
 from registry import conventions as C
-from registry.aliases import remove_alias, retire_archived, set_alias, set_stage, set_tags
+from registry.aliases import archive, remove_alias, retire_archived, set_alias, set_stage, set_tags
 from serving.targets import Deployment, DeploymentTarget
 
 
@@ -50,7 +50,7 @@ def promote(ctx: Context, intent: dict) -> None:
     remove_alias(ctx.client, ctx.name, C.CHALLENGER, version)
     checkpoint("promote.challenger")
     if previous and previous != version:
-        set_stage(ctx.client, ctx.name, previous, C.ARCHIVED_STAGE)
+        archive(ctx.client, ctx.name, previous)
     checkpoint("promote.archive")
     history.record(ctx.engine, ctx.name, "promote", version, previous, intent["actor"], intent["id"],
                    {"reason": intent["tags"].get(C.TAG_REASON)})
@@ -78,7 +78,7 @@ def rollback(ctx: Context, intent: dict) -> None:
     version, previous = intent["version"], intent["previous"]
     set_alias(ctx.client, ctx.name, C.CHAMPION, version)
     checkpoint("rollback.champion")
-    set_stage(ctx.client, ctx.name, previous, C.ARCHIVED_STAGE)
+    archive(ctx.client, ctx.name, previous)
     set_tags(ctx.client, ctx.name, previous, {C.TAG_DECISION: "rolled_back", C.TAG_ACTOR: intent["actor"],
                                               C.TAG_DECIDED_AT: _now(), C.TAG_REASON: f"rolled back to {version}"})
     checkpoint("rollback.archive")
@@ -98,8 +98,11 @@ def clone(ctx: Context, intent: dict) -> None:
     champion_intent = next((v.tags.get(C.TAG_INTENT) for v in versions if str(v.version) == parent), None)
     untagged = sorted((str(v.version) for v in versions if v.source == f"models:/{ctx.name}/{parent}"
                        and v.tags.get(C.TAG_INTENT) == champion_intent), key=int)
+    # clones of this champion made earlier (it was champion before a rollback): the same weights, re-used
+    earlier = {v.tags.get(C.TAG_ROLE): str(v.version) for v in sorted(versions, key=lambda v: int(v.version))
+               if v.tags.get(C.TAG_CLONE_OF) == parent and v.tags.get(C.TAG_RETIRED) != "true"}
     for role in (C.REFERENCE, C.POLICY):
-        version = existing.get(role)
+        version = existing.get(role) or earlier.get(role)
         if version is None:
             ctx.lease.ensure()
             if untagged:  # killed between copying and tagging: adopt that copy
@@ -113,7 +116,8 @@ def clone(ctx: Context, intent: dict) -> None:
         checkpoint(f"clone.{role}.claimed")
         for key in _inherited_decision_tags(ctx, version):
             ctx.client.delete_model_version_tag(ctx.name, version, key)
-        set_tags(ctx.client, ctx.name, version, {C.TAG_KIND: "clone", C.TAG_PARENT_VERSION: parent})
+        set_tags(ctx.client, ctx.name, version, {C.TAG_KIND: "clone", C.TAG_PARENT_VERSION: parent,
+                                                 C.TAG_CLONE_OF: parent})
         checkpoint(f"clone.{role}.copied")
         set_alias(ctx.client, ctx.name, role, version)
         checkpoint(f"clone.{role}.alias")
@@ -122,9 +126,13 @@ def clone(ctx: Context, intent: dict) -> None:
 
 def deploy(ctx: Context, version: str) -> Deployment:
     ctx.lease.ensure()
+    before = ctx.target.current(ctx.name)
     deployment = ctx.target.deploy(ctx.name, version)
     set_tags(ctx.client, ctx.name, version, {"deploy.target": deployment.target, "deploy.status": deployment.status,
                                              "deploy.at": _now()})
+    if before and before.version != str(version):  # its card must not say it still serves
+        set_tags(ctx.client, ctx.name, before.version, {"deploy.status": f"replaced by version {version}",
+                                                        "deploy.at": _now()})
     checkpoint("deploy.done")
     return deployment
 

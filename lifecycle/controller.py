@@ -1,6 +1,7 @@
 """Reconcile one registered model: read the registry, plan, act, until nothing is left to do.
 
-Holds the model's lease while acting; records every decision as version tags and in a controller MLflow run.
+Holds the model's lease while acting; records every decision as version tags, in the version's model card and
+in a controller MLflow run in the model's experiment.
 """
 from __future__ import annotations
 
@@ -24,14 +25,13 @@ from lifecycle.state import RegistryState, read_state
 from mlprojects import config as P
 from mlprojects.bootstrap import paired_bootstrap
 from mlprojects.errors import ConfigError, PlatformError
-from mlprojects.evaluation import EvalData, Evaluation, ModelError, evaluate_model, load_eval_data, log_evaluation
+from mlprojects.evaluation import (EvalData, Evaluation, ModelError, evaluate_model, load_eval_data, log_evaluation,
+                                   log_model_metrics)
 from mlprojects.tracking import log_json, setup
 from registry import conventions as C
+from registry.model_card import refresh_cards
 from registry.settings import ModelSettings, read_settings
 from serving.targets import get_target
-
-CONTROLLER_EXPERIMENT = "lifecycle-controller"
-
 
 def actor() -> str:
     return f"lifecycle-controller {getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
@@ -39,7 +39,7 @@ def actor() -> str:
 
 class Controller:
     def __init__(self, model_name: str, lease_ttl: float = P.LEASE_TTL_S):
-        setup(CONTROLLER_EXPERIMENT)
+        setup(model_name)
         self.client = MlflowClient()
         self.name = model_name
         try:
@@ -72,6 +72,8 @@ class Controller:
                 if not mlflow.active_run():
                     stack.enter_context(self._controller_run())
                 self.execute(action)
+            if mlflow.active_run():
+                refresh_cards(self.client, self.name)
         return self.log
 
     def rollback(self) -> list[str]:
@@ -91,6 +93,7 @@ class Controller:
             A.rollback(self.ctx, intent)
             self.note(f"rolled back: champion {state.champion} -> {target}")
             self.execute(Action("deploy", target))
+            refresh_cards(self.client, self.name)
         return self.log
 
     # -- reading --------------------------------------------------------------------------------------------
@@ -196,6 +199,7 @@ class Controller:
 
     def _log_decision(self, version, champion, cand_ev, champ_ev, paired, decision) -> None:
         log_evaluation(cand_ev, prefix=f"v{version}/")
+        log_model_metrics(cand_ev, f"models:/{self.name}/{version}")
         metrics = {f"v{version}_candidate_f1_macro": cand_ev.report["f1_macro"]}
         if champ_ev is not None:
             metrics.update({f"v{version}_champion_f1_macro": champ_ev.report["f1_macro"],

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from mlflow import MlflowClient
 
 from registry import conventions as C
+from registry.aliases import is_archived
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class RegistryState:
     def archived(self) -> list[str]:
         """Archived versions holding no alias, newest first."""
         held = set(self.aliases.values())
-        return sorted((v for v, info in self.versions.items() if info.stage == C.ARCHIVED_STAGE and v not in held),
+        return sorted((v for v, info in self.versions.items() if is_archived(info.stage, info.tags) and v not in held),
                       key=int, reverse=True)
 
 

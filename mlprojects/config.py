@@ -17,7 +17,6 @@ DEMO_LABELS = REPO_ROOT / "data" / "demo" / "labels.yaml"
 DEMO_TEXT_COLUMNS = "title,body"
 DEMO_LABEL_COLUMN = "labels"
 DEFAULT_MODEL_NAME = "tax-doc-classifier"
-DEFAULT_EXPERIMENT = "dual-encoder-classifier"
 
 
 def resolve_encoder(name_or_path: str) -> str:
@@ -35,8 +34,9 @@ def tracking_uri() -> str:
 
 
 def artifact_root() -> str:
-    """Where new experiments keep artifacts when the tracking store is local."""
-    return os.environ.get("MLFLOW_ARTIFACT_ROOT") or (REPO_ROOT / "mlartifacts").as_uri()
+    """Where new experiments keep artifacts when the tracking store is local: `./mlruns`, the place MLflow itself
+    uses for experiments it creates (Default, `mlflow run --experiment-name`), so all artifacts are in one place."""
+    return os.environ.get("MLFLOW_ARTIFACT_ROOT") or (REPO_ROOT / "mlruns").as_uri()
 
 
 @dataclass
@@ -207,6 +207,9 @@ def lifecycle_db_url() -> str:
         raise ConfigError(f"the tracking store {url} is not a SQL database; set LIFECYCLE_DB to a SQLAlchemy URL "
                           "(e.g. postgresql://... or sqlite:///lifecycle.db) for the controller's lease and history")
     return url
+
+
+LOCAL_SWAP_TIMEOUT_S = 120.0  # how long the local target waits for running endpoints to serve a new version
 
 
 def deploy_dir() -> Path:

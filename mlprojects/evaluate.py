@@ -13,11 +13,13 @@ from pathlib import Path
 import mlflow
 
 from mlprojects import config as C
-from mlprojects.evaluation import evaluate_model, load_descriptions_arg, load_eval_data, log_evaluation
+from mlprojects.evaluation import (evaluate_model, load_descriptions_arg, load_eval_data, log_evaluation,
+                                   log_model_metrics)
 from mlprojects.errors import ConfigError, cli_entry, int_arg
 from mlprojects.tracking import log_params_once, setup
 from registry.aliases import set_tags
-from registry.lookup import registered_version
+from registry.model_card import write_card
+from registry.lookup import model_name_of, registered_version
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup()
+    setup(model_name_of(args.model_uri))
     override = load_descriptions_arg(args.label_descriptions)
     if not override and not args.labels:
         raise ConfigError("give the label file (labels) or a label set to evaluate zero-shot (label_descriptions)")
@@ -52,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
         ev = evaluate_model(args.model_uri, data, args.bootstrap, args.seed, args.confidence, zero_shot=bool(override))
         log_evaluation(ev)
         version = registered_version(args.model_uri)
-        if version and not override:  # zero-shot scores on another label set are not the version's own results
+        if not override:  # zero-shot scores on another label set are not the model's own results
+            log_model_metrics(ev, args.model_uri)
+        if version and not override:
             set_tags(mlflow.MlflowClient(), *version, ev.version_tags())
+            write_card(mlflow.MlflowClient(), *version)
     if args.output:
         Path(args.output).write_text(json.dumps({"report": ev.report, "intervals": ev.intervals}, indent=2))
     low, high = ev.intervals["f1_macro"]

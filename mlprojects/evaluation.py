@@ -151,6 +151,32 @@ def evaluate_model(model_uri: str, data: EvalData, n_bootstrap: int = 1000, seed
     return score(data, y_pred, scores, n_bootstrap, seed, confidence)
 
 
+def log_model_metrics(ev: Evaluation, model_uri: str) -> str | None:
+    """The summary metrics and intervals also as MLflow 3 model metrics, linked to the logged model behind
+    `model_uri` and to the evaluation dataset, so the model's page shows them; the logged model's id, or None
+    when the URI has no logged model (nothing is linked then)."""
+    from registry.lookup import logged_model_id
+
+    model_id = logged_model_id(model_uri)
+    if model_id is None:
+        return None
+    frame = pd.DataFrame({"text": ev.data.texts, "labels": ["|".join(ls) for ls in _label_lists(ev.data)]})
+    name = f"evaluation-{ev.data.digest}"
+    try:
+        dataset = mlflow.data.from_pandas(frame, source=ev.data.source, name=name)
+    except mlflow.exceptions.MlflowException:  # a source MLflow cannot resolve (runs:/...): the digest still links
+        dataset = mlflow.data.from_pandas(frame, name=name)
+    metrics = {k: float(ev.report[k]) for k in SUMMARY_METRICS}
+    for key in SUMMARY_METRICS:
+        metrics[f"{key}_low"], metrics[f"{key}_high"] = map(float, ev.intervals[key])
+    mlflow.log_metrics(metrics, model_id=model_id, dataset=dataset)
+    return model_id
+
+
+def _label_lists(data: EvalData) -> list[list[str]]:
+    return [[label for label, on in zip(data.label_names, row) if on] for row in data.y_true]
+
+
 def log_evaluation(ev: Evaluation, prefix: str = "") -> None:
     """Metrics, the full report and the plots into the active MLflow run (under `prefix`, e.g. 'v3/')."""
     mlflow.log_metrics({f"{prefix.replace('/', '_')}{k}": v for k, v in ev.metrics().items()})

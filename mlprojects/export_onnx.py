@@ -22,7 +22,7 @@ from mlprojects.tracking import log_json, log_params_once, setup
 from registry import conventions as RC
 from registry.contract import format_predictions
 from registry.log_model import log_onnx_classifier, register
-from registry.lookup import load_classifier
+from registry.lookup import load_classifier, model_name_of
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +89,7 @@ def evaluation_frames(args, version, text_columns: list[str]) -> tuple[pd.DataFr
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = C.OnnxConfig.from_dict(vars(args))
-    setup()
+    setup(model_name_of(args.model_uri))
     source = source_version(args.model_uri)
     onnx_name = args.model_name or f"{source.name}{C.ONNX_MODEL_SUFFIX}"
     try:

@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     params = C.GRPOParams(**{f.name: getattr(args, f.name) for f in fields(C.GRPOParams)})
     docs_per_step(params)  # group size and batch checked before any model is loaded
     feedback_uri = args.feedback_uri or C.feedback_db_url()
-    uri = setup()
+    uri = setup(args.model_name)
     client = mlflow.MlflowClient()
     ref_version = alias_version(client, args.model_name, RC.REFERENCE)
     policy_version = alias_version(client, args.model_name, RC.POLICY)

@@ -152,7 +152,7 @@ def print_summary(table: pd.DataFrame, timings: dict, rounds: dict, uri: str) ->
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    uri = setup()
+    uri = setup(args.model_name)
     name = args.model_name
     with mlflow.start_run(run_name="pipeline") as run, tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
         steps = Steps(run.info.run_id, run.info.experiment_id)

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     pbt = pbt_config_from_args(args) if args.tune == "pbt" else None  # a bad tuning config fails here, first
     text_columns = parse_columns(args.text_columns)
-    uri = setup()
+    uri = setup(args.model_name)
     splits = load_splits(args.data, args.labels, text_columns, args.label_column, args.val_data or None,
                          args.test_data or None, cfg.val_fraction, cfg.test_fraction, cfg.seed,
                          args.label_delimiter, cfg.soft_label_column)

@@ -2,23 +2,34 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from mlprojects.config import DEFAULT_EXPERIMENT, artifact_root, tracking_uri
+from mlprojects.config import DEFAULT_MODEL_NAME, artifact_root, tracking_uri
+
+log = logging.getLogger(__name__)
+_SET_HERE: set[str] = set()  # experiments this process's setup() chose (MLflow then exports their id)
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's `Default`, where `mlflow run` puts runs when given no experiment
 
 
-def setup(experiment: str = DEFAULT_EXPERIMENT) -> str:
-    """Point MLflow at the configured store; create the experiment with a local artifact root if needed.
+def setup(model_name: str | None = None) -> str:
+    """Point MLflow at the configured store, and at the model's experiment (named after the model, or
+    MLFLOW_EXPERIMENT_NAME), created with the local artifact root if needed: every run of one model in one place.
 
     Under `mlflow run` the run (and its experiment) already exist; MLFLOW_EXPERIMENT_ID is then kept.
     """
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    if os.environ.get("MLFLOW_RUN_ID") or os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or model_name or DEFAULT_MODEL_NAME
+    chosen = os.environ.get("MLFLOW_EXPERIMENT_ID")  # by `mlflow run` or the caller, unless an earlier setup here
+    if os.environ.get("MLFLOW_RUN_ID") or (chosen and chosen not in _SET_HERE):
+        if os.environ.get("MLFLOW_EXPERIMENT_ID") == DEFAULT_EXPERIMENT_ID:
+            log.warning("this run is in MLflow's Default experiment; `mlflow run ... --experiment-name %s` keeps "
+                        "every run of the model in one experiment", experiment)
         return uri
     client = mlflow.MlflowClient()
     if client.get_experiment_by_name(experiment) is None:
@@ -28,7 +39,7 @@ def setup(experiment: str = DEFAULT_EXPERIMENT) -> str:
         except MlflowException as exc:  # another process created it between our check and our insert
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
-    mlflow.set_experiment(experiment)
+    _SET_HERE.add(mlflow.set_experiment(experiment).experiment_id)  # set_experiment exports MLFLOW_EXPERIMENT_ID
     return uri
 
 

@@ -6,7 +6,8 @@ CHALLENGER = "challenger"  # candidate waiting for the lifecycle controller
 REFERENCE = "reference"  # frozen SFT model that GRPO is anchored to
 POLICY = "policy"  # trainable GRPO policy
 
-# Deprecated registry stages, mirrored from aliases so stage-based tools keep working.
+# Deprecated registry stages, mirrored from aliases so stage-based tools keep working, where the registry has
+# them (registry.stages); every reader also works from aliases and tags alone.
 STAGE_FOR_ALIAS = {CHAMPION: "Production", CHALLENGER: "Staging"}
 ARCHIVED_STAGE = "Archived"  # previous champions (the last K are kept here for rollback)
 NO_STAGE = "None"  # rejected candidates and retired versions
@@ -19,6 +20,7 @@ TAG_KIND = "lineage.kind"  # sft | grpo | clone | onnx
 TAG_DATA_DIGEST = "lineage.data_digest"
 TAG_ENCODER = "lineage.encoder"
 TAG_GIT_COMMIT = "lineage.git_commit"
+TAG_CLONE_OF = "lineage.clone_of"  # clones: the champion version they copy (also said in their description)
 TAG_SOURCE_MODEL = "lineage.source_model"  # ONNX exports: the registered model they were exported from
 TAG_ONNX_VERSION = "lineage.onnx_version"  # on a source version: its latest ONNX export (`<name>-onnx`)
 
@@ -41,6 +43,7 @@ TAG_GAIN_CI = "lifecycle.gain_ci"  # paired-bootstrap interval of candidate - ch
 TAG_CONTROLLER_RUN = "lifecycle.controller_run_id"
 TAG_BLOCKED = "lifecycle.blocked"  # why a candidate is waiting (no evaluation config, dataset fails its gate)
 TAG_RETIRED = "lifecycle.retired"  # archived champions beyond the last K: out of any stage, artifacts kept
+TAG_ARCHIVED = "lifecycle.archived"  # "true" on a previous champion kept for rollback (the Archived stage's twin)
 TAG_ROLE = "lifecycle.role"  # reference | policy on clones
 TAG_INTENT = "lifecycle.intent_id"  # the multi-step action that created a clone (crash recovery)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import subprocess
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow
@@ -10,8 +10,10 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+from packaging.version import InvalidVersion, Version
 
 from mlprojects.config import REPO_ROOT
+from mlprojects.errors import ConfigError
 from registry import conventions as C
 
 _TORCH_PYFUNC = Path(__file__).with_name("torch_pyfunc.py")
@@ -30,9 +32,29 @@ def signature(text_columns: list[str], example_output: pd.DataFrame) -> ModelSig
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
+def public_pin(package: str, installed: str | None) -> str:
+    """`package==<public version>`: a local label (`2.13.0+cpu`) names a build no ordinary index serves, so it is
+    dropped as MLflow's own pinning does; a package that is not installed, or whose version is not PEP 440, cannot
+    be rebuilt anywhere and is refused (ConfigError naming it) before anything is logged."""
+    if installed is None:
+        raise ConfigError(f"cannot pin requirement {package!r}: it is not installed in this environment")
+    try:
+        return f"{package}=={Version(installed).public}"
+    except InvalidVersion:
+        raise ConfigError(f"cannot pin requirement {package!r}: version {installed!r} is not a PEP 440 version "
+                          "any package index can serve") from None
+
+
+def _installed(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def _pinned(packages: tuple[str, ...]) -> list[str]:
     """Pinned to what built the model; listing them skips MLflow's slow requirement inference."""
-    return [f"{p}=={version(p)}" for p in packages]
+    return [public_pin(p, _installed(p)) for p in packages]
 
 
 def torch_requirements() -> list[str]:
@@ -84,12 +106,16 @@ def log_onnx_classifier(package_dir: str | Path, text_columns: list[str], exampl
 def register(model_uri: str, model_name: str, tags: dict[str, str], alias: str | None = C.CHALLENGER) -> ModelVersion:
     """Register `model_uri` as a new version of `model_name` with lineage tags (git commit always added).
 
-    New versions are candidates: they get the `challenger` alias (and the Staging stage) for the controller.
+    New versions are candidates: they get the `challenger` alias (and the Staging stage) for the controller. The
+    registered model gets its description the first time, the version its model card.
     """
     from registry.aliases import set_alias
+    from registry.model_card import publish
 
     tags = {C.TAG_GIT_COMMIT: git_commit(), **{k: str(v) for k, v in tags.items() if v is not None}}
     version_ = mlflow.register_model(model_uri, model_name, tags=tags)
+    client = mlflow.MlflowClient()
     if alias:
-        set_alias(mlflow.MlflowClient(), model_name, alias, version_.version)
+        set_alias(client, model_name, alias, version_.version)
+    publish(client, model_name, version_.version)
     return version_

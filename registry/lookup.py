@@ -5,6 +5,9 @@ from pathlib import Path
 
 import mlflow
 
+# The torch and the ONNX pyfunc's artifact names, and their classifier's metadata file inside each.
+META_FILES = {"classifier": "classifier.json", "onnx_classifier": "onnx_classifier.json"}
+
 
 def classifier_dir(model_uri: str) -> Path:
     """Download a torch pyfunc model (`models:/name@alias`, `models:/name/3`, `runs:/...`) and return the
@@ -23,26 +26,62 @@ def load_classifier(model_uri: str, device: str | None = None):
     return Classifier.load(classifier_dir(model_uri), device)
 
 
-def label_names(model_name: str, version: str) -> list[str]:
-    """The label set of a registered version, from its classifier.json alone (the encoder is not downloaded)."""
+def classifier_meta(model_name: str, version: str) -> dict:
+    """The metadata file (labels, descriptions, text columns) of a registered torch or ONNX version, alone (the
+    weights are not downloaded); found through the pyfunc's artifact map in its MLmodel file."""
     import json
     import tempfile
 
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = ModelsArtifactRepository(f"models:/{model_name}/{version}").download_artifacts(
-            "artifacts/classifier/classifier.json", tmp)
-        return list(json.loads(Path(path).read_text())["labels"])
+    uri = f"models:/{model_name}/{version}"
+    artifacts = mlflow.models.get_model_info(uri).flavors.get("python_function", {}).get("artifacts") or {}
+    for key, meta_file in META_FILES.items():
+        if key in artifacts:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = ModelsArtifactRepository(uri).download_artifacts(f"{artifacts[key]['path']}/{meta_file}", tmp)
+                return json.loads(Path(path).read_text())
+    raise FileNotFoundError(f"{uri} holds no dual-encoder classifier (pyfunc artifacts: {sorted(artifacts)})")
 
-def registered_version(model_uri: str) -> tuple[str, str] | None:
-    """(name, version) behind `models:/name/N` or `models:/name@alias`; None for other URIs."""
+
+def label_names(model_name: str, version: str) -> list[str]:
+    """The label set of a registered version, from its metadata alone (the encoder is not downloaded)."""
+    return list(classifier_meta(model_name, version)["labels"])
+
+
+def logged_model_id(model_uri: str) -> str | None:
+    """The MLflow 3 logged model behind any model URI (read from its MLmodel file); None for models without one."""
+    try:
+        return mlflow.models.get_model_info(model_uri).model_id
+    except Exception:  # noqa: BLE001 - a path or run without an MLmodel file simply has no logged model
+        return None
+
+
+def _models_uri(model_uri: str) -> tuple[str, str, str] | None:
+    """(name, '@' or '/', alias or version) of `models:/name@alias` or `models:/name/N`; names are never split on
+    '.', so Unity Catalog's `catalog.schema.model` passes whole."""
     if not model_uri.startswith("models:/"):
         return None
     path = model_uri[len("models:/"):].strip("/")
-    client = mlflow.MlflowClient()
     if "@" in path:
         name, alias = path.split("@", 1)
-        return name, str(client.get_model_version_by_alias(name, alias).version)
+        return name, "@", alias
     name, _, version = path.rpartition("/")
-    return (name, version) if name and version.isdigit() else None
+    return (name, "/", version) if name and version.isdigit() else None
+
+
+def model_name_of(model_uri: str) -> str | None:
+    """The registered model a URI names, without asking the registry; None for other URIs."""
+    parsed = _models_uri(model_uri)
+    return parsed[0] if parsed else None
+
+
+def registered_version(model_uri: str) -> tuple[str, str] | None:
+    """(name, version) behind `models:/name/N` or `models:/name@alias`; None for other URIs."""
+    parsed = _models_uri(model_uri)
+    if parsed is None:
+        return None
+    name, kind, ref = parsed
+    if kind == "@":
+        return name, str(mlflow.MlflowClient().get_model_version_by_alias(name, ref).version)
+    return name, ref

@@ -112,10 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from mlprojects.data import load_label_descriptions
     from mlprojects.tracking import log_params_once, setup
+    from registry.lookup import model_name_of
     from serving.azureml.bundle import resolve_version
 
     args = build_parser().parse_args(argv)
-    setup()
+    setup(model_name_of(args.model_uri))
     try:
         name, version = resolve_version(args.model_uri)
     except (mlflow.exceptions.MlflowException, ValueError) as exc:
