@@ -1,6 +1,7 @@
 """`python -m serving serve | deploy`: the local endpoint, and deployments (local or Azure ML, with --dry-run).
 
     python -m serving serve --model models:/tax-doc-classifier@champion --port 5001 [--api-key-env VAR]
+        (a `@champion` endpoint follows the local deployment target: promotions and rollbacks swap its model)
     python -m serving deploy --target azureml --model models:/tax-doc-classifier@champion --dry-run --out DIR
 """
 from __future__ import annotations
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key-env", default="", help="name of the environment variable holding the API key")
     s.add_argument("--max-body-bytes", type=int, default=C.SERVE_MAX_BODY_BYTES)
     s.add_argument("--feedback-db", default="", help="SQLAlchemy URL of the feedback store (default: its own)")
+    s.add_argument("--no-follow", action="store_true",
+                   help="serve the version the URI names now, even when a local deployment of its champion changes")
     d = sub.add_parser("deploy", help="deploy a registered version to a target")
     d.add_argument("--target", default="local", help="local | azureml")
     d.add_argument("--model", required=True, help="models:/<name>@<alias> or models:/<name>/<version>")
@@ -37,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from registry.conventions import CHAMPION
     from serving.endpoint import EndpointSettings, create_app
+    from serving.follow import DeploymentFollower, ModelSlot, deployed_version
 
     api_key = None
     if args.api_key_env:
@@ -47,10 +52,22 @@ def serve(args: argparse.Namespace) -> int:
     if args.max_body_bytes < 1:
         raise ConfigError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
     model = _load(args.model)
+    follows = not args.no_follow and args.model.rstrip("/").endswith(f"@{CHAMPION}")
+    deployed = deployed_version(C.deploy_dir(), model.name) if follows else None
+    if deployed and deployed != model.version:  # what the local target deployed, not an alias not yet deployed
+        model = _load(f"models:/{model.name}/{deployed}")
+    slot = ModelSlot(model)
     settings = EndpointSettings(api_key=api_key, max_body_bytes=args.max_body_bytes, feedback_db=args.feedback_db or None)
+    url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
+    follower = DeploymentFollower(slot, model.name, C.deploy_dir(), _load).start(url) if follows else None
     print(f"serving {model.name} version {model.version} on http://{args.host}:{args.port}"
-          f" (auth: {'API key' if api_key else 'none'})", flush=True)
-    uvicorn.run(create_app(model, settings), host=args.host, port=args.port, log_level="warning")
+          f" (auth: {'API key' if api_key else 'none'}"
+          f"{'; follows local deployments' if follower else ''})", flush=True)
+    try:
+        uvicorn.run(create_app(slot, settings), host=args.host, port=args.port, log_level="warning")
+    finally:
+        if follower:
+            follower.stop()
     return 0
 
 

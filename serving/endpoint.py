@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from serving.follow import ModelSlot
 from serving.scoring import PayloadError, client_message, decode_json, is_client_error, parse_request, predict
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,10 @@ class Rejected(Exception):
         self.status = status
 
 
-def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings()) -> FastAPI:
+def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = EndpointSettings()) -> FastAPI:
+    """The app over one model, or over a slot whose model a DeploymentFollower swaps: each request reads the
+    slot once, so it is answered by one model from start to end."""
+    slot = model if isinstance(model, ModelSlot) else ModelSlot(model)
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None)
     recent = RecentPredictions(settings.remember)
 
@@ -126,11 +130,12 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
     @app.get("/health")
     @app.get("/ping")
     def health() -> dict:
-        return {"status": "ok", "model": model.info}
+        return {"status": "ok", "model": slot.current.info}
 
     @app.post("/invocations")
     async def invocations(request: Request):
         body = await read_body(request)
+        model = slot.current
         try:
             frame, params = parse_request(body)
             predictions = await run_in_threadpool(predict, model.pyfunc, frame, params)
@@ -150,7 +155,7 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
     async def feedback(request: Request):
         body = await read_body(request)
         try:
-            record = feedback_record(decode_json(body), recent, model)
+            record = feedback_record(decode_json(body), recent, slot.current)
             await run_in_threadpool(store_feedback, record)
         except PayloadError as exc:
             return error(400, str(exc))
