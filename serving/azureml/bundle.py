@@ -91,7 +91,5 @@ def conda_environment(model_dir: Path) -> dict:
     if env_file.exists():
         python = str(yaml.safe_load(env_file.read_text()).get("python", python))
     pip = scoring_requirements(model_dir)
-    if any("+cpu" in r for r in pip):  # CPU builds of torch live on PyTorch's own index
-        pip = ["--extra-index-url https://download.pytorch.org/whl/cpu", *pip]
     return {"name": "dual-encoder-scoring", "channels": ["conda-forge"],
             "dependencies": [f"python={python}", "pip", {"pip": pip}]}
