@@ -31,7 +31,7 @@ java:
 	fi
 
 demo: install
-	mlflow run . -e pipeline --env-manager local
+	mlflow run . -e pipeline --env-manager local --experiment-name tax-doc-classifier
 
 test: install
 	$(PY) -m pytest -q

@@ -111,6 +111,9 @@ def test_sft_version_is_a_challenger_that_becomes_the_first_champion(trained, mo
     assert [(e["action"], e["version"]) for e in entries] == [("promote", "1")]
     run = mlflow.get_run(champion.tags["lifecycle.controller_run_id"])
     assert run.data.tags["lifecycle.promoted"] == "1"
+    # the sft run and the controller's decisions in one experiment, named after the model
+    assert {mlflow.get_experiment(r.info.experiment_id).name for r in (run, mlflow.get_run(run_id))} == {"sft-model"}
+    assert "**Trained**" in client.get_registered_model("sft-model").description
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "v1/evaluation")}
     assert {"v1/evaluation/confusion_matrices.png", "v1/evaluation/precision_recall.png",
             "v1/evaluation/threshold_curves.png", "v1/evaluation/metrics.json"} <= artifacts
@@ -137,6 +140,13 @@ def test_evaluate_entry_point(trained, monkeypatch, tmp_path):
     assert run.data.metrics["f1_macro"] == pytest.approx(result["report"]["f1_macro"])
     assert {"evaluation/confusion_matrices.png", "evaluation/precision_recall.png", "evaluation/threshold_curves.png",
             "evaluation/metrics.json"} <= {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    # also MLflow 3 model metrics of the logged model (linked to the dataset), and the version's card says them
+    from registry.lookup import logged_model_id
+
+    linked = [m for m in mlflow.get_logged_model(logged_model_id("models:/sft-model/1")).metrics
+              if m.key == "f1_macro" and m.run_id == run.info.run_id]
+    assert linked and linked[0].value == pytest.approx(result["report"]["f1_macro"]) and linked[0].dataset_digest
+    assert f"| f1_macro | {result['report']['f1_macro']:.4f} |" in version("sft-model", "1").description
 
     # a bad dataset (unknown label) stops with one readable line, through the module itself (no mlflow run needed)
     from mlprojects.evaluate import main as evaluate_main

@@ -3,10 +3,14 @@ double of Unity Catalog) and on the real SQLite registry with stages off and on,
 what people read there: the model's description, each version's card, model metrics, one experiment."""
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import mlflow
 import pytest
+import requests
 from mlflow.exceptions import MlflowException
 
 from lifecycle.controller import Controller
@@ -140,3 +144,33 @@ def test_lifecycle_from_aliases_and_tags_alone(store, monkeypatch, registry, mod
     # the controller's runs are in the model's experiment
     run = mlflow.get_run(client.get_model_version(NAME, good).tags[C.TAG_CONTROLLER_RUN])
     assert mlflow.get_experiment(run.info.experiment_id).name == NAME
+
+
+def test_a_three_level_name_through_the_entry_points(store, monkeypatch, capsys):
+    """evaluate, the lifecycle CLI and the endpoint take `catalog.schema.model` whole (stages off, as on UC)."""
+    from lifecycle.__main__ import main as lifecycle_main
+    from mlprojects.evaluate import main as evaluate_main
+    from serving.local_server import free_port, wait_until_healthy
+
+    monkeypatch.setenv("REGISTRY_STAGES", "off")
+    version = register_variant(store["classifier"], NAME, store["work"])
+    labels = str(REPO / "data/demo/labels.yaml")
+    assert lifecycle_main(["configure", "--model-name", NAME, "--eval-data", store["eval"], "--eval-labels", labels,
+                           "--text-columns", "title,body", "--bootstrap", "200"]) == 0
+    assert lifecycle_main(["reconcile", "--once", "--model-name", NAME]) == 0
+    assert lifecycle_main(["history", "--model-name", NAME]) == 0
+    assert f"{version} " in capsys.readouterr().out
+    assert evaluate_main(["--model-uri", f"models:/{NAME}@champion", "--data", store["eval"], "--labels", labels,
+                          "--text-columns", "title,body", "--bootstrap", "200"]) == 0
+    assert f"model version {version} tagged" in capsys.readouterr().out
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--model", f"models:/{NAME}@champion",
+                             "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        wait_until_healthy(f"http://127.0.0.1:{port}", proc)
+        health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+        assert health["model"] == {"name": NAME, "version": version}
+    finally:
+        proc.terminate()
+        proc.wait(30)
