@@ -30,6 +30,7 @@ from mlprojects.evaluation import (EvalData, Evaluation, ModelError, evaluate_mo
 from mlprojects.tracking import log_json, setup
 from registry import conventions as C
 from registry.model_card import refresh_cards
+from registry.stages import client_stages_enabled
 from registry.settings import ModelSettings, read_settings
 from serving.targets import get_target
 
@@ -41,6 +42,7 @@ class Controller:
     def __init__(self, model_name: str, lease_ttl: float = P.LEASE_TTL_S):
         setup(model_name)
         self.client = MlflowClient()
+        client_stages_enabled(self.client)  # a bad stage setting stops here, before any write
         self.name = model_name
         try:
             tags = self.client.get_registered_model(model_name).tags

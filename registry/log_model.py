@@ -111,10 +111,12 @@ def register(model_uri: str, model_name: str, tags: dict[str, str], alias: str |
     """
     from registry.aliases import set_alias
     from registry.model_card import publish
+    from registry.stages import client_stages_enabled
 
+    client = mlflow.MlflowClient()
+    client_stages_enabled(client)  # a bad stage setting stops here, before anything is registered
     tags = {C.TAG_GIT_COMMIT: git_commit(), **{k: str(v) for k, v in tags.items() if v is not None}}
     version_ = mlflow.register_model(model_uri, model_name, tags=tags)
-    client = mlflow.MlflowClient()
     if alias:
         set_alias(client, model_name, alias, version_.version)
     publish(client, model_name, version_.version)

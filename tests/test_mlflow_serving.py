@@ -46,6 +46,20 @@ def test_a_requirement_that_cannot_be_resolved_is_refused_naming_the_package():
     assert all("+" not in r for r in torch_requirements())
 
 
+def test_logging_a_model_with_an_unresolvable_requirement_is_refused(monkeypatch, mlflow_env, tmp_path):
+    """Refused before anything is logged: the run has no model."""
+    import pandas as pd
+
+    import registry.log_model as L
+
+    monkeypatch.setattr(L, "_installed", lambda package: None if package == "torch" else "1.0")
+    example = pd.DataFrame({"text": ["a"]})
+    with mlflow.start_run() as run, pytest.raises(ConfigError, match="cannot pin requirement 'torch'"):
+        L.log_classifier(tmp_path, ["text"], example, pd.DataFrame({"labels": [["x"]], "top_label": ["x"],
+                                                                    "scores": [{"x": 1.0}]}))
+    assert mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list") == []
+
+
 @pytest.fixture(scope="module")
 def champions(registry_env, source_model, exported):  # noqa: F811 - fixtures from test_onnx_export
     """The torch model and its ONNX export, each under the `champion` alias."""
