@@ -27,6 +27,9 @@ def model_description(name: str, meta: dict) -> str:
     columns = ", ".join(meta.get("text_columns") or ["text"])
     kind = "single-label (arg-max)" if meta.get("single_label") else "multi-label"
     rows = "\n".join(f"| `{label}` | {_cell(text)} |" for label, text in labels.items())
+    export = ("\n\n**ONNX export** (onnxruntime, no torch) of the torch model named in each version's "
+              "`lineage.source_model`; registered only when its parity gates against the torch model pass."
+              if "input_names" in meta else "")
     return _fit(f"""**{name}**: a semantic dual-encoder document classifier, {kind}, over {len(labels)} labels.
 A shared transformer encoder (LoRA adapters) embeds the document ({columns}) and each label description; the
 scaled cosine similarity through a sigmoid is the probability of that label. A new label set is classified
@@ -42,7 +45,7 @@ validation split. Later versions: GRPO on user feedback (`grpo`), anchored to a 
 **Judged**: the lifecycle controller scores every candidate on the held-out test split and promotes it to
 `champion` only if it passes the gates and beats the champion by the margin, with a paired-bootstrap interval of
 the F1-macro gain above 0. Each version's description is its model card: data, metrics, lineage, decision,
-deployment.""")
+deployment.{export}""")
 
 
 def describe_model(client: MlflowClient, name: str, meta: dict) -> None:
