@@ -30,9 +30,10 @@ from mlprojects.evaluation import (EvalData, Evaluation, ModelError, evaluate_mo
 from mlprojects.tracking import log_json, setup
 from registry import conventions as C
 from registry.model_card import refresh_cards
-from registry.stages import client_stages_enabled
 from registry.settings import ModelSettings, read_settings
+from registry.stages import client_stages_enabled
 from serving.targets import get_target
+
 
 def actor() -> str:
     return f"lifecycle-controller {getpass.getuser()}@{socket.gethostname()} pid {os.getpid()}"
