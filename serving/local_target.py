@@ -65,10 +65,11 @@ class LocalTarget:
         return deployment
 
     def _wait_for_endpoints(self, urls: list[str], version: str) -> list[str]:
-        """Poll each endpoint's /health until it names `version`; the ones that did not in time."""
+        """Poll each endpoint's /health until it names `version`; the ones that did not in time. Nothing
+        listening at a URL (its process gone, the pid reused) is not an endpoint to wait for."""
         deadline, waiting = time.monotonic() + self.swap_timeout, list(urls)
         while waiting and time.monotonic() < deadline:
-            waiting = [url for url in waiting if _serves(url) != version]
+            waiting = [url for url in waiting if _serves(url) not in (version, GONE)]
             if waiting:
                 time.sleep(0.1)
         return waiting
@@ -81,9 +82,14 @@ class LocalTarget:
         os.replace(tmp, self._path(model_name))
 
 
+GONE = ""  # what _serves says when nothing listens at the URL
+
+
 def _serves(url: str) -> str | None:
-    """The version an endpoint names on /health (None while it does not answer)."""
+    """The version an endpoint names on /health: None while it does not answer, GONE when nothing listens."""
     try:
         return str(requests.get(f"{url}/health", timeout=2).json()["model"]["version"])
+    except requests.ConnectionError as exc:
+        return None if isinstance(exc, requests.ConnectTimeout) else GONE
     except (requests.RequestException, ValueError, KeyError, TypeError):
         return None

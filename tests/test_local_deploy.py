@@ -4,6 +4,7 @@ no request fails."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -131,3 +132,13 @@ def test_an_endpoint_that_cannot_swap_keeps_the_old_version_and_the_deploy_fails
         proc.send_signal(signal.SIGCONT)
         time.sleep(1.0)
         assert health_version(url) == "1"
+
+
+def test_an_announcement_with_nothing_listening_is_not_waited_for(two_versions):
+    """A live pid (here: this test's) but no server at the URL, as after a pid is reused: the deploy goes on."""
+    folder = two_versions / "deployments" / "endpoints" / MODEL_NAME
+    folder.mkdir(parents=True)
+    (folder / f"{os.getpid()}.json").write_text(json.dumps({"url": f"http://127.0.0.1:{free_port()}",
+                                                            "pid": os.getpid()}))
+    deployment = LocalTarget(swap_timeout=5.0).deploy(MODEL_NAME, "2")  # waiting for it would raise
+    assert deployment.version == "2" and LocalTarget().current(MODEL_NAME).version == "2"

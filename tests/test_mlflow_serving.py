@@ -54,6 +54,7 @@ def test_logging_a_model_with_an_unresolvable_requirement_is_refused(monkeypatch
 
     monkeypatch.setattr(L, "_installed", lambda package: None if package == "torch" else "1.0")
     example = pd.DataFrame({"text": ["a"]})
+    mlflow.set_experiment("requirements")  # not an experiment id left active by an earlier test's store
     with mlflow.start_run() as run, pytest.raises(ConfigError, match="cannot pin requirement 'torch'"):
         L.log_classifier(tmp_path, ["text"], example, pd.DataFrame({"labels": [["x"]], "top_label": ["x"],
                                                                     "scores": [{"x": 1.0}]}))
