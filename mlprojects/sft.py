@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                            "test_data": args.test_data or f"split {cfg.test_fraction}", "model_name": args.model_name,
                            "tune": args.tune})
         digest = log_dataset(train, args.data, "train", "training")
-        log_dataset(val, args.val_data or args.data, "validation", "validation")
-        log_dataset(splits.test, args.test_data or args.data, "test", "testing")
+        val_digest = log_dataset(val, args.val_data or args.data, "validation", "validation")
+        test_digest = log_dataset(splits.test, args.test_data or args.data, "test", "testing")
         mlflow.log_metrics({f"docs_{name}": len(frame) for name, frame in splits.frames().items()})
         check_gate(splits, cfg.min_examples)
         mlflow.log_dict(descriptions, "labels.json")
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
         version = publish(classifier, splits, text_columns, args.model_name, {
             RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "sft", RC.TAG_DATA_DIGEST: digest,
-            RC.TAG_ENCODER: cfg.encoder, **hparam_tags})
+            RC.TAG_VALIDATION_DIGEST: val_digest, RC.TAG_TEST_DIGEST: test_digest, RC.TAG_ENCODER: cfg.encoder,
+            **hparam_tags})
         init_from_sft_run(mlflow.MlflowClient(), args.model_name, run.info.run_id)
     print(f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}, "
           f"alias {RC.CHALLENGER}); "

@@ -114,6 +114,9 @@ def test_sft_version_is_a_challenger_that_becomes_the_first_champion(trained, mo
     # the sft run and the controller's decisions in one experiment, named after the model
     assert {mlflow.get_experiment(r.info.experiment_id).name for r in (run, mlflow.get_run(run_id))} == {"sft-model"}
     assert "**Trained**" in client.get_registered_model("sft-model").description
+    card = champion.description  # the split digests the sft stage tagged, in the card the controller refreshed
+    assert all(f"| {split}_digest | `{champion.tags[f'lineage.{split}_digest']}` |" in card
+               for split in ("data", "validation", "test")), card
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "v1/evaluation")}
     assert {"v1/evaluation/confusion_matrices.png", "v1/evaluation/precision_recall.png",
             "v1/evaluation/threshold_curves.png", "v1/evaluation/metrics.json"} <= artifacts
