@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from mlflow import MlflowClient
 
 from registry import conventions as C
+from registry.lookup import versions_of
 
 
 @dataclass(frozen=True)
@@ -42,5 +43,5 @@ class RegistryState:
 def read_state(client: MlflowClient, name: str) -> RegistryState:
     model = client.get_registered_model(name)
     versions = {str(v.version): VersionInfo(str(v.version), v.current_stage, dict(v.tags))
-                for v in client.search_model_versions(f"name='{name}'") if v.status == "READY"}
+                for v in versions_of(client, name) if v.status == "READY"}
     return RegistryState(name, versions, {a: str(v) for a, v in model.aliases.items()}, dict(model.tags))

@@ -11,6 +11,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from registry import conventions as C
+from registry.lookup import versions_of
 
 
 def aliases(client: MlflowClient, name: str) -> dict[str, str]:
@@ -57,7 +58,7 @@ def retire_archived(client: MlflowClient, name: str, keep: int) -> list[str]:
     their artifacts stay available; deleting a version is left to a person.
     """
     held = set(aliases(client, name).values())
-    archived = sorted((v for v in client.search_model_versions(f"name='{name}'")
+    archived = sorted((v for v in versions_of(client, name)
                        if v.current_stage == C.ARCHIVED_STAGE and str(v.version) not in held),
                       key=lambda v: int(v.version), reverse=True)
     retired = []

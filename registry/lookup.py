@@ -35,6 +35,7 @@ def label_names(model_name: str, version: str) -> list[str]:
             "artifacts/classifier/classifier.json", tmp)
         return list(json.loads(Path(path).read_text())["labels"])
 
+
 def registered_version(model_uri: str) -> tuple[str, str] | None:
     """(name, version) behind `models:/name/N` or `models:/name@alias`; None for other URIs."""
     if not model_uri.startswith("models:/"):
@@ -46,3 +47,11 @@ def registered_version(model_uri: str) -> tuple[str, str] | None:
         return name, str(client.get_model_version_by_alias(name, alias).version)
     name, _, version = path.rpartition("/")
     return (name, version) if name and version.isdigit() else None
+
+
+def versions_of(client: mlflow.MlflowClient, name: str) -> list:
+    """Every version of one registered model: the name is checked and quoted in the filter, and the result
+    kept to exact matches, so no name can make a search read another model's versions."""
+    from registry.names import name_filter
+
+    return [v for v in client.search_model_versions(name_filter(name)) if v.name == name]
