@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import requests
 
-from serving.local_server import free_port, wait_until_healthy
-from tests.conftest import REPO
-from tests.serving_model import build_served_model
+from tests.serving_model import build_served_model, running_endpoint
 
 API_KEY = "local-test-key-5f2c"
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -25,24 +20,10 @@ def served(tmp_path_factory, tiny_encoder):
 @pytest.fixture(scope="module")
 def server(served, tmp_path_factory):
     """The endpoint with an API key (from an environment variable) and a 4 KiB body limit."""
-    port = free_port()
-    root = tmp_path_factory.mktemp("feedback")
-    db = f"sqlite:///{root / 'feedback.db'}"
     # the key as a mounted secret gives it, with a trailing newline: the server strips it
-    env = {**os.environ, "MLFLOW_TRACKING_URI": served.tracking_uri, "SERVE_KEY": API_KEY + "\n",
-           "PYTHONPATH": str(REPO)}
-    log = root / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--model", served.uri, "--port", str(port),
-                                 "--api-key-env", "SERVE_KEY", "--max-body-bytes", "4096", "--feedback-db", db],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc)
-        yield {"url": url, "proc": proc, "db": db, "model": served, "log": log, "port": port}
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with running_endpoint(served, tmp_path_factory.mktemp("feedback"), "--api-key-env", "SERVE_KEY",
+                          "--max-body-bytes", "4096", env={"SERVE_KEY": API_KEY + "\n"}) as endpoint:
+        yield endpoint
 
 
 def invoke(server, payload, headers=HEADERS, **kwargs) -> requests.Response:
