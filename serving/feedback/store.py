@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 import pandas as pd
-from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -182,8 +182,8 @@ class FeedbackStore:
         return 0
 
     def _write(self, rows: list[dict]) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.add_all([FeedbackRow(**r) for r in rows])
+        with self.engine.begin() as conn:  # a Core insert: a fraction of the ORM unit of work's cost per row
+            conn.execute(insert(FeedbackRow.__table__), rows)
 
     def existing_ids(self, prediction_ids: Iterable) -> set[str]:
         ids = sorted({str(i).strip() for i in prediction_ids if i is not None and not pd.isna(i) and str(i).strip()})
