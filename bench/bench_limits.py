@@ -1,0 +1,134 @@
+"""Endpoint limits benchmark: /invocations p50/p99 at concurrency 1 vs 32 (one document per request), and
+/feedback p50/p99 at concurrency 8 on a freshly started server (its first feedback request included), with the
+stored rows counted afterwards. 127.0.0.1 only, bounded request counts, repeats alternate the settings side by
+side; the bundled MiniLM with a zero-shot head on Made With ML texts. Results -> bench/results/limits.json.
+
+    python -m bench.bench_limits [--repeats 3] [--requests 40] [--feedback 400]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import requests
+
+from bench.bench_serving import percentile, zero_shot_model
+from bench.madewithml import load_split
+from mlprojects.config import REPO_ROOT
+from serving.feedback import FeedbackStore
+from serving.local_server import free_port, wait_until_healthy
+
+RESULTS = REPO_ROOT / "bench" / "results" / "limits.json"
+
+
+@contextmanager
+def endpoint(model_uri: str, feedback_db: str):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--model", model_uri, "--port", str(port),
+                             "--feedback-db", feedback_db], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, proc, timeout=300)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def load(url: str, route: str, bodies: list[dict], concurrency: int) -> dict:
+    """Every body once, from `concurrency` threads; latency per request (ms) and the answers' status codes."""
+    def one(body: dict) -> tuple[float, int]:
+        start = time.perf_counter()
+        status = requests.post(f"{url}{route}", json=body, timeout=300).status_code
+        return 1000 * (time.perf_counter() - start), status
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, bodies))
+    wall = time.perf_counter() - start
+    latencies = [ms for ms, _ in results]
+    statuses = {str(s): sum(1 for _, x in results if x == s) for s in sorted({s for _, s in results})}
+    return {"route": route, "concurrency": concurrency, "requests": len(bodies), "statuses": statuses,
+            "throughput_rps": len(bodies) / wall, "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99), "max_ms": max(latencies), "first_ms": latencies[0],
+            "loadavg_1m": os.getloadavg()[0]}
+
+
+def summary(runs: list[dict], key: str) -> dict:
+    values = [r[key] for r in runs]
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--requests", type=int, default=40, help="requests at concurrency 1 (8x as many at 32)")
+    p.add_argument("--feedback", type=int, default=400, help="feedback requests per fresh server")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args(argv)
+
+    load_before = os.getloadavg()
+    train, test, descriptions = load_split()
+    texts = list(pd.concat([train, test])["text"])
+    results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before},
+               "invocations": {"1": [], "32": []}, "feedback": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+        mlflow.set_experiment("bench-limits")
+        model_uri = zero_shot_model(descriptions, Path(tmp))
+        labels = list(descriptions)
+        for repeat in range(args.repeats):
+            with endpoint(model_uri, f"sqlite:///{tmp}/warm-{repeat}.db") as url:
+                docs = [{"inputs": {"text": [texts[(repeat * 997 + i) % len(texts)]]}} for i in range(8 * args.requests)]
+                load(url, "/invocations", docs[:3], 1)  # warm-up
+                for concurrency in ((1, 32) if repeat % 2 == 0 else (32, 1)):
+                    n = args.requests * (8 if concurrency == 32 else 1)
+                    run = load(url, "/invocations", docs[:n], concurrency)
+                    results["invocations"][str(concurrency)].append(run)
+                    print(json.dumps(run), flush=True)
+            db = f"sqlite:///{tmp}/feedback-{repeat}.db"
+            with endpoint(model_uri, db) as url:  # a fresh server: its first /feedback is measured too
+                bodies = [{"prediction_id": f"r{repeat}-{i}", "score": 1 + i % 5, "text": texts[i % len(texts)],
+                           "predicted_labels": [labels[i % len(labels)]], "corrected_labels": [labels[0]],
+                           "scores": {labels[i % len(labels)]: 0.8}} for i in range(args.feedback)]
+                run = load(url, "/feedback", bodies, 8)
+            stored = FeedbackStore(db).query()
+            run.update({"rows_stored": len(stored), "rows_lost": run["statuses"].get("201", 0) - len(stored)})
+            results["feedback"].append(run)
+            print(json.dumps(run), flush=True)
+    inv = results["invocations"]
+    results["summary"] = {
+        "invocations_p99_ms": {c: summary(inv[c], "p99_ms") for c in inv},
+        "invocations_p50_ms": {c: summary(inv[c], "p50_ms") for c in inv},
+        "p99_ratio_32_over_1": [b["p99_ms"] / a["p99_ms"] for a, b in zip(inv["1"], inv["32"])],
+        "feedback_p50_ms": summary(results["feedback"], "p50_ms"),
+        "feedback_p99_ms": summary(results["feedback"], "p99_ms"),
+        "feedback_first_ms": summary(results["feedback"], "first_ms"),
+    }
+    results["machine"]["loadavg_after"] = os.getloadavg()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results["summary"], indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
