@@ -6,7 +6,6 @@ to them by id alone. Bad requests get a 4xx JSON `{"error": ...}`; nothing a cli
 from __future__ import annotations
 
 import asyncio
-import functools
 import hmac
 import json
 import logging
@@ -114,16 +113,14 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None)
     recent = RecentPredictions(settings.remember)
 
-    @functools.lru_cache(maxsize=1)
-    def feedback_store():
-        """Opened on first feedback, so a server without feedback traffic never touches the database."""
-        from mlprojects.config import feedback_db_url
-        from serving.feedback import FeedbackStore
+    from mlprojects.config import feedback_db_url
+    from serving.feedback import FeedbackStore
 
-        return FeedbackStore(settings.feedback_db or feedback_db_url())
+    # opened with the app: a first /feedback would otherwise pay for the imports and the schema (~100 ms)
+    feedback_store = FeedbackStore(settings.feedback_db or feedback_db_url())
 
     def store_feedback(record: dict, label_names: list[str]) -> None:
-        feedback_store().add(record, label_names=label_names)
+        feedback_store.add(record, label_names=label_names)
 
     async def read_body(request: Request) -> bytes:
         """The body; Rejected when the request is unauthorised, too large, too slow or abandoned."""

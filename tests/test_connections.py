@@ -12,8 +12,8 @@ from serving.local_server import free_port
 
 
 @pytest.fixture()
-def endpoint():
-    settings = EndpointSettings(body_timeout_s=1.0, header_timeout_s=1.0)
+def endpoint(tmp_path):
+    settings = EndpointSettings(body_timeout_s=1.0, header_timeout_s=1.0, feedback_db=f"sqlite:///{tmp_path / 'fb.db'}")
     app = create_app(LoadedModel(pyfunc=None, name="m", version="1"), settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
