@@ -4,6 +4,7 @@ stored rows counted afterwards. 127.0.0.1 only, bounded request counts, repeats 
 side; the bundled MiniLM with a zero-shot head on Made With ML texts. Results -> bench/results/limits.json.
 
     python -m bench.bench_limits [--repeats 3] [--requests 40] [--feedback 400]
+    python -m bench.bench_limits --validation   # per-record feedback validation: plain rules vs the GX suite
 """
 from __future__ import annotations
 
@@ -32,6 +33,40 @@ from serving.feedback import FeedbackStore
 from serving.local_server import free_port, wait_until_healthy
 
 RESULTS = REPO_ROOT / "bench" / "results" / "limits.json"
+VALIDATION_RESULTS = REPO_ROOT / "bench" / "results" / "feedback_validation.json"
+
+
+def validation_baseline(records: int) -> dict:
+    """Milliseconds per single-record validation, in this process, first call (imports included) and the rest:
+    the plain rules the /feedback route uses vs the great-expectations suite it ran before."""
+    def timed(check) -> list[float]:
+        times = []
+        for i in range(records):
+            record = {"prediction_id": f"p{i}", "model_name": "m", "model_version": "1", "text": "t",
+                      "predicted_labels": ["vat"], "scores": {"vat": 0.8}, "score": 4, "corrected_labels": None,
+                      "source": "bench"}
+            start = time.perf_counter()
+            check(record)
+            times.append(1000 * (time.perf_counter() - start))
+        return times
+
+    def gx(record: dict) -> None:
+        from serving.feedback.store import COLUMNS
+        from validation.feedback_data import validate_feedback
+
+        validate_feedback(pd.DataFrame([record], columns=COLUMNS), ["vat", "payroll"])
+
+    def plain(record: dict) -> None:
+        from validation.feedback_rules import record_reasons
+
+        record_reasons(record, ["vat", "payroll"])
+
+    out = {}
+    for name, check in (("plain", plain), ("great_expectations", gx)):
+        times = timed(check)
+        out[name] = {"first_ms": times[0], "p50_ms": percentile(times[1:], 50), "p99_ms": percentile(times[1:], 99),
+                     "records": records, "loadavg_1m": os.getloadavg()[0]}
+    return out
 
 
 @contextmanager
@@ -79,8 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--requests", type=int, default=40, help="requests at concurrency 1 (8x as many at 32)")
     p.add_argument("--feedback", type=int, default=400, help="feedback requests per fresh server")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--validation", action="store_true", help="only compare per-record validation (in-process)")
+    p.add_argument("--out", default="")
     args = p.parse_args(argv)
+    if args.validation:
+        results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   "machine": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg()},
+                   "validation": validation_baseline(50)}
+        Path(args.out or VALIDATION_RESULTS).write_text(json.dumps(results, indent=2))
+        print(json.dumps(results, indent=1))
+        return 0
 
     load_before = os.getloadavg()
     train, test, descriptions = load_split()
@@ -123,10 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         "feedback_first_ms": summary(results["feedback"], "first_ms"),
     }
     results["machine"]["loadavg_after"] = os.getloadavg()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2))
+    out = Path(args.out or RESULTS)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
     print(json.dumps(results["summary"], indent=1))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 
