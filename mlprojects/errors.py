@@ -96,11 +96,6 @@ def fraction(value: str) -> float:
     return number
 
 
-def fraction_or_one(value: str) -> float:
-    """A number in (0, 1], e.g. a similarity that must be reached."""
-    return 1.0 if _typed(finite_float, value) == 1.0 else fraction(value)
-
-
 def optional(kind: Callable[[str], object]) -> Callable[[str], object]:
     """`kind`, except that '' (an MLproject parameter left empty) stays '' (use the default)."""
     def check(value: str) -> object:

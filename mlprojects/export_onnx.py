@@ -15,7 +15,7 @@ import pandas as pd
 
 from mlprojects import config as C
 from mlprojects.data import parse_columns, prepare, read_table
-from mlprojects.errors import (ArgumentParser, ConfigError, DataError, cli_entry, fraction_or_one,
+from mlprojects.errors import (ArgumentParser, ConfigError, DataError, cli_entry, finite_float,
                               int_arg, model_name_arg, non_negative, optional, registered_uri_arg)
 from mlprojects.onnx_export import ExportError, export_classifier
 from mlprojects.onnx_quantize import MODES
@@ -38,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantization", default=d.quantization, choices=[*MODES, "none"])
     p.add_argument("--threads", type=non_negative(int_arg), default=d.threads, help="inference threads, 0 = all")
     p.add_argument("--model-name", type=optional(model_name_arg), default="", help=f"default: <source name>{C.ONNX_MODEL_SUFFIX}")
-    p.add_argument("--min-fp32-cosine", type=fraction_or_one, default=d.min_fp32_cosine)
-    p.add_argument("--min-int8-mean-cosine", type=fraction_or_one, default=d.min_int8_mean_cosine)
-    p.add_argument("--max-f1-drop", type=non_negative(), default=d.max_f1_drop)
+    p.add_argument("--min-fp32-cosine", type=finite_float, default=d.min_fp32_cosine)
+    p.add_argument("--min-int8-mean-cosine", type=finite_float, default=d.min_int8_mean_cosine)
+    p.add_argument("--max-f1-drop", type=finite_float, default=d.max_f1_drop)
     return p
 
 

@@ -24,7 +24,7 @@ EVALUATE = [(["--bootstrap", "0"], "--bootstrap"), (["--bootstrap", "-1"], "--bo
             (["--seed", "-1"], "--seed"), (["--output", f"{MISSING}/metrics.json"], "does not exist")]
 EXPORT = [(["--model-uri", "nope"], "models:/"), (["--model-uri", "models:/a'b/1"], "\"'\""),
           (["--threads", "-1"], "--threads"), (["--max-f1-drop", "nan"], "--max-f1-drop"),
-          (["--min-fp32-cosine", "2"], "--min-fp32-cosine"), (["--model-name", "a:b"], "':'")]
+          (["--min-fp32-cosine", "nan"], "--min-fp32-cosine"), (["--model-name", "a:b"], "':'")]
 GRPO = [(["--learning-rate", "nan"], "--learning-rate"), (["--num-generations", "0"], "--num-generations"),
         (["--beta", "-1"], "--beta"), (["--epsilon-high", "-1"], "--epsilon-high"), (["--model-name", "a/b"], "'/'"),
         (["--num-train-epochs", "0"], "--num-train-epochs"), (["--loss-type", "nope"], "--loss-type")]

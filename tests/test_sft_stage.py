@@ -87,7 +87,7 @@ def test_gate_rejects_bad_data_and_registers_nothing(mlflow_env, tiny_encoder, s
 @pytest.mark.parametrize("change,message", [
     ({"--label-column": "tags"}, "label column 'tags' not in data"),
     ({"--text-columns": "title,summary"}, "text column(s) ['summary'] not in data"),
-    ({"--max-epochs": "inf"}, "argument --max-epochs: invalid int_arg value: 'inf'"),
+    ({"--max-epochs": "inf"}, "argument --max-epochs: 'inf' is not a finite integer"),
 ])
 def test_bad_parameters_exit_with_one_readable_line(mlflow_env, small_dataset, change, message):
     args = [sys.executable, "-m", "mlprojects.sft", "--data", small_dataset["data"], "--labels", small_dataset["labels"]]
