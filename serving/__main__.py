@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label_descriptions per request")
     s.add_argument("--request-timeout", type=positive(finite_float), default=limits.request_timeout_s,
                    help="seconds a prediction may take (503 after)")
+    s.add_argument("--max-pending", type=positive(int_arg), default=limits.max_pending,
+                   help="predictions running or queued at once; more are answered 503 (Retry-After) at once")
     s.add_argument("--feedback-db", type=db_url_arg, default="",
                    help="SQLAlchemy URL of the feedback store (default: its own)")
     d = sub.add_parser("deploy", help="deploy a registered version to a target")
@@ -61,7 +63,7 @@ def serve(args: argparse.Namespace) -> int:
     model = _load(args.model)
     settings = EndpointSettings(api_key=api_key, max_body_bytes=args.max_body_bytes, feedback_db=args.feedback_db or None,
                                 max_rows=args.max_rows, max_labels=args.max_labels,
-                                request_timeout_s=args.request_timeout)
+                                request_timeout_s=args.request_timeout, max_pending=args.max_pending)
     print(f"serving {model.name} version {model.version} on http://{args.host}:{args.port}"
           f" (auth: {'API key' if api_key else 'none'})", flush=True)
     uvicorn.run(create_app(model, settings), host=args.host, port=args.port, log_level="warning",

@@ -93,6 +93,7 @@ class EndpointSettings:
     max_rows: int = 256  # documents per request (413 above): MiniLM scores ~60 short documents per CPU-second
     max_labels: int = 64  # label_descriptions per request (422 above): each label is embedded per request
     request_timeout_s: float = 60.0  # a prediction still running after this is answered 503
+    max_pending: int = 64  # predictions admitted at once (running or queued); more are answered 503 at once
     body_timeout_s: float = 30.0  # the whole body must arrive within this (408)
     header_timeout_s: float = 10.0  # a connection must send its request head within this, or is closed
 
@@ -112,6 +113,7 @@ class Rejected(Exception):
 def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings()) -> FastAPI:
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None)
     recent = RecentPredictions(settings.remember)
+    pending = 0  # predictions admitted and not yet answered (read and written on the event loop only)
 
     from mlprojects.config import feedback_db_url
     from serving.feedback import FeedbackStore
@@ -129,20 +131,22 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
             raise Rejected(413, f"body of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes")
-        chunks, size = [], 0
+        chunks: list[bytes] = []
+
+        async def receive() -> None:
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                if sum(map(len, chunks)) > settings.max_body_bytes:
+                    raise Rejected(413, f"body exceeds the limit of {settings.max_body_bytes} bytes")
+
         try:
-            async with asyncio.timeout(settings.body_timeout_s):
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > settings.max_body_bytes:
-                        raise Rejected(413, f"body exceeds the limit of {settings.max_body_bytes} bytes")
-                    chunks.append(chunk)
-        except TimeoutError:
+            await asyncio.wait_for(receive(), settings.body_timeout_s)
+        except asyncio.TimeoutError:
             raise Rejected(408, f"the body did not arrive within {settings.body_timeout_s:g} s") from None
         except ClientDisconnect:
             client = request.client.host if request.client else "a client"
-            log.warning("%s disconnected after %d bytes of its %s body; request dropped", client, size,
-                        request.url.path)
+            log.warning("%s disconnected after %d bytes of its %s body; request dropped", client,
+                        sum(map(len, chunks)), request.url.path)
             raise Rejected(400, "client disconnected before the body was complete") from None
         return b"".join(chunks)
 
@@ -153,14 +157,19 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
 
     @app.post("/invocations")
     async def invocations(request: Request):
+        nonlocal pending
         body = await read_body(request)
+        if pending >= settings.max_pending:  # shed load: a queue this long only adds latency for everyone
+            return JSONResponse({"error": f"server busy: {pending} predictions in progress; retry shortly"},
+                                status_code=503, headers={"Retry-After": "1"})
+        pending += 1
         try:
             frame, params = parse_request(body, settings.max_rows, settings.max_labels)
-            async with asyncio.timeout(settings.request_timeout_s):
-                predictions = await run_in_threadpool(predict, model.pyfunc, frame, params)
+            predictions = await asyncio.wait_for(run_in_threadpool(predict, model.pyfunc, frame, params),
+                                                 settings.request_timeout_s)
         except PayloadError as exc:
             return error(exc.status, str(exc))
-        except TimeoutError:
+        except asyncio.TimeoutError:
             log.warning("a prediction of %d document(s) took longer than %g s", len(frame), settings.request_timeout_s)
             return error(503, f"the prediction took longer than {settings.request_timeout_s:g} s; send fewer documents "
                               "or labels per request")
@@ -169,6 +178,8 @@ def create_app(model: LoadedModel, settings: EndpointSettings = EndpointSettings
                 return error(400, client_message(exc))
             log.exception("prediction failed")
             return error(500, "prediction failed on the server; see the server log")
+        finally:
+            pending -= 1
         texts = _texts(frame, model.pyfunc)
         for p, text in zip(predictions, texts):
             recent.add(p["prediction_id"], {"text": text, "labels": p["labels"], "scores": p["scores"]})
