@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.madewithml import SEED, load_split, test_scores
+from bench.madewithml import SEED, load_split
 from mlprojects.config import PBTConfig, TrainConfig
 from mlprojects.data import stratified_split
 from mlprojects.pbt import best_classifier, run_tuning
@@ -53,7 +53,7 @@ def main() -> None:
             t0 = time.perf_counter()
             outcome = run_tuning(cfg, pbt, train, val, descriptions, search=method, name=f"bench-{method}-{int(t0)}")
             wall = time.perf_counter() - t0
-            scores = test_scores(best_classifier(cfg, outcome, descriptions, ["text"]), test)
+            scores = best_classifier(cfg, outcome, descriptions, ["text"]).f1_scores(test)
             run = {"best_val_f1_macro": outcome.best_metrics["f1_macro"], "best_epoch": outcome.best_metrics["epoch"],
                    "test_f1_macro": scores["f1_macro"], "test_f1_weighted": scores["f1_weighted"],
                    "wall_s": round(wall, 1), "exploits": len(outcome.perturbations), "best_hparams": outcome.best_hparams}

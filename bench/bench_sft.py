@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import fields
@@ -23,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.machine import machine_info
 from bench.madewithml import SEED, load_split
 from mlprojects.config import TrainConfig
 from mlprojects.data import multi_hot, stratified_split
@@ -99,12 +99,6 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def machine() -> dict:
-    return {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available(),
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-            "load_average": list(os.getloadavg())}
-
-
 def markdown_table(results: dict[str, dict]) -> str:
     rows = ["| Method | F1-macro | F1-weighted | Wall time (train + predict) |", "|---|---|---|---|"]
     rows += [f"| {TITLES[m]} | {r['f1_macro']:.3f} | {r['f1_weighted']:.3f} | {r['wall_s']:.0f} s |"
@@ -156,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
     report = {"dataset": "madewithml", "split": {"test_size": 0.2, "seed": SEED, "n_train": len(train),
                                                  "n_test": len(test)},
-              "config": cfg.to_params(), "machine": machine(), "results": results}
+              "config": cfg.to_params(), "machine": machine_info(), "results": results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=float))

@@ -25,12 +25,3 @@ def load_split(test_size: float = 0.2, seed: int = SEED) -> tuple[pd.DataFrame, 
     train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=frame["tag"])
     return train.reset_index(drop=True), test.reset_index(drop=True), load_label_descriptions(str(DATA_DIR / "labels.yaml"))
 
-
-def test_scores(classifier, frame: pd.DataFrame) -> dict:
-    """F1 summary of a Classifier's decisions (its tuned thresholds) on a labelled split."""
-    from mlprojects.data import multi_hot
-    from mlprojects.metrics import decide, f1_summary
-
-    probs = classifier.predict_proba(list(frame["text"]))
-    return f1_summary(multi_hot(frame["labels"], classifier.labels),
-                      decide(probs, classifier.thresholds, classifier.single_label))

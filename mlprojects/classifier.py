@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlprojects.data import multi_hot
+from mlprojects.metrics import decide, f1_summary, tune_thresholds
 from mlprojects.model import DualEncoder, save_encoder
 
 META_FILE = "classifier.json"
@@ -38,6 +40,18 @@ class Classifier:
     def predict_proba(self, texts: list[str], label_descriptions: dict[str, str] | None = None) -> np.ndarray:
         """Probabilities [n_docs, n_labels] for the model's labels, or for `label_descriptions` (zero-shot)."""
         return self.model.probabilities(self.model.embed(texts), self.label_embeddings(label_descriptions))
+
+    def retune_thresholds(self, frame) -> np.ndarray:
+        """Per-label thresholds tuned on a labelled validation frame (`text`, `labels`) with this model's own
+        scores: any step that moves the scores (GRPO, quantisation) makes the old thresholds stale."""
+        probs = self.predict_proba(list(frame["text"]))
+        self.thresholds = tune_thresholds(multi_hot(frame["labels"], self.labels), probs)
+        return self.thresholds
+
+    def f1_scores(self, frame) -> dict[str, float]:
+        """F1 summary of this model's decisions on a labelled frame (`text`, `labels`)."""
+        probs = self.predict_proba(list(frame["text"]))
+        return f1_summary(multi_hot(frame["labels"], self.labels), decide(probs, self.thresholds, self.single_label))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -64,7 +64,8 @@ class TrainConfig:
     pos_weight: float | None = None  # one weight for every label's positives, for imbalance
     focal_gamma: float = 0.0  # > 0 switches BCE to focal loss
     soft_label_column: str | None = None
-    val_fraction: float = 0.15
+    val_fraction: float = 0.15  # shares of the data when no validation / test file is given
+    test_fraction: float = 0.2
     min_examples: int = 5
     seed: int = 42
     extra: dict = field(default_factory=dict)
@@ -122,7 +123,9 @@ def feedback_db_url() -> str:
 #   encoder barely move at that rate (Adam steps are ~lr in size), 1e-4 is the usual LoRA rate.
 # - beta: TRL's 0.0 drops the reference model; this platform anchors the policy to the frozen SFT `reference`
 #   by design, so the KL term is on, at 0.04 (TRL's default until v0.19 and the DeepSeekMath GRPO value).
-GRPO_OVERRIDES_OF_TRL = {"learning_rate": 1e-4, "beta": 0.04}
+# - per_device_train_batch_size: TRL's 8 completions are one document per step at G = 8; 64 batches 8 documents
+#   into each step, so the encoder runs on batches and a step's gradient averages over documents.
+GRPO_OVERRIDES_OF_TRL = {"learning_rate": 1e-4, "beta": 0.04, "per_device_train_batch_size": 64}
 
 
 @dataclass
@@ -143,12 +146,15 @@ class GRPOParams:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     num_train_epochs: float = 3.0
-    per_device_train_batch_size: int = 8  # completions per step, as in TRL: documents per step = this / G
+    per_device_train_batch_size: int = GRPO_OVERRIDES_OF_TRL["per_device_train_batch_size"]  # completions per
+    # step, as in TRL: documents per step = this / G
     seed: int = 42
     # Fresh LoRA on the policy's (merged) encoder, SFT's rank; no dropout, so the ratio and the KL compare one
     # function, not two dropout masks (the decoder LMs TRL targets train GRPO without dropout too).
     lora_r: int = 8
     lora_alpha: int = 16
+    # Not TRL's: weight of a supervised BCE term on the documents whose user typed the right labels.
+    sft_weight: float = 1.0
 
     def to_params(self) -> dict:
         return asdict(self)
@@ -235,7 +241,14 @@ class AzureMLConfig:
 class PipelineConfig:
     pbt_trials: int = 2
     max_epochs: int = 3
-    grpo_epochs: int = 1
+    grpo_epochs: int = 3
+    rounds: int = 2  # feedback → GRPO → judge loops
+    seed: int = 42
+    test_share: float = 0.2  # of all rows: the test split every candidate is judged on
+    production_share: float = 0.35  # of all rows: documents the champion first sees in production
+    val_fraction: float = 0.3  # of the initial pool (the rest of the rows): enough per label to select on
+    corrected_fraction: float = 0.3  # simulated users who also type the right labels
 
 
 PIPELINE = PipelineConfig()
+PIPELINE_RAY_RESULTS = REPO_ROOT / "ray_results"  # the demo's PBT state, removed by `make clean`

@@ -1,7 +1,9 @@
 """Read documents and label files, normalise them to (text, labels) rows, and split them reproducibly."""
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -142,29 +144,127 @@ def soft_matrix(soft: Sequence[dict], label_names: Sequence[str], hard: np.ndarr
 
 
 def stratified_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out `fraction`, stratified on each row's rarest label so every label appears on both sides."""
-    from sklearn.model_selection import train_test_split
+    """Hold out `fraction` of the rows, with every label in proportion on both sides (iterative stratification).
 
-    counts = pd.Series([l for ls in frame["labels"] for l in (ls or [])]).value_counts()
-    key = frame["labels"].map(lambda ls: min(ls, key=lambda l: (counts[l], l)) if ls else "<none>")
-    rare = key.map(key.value_counts()) < 2
-    key = key.where(~rare, "<rare>")
-    stratify = key if key.value_counts().min() >= 2 else None
-    train, val = train_test_split(frame, test_size=fraction, random_state=seed, stratify=stratify)
-    return train.reset_index(drop=True), val.reset_index(drop=True)
+    Rows with the same text stay on the same side: a duplicate on both sides would leak one split into another."""
+    keys = content_hashes(frame["text"])
+    unique = frame.loc[~keys.duplicated()]
+    held = unique.index[iterative_stratification(list(unique["labels"]), fraction, seed)]
+    held_out = keys.isin(set(keys[held]))
+    return frame[~held_out].reset_index(drop=True), frame[held_out].reset_index(drop=True)
 
 
-def load_training_data(data: str, labels: str, text_columns: str | Sequence[str], label_column: str,
-                       val_data: str | None = None, val_fraction: float = 0.15, seed: int = 42,
-                       delimiter: str = "|", soft_label_column: str | None = None):
-    """(train, val, label_descriptions): read, normalise, and split when no validation file is given."""
+def iterative_stratification(label_sets: Sequence[Sequence[str] | None], fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the rows to hold out (Sechidis et al., 2011): the rarest label is placed first, each of its
+    rows going to the side that still lacks most of that label, so multi-label rows do not starve a label that is
+    rarely any row's rarest (stratifying on one key per row can leave such a label out of a small split)."""
+    rng = np.random.default_rng(seed)
+    n = len(label_sets)
+    sets = [set(ls or ()) for ls in label_sets]
+    shares = np.array([fraction, 1.0 - fraction])
+    size_wanted = shares * n
+    label_wanted: dict[str, np.ndarray] = {}
+    for labels in sets:
+        for label in labels:
+            label_wanted.setdefault(label, np.zeros(2))
+            label_wanted[label] += shares
+    side = np.full(n, -1)
+    remaining = set(int(i) for i in rng.permutation(n))
+    while remaining:
+        counts: dict[str, int] = {}
+        for i in remaining:
+            for label in sets[i]:
+                counts[label] = counts.get(label, 0) + 1
+        if counts:
+            rarest = min(counts, key=lambda l: (counts[l], rng.random()))
+            rows = [i for i in remaining if rarest in sets[i]]
+        else:  # unlabelled rows: by size alone
+            rarest, rows = None, list(remaining)
+        for i in rng.permutation(rows):
+            want = label_wanted[rarest] if rarest is not None else size_wanted
+            best = np.flatnonzero(want == want.max())
+            if len(best) > 1:
+                best = best[size_wanted[best] == size_wanted[best].max()]
+            chosen = int(rng.choice(best))
+            side[i] = chosen
+            size_wanted[chosen] -= 1
+            for label in sets[i]:
+                label_wanted[label][chosen] -= 1
+            remaining.discard(int(i))
+    return side == 0
+
+
+def content_hashes(texts: pd.Series) -> pd.Series:
+    """A document's identity across splits: sha256 of its whitespace-normalised text."""
+    return texts.map(lambda t: hashlib.sha256(" ".join(str(t).split()).encode("utf-8")).hexdigest())
+
+
+@dataclass
+class Splits:
+    """Three disjoint splits: fit trains, validation selects (early stopping, PBT, thresholds), test judges."""
+
+    fit: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
+    descriptions: dict[str, str]
+
+    def __iter__(self):
+        return iter((self.fit, self.validation, self.test, self.descriptions))
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {"train": self.fit, "validation": self.validation, "test": self.test}
+
+
+def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label_column: str,
+                val_data: str | None = None, test_data: str | None = None, val_fraction: float = 0.15,
+                test_fraction: float = 0.2, seed: int = 42, delimiter: str = "|",
+                soft_label_column: str | None = None) -> Splits:
+    """Read, normalise and split into fit / validation / test.
+
+    Files given for validation or test are used as they are; otherwise those splits are stratified, seeded
+    samples of `data` (fractions of the whole of `data`), so the same data and seed give the same splits."""
+    for name, share, given in (("val_fraction", val_fraction, val_data), ("test_fraction", test_fraction, test_data)):
+        if not given and not 0.0 < share < 1.0:
+            raise DataError(f"{name} must be between 0 and 1 (exclusive), got {share}")
+    if not (val_data or test_data) and val_fraction + test_fraction >= 1.0:
+        raise DataError(f"val_fraction + test_fraction must leave data to train on, got {val_fraction} + {test_fraction}")
     descriptions = load_label_descriptions(labels)
     columns = parse_columns(text_columns)
-    frame = prepare(read_table(data), columns, label_column, delimiter, soft_label_column)
-    if val_data:
-        val = prepare(read_table(val_data), columns, label_column, delimiter, soft_label_column)
-        return frame, val, descriptions
-    if frame["labels"].isna().any():
-        return frame, frame.iloc[0:0], descriptions  # the gate reports the unlabelled rows
-    train, val = stratified_split(frame, val_fraction, seed)
-    return train, val, descriptions
+
+    def read(uri: str) -> pd.DataFrame:
+        return prepare(read_table(uri), columns, label_column, delimiter, soft_label_column)
+
+    pool = read(data)
+    splittable = not pool["labels"].isna().any()  # else the gate reports the unlabelled rows first
+    test = read(test_data) if test_data else None
+    val = read(val_data) if val_data else None
+    if test is not None:  # splits made here are disjoint by construction; the gate checks the rest
+        shared = int(content_hashes(test["text"]).isin(set(content_hashes(
+            pd.concat([pool["text"], val["text"] if val is not None else pool["text"].iloc[0:0]])))).sum())
+        if shared:
+            raise DataError(f"{shared} of {len(test)} test_data document(s) also in the training or validation "
+                            "data (same text): the test split must hold documents nothing trains or selects on")
+    if test is None:
+        test_share = test_fraction if splittable else 0.0
+        pool, test = stratified_split(pool, test_share, seed) if test_share else (pool, pool.iloc[0:0])
+    if val is None:
+        if not splittable:
+            val = pool.iloc[0:0]
+        else:
+            share = val_fraction if test_data else val_fraction / (1.0 - test_fraction)
+            pool, val = stratified_split(pool, share, seed)
+    return Splits(pool, val, test, descriptions)
+
+
+def split_pools(raw: pd.DataFrame, text_columns: str | Sequence[str], label_column: str,
+                shares: dict[str, float], seed: int, delimiter: str = "|") -> dict[str, pd.DataFrame]:
+    """Raw rows cut into named, label-stratified, disjoint pools; `shares` are fractions of all rows, in order,
+    and the last pool takes the rest (e.g. {"test": 0.2, "production": 0.35, "initial": 0.45})."""
+    prepared = prepare(raw, parse_columns(text_columns), label_column, delimiter).assign(row=np.arange(len(raw)))
+    names = list(shares)
+    pools, remaining = {}, prepared
+    for name in names[:-1]:
+        remaining, held = stratified_split(remaining, shares[name] * len(prepared) / len(remaining), seed)
+        pools[name] = raw.iloc[held["row"]].reset_index(drop=True)
+    pools[names[-1]] = raw.iloc[remaining["row"]].reset_index(drop=True)
+    return pools

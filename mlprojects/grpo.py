@@ -4,7 +4,10 @@
 
 The feedback comes from the store (`feedback_uri` = its SQLAlchemy URL; default FEEDBACK_DB_URL or
 ./feedback.db) or from a CSV/JSONL export. Only feedback on `model_name` whose labels are all in the
-reference's label set is used. The result is registered as a new version tagged `lineage.kind=grpo` with
+reference's label set is used. After training, the policy's per-label thresholds are re-tuned with its own scores on the reference's
+validation split (read from the run that made the reference; `validation_data` overrides it): the policy's
+probabilities moved, so the reference's thresholds no longer fit them. The test split stays unread.
+The result is registered as a new version tagged `lineage.kind=grpo` with
 `lineage.parent_version=<reference version>` and the `challenger` alias, for the lifecycle controller.
 """
 from __future__ import annotations
@@ -19,6 +22,7 @@ import mlflow
 import pandas as pd
 
 from mlprojects import config as C
+from mlprojects.data import prepare, read_table
 from mlprojects.errors import (ArgumentParser, ConfigError, DataError, cli_entry, int_arg,
                               model_name_arg, non_negative, positive)
 from mlprojects.grpo_loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, SCALE_REWARDS
@@ -34,12 +38,15 @@ from registry.lookup import load_classifier
 FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 POSITIVE = {"num_generations", "temperature", "epsilon", "num_iterations", "learning_rate", "max_grad_norm",
             "num_train_epochs", "per_device_train_batch_size", "lora_r", "lora_alpha"}  # the others may be 0
+VALIDATION_ARTIFACT = "data/validation.parquet"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="grpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
     p.add_argument("--feedback-uri", default="", help="SQLAlchemy URL of the store, or a CSV/JSONL export")
+    p.add_argument("--validation-data", default="", help="labelled split to re-tune thresholds on (normalised "
+                   "text/labels Parquet); default: the reference's own validation split")
     types = {"int": non_negative(int_arg), "float": non_negative(), "float | None": _optional_float, "str": str}
     positives = {"int": positive(int_arg), "float": positive()}
     choices = {"loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS,
@@ -62,6 +69,18 @@ def alias_version(client: mlflow.MlflowClient, model_name: str, alias: str) -> s
         raise ConfigError(f"registered model '{model_name}' has no '{alias}' alias: GRPO trains the '{RC.POLICY}' "
                           f"clone of the frozen '{RC.REFERENCE}' (the lifecycle controller creates both from the "
                           "champion); nothing was trained or registered") from exc
+
+
+def validation_split(client: mlflow.MlflowClient, model_name: str, version: str, override: str) -> pd.DataFrame:
+    """The split that selected the reference (thresholds, early stopping): the one the policy's thresholds are
+    re-tuned on. Every sft and grpo run logs it as data/validation.parquet; registry copies keep the run."""
+    uri = override or f"runs:/{client.get_model_version(model_name, version).run_id}/{VALIDATION_ARTIFACT}"
+    try:
+        frame = prepare(read_table(uri), ["text"], "labels")
+    except (DataError, mlflow.exceptions.MlflowException, OSError) as exc:
+        raise DataError(f"no validation split to re-tune the policy's thresholds on ({uri}): pass --validation-data "
+                        "with a labelled file the reference was selected on; nothing was trained or registered") from exc
+    return frame
 
 
 def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) -> tuple[pd.DataFrame, dict]:
@@ -106,13 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     with mlflow.start_run(run_name="grpo") as run:
         log_params_once({**params.to_params(), "model_name": args.model_name, "feedback_uri": feedback_uri,
                          "reference_version": ref_version, "policy_version": policy_version})
+        validation = validation_split(client, args.model_name, ref_version, args.validation_data)
         reference = load_classifier(f"models:/{args.model_name}@{RC.REFERENCE}")
-        policy = load_classifier(f"models:/{args.model_name}@{RC.POLICY}")
         feedback, counts = load_feedback(feedback_uri, args.model_name, reference.labels)
         mlflow.log_metrics(counts)
         if feedback.empty:
             raise DataError(f"no usable feedback on '{args.model_name}' in {feedback_uri} ({counts}); "
                             "nothing was trained or registered")
+        policy = load_classifier(f"models:/{args.model_name}@{RC.POLICY}")
         digest = _log_feedback(feedback, feedback_uri)
         targets = targets_from_feedback(feedback["predicted_labels"], feedback["score"],
                                         feedback["corrected_labels"], reference.labels)
@@ -120,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         result = trainer.train(on_step=log_epoch)
         mlflow.log_figure(grpo_curves(result.history), "plots/grpo_curves.png")
         summary = {f"final_{k}": result.final(k) for k in ("reward_mean", "kl", "entropy", "clip_fraction")}
+        summary["val_f1_macro_reference"] = reference.f1_scores(validation)["f1_macro"]
+        policy.retune_thresholds(validation)
+        summary["val_f1_macro"] = policy.f1_scores(validation)["f1_macro"]
         mlflow.log_metrics(summary)
+        log_json(dict(zip(policy.labels, map(float, policy.thresholds))), "thresholds.json")
         with tempfile.TemporaryDirectory() as tmp:
+            validation.to_parquet(Path(tmp) / "validation.parquet")  # the policy's clones re-tune on it too
+            mlflow.log_artifact(str(Path(tmp) / "validation.parquet"), "data")
             example = feedback[["text"]].head(3).reset_index(drop=True)
             info = log_classifier(policy.save(Path(tmp) / "classifier"), policy.text_columns, example,
                                   example_output(policy, example))
@@ -131,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             RC.TAG_DATA_DIGEST: digest, RC.TAG_ENCODER: encoder, "grpo.policy_version": policy_version})
     print(f"\nRegistered {args.model_name} version {version.version} (GRPO child of reference version {ref_version}) "
           f"as '{RC.CHALLENGER}'; {counts['feedback_used']} feedback records, {result.steps} steps, "
-          f"final reward {summary['final_reward_mean']:.3f}, KL {summary['final_kl']:.4f}.\n"
+          f"final reward {summary['final_reward_mean']:.3f}, KL {summary['final_kl']:.4f}; thresholds re-tuned on "
+          f"{len(validation)} validation documents (F1-macro there {summary['val_f1_macro_reference']:.3f} → "
+          f"{summary['val_f1_macro']:.3f}).\n"
           f"See it: mlflow ui --backend-store-uri {uri}")
     return 0
 

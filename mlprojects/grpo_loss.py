@@ -112,3 +112,12 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
         loss = per_label.sum() / per_label.numel()
     clipped = ((coef_1 < 1 - eps_low) & (adv < 0)) | ((coef_1 > 1 + eps_high) & (adv > 0))
     return GRPOLoss(loss, float(kl.detach()), float(clipped.float().mean()), float(coef_1.detach().mean()))
+
+
+def correction_loss(logits: torch.Tensor, corrected: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Mean BCE towards the labels users typed, over the rows that have them (rows of NaN have none); 0 when
+    no row does. Not part of TRL's GRPO: the supervised term the grpo stage adds on corrected feedback."""
+    rows = ~torch.isnan(corrected).any(dim=-1)
+    if not rows.any():
+        return logits.sum() * 0.0
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits[rows] / temperature, corrected[rows])

@@ -3,7 +3,9 @@
 Per step, for a batch of feedback documents: G label sets are sampled from the policy's Bernoulli per label,
 each is rewarded against that document's feedback (`mlprojects.rewards`), advantages are normalised within the
 document's group, and the clipped surrogate + beta · KL(policy ‖ reference) is minimised
-(`mlprojects.grpo_loss`). The reference is frozen: its logits are computed once, up front.
+(`mlprojects.grpo_loss`). Documents whose user also typed the right labels add `sft_weight` · BCE towards
+them: a correction is a full label, and a supervised term learns it in one step where sampled rewards need
+many. The reference is frozen: its logits are computed once, up front.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from tqdm.auto import tqdm
 from mlprojects.classifier import Classifier
 from mlprojects.config import GRPOParams
 from mlprojects.errors import ConfigError, TrainingError
-from mlprojects.grpo_loss import (bernoulli_entropy, group_advantages, grpo_loss, label_logps,
+from mlprojects.grpo_loss import (bernoulli_entropy, correction_loss, group_advantages, grpo_loss, label_logps,
                                   sample_label_sets)
 from mlprojects.model import add_lora
 from mlprojects.rewards import FeedbackTarget, reward
@@ -72,6 +74,8 @@ class GRPOTrainer:
             raise ConfigError("GRPO needs at least one feedback document, with one target each")
         self.policy, self.params = policy, params
         self.texts, self.targets = list(texts), list(targets)
+        self.corrected = torch.as_tensor(np.stack([t.corrected if t.corrected is not None else np.full_like(
+            t.predicted, np.nan) for t in self.targets]), dtype=torch.float32)
         self.label_texts = list(policy.label_descriptions.values())
         self.ref_logits = logits_of(reference, self.texts)
         self.batch_docs = docs_per_step(params)
@@ -114,14 +118,17 @@ class GRPOTrainer:
             logps = label_logps(logits, samples, p.temperature).reshape(-1, n_labels)
             out = grpo_loss(logps, old_logps, ref_logps, advantages, p.epsilon, p.epsilon_high, p.beta,
                             p.loss_type, p.importance_sampling_level)
-            if not torch.isfinite(out.loss):
-                raise TrainingError(f"GRPO loss became {out.loss.item()}; lower the learning rate")
+            supervised = correction_loss(logits, self.corrected[idx], p.temperature)
+            loss = out.loss + p.sft_weight * supervised
+            if not torch.isfinite(loss):
+                raise TrainingError(f"GRPO loss became {loss.item()}; lower the learning rate")
             self.optimizer.zero_grad()
-            out.loss.backward()
+            loss.backward()
             torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), p.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
-        return {"loss": float(out.loss.detach()), "reward_mean": float(rewards.mean()),
+        return {"loss": float(loss.detach()), "supervised_loss": float(supervised.detach()),
+                "reward_mean": float(rewards.mean()),
                 "reward_std": float(rewards.std(dim=1).mean()) if p.num_generations > 1 else 0.0,
                 "frac_reward_zero_std": float((rewards.std(dim=1) < 1e-8).float().mean()),
                 "kl": out.kl, "clip_fraction": out.clip_fraction,

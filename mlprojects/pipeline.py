@@ -1,8 +1,11 @@
 """Stage `pipeline`: the whole lifecycle in one command, each step the real MLflow Project entry point.
 
-validate + SFT (small PBT) → lifecycle (first champion, reference/policy clones, local deployment) → evaluate
-→ ONNX export → local endpoint smoke scoring → simulated feedback → GRPO → evaluate → lifecycle compares
-and promotes or rejects → summary. Re-running is safe: every run adds versions; the controller decides.
+The data is cut into three pools: an initial pool the first champion is trained on (SFT with a small PBT), a
+production pool it never sees (its documents arrive in rounds, as traffic), and a test split that nothing trains
+or selects on (every candidate is judged there). Then the loop runs `rounds` times:
+serve the champion → users rate its answers on the round's production documents (simulated, through /feedback)
+→ GRPO trains a challenger from all feedback so far → the controller judges it against the champion on the test
+split and promotes or rejects it. Re-running is safe: every run adds versions; the controller decides.
 
     mlflow run . -e pipeline --env-manager local
 """
@@ -11,19 +14,25 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import mlflow
+import numpy as np
 import pandas as pd
-import requests
 from rich.console import Console
 from rich.table import Table
 
 from mlprojects import config as C
-from mlprojects.errors import ArgumentParser, PlatformError, cli_entry, db_url_arg, int_arg, model_name_arg, positive
+from mlprojects.data import parse_columns, prepare, read_table, split_pools
+from mlprojects.errors import (ArgumentParser, PlatformError, cli_entry, db_url_arg, int_arg,
+                              model_name_arg, non_negative, positive)
 from mlprojects.tracking import setup
 from registry import conventions as RC
 from registry.lookup import versions_of
+from serving.feedback.simulate import rate_through_endpoint
+from serving.local_server import free_port, wait_until_healthy
 
 console = Console(width=160)
 
@@ -39,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pbt-trials", type=positive(int_arg), default=C.PIPELINE.pbt_trials)
     p.add_argument("--max-epochs", type=positive(int_arg), default=C.PIPELINE.max_epochs)
     p.add_argument("--grpo-epochs", type=positive(int_arg), default=C.PIPELINE.grpo_epochs)
-    p.add_argument("--feedback-db", type=db_url_arg, default="", help="SQLAlchemy URL of the feedback store (default: its own)")
+    p.add_argument("--rounds", type=positive(int_arg), default=C.PIPELINE.rounds, help="feedback → GRPO → judge loops")
+    p.add_argument("--seed", type=non_negative(int_arg), default=C.PIPELINE.seed,
+                   help="pools, splits and simulated users")
+    p.add_argument("--feedback-db", type=db_url_arg, default="",
+                   help="SQLAlchemy URL of the feedback store (default: its own)")
     return p
 
 
@@ -75,12 +88,8 @@ def alias_version(name: str, alias: str) -> str | None:
     return aliases.get(alias)
 
 
-def smoke_and_feedback(model_name: str, frame: pd.DataFrame, feedback_db: str, seed: int) -> dict:
-    """Serve the champion on 127.0.0.1, score `frame` through /invocations, send simulated users' scores
-    to /feedback: the same HTTP path real users take."""
-    from serving.feedback.simulate import simulated_feedback
-    from serving.local_server import free_port, wait_until_healthy
-
+def rate_champion(model_name: str, frame: pd.DataFrame, feedback_db: str, seed: int) -> dict:
+    """Serve the champion on 127.0.0.1 and let simulated users rate its answers on `frame` through HTTP."""
     port = free_port()
     cmd = [sys.executable, "-m", "serving", "serve", "--model", f"models:/{model_name}@{RC.CHAMPION}",
            "--port", str(port)] + (["--feedback-db", feedback_db] if feedback_db else [])
@@ -88,22 +97,23 @@ def smoke_and_feedback(model_name: str, frame: pd.DataFrame, feedback_db: str, s
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, server, timeout=120)
-        answer = requests.post(f"{url}/invocations", json={"dataframe_records": frame[["text"]].to_dict("records")},
-                               timeout=300)
-        answer.raise_for_status()
-        predictions = answer.json()["predictions"]
-        scores, corrected = simulated_feedback([p["labels"] for p in predictions], list(frame["labels"]), 0.3, seed)
-        stored = 0
-        for prediction, score, fix in zip(predictions, scores, corrected):
-            body = {"prediction_id": prediction["prediction_id"], "score": score, "source": "pipeline-simulated-user"}
-            if fix is not None:
-                body["corrected_labels"] = fix
-            stored += requests.post(f"{url}/feedback", json=body, timeout=30).ok
-        return {"scored": len(predictions), "feedback_stored": stored,
-                "served_exactly_right": sum(s >= 4 for s in scores) / max(len(scores), 1)}
+        return rate_through_endpoint(url, frame, C.PIPELINE.corrected_fraction, seed, "pipeline-simulated-user")
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def write_pools(args: argparse.Namespace, directory: Path) -> dict[str, Path]:
+    """The data cut into test / production / initial pools (stratified), written as files the stages read."""
+    shares = {"test": C.PIPELINE.test_share, "production": C.PIPELINE.production_share, "initial": 0.0}
+    pools = split_pools(read_table(args.data), args.text_columns, args.label_column, shares, args.seed)
+    paths = {}
+    for name, frame in pools.items():
+        paths[name] = directory / f"{name}.csv"
+        frame.to_csv(paths[name], index=False)
+        mlflow.log_artifact(str(paths[name]), "pools")
+    mlflow.log_metrics({f"pool_{name}_docs": len(frame) for name, frame in pools.items()})
+    return paths
 
 
 def summary(model_name: str) -> pd.DataFrame:
@@ -128,13 +138,17 @@ def summary(model_name: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def print_summary(table: pd.DataFrame, timings: dict, uri: str) -> None:
+def print_summary(table: pd.DataFrame, timings: dict, rounds: dict, uri: str) -> None:
     view = Table(title="Registry after the pipeline")
     for column in table.columns:
         view.add_column(column, overflow="fold")
     for row in table.itertuples(index=False):
         view.add_row(*map(str, row))
     console.print(view)
+    for number, r in rounds.items():
+        console.print(f"Round {number}: champion v{r['champion']} served {r['scored']} new documents (exactly right "
+                      f"{r['served_exactly_right']:.0%}, mean score {r['mean_score']:.2f}); GRPO child v{r['challenger']} "
+                      f"{r['decision'] or 'undecided'}: {r['reason']}")
     console.print("Step times (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     console.print(f"\nOpen the results: [bold]mlflow ui --backend-store-uri {uri}[/bold] (then http://127.0.0.1:5000)")
 
@@ -144,19 +158,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     uri = setup()
     name = args.model_name
-    with mlflow.start_run(run_name="pipeline") as run:
+    with mlflow.start_run(run_name="pipeline") as run, tempfile.TemporaryDirectory(prefix="pipeline-") as tmp:
         steps = Steps(run.info.run_id, run.info.experiment_id)
         started = time.time()
-        sft_run = steps.run("1. validate + SFT with PBT", "sft", data=args.data, labels=args.labels,
-                            text_columns=args.text_columns, label_column=args.label_column, model_name=name,
-                            encoder=args.encoder, tune="pbt", pbt_trials=args.pbt_trials, max_epochs=args.max_epochs)
+        pools = write_pools(args, Path(tmp))
+        text = {"text_columns": args.text_columns, "label_column": args.label_column}
+        sft_run = steps.run("1. validate + SFT with PBT on the initial pool", "sft", data=str(pools["initial"]),
+                            test_data=str(pools["test"]), val_fraction=C.PIPELINE.val_fraction, labels=args.labels,
+                            model_name=name, encoder=args.encoder, tune="pbt", pbt_trials=args.pbt_trials,
+                            max_epochs=args.max_epochs, storage_path=str(C.PIPELINE_RAY_RESULTS), seed=args.seed,
+                            **text)
         steps.run("2. lifecycle: champion, clones, deploy", "lifecycle", model_name=name)
         champion = alias_version(name, RC.CHAMPION)
         if champion is None:
             raise PlatformError(f"no champion after the first reconcile; see `python -m lifecycle history --model-name {name}`")
-        eval_data, eval_labels = f"runs:/{sft_run}/data/validation.parquet", f"runs:/{sft_run}/labels.json"
-        steps.run("3. evaluate the champion", "evaluate", model_uri=f"models:/{name}/{champion}", data=eval_data,
-                  labels=eval_labels)
+        eval_data, eval_labels = f"runs:/{sft_run}/data/test.parquet", f"runs:/{sft_run}/labels.json"
+        steps.run("3. evaluate the champion on the test split", "evaluate", model_uri=f"models:/{name}/{champion}",
+                  data=eval_data, labels=eval_labels)
         # Optional: a refused int8 export (parity gates) falls back to fp32 ONNX; if that is refused too,
         # nothing is registered and the champion is served by torch.
         if steps.run("4. ONNX export (int8) of the champion", "export_onnx", required=False,
@@ -164,28 +182,46 @@ def main(argv: list[str] | None = None) -> int:
             steps.run("4b. ONNX export (fp32) of the champion", "export_onnx", required=False,
                       model_uri=f"models:/{name}/{champion}", quantization="none")
 
-        console.rule("[bold]5. local endpoint: smoke scoring + simulated feedback")
-        start = time.time()
-        train = pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{sft_run}/data/train.parquet"))
-        served = smoke_and_feedback(name, train, args.feedback_db, seed=int(time.time()) % 10_000)
-        mlflow.log_metrics({f"smoke_{k}": float(v) for k, v in served.items()})
-        steps.done("5. smoke scoring + feedback", start)
-
-        grpo_params = {"model_name": name, "num_train_epochs": args.grpo_epochs}
-        if args.feedback_db:
-            grpo_params["feedback_uri"] = args.feedback_db
-        steps.run("6. GRPO on the feedback", "grpo", **grpo_params)
-        challenger = alias_version(name, RC.CHALLENGER)
-        steps.run("7. evaluate the GRPO challenger", "evaluate", model_uri=f"models:/{name}/{challenger}",
-                  data=eval_data, labels=eval_labels)
-        steps.run("8. lifecycle: compare, promote or reject", "lifecycle", model_name=name)
+        production = prepare(read_table(str(pools["production"])), parse_columns(args.text_columns),
+                             args.label_column)
+        served = {}
+        for number, rows in enumerate(np.array_split(np.arange(len(production)), args.rounds), start=1):
+            served[number] = feedback_round(steps, args, number, production.iloc[rows], eval_data, eval_labels)
 
         table = summary(name)
         mlflow.log_table(table, "summary.json")
-        mlflow.log_dict({"timings_s": steps.timings, "total_s": round(time.time() - started, 1), **served}, "pipeline.json")
+        mlflow.log_dict({"timings_s": steps.timings, "total_s": round(time.time() - started, 1), "rounds": served},
+                        "pipeline.json")
         mlflow.log_metric("total_seconds", time.time() - started)
-        print_summary(table, steps.timings, uri)
+        print_summary(table, steps.timings, served, uri)
     return 0
+
+
+def feedback_round(steps: Steps, args: argparse.Namespace, number: int, traffic: pd.DataFrame, eval_data: str,
+                   eval_labels: str) -> dict:
+    """One turn of the loop: users rate the champion on new documents, GRPO learns from all feedback so far, the
+    controller judges the child on the test split."""
+    name = args.model_name
+    title = f"{number + 4}a. round {number}: champion serves {len(traffic)} new documents, users rate them"
+    console.rule(f"[bold]{title}")
+    start = time.time()
+    champion = alias_version(name, RC.CHAMPION)
+    served = {"champion": champion, **rate_champion(name, traffic, args.feedback_db, seed=args.seed + number)}
+    mlflow.log_metrics({f"round{number}_{k}": float(v) for k, v in served.items()})
+    steps.done(title, start)
+
+    grpo_params = {"model_name": name, "num_train_epochs": args.grpo_epochs, "seed": args.seed}
+    if args.feedback_db:
+        grpo_params["feedback_uri"] = args.feedback_db
+    steps.run(f"{number + 4}b. round {number}: GRPO on the feedback", "grpo", **grpo_params)
+    challenger = alias_version(name, RC.CHALLENGER)
+    steps.run(f"{number + 4}c. round {number}: evaluate the GRPO challenger on the test split", "evaluate",
+              model_uri=f"models:/{name}/{challenger}", data=eval_data, labels=eval_labels)
+    steps.run(f"{number + 4}d. round {number}: lifecycle compares, promotes or rejects", "lifecycle", model_name=name)
+    tags = mlflow.MlflowClient().get_model_version(name, challenger).tags
+    served.update(challenger=challenger, decision=tags.get(RC.TAG_DECISION, ""), reason=tags.get(RC.TAG_REASON, ""))
+    console.print(f"round {number}: challenger v{challenger} {served['decision'] or 'undecided'}: {served['reason']}")
+    return served
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 
 from mlprojects import config as C
-from mlprojects.data import load_training_data, parse_columns
+from mlprojects.data import Splits, load_splits, parse_columns
 from mlprojects.errors import (ArgumentParser, DataError, cli_entry, fraction, int_arg,
                               model_name_arg, non_negative, positive)
 from mlprojects.plots import hyperparameter_trajectories, training_curves
@@ -42,8 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default=C.DEMO_LABEL_COLUMN)
     p.add_argument("--label-delimiter", default="|")
     p.add_argument("--soft-label-column", default="", help="column of {label: probability} (optional)")
-    p.add_argument("--val-data", default="", help="validation file; else a stratified split of --data")
-    p.add_argument("--val-fraction", type=fraction, default=d.val_fraction)
+    p.add_argument("--val-data", default="", help="validation file (selects); else a stratified split of --data")
+    p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="share of --data for validation")
+    p.add_argument("--test-data", default="", help="test file (judges); else a stratified split of --data")
+    p.add_argument("--test-fraction", type=fraction, default=d.test_fraction, help="share of --data for test")
     p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
     p.add_argument("--encoder", default=d.encoder, help="HF id or local path; default: bundled MiniLM")
     p.add_argument("--max-epochs", type=positive(int_arg), default=d.max_epochs)
@@ -98,11 +100,13 @@ def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
     return pbt
 
 
-def check_gate(train, val, label_names: list[str], min_examples: int) -> None:
+def check_gate(splits: Splits, min_examples: int) -> None:
     """Run the great-expectations gate, log its result, stop the stage (nothing registered) if it fails."""
     from validation import validate_training_data
 
-    result = validate_training_data(train, label_names, val=val if len(val) else None, min_examples=min_examples)
+    result = validate_training_data(splits.fit, list(splits.descriptions), min_examples=min_examples,
+                                    val=splits.validation if len(splits.validation) else None,
+                                    test=splits.test if len(splits.test) else None)
     log_json(result.details, "validation/training_data_result.json")
     mlflow.set_tag("validation.training_data", "passed" if result.success else "failed")
     if not result.success:
@@ -117,18 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     pbt = pbt_config_from_args(args) if args.tune == "pbt" else None  # a bad tuning config fails here, first
     text_columns = parse_columns(args.text_columns)
     uri = setup()
-    train, val, descriptions = load_training_data(args.data, args.labels, text_columns, args.label_column,
-                                                  args.val_data or None, cfg.val_fraction, cfg.seed,
-                                                  args.label_delimiter, cfg.soft_label_column)
+    splits = load_splits(args.data, args.labels, text_columns, args.label_column, args.val_data or None,
+                         args.test_data or None, cfg.val_fraction, cfg.test_fraction, cfg.seed,
+                         args.label_delimiter, cfg.soft_label_column)
+    train, val, descriptions = splits.fit, splits.validation, splits.descriptions
     with mlflow.start_run(run_name="sft-pbt" if pbt else "sft") as run:
         mlflow.set_tag("stage", "sft")
         log_params_once({**cfg.to_params(), "data": args.data, "labels": args.labels,
                            "text_columns": ",".join(text_columns), "label_column": args.label_column,
-                           "val_data": args.val_data or f"split {cfg.val_fraction}", "model_name": args.model_name,
+                           "val_data": args.val_data or f"split {cfg.val_fraction}",
+                           "test_data": args.test_data or f"split {cfg.test_fraction}", "model_name": args.model_name,
                            "tune": args.tune})
         digest = log_dataset(train, args.data, "train", "training")
         log_dataset(val, args.val_data or args.data, "validation", "validation")
-        check_gate(train, val, list(descriptions), cfg.min_examples)
+        log_dataset(splits.test, args.test_data or args.data, "test", "testing")
+        mlflow.log_metrics({f"docs_{name}": len(frame) for name, frame in splits.frames().items()})
+        check_gate(splits, cfg.min_examples)
         mlflow.log_dict(descriptions, "labels.json")
         if pbt:
             classifier, best, hparam_tags = tune_classifier(cfg, pbt, train, val, descriptions, text_columns,
@@ -138,13 +146,16 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
             best, hparam_tags = {**result.best_metrics, "epoch": result.best_epoch}, {}
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items() if not k.startswith("hp_")})
-        version = publish(classifier, train, val, text_columns, args.model_name, {
+        test = classifier.f1_scores(splits.test)  # reported only: nothing above chose anything by it
+        mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
+        version = publish(classifier, splits, text_columns, args.model_name, {
             RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "sft", RC.TAG_DATA_DIGEST: digest,
             RC.TAG_ENCODER: cfg.encoder, **hparam_tags})
         init_from_sft_run(mlflow.MlflowClient(), args.model_name, run.info.run_id)
     print(f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}, "
           f"alias {RC.CHALLENGER}); "
-          f"validation F1-macro {best['f1_macro']:.3f} at epoch {int(best['epoch'])}.\n"
+          f"test F1-macro {test['f1_macro']:.3f} on {len(splits.test)} held-out documents "
+          f"(validation {best['f1_macro']:.3f} at epoch {int(best['epoch'])}, used for selection).\n"
           f"See it: mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)")
     return 0
 
@@ -173,15 +184,15 @@ def tune_classifier(cfg: C.TrainConfig, pbt: C.PBTConfig, train, val, descriptio
     return classifier, outcome.best_metrics, {f"hparam.{k}": v for k, v in outcome.best_hparams.items()}
 
 
-def publish(classifier, train, val, text_columns: list[str], model_name: str, tags: dict):
-    """Log thresholds, the split and the pyfunc into the active run; register it as a new version."""
+def publish(classifier, splits: Splits, text_columns: list[str], model_name: str, tags: dict):
+    """Log thresholds, the three splits and the pyfunc into the active run; register it as a new version."""
     log_json(dict(zip(classifier.labels, map(float, classifier.thresholds))), "thresholds.json")
     with tempfile.TemporaryDirectory() as tmp:
-        for name, frame in (("train", train), ("validation", val)):
+        for name, frame in splits.frames().items():
             path = Path(tmp) / f"{name}.parquet"
             frame.to_parquet(path)
             mlflow.log_artifact(str(path), "data")
-        example = val[["text"]].head(3).reset_index(drop=True)
+        example = splits.validation[["text"]].head(3).reset_index(drop=True)
         info = log_classifier(classifier.save(Path(tmp) / "classifier"), text_columns, example,
                               example_output(classifier, example))
     return register(info.model_uri, model_name, tags)

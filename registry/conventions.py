@@ -46,7 +46,7 @@ TAG_INTENT = "lifecycle.intent_id"  # the multi-step action that created a clone
 
 # Registered-model tags: the evaluation configuration and controller state.
 TAG_EVAL_CONFIG = {
-    "data": "eval.data",  # URI of the labelled evaluation set (the first sft run's held-out split)
+    "data": "eval.data",  # URI of the labelled evaluation set (the first sft run's test split)
     "labels": "eval.labels",  # label -> description file
     "text_columns": "eval.text_columns",
     "label_column": "eval.label_column",

@@ -75,8 +75,9 @@ def write_settings(client: MlflowClient, name: str, **changes) -> ModelSettings:
 
 
 def init_from_sft_run(client: MlflowClient, name: str, run_id: str) -> ModelSettings | None:
-    """On a model's first sft run: evaluate future candidates on that run's held-out split and label set."""
+    """On a model's first sft run: judge every future candidate on that run's test split (which nothing trains or
+    selects on) and label set."""
     if read_settings(client, name) is not None:
         return None
-    return write_settings(client, name, data=f"runs:/{run_id}/data/validation.parquet",
+    return write_settings(client, name, data=f"runs:/{run_id}/data/test.parquet",
                           labels=f"runs:/{run_id}/labels.json", text_columns="text", label_column="labels")

@@ -32,7 +32,7 @@ def build_served_model(root: Path, encoder: str) -> ServedModel:
     import mlflow
 
     from mlprojects.config import TrainConfig
-    from mlprojects.data import load_training_data
+    from mlprojects.data import load_splits
     from mlprojects.sft import example_output
     from mlprojects.train import train_classifier
     from registry.log_model import log_classifier, register
@@ -40,7 +40,7 @@ def build_served_model(root: Path, encoder: str) -> ServedModel:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("serving-tests", artifact_location=(root / "artifacts").as_uri())
-    train, val, descriptions = load_training_data(str(REPO / "data/demo/tax_documents.csv"),
+    train, val, _, descriptions = load_splits(str(REPO / "data/demo/tax_documents.csv"),
                                                   str(REPO / "data/demo/labels.yaml"), "title,body", "labels")
     cfg = TrainConfig(encoder=encoder, max_epochs=1, batch_size=16)
     classifier, _ = train_classifier(cfg, train.head(80), val.head(20), descriptions, ["title", "body"])

@@ -69,3 +69,61 @@ def test_split_keeps_every_label_on_both_sides(demo_frame):
     assert labels(val) == labels(train)
     again, _ = stratified_split(frame, 0.15, seed=42)
     assert again["text"].tolist() == train["text"].tolist()
+
+
+def test_three_splits_are_disjoint_by_content_and_reproducible(small_dataset):
+    from mlprojects.data import content_hashes, load_splits
+
+    args = (small_dataset["data"], small_dataset["labels"], "title,body", "labels")
+    splits = load_splits(*args, val_fraction=0.15, test_fraction=0.2, seed=7)
+    hashes = {name: set(content_hashes(frame["text"])) for name, frame in splits.frames().items()}
+    assert hashes["test"].isdisjoint(hashes["train"] | hashes["validation"])
+    assert hashes["validation"].isdisjoint(hashes["train"])
+    assert sum(map(len, splits.frames().values())) == 120
+    assert len(splits.test) == pytest.approx(0.2 * 120, abs=1) and len(splits.validation) == pytest.approx(18, abs=1)
+    again = load_splits(*args, val_fraction=0.15, test_fraction=0.2, seed=7)
+    assert again.test["text"].tolist() == splits.test["text"].tolist()
+
+
+def test_duplicates_stay_in_one_split(demo_frame):
+    from mlprojects.data import content_hashes, stratified_split
+
+    frame = prepare(demo_frame, ["title", "body"], "labels")
+    doubled = pd.concat([frame, frame.assign(text=frame["text"].str.upper().str.lower() + "  ")], ignore_index=True)
+    train, held = stratified_split(doubled, 0.3, seed=1)
+    assert set(content_hashes(train["text"])).isdisjoint(content_hashes(held["text"]))
+
+
+def test_test_file_that_overlaps_the_training_data_is_refused_with_the_count(small_dataset, tmp_path):
+    from mlprojects.data import load_splits
+
+    frame = pd.read_csv(small_dataset["data"])
+    test = tmp_path / "test.csv"
+    pd.concat([frame.head(3), frame.head(3).assign(title="unseen title", body="unseen body")]).to_csv(test, index=False)
+    with pytest.raises(DataError, match=r"^3 of 6 test_data document\(s\) also in the training or validation data"):
+        load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels", test_data=str(test))
+
+
+@pytest.mark.parametrize("val_fraction,test_fraction,message", [
+    (0.15, 0.0, "test_fraction must be between 0 and 1"),
+    (1.5, 0.2, "val_fraction must be between 0 and 1"),
+    (0.5, 0.5, "must leave data to train on"),
+])
+def test_bad_split_fractions_are_refused(small_dataset, val_fraction, test_fraction, message):
+    from mlprojects.data import load_splits
+
+    with pytest.raises(DataError, match=message):
+        load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels",
+                    val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def test_pools_are_disjoint_stratified_and_cover_every_row(demo_frame):
+    from mlprojects.data import split_pools
+
+    pools = split_pools(demo_frame, "title,body", "labels", {"test": 0.2, "production": 0.35, "initial": 0.45}, 3)
+    assert sum(map(len, pools.values())) == len(demo_frame)
+    ids = [set(p["id"]) for p in pools.values()]
+    assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1:])
+    assert len(pools["test"]) == pytest.approx(0.2 * len(demo_frame), abs=4)  # multi-label rows: sizes drift a little
+    labels = lambda f: {l for ls in f["labels"] for l in ls.split("|")}  # noqa: E731
+    assert labels(pools["test"]) == labels(pools["production"]) == labels(demo_frame)

@@ -107,12 +107,22 @@ def test_gradient_raises_the_log_prob_of_positive_advantage_samples():
     assert logits.grad[0, 0] < 0 and logits.grad[0, 1] == 0  # descent raises label 0's logit
 
 
+def test_correction_loss_is_bce_on_corrected_rows_only():
+    from mlprojects.grpo_loss import correction_loss
+
+    logits = torch.tensor([[0.0, 2.0], [5.0, -5.0], [1.0, 1.0]])
+    corrected = torch.tensor([[1.0, 0.0], [float("nan")] * 2, [0.0, 1.0]])
+    # row 0: -log σ(0) = 0.6931, -log(1 - σ(2)) = 2.1269; row 2: -log(1 - σ(1)) = 1.3133, -log σ(1) = 0.3133
+    assert float(correction_loss(logits, corrected)) == pytest.approx((0.6931 + 2.1269 + 1.3133 + 0.3133) / 4, abs=1e-4)
+    assert float(correction_loss(logits, torch.full((3, 2), float("nan")))) == 0.0
+
+
 def test_grpo_params_use_trl_names_and_defaults():
     from trl import GRPOConfig
 
     trl_defaults = {f.name: f.default for f in dataclasses.fields(GRPOConfig)}
     ours = {f.name: f.default for f in dataclasses.fields(GRPOParams)}
-    own = {"lora_r", "lora_alpha"}
+    own = {"lora_r", "lora_alpha", "sft_weight"}
     assert set(ours) - own <= set(trl_defaults), "every GRPO hyperparameter is named as in TRL"
     differs = {k: (v, trl_defaults[k]) for k, v in ours.items() if k not in own and v != trl_defaults[k]}
     assert differs.keys() == GRPO_OVERRIDES_OF_TRL.keys(), differs

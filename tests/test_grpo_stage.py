@@ -45,6 +45,9 @@ def registered(registry_uri, tiny_encoder, demo_frame, tmp_path_factory):
     classifier, _ = train_classifier(cfg, frame[:48], frame[48:], descriptions, ["text"])
     setup()
     with mlflow.start_run(run_name="sft"):
+        validation = tmp_path_factory.mktemp("split") / "validation.parquet"
+        frame[48:].to_parquet(validation)
+        mlflow.log_artifact(str(validation), "data")  # what the grpo stage re-tunes thresholds on
         example = frame[["text"]].head(2)
         info = log_classifier(classifier.save(tmp_path_factory.mktemp("clf") / "classifier"), ["text"], example,
                               example_output(classifier, example))
@@ -66,8 +69,9 @@ def _train(registered, beta: float, learning_rate: float = 5e-3):
     n = len(texts)
     targets = targets_from_feedback([[label]] * n, [5] * n, [[label] if i % 2 else None for i in range(n)],
                                     reference.labels)
+    # rewards only (sft_weight=0): these tests are about GRPO's own learning and its KL anchor
     params = replace(GRPOParams(), beta=beta, learning_rate=learning_rate, per_device_train_batch_size=64,
-                     num_train_epochs=2)
+                     num_train_epochs=2, sft_weight=0.0)
     result = GRPOTrainer(prepare_policy(policy, params), reference, texts, targets, params).train()
     after = torch.sigmoid(logits_of(policy, texts)).numpy()
     return {"start": start, "after": after, "favoured": favoured, "result": result}
@@ -124,7 +128,10 @@ def test_grpo_stage_registers_a_challenger_child_of_the_reference(registered, re
     assert run.data.metrics["feedback_used"] == 16
     for key in ("reward_mean", "reward_std", "kl", "clip_fraction", "entropy"):
         assert len(client.get_metric_history(run.info.run_id, key)) == 4  # 16 docs × 8 generations / 32
-    assert {"plots", "data"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"plots", "data", "thresholds.json"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    # thresholds re-tuned with the policy's own scores on the reference's validation split, logged with the run
+    assert "val_f1_macro" in run.data.metrics and "val_f1_macro_reference" in run.data.metrics
+    assert "data/validation.parquet" in {a.path for a in client.list_artifacts(run.info.run_id, "data")}
     assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["feedback"]
     out = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger").predict(pd.DataFrame({"text": ["VAT question"]}))
     assert set(out.loc[0, "scores"]) == set(registered["labels"])
@@ -138,6 +145,10 @@ def test_missing_alias_or_feedback_is_a_clear_error_and_registers_nothing(regist
     client.create_registered_model("no-aliases")
     assert main(["--model-name", "no-aliases"]) == 2
     assert "has no 'reference' alias" in capsys.readouterr().err
+
+    missing = tmp_path / "missing.parquet"  # no split to re-tune thresholds on: refused before training
+    assert main(["--model-name", NAME, "--validation-data", str(missing)]) == 2
+    assert "no validation split to re-tune the policy's thresholds on" in capsys.readouterr().err
 
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     assert main(["--model-name", NAME, "--feedback-uri", empty]) == 2

@@ -85,7 +85,7 @@ def test_sft_version_is_a_challenger_that_becomes_the_first_champion(trained, mo
     client = mlflow.MlflowClient()
     tags = client.get_registered_model("sft-model").tags
     run_id = version("sft-model", "1").run_id
-    assert tags["eval.data"] == f"runs:/{run_id}/data/validation.parquet"
+    assert tags["eval.data"] == f"runs:/{run_id}/data/test.parquet"  # judged on the split nothing selected on
     assert tags["eval.labels"] == f"runs:/{run_id}/labels.json"
     assert (tags["eval.text_columns"], tags["eval.label_column"], tags["eval.margin"]) == ("text", "labels", "0.0")
     assert aliases(client, "sft-model") == {"challenger": "1"}

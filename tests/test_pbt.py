@@ -150,11 +150,11 @@ def test_exploit_continues_the_source_weights_at_a_new_rank_and_learning_rate(ti
     import torch
 
     from mlprojects.config import TrainConfig
-    from mlprojects.data import load_training_data
+    from mlprojects.data import load_splits
     from mlprojects.model import merged_encoder
     from mlprojects.pbt import TrialData, build_trainer, trial_config
 
-    train, val, descriptions = load_training_data(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
+    train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     base = TrainConfig(encoder=tiny_encoder, max_epochs=4, lora_r=4).to_params()
     data = TrialData(base, train.head(16), val.head(8), descriptions, interval=1)
     source = build_trainer(trial_config(base, {}), data)
@@ -184,10 +184,10 @@ def test_a_checkpoint_taken_mid_epoch_continues_exactly(tiny_encoder, small_data
     import torch
 
     from mlprojects.config import TrainConfig
-    from mlprojects.data import load_training_data
+    from mlprojects.data import load_splits
     from mlprojects.pbt import TrialData, build_trainer, trial_config
 
-    train, val, descriptions = load_training_data(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
+    train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     base = TrainConfig(encoder=tiny_encoder, max_epochs=2, batch_size=16).to_params()
     data = TrialData(base, train.head(40), val.head(8), descriptions, interval=2, unit="steps")  # 3 batches/epoch
     cfg = trial_config(base, {})

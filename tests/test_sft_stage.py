@@ -11,13 +11,13 @@ from registry.contract import to_params
 from tests.conftest import REPO
 
 
-def mlflow_run(entry: str, params: dict, env_uri: str) -> subprocess.CompletedProcess:
+def mlflow_run(entry: str, params: dict, env_uri: str, timeout: float = 600) -> subprocess.CompletedProcess:
     args = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local"]
     for k, v in params.items():
         args += ["-P", f"{k}={v}"]
     env = {**os.environ, "MLFLOW_TRACKING_URI": env_uri,
            "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_encoder, small_dataset):
@@ -35,9 +35,23 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
     assert run.data.tags["validation.training_data"] == "passed"
     assert "best_f1_macro" in run.data.metrics
     assert len(client.get_metric_history(run.info.run_id, "f1_macro")) == 2
-    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "validation"}
+    assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"train", "validation", "test"}
+    assert "test_f1_macro" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"plots", "thresholds.json", "data", "labels.json", "validation"} <= artifacts
+
+    # three disjoint splits; candidates are judged on the test split, which nothing trained or selected on
+    from mlprojects.data import content_hashes
+
+    splits = {name: pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/data/{name}.parquet"))
+              for name in ("train", "validation", "test")}
+    hashes = {name: set(content_hashes(frame["text"])) for name, frame in splits.items()}
+    assert hashes["test"].isdisjoint(hashes["train"] | hashes["validation"])
+    assert hashes["validation"].isdisjoint(hashes["train"])
+    assert client.get_registered_model("tiny-clf").tags["eval.data"] == f"runs:/{run.info.run_id}/data/test.parquet"
+    assert {f"docs_{name}": len(frame) for name, frame in splits.items()} == {
+        k: v for k, v in run.data.metrics.items() if k.startswith("docs_")}
+    assert len(splits["test"]) == pytest.approx(0.2 * 120, abs=3) and sum(map(len, splits.values())) == 120
 
     model = mlflow.pyfunc.load_model("models:/tiny-clf/1")
     texts = ["Is VAT due on our consulting invoices to Germany for 2022?", "Payroll tax memo"]
@@ -82,6 +96,27 @@ def test_gate_rejects_bad_data_and_registers_nothing(mlflow_env, tiny_encoder, s
     assert mlflow.MlflowClient().search_registered_models() == []
     run = mlflow.search_runs(search_all_experiments=True, output_format="list")[0]
     assert run.data.tags["validation.training_data"] == "failed"
+
+
+def test_test_data_that_overlaps_training_data_is_refused(mlflow_env, small_dataset, tmp_path, capsys):
+    from mlprojects.sft import main
+
+    test = tmp_path / "test.csv"
+    pd.read_csv(small_dataset["data"]).head(7).to_csv(test, index=False)
+    rc = main(["--data", small_dataset["data"], "--labels", small_dataset["labels"], "--test-data", str(test)])
+    assert rc == 2
+    assert "7 of 7 test_data document(s) also in the training or validation data" in capsys.readouterr().err
+    assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_splits_too_small_for_the_labels_stop_before_training(mlflow_env, small_dataset, capsys):
+    from mlprojects.sft import main
+
+    rc = main(["--data", small_dataset["data"], "--labels", small_dataset["labels"], "--min-examples", "5"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "training data failed validation, nothing was trained or registered" in err
+    assert "validation examples" in err and "test examples" in err
+    assert mlflow.MlflowClient().search_registered_models() == []
 
 
 @pytest.mark.parametrize("change,message", [

@@ -34,11 +34,13 @@ def only_failure(result: GateResult) -> str:
 
 
 def test_clean_data_passes() -> None:
-    result = validate_training_data(make_frame(), LABELS, val=make_frame(2, prefix="val"))
+    result = validate_training_data(make_frame(), LABELS, val=make_frame(5, prefix="val"),
+                                    test=make_frame(5, prefix="test"))
     assert result.success, result.failures
     assert result.failures == []
     result.raise_for_failures()  # no-op
-    assert set(result.details) == {"train", "train_labels", "label_counts", "val", "val_labels"}
+    assert set(result.details) == {"train", "train_labels", "label_counts", "val", "val_labels", "label_counts_val",
+                                   "test", "test_labels", "label_counts_test"}
 
 
 def test_details_are_strict_json() -> None:
@@ -95,7 +97,7 @@ def test_too_few_examples_names_label_and_count() -> None:
 
 
 def test_train_val_overlap_fails() -> None:
-    val = with_rows(make_frame(2, prefix="val"), ("train text neutral 3", ["neutral"]))
+    val = with_rows(make_frame(5, prefix="val"), ("train text neutral 3", ["neutral"]))
     line = only_failure(validate_training_data(make_frame(), LABELS, val=val))
     assert line == "val.text: 1 row also in train (train/validation overlap): ['train text neutral 3']"
     # the train texts are not copied into validation_result.json (only failing examples are)
@@ -103,13 +105,32 @@ def test_train_val_overlap_fails() -> None:
     assert "train text neutral 3" in details and "train text positive 29" not in details
 
 
-def test_val_gets_row_checks_but_not_min_examples() -> None:
-    val = with_rows(make_frame(1, prefix="val"), ("  ", ["positive"]), ("val x", ["foo"]))
+def test_val_gets_row_checks_and_min_examples() -> None:
+    val = with_rows(make_frame(5, prefix="val"), ("  ", ["positive"]), ("val x", ["foo"]))
     result = validate_training_data(make_frame(), LABELS, val=val, min_examples=5)
     assert result.failures == [
-        "val.text: 1 row with empty text (blank after stripping): rows [4]",
+        "val.text: 1 row with empty text (blank after stripping): rows [16]",
         "val.labels: 1 label value not in the label file: ['foo']",
     ]
+
+
+def test_every_split_needs_min_examples_per_label() -> None:
+    test = make_frame(5, prefix="test")
+    test = test[~test["text"].str.startswith("test text negative")]
+    result = validate_training_data(make_frame(), LABELS, val=make_frame(5, prefix="val"), test=test, min_examples=5)
+    assert result.failures == ["test.labels: 1 label with fewer than 5 test examples: {'negative': 0}"]
+    small_val = validate_training_data(make_frame(), LABELS, val=make_frame(2, prefix="val"), min_examples=5)
+    assert small_val.failures == ["val.labels: 3 labels with fewer than 5 validation examples: "
+                                  "{'positive': 3, 'negative': 2, 'neutral': 3}"]
+
+
+def test_test_split_overlap_with_train_fails() -> None:
+    test = with_rows(make_frame(5, prefix="test"), ("train text neutral 3", ["neutral"]))
+    line = only_failure(validate_training_data(make_frame(), LABELS, test=test))
+    assert line == "test.text: 1 row also in train or validation (overlap with the test split): ['train text neutral 3']"
+    test = with_rows(make_frame(5, prefix="test"), ("val text neutral 1", ["neutral"]))
+    line = only_failure(validate_training_data(make_frame(), LABELS, val=make_frame(5, prefix="val"), test=test))
+    assert line == "test.text: 1 row also in train or validation (overlap with the test split): ['val text neutral 1']"
 
 
 def test_raise_for_failures_lists_all_failures() -> None:

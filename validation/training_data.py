@@ -17,6 +17,9 @@ import pandas as pd
 from validation.gx_runner import Check, GateResult, gx, run_checks
 
 E = gx.expectations
+_SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
+_OVERLAP = {"val": "{n} row{s} also in train (train/validation overlap)",
+            "test": "{n} row{s} also in train or validation (overlap with the test split)"}
 
 
 def validate_training_data(
@@ -24,6 +27,7 @@ def validate_training_data(
     label_names: Sequence[str],
     *,
     val: pd.DataFrame | None = None,
+    test: pd.DataFrame | None = None,
     min_examples: int = 5,
     text_column: str = "text",
     labels_column: str = "labels",
@@ -35,10 +39,16 @@ def validate_training_data(
     cols = (text_column, labels_column)
     results = [_split_checks("train", train, label_names, cols)]
     if _columns_ok(train, cols):
-        results.append(_min_examples(train, label_names, min_examples, labels_column))
-    if val is not None:
-        train_texts = train[text_column] if text_column in train.columns else pd.Series(dtype=object)
-        results.append(_split_checks("val", val, label_names, cols, train_texts=train_texts))
+        results.append(_min_examples("train", train, label_names, min_examples, labels_column))
+    seen = train[text_column] if text_column in train.columns else pd.Series(dtype=object)
+    for split, frame in (("val", val), ("test", test)):
+        if frame is None:
+            continue
+        results.append(_split_checks(split, frame, label_names, cols, train_texts=seen))
+        if text_column in frame.columns:  # the test split must not overlap validation either
+            seen = pd.concat([seen, frame[text_column]], ignore_index=True)
+        if _columns_ok(frame, cols):  # F1 on a label with a handful of held-out examples is noise
+            results.append(_min_examples(split, frame, label_names, min_examples, labels_column))
     return GateResult.combine(results)
 
 
@@ -50,7 +60,7 @@ def _split_checks(
     *,
     train_texts: pd.Series | None = None,
 ) -> GateResult:
-    """Row-level checks for one split; train gets the duplicate check, val the overlap check."""
+    """Row-level checks for one split; train gets the duplicate check, val and test the overlap check."""
     text, labels = cols
     prefix = "" if split == "train" else f"{split}."
     missing = [c for c in cols if c not in df.columns]
@@ -95,7 +105,7 @@ def _split_checks(
         checks.append(
             Check(
                 E.ExpectColumnValuesToBeNull(column="text_in_train"),
-                "{n} row{s} also in train (train/validation overlap)",
+                _OVERLAP[split],
                 f"{prefix}{text}",
             )
         )
@@ -108,18 +118,22 @@ def _split_checks(
     return GateResult.combine([run_checks(split, rows, checks), run_checks(f"{split}_labels", long, [label_check])])
 
 
-def _min_examples(train: pd.DataFrame, label_names: Sequence[str], min_examples: int, labels: str) -> GateResult:
-    """Every known label needs enough training rows, or its metrics (and model) are noise."""
-    long = _explode(train, labels).reset_index().drop_duplicates()  # count rows, not repeats
+
+
+def _min_examples(split: str, df: pd.DataFrame, label_names: Sequence[str], min_examples: int,
+                  labels: str) -> GateResult:
+    """Every known label needs enough rows in each split, or its model (train) or its metrics (val, test) are noise."""
+    long = _explode(df, labels).reset_index().drop_duplicates()  # count rows, not repeats
     counts = long["label"].value_counts()
     frame = pd.DataFrame({"label": list(label_names), "count": [int(counts.get(n, 0)) for n in label_names]})
     check = Check(
         E.ExpectColumnValuesToBeBetween(column="count", min_value=min_examples),
-        "{n} label{s} with fewer than " + f"{min_examples} training examples",
-        labels,
+        "{n} label{s} with fewer than " + f"{min_examples} {_SPLIT_WORDS[split]} examples",
+        labels if split == "train" else f"{split}.{labels}",
         "ids",
     )
-    return run_checks("label_counts", frame, [check], id_columns=["label"])
+    suffix = "" if split == "train" else f"_{split}"
+    return run_checks(f"label_counts{suffix}", frame, [check], id_columns=["label"])
 
 
 def _explode(df: pd.DataFrame, labels: str) -> pd.DataFrame:
