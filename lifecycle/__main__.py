@@ -8,18 +8,18 @@ from dataclasses import asdict
 import mlflow
 
 from mlprojects import config as P
-from mlprojects.errors import ConfigError, cli_entry
+from mlprojects.errors import ArgumentParser, ConfigError, cli_entry, model_name_arg, positive
 from mlprojects.tracking import setup
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m lifecycle", description=__doc__)
+    p = ArgumentParser(prog="python -m lifecycle", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("reconcile", help="evaluate candidates, promote or reject, clone, deploy, retire")
     mode = rec.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="one pass, then exit (default)")
     mode.add_argument("--watch", action="store_true", help="reconcile every --interval seconds")
-    rec.add_argument("--interval", type=float, default=P.WATCH_INTERVAL_S)
+    rec.add_argument("--interval", type=positive(), default=P.WATCH_INTERVAL_S)
     sub.add_parser("rollback", help="point champion back to the previous champion and redeploy")
     sub.add_parser("history", help="which version was champion when")
     conf = sub.add_parser("configure", help="show or change the model's evaluation and lifecycle settings")
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--keep-archived", help="previous champions kept in the Archived stage")
     conf.add_argument("--deploy-target", help="deployment target for the champion (default local)")
     for sp in (rec, conf, *[sub.choices[n] for n in ("rollback", "history")]):
-        sp.add_argument("--model-name", default=P.DEFAULT_MODEL_NAME)
+        sp.add_argument("--model-name", type=model_name_arg, default=P.DEFAULT_MODEL_NAME)
     return p
 
 
@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
         setup(args.model_name)
         entries = history.rows(db.engine(), args.model_name)
+        if not entries:
+            _registered(args.model_name)
         print(history.format_table(entries) if entries else f"{args.model_name} has had no champion yet")
         return 0
     from lifecycle.controller import Controller, watch
@@ -66,16 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _registered(name: str) -> None:
+    """A ConfigError (exit 2) unless `name` is a registered model."""
+    try:
+        mlflow.MlflowClient().get_registered_model(name)
+    except mlflow.exceptions.MlflowException as exc:
+        raise ConfigError(f"no registered model named {name!r} in {mlflow.get_tracking_uri()}") from exc
+
+
 def configure(args) -> int:
     from registry import conventions as C
     from registry.settings import read_settings, write_settings
 
     setup(args.model_name)
     client = mlflow.MlflowClient()
-    try:
-        client.get_registered_model(args.model_name)
-    except mlflow.exceptions.MlflowException as exc:
-        raise ConfigError(f"no registered model named {args.model_name!r}") from exc
+    _registered(args.model_name)
     keys = ("data", "labels", "text_columns", "label_column", "margin", "min_f1_macro", "bootstrap", "confidence",
             "keep_archived")
     changes = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}

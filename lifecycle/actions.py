@@ -16,6 +16,7 @@ from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease
 from registry import conventions as C
 from registry.aliases import archive, remove_alias, retire_archived, set_alias, set_stage, set_tags
+from registry.lookup import versions_of
 from serving.targets import Deployment, DeploymentTarget
 
 
@@ -92,7 +93,7 @@ def clone(ctx: Context, intent: dict) -> None:
     `policy`; a copy made before a crash is found again (by its intent id, or as a copy still carrying only the
     champion's own tags) instead of being made twice."""
     parent = intent["version"]
-    versions = ctx.client.search_model_versions(f"name='{ctx.name}'")
+    versions = versions_of(ctx.client, ctx.name)
     existing = {v.tags.get(C.TAG_ROLE): str(v.version) for v in versions if v.tags.get(C.TAG_INTENT) == intent["id"]}
     # copy_model_version copies the champion's tags: a copy whose intent tag is still the champion's was never tagged
     champion_intent = next((v.tags.get(C.TAG_INTENT) for v in versions if str(v.version) == parent), None)

@@ -66,6 +66,7 @@ class Controller:
         self.log, self._evaluations, self._data = [], {}, None
         with ExitStack() as stack:
             stack.enter_context(self.lease)
+            self.close_orphaned_runs()
             done: set[Action] = set()
             while actions := plan(self.state(), self.deployed(), self.keep_archived()):
                 action = actions[0]
@@ -84,6 +85,7 @@ class Controller:
             raise LeaseLost(f"another controller ({self.lease.holder_now()}) is acting on {self.name}; try again")
         self.log = []
         with self.lease, self._controller_run():
+            self.close_orphaned_runs()
             state = self.state()
             if state.pending:
                 self.execute(Action("resume", detail=state.pending))
@@ -195,6 +197,20 @@ class Controller:
         return self._evaluations[version]
 
     # -- records --------------------------------------------------------------------------------------------
+    def close_orphaned_runs(self) -> None:
+        """Mark FAILED the RUNNING controller runs of this model that no process will end: a controller killed
+        mid-pass (SIGKILL, power loss) leaves its run open, and while we hold the lease no other one is acting."""
+        experiments = {os.environ.get("MLFLOW_EXPERIMENT_ID")} - {None}
+        if (named := self.client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME") or self.name)):
+            experiments.add(named.experiment_id)
+        ours = mlflow.active_run().info.run_id if mlflow.active_run() else None
+        for run in self.client.search_runs(sorted(experiments), "attributes.status = 'RUNNING'") if experiments else []:
+            if run.data.tags.get("lifecycle.model_name") == self.name and run.info.run_id != ours:
+                self.client.set_tag(run.info.run_id, "lifecycle.orphaned",
+                                    f"its controller ended without closing it; marked failed by {self.actor}")
+                self.client.set_terminated(run.info.run_id, "FAILED")
+                self.note(f"marked the controller run {run.info.run_id} of a killed controller as failed")
+
     def _controller_run(self):
         run = mlflow.start_run(run_name=f"lifecycle {self.name}")
         mlflow.set_tags({"lifecycle.model_name": self.name, "lifecycle.actor": self.actor})

@@ -8,6 +8,7 @@ from mlflow import MlflowClient
 
 from registry import conventions as C
 from registry.aliases import is_archived
+from registry.lookup import versions_of
 
 
 @dataclass(frozen=True)
@@ -43,5 +44,5 @@ class RegistryState:
 def read_state(client: MlflowClient, name: str) -> RegistryState:
     model = client.get_registered_model(name)
     versions = {str(v.version): VersionInfo(str(v.version), v.current_stage, dict(v.tags))
-                for v in client.search_model_versions(f"name='{name}'") if v.status == "READY"}
+                for v in versions_of(client, name) if v.status == "READY"}
     return RegistryState(name, versions, {a: str(v) for a, v in model.aliases.items()}, dict(model.tags))

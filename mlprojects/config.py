@@ -220,7 +220,6 @@ def deploy_dir() -> Path:
 # --- Serving (issue 7): local endpoint, Azure ML managed online endpoints, Spark batch scoring ---
 SERVE_HOST = "127.0.0.1"
 SERVE_PORT = 5001
-SERVE_MAX_BODY_BYTES = 1_048_576  # larger requests get 413
 BATCH_SPARK_MASTER = "local[*]"
 
 

@@ -1,9 +1,11 @@
 """Errors users can act on, and the wrapper that turns them into one readable line and an exit code."""
 from __future__ import annotations
 
+import argparse
 import functools
 import math
 import sys
+from pathlib import Path
 from typing import Callable
 
 
@@ -37,6 +39,14 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
     return wrapper
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a bad value reported as one line, `error: <prog>: <message> (see --help)`, and exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def finite_float(value: str) -> float:
     """A number that is not nan or ±inf (nan would silently switch a comparison off; inf has no int)."""
     number = float(value)
@@ -48,3 +58,92 @@ def finite_float(value: str) -> float:
 def int_arg(value: str) -> int:
     """argparse type for integers: MLproject passes numbers as text, possibly '8.0'."""
     return int(finite_float(value))
+
+
+# argparse types that check a value where it is parsed, before any work; a bad value is one line and exit 2.
+def _typed(kind: Callable[[str], float], value: str) -> float:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a finite {'integer' if kind is int_arg else 'number'}") from None
+
+
+def positive(kind: Callable[[str], float] = finite_float) -> Callable[[str], float]:
+    """A number > 0 of `kind` (int_arg or finite_float)."""
+    def check(value: str) -> float:
+        number = _typed(kind, value)
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+        return number
+    return check
+
+
+def non_negative(kind: Callable[[str], float] = finite_float) -> Callable[[str], float]:
+    """A number >= 0 of `kind` (int_arg or finite_float)."""
+    def check(value: str) -> float:
+        number = _typed(kind, value)
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+        return number
+    return check
+
+
+def fraction(value: str) -> float:
+    """A number strictly between 0 and 1 (a split fraction, a confidence level)."""
+    number = _typed(finite_float, value)
+    if not 0.0 < number < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return number
+
+
+def optional(kind: Callable[[str], object]) -> Callable[[str], object]:
+    """`kind`, except that '' (an MLproject parameter left empty) stays '' (use the default)."""
+    def check(value: str) -> object:
+        return value if value == "" else kind(value)
+    return check
+
+
+def model_name_arg(value: str) -> str:
+    """A registered-model name the registry accepts and can resolve again (checked before any training)."""
+    from registry.names import InvalidModelName, check_model_name
+
+    try:
+        return check_model_name(value)
+    except InvalidModelName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def registered_uri_arg(value: str) -> str:
+    """`models:/<name>/<version>` or `models:/<name>@<alias>` with a valid name (existence is checked later)."""
+    from registry.names import InvalidModelName, check_model_name
+
+    path = value[len("models:/"):] if value.startswith("models:/") else ""
+    name, sep, ref = path.partition("@") if "@" in path else path.rpartition("/")
+    if not (name and sep and ref) or (sep == "/" and not ref.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected models:/<name>/<version> or models:/<name>@<alias>, got {value!r}")
+    try:
+        check_model_name(name)
+    except InvalidModelName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def output_path_arg(value: str) -> str:
+    """A file to write later: its directory must exist now, not after the work that produces it."""
+    if value and not Path(value).expanduser().resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the directory of {value!r} does not exist")
+    return value
+
+
+def db_url_arg(value: str) -> str:
+    """A SQLAlchemy database URL whose driver is installed ('' = the default store)."""
+    if not value:
+        return value
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(value).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a usable database URL: {exc}") from None
+    return value

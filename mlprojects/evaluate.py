@@ -15,7 +15,8 @@ import mlflow
 from mlprojects import config as C
 from mlprojects.evaluation import (evaluate_model, load_descriptions_arg, load_eval_data, log_evaluation,
                                    log_model_metrics)
-from mlprojects.errors import ConfigError, cli_entry, int_arg
+from mlprojects.errors import (ArgumentParser, ConfigError, cli_entry, fraction, int_arg,
+                               non_negative, output_path_arg, positive)
 from mlprojects.tracking import log_params_once, setup
 from registry.aliases import set_tags
 from registry.model_card import write_card
@@ -23,7 +24,7 @@ from registry.lookup import model_name_of, registered_version
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-uri", required=True, help="models:/name/N, models:/name@alias, runs:/..., a path")
     p.add_argument("--data", required=True, help="labelled CSV, JSONL or Parquet path/URI")
     p.add_argument("--labels", default="", help="YAML/JSON: label -> description (not needed with --label-descriptions)")
@@ -32,10 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-delimiter", default="|")
     p.add_argument("--label-descriptions", default="",
                    help="JSON or YAML/JSON file: a new label set (the data's labels) to evaluate zero-shot")
-    p.add_argument("--output", default="", help="also write the metrics here as JSON")
-    p.add_argument("--bootstrap", type=int_arg, default=C.BOOTSTRAP_RESAMPLES)
-    p.add_argument("--confidence", type=float, default=C.CONFIDENCE)
-    p.add_argument("--seed", type=int_arg, default=0)
+    p.add_argument("--output", type=output_path_arg, default="", help="also write the metrics here as JSON")
+    p.add_argument("--bootstrap", type=positive(int_arg), default=C.BOOTSTRAP_RESAMPLES)
+    p.add_argument("--confidence", type=fraction, default=C.CONFIDENCE)
+    p.add_argument("--seed", type=non_negative(int_arg), default=0)
     return p
 
 

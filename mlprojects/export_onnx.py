@@ -15,7 +15,8 @@ import pandas as pd
 
 from mlprojects import config as C
 from mlprojects.data import parse_columns, prepare, read_table
-from mlprojects.errors import ConfigError, DataError, cli_entry, int_arg
+from mlprojects.errors import (ArgumentParser, ConfigError, DataError, cli_entry, finite_float,
+                              int_arg, model_name_arg, non_negative, optional, registered_uri_arg)
 from mlprojects.onnx_export import ExportError, export_classifier
 from mlprojects.onnx_quantize import MODES
 from mlprojects.tracking import log_json, log_params_once, setup
@@ -26,20 +27,20 @@ from registry.lookup import load_classifier, model_name_of
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="export_onnx", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="export_onnx", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     d = C.OnnxConfig()
-    p.add_argument("--model-uri", required=True, help="models:/<name>/<version> or models:/<name>@<alias>")
+    p.add_argument("--model-uri", required=True, type=registered_uri_arg, help="models:/<name>/<version> or models:/<name>@<alias>")
     p.add_argument("--eval-data", default="", help="labelled evaluation data; default: the model's validation split")
     p.add_argument("--text-columns", default="", help="of --eval-data; default: the model's text columns")
     p.add_argument("--label-column", default=C.DEMO_LABEL_COLUMN)
     p.add_argument("--label-delimiter", default="|")
     p.add_argument("--quantization", default=d.quantization, choices=[*MODES, "none"])
-    p.add_argument("--threads", type=int_arg, default=d.threads, help="inference threads, 0 = all")
-    p.add_argument("--model-name", default="", help=f"default: <source name>{C.ONNX_MODEL_SUFFIX}")
-    p.add_argument("--min-fp32-cosine", type=float, default=d.min_fp32_cosine)
-    p.add_argument("--min-int8-mean-cosine", type=float, default=d.min_int8_mean_cosine)
-    p.add_argument("--max-f1-drop", type=float, default=d.max_f1_drop)
+    p.add_argument("--threads", type=non_negative(int_arg), default=d.threads, help="inference threads, 0 = all")
+    p.add_argument("--model-name", type=optional(model_name_arg), default="", help=f"default: <source name>{C.ONNX_MODEL_SUFFIX}")
+    p.add_argument("--min-fp32-cosine", type=finite_float, default=d.min_fp32_cosine)
+    p.add_argument("--min-int8-mean-cosine", type=finite_float, default=d.min_int8_mean_cosine)
+    p.add_argument("--max-f1-drop", type=finite_float, default=d.max_f1_drop)
     return p
 
 

@@ -23,7 +23,8 @@ import pandas as pd
 
 from mlprojects import config as C
 from mlprojects.data import prepare, read_table
-from mlprojects.errors import ConfigError, DataError, cli_entry, int_arg
+from mlprojects.errors import (ArgumentParser, ConfigError, DataError, cli_entry, int_arg,
+                              model_name_arg, non_negative, positive)
 from mlprojects.grpo_loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, SCALE_REWARDS
 from mlprojects.grpo_train import GRPOTrainer, docs_per_step, prepare_policy
 from mlprojects.plots import grpo_curves
@@ -35,26 +36,30 @@ from registry.log_model import log_classifier, register
 from registry.lookup import load_classifier
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+POSITIVE = {"num_generations", "temperature", "epsilon", "num_iterations", "learning_rate", "max_grad_norm",
+            "num_train_epochs", "per_device_train_batch_size", "lora_r", "lora_alpha"}  # the others may be 0
 VALIDATION_ARTIFACT = "data/validation.parquet"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="grpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-name", default=C.DEFAULT_MODEL_NAME)
+    p = ArgumentParser(prog="grpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
     p.add_argument("--feedback-uri", default="", help="SQLAlchemy URL of the store, or a CSV/JSONL export")
     p.add_argument("--validation-data", default="", help="labelled split to re-tune thresholds on (normalised "
                    "text/labels Parquet); default: the reference's own validation split")
-    types = {"int": int_arg, "float": float, "float | None": _optional_float, "str": str}
+    types = {"int": non_negative(int_arg), "float": non_negative(), "float | None": _optional_float, "str": str}
+    positives = {"int": positive(int_arg), "float": positive()}
     choices = {"loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS,
                "importance_sampling_level": IMPORTANCE_SAMPLING_LEVELS}
     for f in fields(C.GRPOParams):  # every GRPO hyperparameter, under TRL's name: --num-generations, --beta, ...
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default, type=types[str(f.type)],
+        kind = positives[str(f.type)] if f.name in POSITIVE else types[str(f.type)]
+        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default, type=kind,
                        choices=choices.get(f.name))
     return p
 
 
 def _optional_float(value: str) -> float | None:
-    return None if value in ("", "None", "none") else float(value)
+    return None if value in ("", "None", "none") else non_negative()(value)
 
 
 def alias_version(client: mlflow.MlflowClient, model_name: str, alias: str) -> str:

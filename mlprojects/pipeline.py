@@ -26,9 +26,11 @@ from rich.table import Table
 
 from mlprojects import config as C
 from mlprojects.data import parse_columns, prepare, read_table, split_pools
-from mlprojects.errors import PlatformError, cli_entry, int_arg
+from mlprojects.errors import (ArgumentParser, PlatformError, cli_entry, db_url_arg, int_arg,
+                              model_name_arg, non_negative, positive)
 from mlprojects.tracking import setup
 from registry import conventions as RC
+from registry.lookup import versions_of
 from serving.feedback.simulate import rate_through_endpoint
 from serving.local_server import free_port, wait_until_healthy
 
@@ -36,19 +38,21 @@ console = Console(width=160)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-name", default=C.DEFAULT_MODEL_NAME)
+    p = ArgumentParser(prog="pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
     p.add_argument("--data", default=str(C.DEMO_DATA))
     p.add_argument("--labels", default=str(C.DEMO_LABELS))
     p.add_argument("--text-columns", default=C.DEMO_TEXT_COLUMNS)
     p.add_argument("--label-column", default=C.DEMO_LABEL_COLUMN)
     p.add_argument("--encoder", default=C.EMBEDDED_ENCODER)
-    p.add_argument("--pbt-trials", type=int_arg, default=C.PIPELINE.pbt_trials)
-    p.add_argument("--max-epochs", type=int_arg, default=C.PIPELINE.max_epochs)
-    p.add_argument("--grpo-epochs", type=int_arg, default=C.PIPELINE.grpo_epochs)
-    p.add_argument("--rounds", type=int_arg, default=C.PIPELINE.rounds, help="feedback → GRPO → judge loops")
-    p.add_argument("--seed", type=int_arg, default=C.PIPELINE.seed, help="pools, splits and simulated users")
-    p.add_argument("--feedback-db", default="", help="SQLAlchemy URL of the feedback store (default: its own)")
+    p.add_argument("--pbt-trials", type=positive(int_arg), default=C.PIPELINE.pbt_trials)
+    p.add_argument("--max-epochs", type=positive(int_arg), default=C.PIPELINE.max_epochs)
+    p.add_argument("--grpo-epochs", type=positive(int_arg), default=C.PIPELINE.grpo_epochs)
+    p.add_argument("--rounds", type=positive(int_arg), default=C.PIPELINE.rounds, help="feedback → GRPO → judge loops")
+    p.add_argument("--seed", type=non_negative(int_arg), default=C.PIPELINE.seed,
+                   help="pools, splits and simulated users")
+    p.add_argument("--feedback-db", type=db_url_arg, default="",
+                   help="SQLAlchemy URL of the feedback store (default: its own)")
     return p
 
 
@@ -124,7 +128,7 @@ def summary(model_name: str) -> pd.DataFrame:
         by_version: dict[str, list[str]] = {}
         for alias, version in aliases.items():
             by_version.setdefault(str(version), []).append(alias)  # values are ints here
-        for v in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)):
+        for v in sorted(versions_of(client, name), key=lambda v: int(v.version)):
             tags = v.tags
             f1 = tags.get("eval.f1_macro") or tags.get(RC.TAG_CANDIDATE_F1) or ""
             rows.append({"model": name, "version": int(v.version), "kind": tags.get(RC.TAG_KIND, ""),

@@ -14,7 +14,8 @@ import mlflow
 
 from mlprojects import config as C
 from mlprojects.data import Splits, load_splits, parse_columns
-from mlprojects.errors import DataError, cli_entry, int_arg
+from mlprojects.errors import (ArgumentParser, DataError, cli_entry, fraction, int_arg,
+                              model_name_arg, non_negative, positive)
 from mlprojects.plots import hyperparameter_trajectories, training_curves
 from mlprojects.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
 from mlprojects.train import train_classifier
@@ -33,7 +34,7 @@ def range_arg(value: str) -> tuple[float, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = C.TrainConfig()
     p.add_argument("--data", default=str(C.DEMO_DATA), help="CSV, JSONL or Parquet path/URI")
     p.add_argument("--labels", default=str(C.DEMO_LABELS), help="YAML/JSON: label -> description")
@@ -42,29 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-delimiter", default="|")
     p.add_argument("--soft-label-column", default="", help="column of {label: probability} (optional)")
     p.add_argument("--val-data", default="", help="validation file (selects); else a stratified split of --data")
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of --data for validation")
+    p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="share of --data for validation")
     p.add_argument("--test-data", default="", help="test file (judges); else a stratified split of --data")
-    p.add_argument("--test-fraction", type=float, default=d.test_fraction, help="share of --data for test")
-    p.add_argument("--model-name", default=C.DEFAULT_MODEL_NAME)
+    p.add_argument("--test-fraction", type=fraction, default=d.test_fraction, help="share of --data for test")
+    p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
     p.add_argument("--encoder", default=d.encoder, help="HF id or local path; default: bundled MiniLM")
-    p.add_argument("--max-epochs", type=int_arg, default=d.max_epochs)
-    p.add_argument("--patience", type=int_arg, default=d.patience)
-    p.add_argument("--batch-size", type=int_arg, default=d.batch_size)
-    p.add_argument("--grad-accum-steps", type=int_arg, default=d.grad_accum_steps)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--lora-r", type=int_arg, default=d.lora_r)
-    p.add_argument("--contrastive-weight", type=float, default=d.contrastive_weight)
-    p.add_argument("--pos-weight", type=float, default=None)
-    p.add_argument("--focal-gamma", type=float, default=d.focal_gamma)
+    p.add_argument("--max-epochs", type=positive(int_arg), default=d.max_epochs)
+    p.add_argument("--patience", type=non_negative(int_arg), default=d.patience)
+    p.add_argument("--batch-size", type=positive(int_arg), default=d.batch_size)
+    p.add_argument("--grad-accum-steps", type=positive(int_arg), default=d.grad_accum_steps)
+    p.add_argument("--learning-rate", type=positive(), default=d.learning_rate)
+    p.add_argument("--lora-r", type=positive(int_arg), default=d.lora_r)
+    p.add_argument("--contrastive-weight", type=non_negative(), default=d.contrastive_weight)
+    p.add_argument("--pos-weight", type=positive(), default=None)
+    p.add_argument("--focal-gamma", type=non_negative(), default=d.focal_gamma)
     p.add_argument("--pooling", default=d.pooling, choices=["mean", "cls"])
-    p.add_argument("--max-length", type=int_arg, default=d.max_length)
-    p.add_argument("--min-examples", type=int_arg, default=d.min_examples, help="gate: examples needed per label")
-    p.add_argument("--seed", type=int_arg, default=d.seed)
+    p.add_argument("--max-length", type=positive(int_arg), default=d.max_length)
+    p.add_argument("--min-examples", type=non_negative(int_arg), default=d.min_examples, help="gate: examples needed per label")
+    p.add_argument("--seed", type=non_negative(int_arg), default=d.seed)
     t = p.add_argument_group("tuning (Population Based Training with Ray Tune)")
     b = C.PBTConfig()
     t.add_argument("--tune", default="none", choices=["none", "pbt"], help="none: one configuration, no Ray")
-    t.add_argument("--pbt-trials", type=int_arg, default=b.population, help="population size (>= 2)")
-    t.add_argument("--perturbation-interval", type=int_arg, default=b.perturbation_interval,
+    t.add_argument("--pbt-trials", type=positive(int_arg), default=b.population, help="population size (>= 2)")
+    t.add_argument("--perturbation-interval", type=positive(int_arg), default=b.perturbation_interval,
                    help="epochs or steps (--perturbation-unit) between exploit/explore steps")
     t.add_argument("--perturbation-unit", default=b.perturbation_unit, help="epochs or steps (optimiser steps)")
     t.add_argument("--mutations", default=",".join(b.mutations), help="comma list of hyperparameters to mutate")
@@ -72,9 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay-range", type=range_arg, default=b.weight_decay, help="LOW,HIGH")
     t.add_argument("--warmup-range", type=range_arg, default=b.warmup_ratio, help="LOW,HIGH")
     t.add_argument("--ray-address", default=b.ray_address, help="'auto' or host:port joins a cluster; '': local")
-    t.add_argument("--cpus-per-trial", type=float, default=b.cpus_per_trial)
-    t.add_argument("--gpus-per-trial", type=float, default=b.gpus_per_trial)
-    t.add_argument("--max-failures", type=int_arg, default=b.max_failures, help="retries of a crashed trial")
+    t.add_argument("--cpus-per-trial", type=positive(), default=b.cpus_per_trial)
+    t.add_argument("--gpus-per-trial", type=non_negative(), default=b.gpus_per_trial)
+    t.add_argument("--max-failures", type=non_negative(int_arg), default=b.max_failures, help="retries of a crashed trial")
     t.add_argument("--storage-path", default=b.storage_path, help="Ray's trial checkpoints (default ~/ray_results)")
     t.add_argument("--resume", default="", help="experiment path of an interrupted tuning run to restore")
     t.add_argument("--test-hook-fail-trials", default="", choices=["", "once", "always"], help=argparse.SUPPRESS)

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from registry import conventions as C
+from registry.lookup import versions_of
 from registry.stages import client_stages_enabled
 
 
@@ -75,7 +76,7 @@ def retire_archived(client: MlflowClient, name: str, keep: int) -> list[str]:
     their artifacts stay available; deleting a version is left to a person.
     """
     held = set(aliases(client, name).values())
-    archived = sorted((v for v in client.search_model_versions(f"name='{name}'")
+    archived = sorted((v for v in versions_of(client, name)
                        if is_archived(v.current_stage, v.tags) and str(v.version) not in held),
                       key=lambda v: int(v.version), reverse=True)
     retired = []

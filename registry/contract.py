@@ -39,8 +39,10 @@ def parse_params(params: dict[str, Any] | None) -> tuple[dict[str, str] | None, 
     if isinstance(descriptions, str):
         try:
             descriptions = json.loads(descriptions)
-        except json.JSONDecodeError as exc:
-            raise ContractError(f"label_descriptions is not valid JSON: {exc}") from exc
+        except RecursionError:
+            raise ContractError("label_descriptions is nested too deeply") from None
+        except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
+            raise ContractError(f"label_descriptions is not valid JSON: {exc}") from None
     if descriptions is not None:
         if not isinstance(descriptions, dict) or not descriptions or not all(
                 isinstance(v, str) and v.strip() for v in descriptions.values()):

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import mlflow
 
+from registry.names import name_filter
+
 # The torch and the ONNX pyfunc's artifact names, and their classifier's metadata file inside each.
 META_FILES = {"classifier": "classifier.json", "onnx_classifier": "onnx_classifier.json"}
 
@@ -85,3 +87,9 @@ def registered_version(model_uri: str) -> tuple[str, str] | None:
     if kind == "@":
         return name, str(mlflow.MlflowClient().get_model_version_by_alias(name, ref).version)
     return name, ref
+
+
+def versions_of(client: mlflow.MlflowClient, name: str) -> list:
+    """Every version of one registered model: the name is checked and quoted in the filter, and the result
+    kept to exact matches, so no name can make a search read another model's versions."""
+    return [v for v in client.search_model_versions(name_filter(name)) if v.name == name]

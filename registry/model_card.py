@@ -13,7 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from registry import conventions as C
 from registry.aliases import is_archived
-from registry.lookup import classifier_meta
+from registry.lookup import classifier_meta, versions_of
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def refresh_cards(client: MlflowClient, name: str) -> list[str]:
     """Re-render every version's card (after the controller acted); writes only the cards that changed."""
     aliases = {a: str(n) for a, n in client.get_registered_model(name).aliases.items()}
     changed = []
-    for v in client.search_model_versions(f"name='{name}'"):
+    for v in versions_of(client, name):
         card = render_card(name, str(v.version), dict(v.tags), aliases, v.current_stage)
         if card != (v.description or ""):
             client.update_model_version(name, str(v.version), description=card)

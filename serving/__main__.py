@@ -12,63 +12,90 @@ import os
 import sys
 
 from mlprojects import config as C
-from mlprojects.errors import ConfigError, cli_entry
+from mlprojects.errors import (ArgumentParser, ConfigError, cli_entry, db_url_arg, finite_float,
+                              int_arg, positive, registered_uri_arg)
+from serving.endpoint import EndpointSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="python -m serving", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve one model over HTTP (MLflow-compatible /invocations)")
+    limits = EndpointSettings()
     s.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version>, runs:/...")
     s.add_argument("--host", default=C.SERVE_HOST)
-    s.add_argument("--port", type=int, default=C.SERVE_PORT)
+    s.add_argument("--port", type=port_arg, default=C.SERVE_PORT)
     s.add_argument("--api-key-env", default="", help="name of the environment variable holding the API key")
-    s.add_argument("--max-body-bytes", type=int, default=C.SERVE_MAX_BODY_BYTES)
-    s.add_argument("--feedback-db", default="", help="SQLAlchemy URL of the feedback store (default: its own)")
+    s.add_argument("--max-body-bytes", type=positive(int_arg), default=limits.max_body_bytes)
+    s.add_argument("--max-rows", type=positive(int_arg), default=limits.max_rows, help="documents per request")
+    s.add_argument("--max-labels", type=positive(int_arg), default=limits.max_labels,
+                   help="label_descriptions per request")
+    s.add_argument("--request-timeout", type=positive(finite_float), default=limits.request_timeout_s,
+                   help="seconds a prediction may take (503 after)")
+    s.add_argument("--max-pending", type=positive(int_arg), default=limits.max_pending,
+                   help="predictions running or queued at once; more are answered 503 (Retry-After) at once")
+    s.add_argument("--feedback-db", type=db_url_arg, default="",
+                   help="SQLAlchemy URL of the feedback store (default: its own)")
     s.add_argument("--no-follow", action="store_true",
                    help="serve the version the URI names now, even when a local deployment of its champion changes")
     d = sub.add_parser("deploy", help="deploy a registered version to a target")
-    d.add_argument("--target", default="local", help="local | azureml")
-    d.add_argument("--model", required=True, help="models:/<name>@<alias> or models:/<name>/<version>")
+    d.add_argument("--target", default="local", choices=["local", "azureml"])
+    d.add_argument("--model", required=True, type=registered_uri_arg,
+                   help="models:/<name>@<alias> or models:/<name>/<version>")
     d.add_argument("--config", default="", help="YAML settings of the target (Azure ML: workspace, endpoint...)")
     d.add_argument("--dry-run", action="store_true", help="write the deployment files and print the plan only")
     d.add_argument("--out", default="azureml-deployment", help="where --dry-run writes its files")
     return p
 
 
+def port_arg(value: str) -> int:
+    port = int_arg(value) if value.strip().lstrip("-").replace(".", "", 1).isdigit() else -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is a number from 1 to 65535, got {value!r}")
+    return port
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from registry.conventions import CHAMPION
-    from serving.endpoint import EndpointSettings, create_app
+    from serving.connections import deadline_protocol
+    from serving.endpoint import create_app
     from serving.follow import DeploymentFollower, ModelSlot, deployed_version
 
-    api_key = None
-    if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            raise ConfigError(f"--api-key-env {args.api_key_env}: that environment variable is empty or not set")
-    if args.max_body_bytes < 1:
-        raise ConfigError(f"--max-body-bytes must be positive, got {args.max_body_bytes}")
+    api_key = read_api_key(args.api_key_env) if args.api_key_env else None
     model = _load(args.model)
     follows = not args.no_follow and args.model.rstrip("/").endswith(f"@{CHAMPION}")
     deployed = deployed_version(C.deploy_dir(), model.name) if follows else None
     if deployed and deployed != model.version:  # what the local target deployed, not an alias not yet deployed
         model = _load(f"models:/{model.name}/{deployed}")
     slot = ModelSlot(model)
-    settings = EndpointSettings(api_key=api_key, max_body_bytes=args.max_body_bytes, feedback_db=args.feedback_db or None)
+    settings = EndpointSettings(api_key=api_key, max_body_bytes=args.max_body_bytes, feedback_db=args.feedback_db or None,
+                                max_rows=args.max_rows, max_labels=args.max_labels,
+                                request_timeout_s=args.request_timeout, max_pending=args.max_pending)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
     follower = DeploymentFollower(slot, model.name, C.deploy_dir(), _load).start(url) if follows else None
     print(f"serving {model.name} version {model.version} on http://{args.host}:{args.port}"
           f" (auth: {'API key' if api_key else 'none'}"
           f"{'; follows local deployments' if follower else ''})", flush=True)
     try:
-        uvicorn.run(create_app(slot, settings), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(create_app(slot, settings), host=args.host, port=args.port, log_level="warning",
+                    http=deadline_protocol(settings.header_timeout_s))
     finally:
         if follower:
             follower.stop()
     return 0
+
+
+def read_api_key(variable: str) -> str:
+    """The key in `variable`, without the surrounding whitespace a mounted secret file often ends with."""
+    key = (os.environ.get(variable) or "").strip()
+    if not key:
+        raise ConfigError(f"--api-key-env {variable}: that environment variable is empty or not set")
+    if any(c.isspace() for c in key):
+        raise ConfigError(f"--api-key-env {variable}: the key contains whitespace; no client could send it in a header")
+    return key
 
 
 def _load(model_uri: str):

@@ -20,7 +20,7 @@ import mlflow
 
 from mlprojects import config as C
 from mlprojects.data import parse_columns
-from mlprojects.errors import ConfigError, DataError, cli_entry
+from mlprojects.errors import ArgumentParser, ConfigError, DataError, cli_entry, registered_uri_arg
 from registry.contract import ContractError, parse_params, to_params
 
 RESULT_TYPE = "struct<labels: array<string>, top_label: string, scores: map<string, double>>"
@@ -95,9 +95,9 @@ def model_text_columns(model_name: str, version: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="batch_score", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-uri", required=True, help="models:/<name>@<alias> or models:/<name>/<version>")
+    p = ArgumentParser(prog="batch_score", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-uri", required=True, type=registered_uri_arg, help="models:/<name>@<alias> or models:/<name>/<version>")
     p.add_argument("--input", required=True, help="CSV (with header), Parquet or JSON lines; file or directory")
     p.add_argument("--output", required=True, help="Parquet directory (overwritten)")
     p.add_argument("--spark-master", default=C.BATCH_SPARK_MASTER)

@@ -5,7 +5,7 @@ to them by id alone. Bad requests get a 4xx JSON `{"error": ...}`; nothing a cli
 """
 from __future__ import annotations
 
-import functools
+import asyncio
 import hmac
 import json
 import logging
@@ -14,23 +14,28 @@ from dataclasses import dataclass
 from threading import Lock
 
 import mlflow
+import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from serving.follow import ModelSlot
 from serving.scoring import PayloadError, client_message, decode_json, is_client_error, parse_request, predict
+from validation.feedback_rules import scores_ok
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A pyfunc with the registry coordinates it was resolved to (an alias becomes a concrete version)."""
+    """A pyfunc with the coordinates feedback is filed under: a registered model's name and version (an alias
+    becomes a concrete version), or for an unregistered model its URI and its logged-model (else run) id."""
 
     pyfunc: object
     name: str
     version: str
+    labels: tuple[str, ...] = ()  # the model's own label set: feedback on a forgotten prediction is checked against it
 
     @property
     def info(self) -> dict:
@@ -38,19 +43,25 @@ class LoadedModel:
 
 
 def load_model(model_uri: str) -> LoadedModel:
-    """Load `models:/name@alias` or `models:/name/N` and remember which version is served."""
+    """Load `models:/name@alias`, `models:/name/N`, `models:/m-<id>`, `runs:/...` or a path."""
     from mlflow.store.artifact.utils.models import get_model_name_and_version
 
     client = mlflow.MlflowClient()
-    if model_uri.startswith("models:/"):
-        resolved = get_model_name_and_version(client, model_uri)
-        if len(resolved) == 1:  # models:/m-<id> (a logged model, not a registered version)
-            return LoadedModel(mlflow.pyfunc.load_model(model_uri), resolved[0], "")
+    resolved = get_model_name_and_version(client, model_uri) if model_uri.startswith("models:/") else ()
+    if len(resolved) == 2:
         name, version = resolved
-        uri = f"models:/{name}/{version}"
-    else:
-        name, version, uri = model_uri, "", model_uri
-    return LoadedModel(mlflow.pyfunc.load_model(uri), name, str(version))
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    else:  # not a registered version: models:/m-<id> (a logged model), runs:/..., a local path
+        pyfunc = mlflow.pyfunc.load_model(model_uri)
+        name = model_uri
+        version = getattr(pyfunc.metadata, "model_id", None) or pyfunc.metadata.run_id or "unregistered"
+    return LoadedModel(pyfunc, name, str(version), own_labels(pyfunc))
+
+
+def own_labels(pyfunc) -> tuple[str, ...]:
+    """The label set the model answers with (its scores' keys), read once by scoring one probe text."""
+    out = pyfunc.predict(pd.DataFrame({"text": ["label set probe"]}))
+    return tuple(out.iloc[0]["scores"])
 
 
 class RecentPredictions:
@@ -74,10 +85,18 @@ class RecentPredictions:
 
 @dataclass(frozen=True)
 class EndpointSettings:
+    """Limits bound one request's work: a body, its documents and labels, its time; the CLI reads these defaults."""
+
     api_key: str | None = None  # never logged; read from the environment variable the CLI names
     max_body_bytes: int = 1_048_576
     feedback_db: str | None = None  # SQLAlchemy URL of the feedback store (None: its default)
     remember: int = 10_000  # predictions kept for feedback by id
+    max_rows: int = 256  # documents per request (413 above): MiniLM scores ~60 short documents per CPU-second
+    max_labels: int = 64  # label_descriptions per request (422 above): each label is embedded per request
+    request_timeout_s: float = 60.0  # a prediction still running after this is answered 503
+    max_pending: int = 64  # predictions admitted at once (running or queued); more are answered 503 at once
+    body_timeout_s: float = 30.0  # the whole body must arrive within this (408)
+    header_timeout_s: float = 10.0  # a connection must send its request head within this, or is closed
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -98,33 +117,41 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     slot = model if isinstance(model, ModelSlot) else ModelSlot(model)
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None)
     recent = RecentPredictions(settings.remember)
+    pending = 0  # predictions admitted and not yet answered (read and written on the event loop only)
 
-    @functools.lru_cache(maxsize=1)
-    def feedback_store():
-        """Opened on first feedback, so a server without feedback traffic never touches the database."""
-        from mlprojects.config import feedback_db_url
-        from serving.feedback import FeedbackStore
+    from mlprojects.config import feedback_db_url
+    from serving.feedback import FeedbackStore
 
-        return FeedbackStore(settings.feedback_db or feedback_db_url())
+    # opened with the app: a first /feedback would otherwise pay for the imports and the schema (~100 ms)
+    feedback_store = FeedbackStore(settings.feedback_db or feedback_db_url())
 
-    def store_feedback(record: dict) -> None:
-        from serving.feedback import FeedbackRecord
-
-        feedback_store().add(FeedbackRecord(**record), label_names=list(record["scores"]) or None)
+    def store_feedback(record: dict, label_names: list[str]) -> None:
+        feedback_store.add(record, label_names=label_names)
 
     async def read_body(request: Request) -> bytes:
-        """The body; Rejected when the request is unauthorised or too large."""
+        """The body; Rejected when the request is unauthorised, too large, too slow or abandoned."""
         if settings.api_key and not _authorised(request, settings.api_key):
             raise Rejected(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
             raise Rejected(413, f"body of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > settings.max_body_bytes:
-                raise Rejected(413, f"body exceeds the limit of {settings.max_body_bytes} bytes")
-            chunks.append(chunk)
+        chunks: list[bytes] = []
+
+        async def receive() -> None:
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                if sum(map(len, chunks)) > settings.max_body_bytes:
+                    raise Rejected(413, f"body exceeds the limit of {settings.max_body_bytes} bytes")
+
+        try:
+            await asyncio.wait_for(receive(), settings.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise Rejected(408, f"the body did not arrive within {settings.body_timeout_s:g} s") from None
+        except ClientDisconnect:
+            client = request.client.host if request.client else "a client"
+            log.warning("%s disconnected after %d bytes of its %s body; request dropped", client,
+                        sum(map(len, chunks)), request.url.path)
+            raise Rejected(400, "client disconnected before the body was complete") from None
         return b"".join(chunks)
 
     @app.get("/health")
@@ -134,18 +161,30 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
 
     @app.post("/invocations")
     async def invocations(request: Request):
+        nonlocal pending
         body = await read_body(request)
         model = slot.current
+        if pending >= settings.max_pending:  # shed load: a queue this long only adds latency for everyone
+            return JSONResponse({"error": f"server busy: {pending} predictions in progress; retry shortly"},
+                                status_code=503, headers={"Retry-After": "1"})
+        pending += 1
         try:
-            frame, params = parse_request(body)
-            predictions = await run_in_threadpool(predict, model.pyfunc, frame, params)
+            frame, params = parse_request(body, settings.max_rows, settings.max_labels)
+            predictions = await asyncio.wait_for(run_in_threadpool(predict, model.pyfunc, frame, params),
+                                                 settings.request_timeout_s)
         except PayloadError as exc:
-            return error(400, str(exc))
+            return error(exc.status, str(exc))
+        except asyncio.TimeoutError:
+            log.warning("a prediction of %d document(s) took longer than %g s", len(frame), settings.request_timeout_s)
+            return error(503, f"the prediction took longer than {settings.request_timeout_s:g} s; send fewer documents "
+                              "or labels per request")
         except Exception as exc:  # noqa: BLE001 - a request must never take the server down
             if is_client_error(exc):
                 return error(400, client_message(exc))
             log.exception("prediction failed")
             return error(500, "prediction failed on the server; see the server log")
+        finally:
+            pending -= 1
         texts = _texts(frame, model.pyfunc)
         for p, text in zip(predictions, texts):
             recent.add(p["prediction_id"], {"text": text, "labels": p["labels"], "scores": p["scores"]})
@@ -155,10 +194,10 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     async def feedback(request: Request):
         body = await read_body(request)
         try:
-            record = feedback_record(decode_json(body), recent, slot.current)
-            await run_in_threadpool(store_feedback, record)
+            record, label_names = feedback_record(decode_json(body), recent, slot.current)
+            await run_in_threadpool(store_feedback, record, label_names)
         except PayloadError as exc:
-            return error(400, str(exc))
+            return error(exc.status, str(exc))
         except ValueError as exc:  # FeedbackRejected: the store's own checks (known labels, duplicate feedback...)
             return error(422, str(exc))
         return JSONResponse({"stored": True, "prediction_id": record["prediction_id"]}, status_code=201)
@@ -194,8 +233,9 @@ def _texts(frame, pyfunc) -> list[str]:
 FEEDBACK_FIELDS = ("prediction_id", "score", "corrected_labels", "source", "text", "predicted_labels", "scores")
 
 
-def feedback_record(payload: dict, recent: RecentPredictions, model: LoadedModel) -> dict:
-    """A feedback-store record from a request: what was predicted comes from memory, or from the request."""
+def feedback_record(payload: dict, recent: RecentPredictions, model: LoadedModel) -> tuple[dict, list[str]]:
+    """(feedback-store record, the label names it is checked against) from a request: what was predicted comes
+    from memory (its labels: those it was scored on), or from the request (the model's own labels)."""
     unknown = set(payload) - set(FEEDBACK_FIELDS)
     if unknown:
         raise PayloadError(f"unknown feedback field(s) {sorted(unknown)}; allowed: {list(FEEDBACK_FIELDS)}")
@@ -208,17 +248,23 @@ def feedback_record(payload: dict, recent: RecentPredictions, model: LoadedModel
     corrected = payload.get("corrected_labels")
     if corrected is not None and not (isinstance(corrected, list) and all(isinstance(l, str) for l in corrected)):
         raise PayloadError("'corrected_labels' must be a list of label names")
+    source = payload.get("source")
+    if source is not None and not isinstance(source, str):
+        raise PayloadError(f"'source' must be a string, got {type(source).__name__}")
     known = recent.get(prediction_id)
     if known is None:
         if not isinstance(payload.get("text"), str) or not isinstance(payload.get("predicted_labels"), list):
-            raise PayloadError(f"prediction {prediction_id} is not in this server's memory: send 'text' and "
+            raise PayloadError(f"prediction {prediction_id[:200]} is not in this server's memory: send 'text' and "
                                "'predicted_labels' with the feedback")
         scores = payload.get("scores") or {}
-        if not isinstance(scores, dict) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values()):
-            raise PayloadError("'scores' must map label names to numbers")
-        known = {"text": payload["text"], "labels": payload["predicted_labels"], "scores": scores}
-    return {"prediction_id": prediction_id, "model_name": model.name, "model_version": model.version,
-            "text": known["text"], "predicted_labels": known["labels"], "scores": known["scores"],
-            "score": score, "corrected_labels": corrected, "source": payload.get("source") or "endpoint"}
+        if not scores_ok(scores):
+            raise PayloadError("'scores' must map label names to numbers from 0 to 1")
+        known, label_names = {"text": payload["text"], "labels": payload["predicted_labels"], "scores": scores}, \
+            list(model.labels)
+    else:
+        label_names = list(known["scores"])
+    record = {"prediction_id": prediction_id, "model_name": model.name, "model_version": model.version,
+              "text": known["text"], "predicted_labels": known["labels"], "scores": known["scores"],
+              "score": score, "corrected_labels": corrected, "source": source or "endpoint"}
+    return record, label_names
 

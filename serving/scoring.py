@@ -19,7 +19,21 @@ PARAMS_KEY = "params"
 
 
 class PayloadError(ValueError):
-    """The request body cannot be read as a scoring request; answered with 400 and this message."""
+    """The request body cannot be read as a scoring request; answered with `status` (400) and this message."""
+
+    status = 400
+
+
+class TooManyRows(PayloadError):
+    """More documents in one request than the server scores at once."""
+
+    status = 413
+
+
+class TooManyLabels(PayloadError):
+    """A label set larger than the server embeds for one request."""
+
+    status = 422
 
 
 def decode_json(body: bytes | str) -> dict:
@@ -33,15 +47,19 @@ def decode_json(body: bytes | str) -> dict:
         raise PayloadError("empty body: send a JSON object such as {\"dataframe_records\": [{\"text\": \"...\"}]}")
     try:
         payload = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise PayloadError("body is nested too deeply to be a scoring or feedback request") from None
+    except ValueError as exc:  # JSONDecodeError, and an integer too long to convert
+        raise PayloadError(f"body is not valid JSON: {str(exc).splitlines()[0][:200]}") from None
     if not isinstance(payload, dict):
         raise PayloadError(f"body must be a JSON object, got {type(payload).__name__}")
     return payload
 
 
-def parse_request(body: bytes | str | dict) -> tuple[pd.DataFrame, dict]:
-    """(input frame, pyfunc params) from a scoring request in MLflow's or Azure ML's format."""
+def parse_request(body: bytes | str | dict, max_rows: int | None = None,
+                  max_labels: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """(input frame, pyfunc params) from a scoring request in MLflow's or Azure ML's format; more than
+    `max_rows` documents or `max_labels` labels are refused before anything is parsed or embedded."""
     payload = body if isinstance(body, dict) else decode_json(body)
     formats = [k for k in (*MLFLOW_FORMATS, AZURE_FORMAT) if k in payload]
     if len(formats) != 1:
@@ -53,10 +71,35 @@ def parse_request(body: bytes | str | dict) -> tuple[pd.DataFrame, dict]:
         params = {**_params(data.pop(PARAMS_KEY, None)), **params}
     else:
         data = {formats[0]: payload[formats[0]]}
+    _check_limits(data, params, max_rows, max_labels)
     frame = _mlflow_parse(data)
     if len(frame) == 0:
         raise PayloadError("no documents in the request")
+    if max_rows is not None and len(frame) > max_rows:
+        raise TooManyRows(f"the request has {len(frame)} documents; this server scores at most {max_rows} per request")
     return frame, params
+
+
+def _check_limits(data: dict, params: dict, max_rows: int | None, max_labels: int | None) -> None:
+    """Refuse oversized work from the payload's shape alone (counting, not parsing)."""
+    value = next(v for k, v in data.items() if k != PARAMS_KEY)
+    if isinstance(value, dict) and isinstance(value.get("data"), list):
+        rows = len(value["data"])
+    elif isinstance(value, dict):
+        rows = max((len(v) for v in value.values() if isinstance(v, list)), default=1)
+    else:
+        rows = len(value) if isinstance(value, list) else 1
+    if max_rows is not None and rows > max_rows:
+        raise TooManyRows(f"the request has {rows} documents; this server scores at most {max_rows} per request")
+    descriptions = params.get("label_descriptions")
+    if isinstance(descriptions, str):
+        try:
+            descriptions = json.loads(descriptions)
+        except (ValueError, RecursionError):
+            raise PayloadError("params.label_descriptions is not valid JSON (or is nested too deeply)") from None
+    if max_labels is not None and isinstance(descriptions, dict) and len(descriptions) > max_labels:
+        raise TooManyLabels(f"label_descriptions has {len(descriptions)} labels; this server embeds at most "
+                            f"{max_labels} per request")
 
 
 def _azure_input(value: Any) -> dict:
@@ -80,13 +123,15 @@ def _mlflow_parse(data: dict) -> pd.DataFrame:
 
     try:
         frame = infer_and_parse_data(data)
+    except RecursionError:
+        raise PayloadError("cannot read the input as a table: it is nested too deeply") from None
     except (MlflowException, ValueError, TypeError, KeyError, AttributeError) as exc:
         message = exc.message if isinstance(exc, MlflowException) else str(exc)
         raise PayloadError(f"cannot read the input as a table: {message.splitlines()[0] if message else exc!r}") from None
     if not isinstance(frame, pd.DataFrame):
         try:
             frame = pd.DataFrame(frame)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             raise PayloadError(f"cannot read the input as a table: {exc}") from None
     return frame
 
@@ -103,8 +148,25 @@ def _params(value: Any) -> dict:
     return params
 
 
+def check_texts(model, frame: pd.DataFrame) -> None:
+    """Every row carries text in each column the model reads (`text`, else its own text columns): a row of
+    another schema, a missing value, a list or an object would otherwise be scored as '' or as its repr."""
+    schema = model.metadata.get_input_schema()
+    own = [n for n in (schema.input_names() if schema else []) if n != "text"]
+    columns = ["text"] if "text" in frame.columns or not own else [c for c in own if c in frame.columns]
+    for column in columns:
+        if column not in frame.columns:
+            continue
+        for row, value in enumerate(frame[column], start=1):
+            if not isinstance(value, str):
+                got = "nothing (every row needs the same columns)" if value is None or (
+                    isinstance(value, float) and value != value) else type(value).__name__
+                raise PayloadError(f"document {row}: '{column}' must be a string, got {got}")
+
+
 def predict(model, frame: pd.DataFrame, params: dict) -> list[dict]:
     """Score and give every document a prediction id (what feedback refers to)."""
+    check_texts(model, frame)
     out = model.predict(frame, params=params or None)
     return [{"prediction_id": uuid.uuid4().hex, "labels": list(row.labels), "top_label": row.top_label,
              "scores": {k: float(v) for k, v in row.scores.items()}} for row in out.itertuples(index=False)]

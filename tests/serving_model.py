@@ -2,6 +2,7 @@
 torch pyfunc, registered with the `champion` alias in a SQLite store of its own (built once per session)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,3 +57,30 @@ def build_served_model(root: Path, encoder: str) -> ServedModel:
         mlflow.set_tracking_uri(previous)
     _BUILT[encoder] = ServedModel(uri, MODEL_NAME, str(version))
     return _BUILT[encoder]
+
+
+@contextmanager
+def running_endpoint(model: ServedModel, root: Path, *args: str, env: dict | None = None):
+    """`python -m serving serve` for `model` on a free 127.0.0.1 port, its output in `root`/server.log; yields
+    {url, port, proc, db, log}."""
+    import os
+    import subprocess
+    import sys
+
+    from serving.local_server import free_port, wait_until_healthy
+
+    port = free_port()
+    db = f"sqlite:///{root / 'feedback.db'}"
+    log = root / "server.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": model.tracking_uri, "PYTHONPATH": str(REPO), **(env or {})}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--model", model.uri, "--port", str(port),
+                                 "--feedback-db", db, *args], cwd=REPO, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, proc)
+        yield {"url": url, "proc": proc, "db": db, "model": model, "log": log, "port": port}
+    finally:
+        proc.terminate()
+        proc.wait(30)

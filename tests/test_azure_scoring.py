@@ -91,7 +91,7 @@ def check_score_py_under_azmlinfsrv(deployment) -> None:
             "input_data": texts[:1], "params": {"label_descriptions": {"fruit": "Apples.", "bank": "Loans."}}})
         assert set(zero_shot.json()["predictions"][0]["scores"]) == {"fruit", "bank"}
         for data, message in [(b"{oops", "not valid JSON"), (b'{"input_data": 5}', "input_data must be"),
-                              (b'{"inputs": {"text": [1]}}', "model signature"),
+                              (b'{"inputs": {"text": [1]}}', "must be a string"),
                               (b'{"input_data": ["x"], "params": {"threshold": 2}}', "threshold"),
                               (b"\xff\xfe", "UTF-8")]:
             bad = requests.post(score, data=data, headers=headers, timeout=60)

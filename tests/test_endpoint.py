@@ -2,16 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import requests
 
-from serving.local_server import free_port, wait_until_healthy
-from tests.conftest import REPO
-from tests.serving_model import build_served_model
+from tests.serving_model import build_served_model, running_endpoint
 
 API_KEY = "local-test-key-5f2c"
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
@@ -25,19 +20,10 @@ def served(tmp_path_factory, tiny_encoder):
 @pytest.fixture(scope="module")
 def server(served, tmp_path_factory):
     """The endpoint with an API key (from an environment variable) and a 4 KiB body limit."""
-    port = free_port()
-    db = f"sqlite:///{tmp_path_factory.mktemp('feedback') / 'feedback.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": served.tracking_uri, "SERVE_KEY": API_KEY, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--model", served.uri, "--port", str(port),
-                             "--api-key-env", "SERVE_KEY", "--max-body-bytes", "4096", "--feedback-db", db],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc)
-        yield {"url": url, "proc": proc, "db": db, "model": served}
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    # the key as a mounted secret gives it, with a trailing newline: the server strips it
+    with running_endpoint(served, tmp_path_factory.mktemp("feedback"), "--api-key-env", "SERVE_KEY",
+                          "--max-body-bytes", "4096", env={"SERVE_KEY": API_KEY + "\n"}) as endpoint:
+        yield endpoint
 
 
 def invoke(server, payload, headers=HEADERS, **kwargs) -> requests.Response:
@@ -102,7 +88,7 @@ BAD = [
     ({"dataframe_records": []}, 400, "no documents"),
     ({"dataframe_records": "text"}, 400, "cannot read the input"),
     ({"dataframe_records": [{"summary": "x"}]}, 400, "needs a 'text' column"),
-    ({"inputs": {"text": [1, 2]}}, 400, "does not match the model signature"),
+    ({"inputs": {"text": [1, 2]}}, 400, "must be a string, got int"),
     ({"input_data": 7}, 400, "input_data must be"),
     ({"input_data": ["x"], "params": [1]}, 400, "params must be a JSON object"),
     ({"input_data": ["x"], "params": {"threshold": 3}}, 400, "threshold must be in (0, 1)"),
@@ -178,3 +164,98 @@ def test_feedback_on_a_prediction_lands_in_the_store(server):
     assert requests.post(url, json={"prediction_id": pid2, "score": 4}, headers=HEADERS, timeout=30).status_code == 201
     rows = feedback.FeedbackStore(server["db"]).query(model_name="tiny-served")
     assert rows.set_index("prediction_id").loc[pid2, "text"] == "Home office. Is it deductible?"
+
+
+@pytest.mark.parametrize("route", ["/invocations", "/feedback"])
+@pytest.mark.parametrize("body", [b"[" * 2000 + b"]" * 2000, b'{"inputs": {"text": ' + b"[" * 1900 + b"]" * 1900 + b"}}"],
+                         ids=["nested array", "nested value"])  # within this server's 4 KiB body limit
+def test_deeply_nested_json_is_a_400(server, route, body):
+    response = requests.post(f"{server['url']}{route}", data=body, headers=HEADERS, timeout=60)
+    assert response.status_code == 400 and "nested too deeply" in response.json()["error"], response.text
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000 + b"]" * 100_000, '{"x": ' + "9" * 5000 + "}",
+                                  '{"input_data": ["x"], "params": {"label_descriptions": "' + "[" * 5000 + '"}}'])
+def test_decoding_never_raises_anything_but_a_payload_error(body):
+    from serving.scoring import PayloadError, decode_json, parse_request
+
+    with pytest.raises(PayloadError):
+        parse_request(decode_json(body), max_rows=10, max_labels=10)
+
+
+@pytest.mark.parametrize("payload,message", [
+    ({"dataframe_records": [{"text": "a"}, {"title": "VAT", "body": "invoice"}]}, "document 2: 'text' must be a string"),
+    ({"dataframe_records": [{"text": ["a", "b"]}]}, "must be a string, got list"),
+    ({"dataframe_records": [{"text": {"a": 1}}]}, "must be a string, got dict"),
+    ({"dataframe_records": [{"title": "VAT", "body": None}]}, "'body' must be a string, got nothing"),
+    ({"input_data": [{"text": "a"}, {"text": None}]}, "document 2"),
+])
+def test_rows_of_another_schema_or_non_text_values_are_refused(server, payload, message):
+    response = invoke(server, payload)
+    assert response.status_code == 400 and message in response.json()["error"], response.text
+
+
+def test_row_and_label_caps(server):
+    too_many = invoke(server, {"inputs": {"text": ["a"] * 257}})
+    assert too_many.status_code == 413 and "at most 256" in too_many.json()["error"]
+    labels = {f"l{i}": "d" for i in range(65)}
+    too_wide = invoke(server, {"inputs": {"text": ["a"]}, "params": {"label_descriptions": labels}})
+    assert too_wide.status_code == 422 and "at most 64" in too_wide.json()["error"]
+    assert invoke(server, {"inputs": {"text": ["a"] * 256}}).status_code == 200
+
+
+def test_feedback_on_a_forgotten_prediction_is_checked_against_the_models_labels(server):
+    url = f"{server['url']}/feedback"
+    label = invoke(server, PAYLOADS["inputs"]).json()["predictions"][0]["top_label"]
+    forgotten = {"score": 1, "text": "t", "predicted_labels": [label]}
+    cases = [({"prediction_id": "x1", **forgotten, "predicted_labels": ["zzz"], "corrected_labels": ["yyy"]}, "zzz"),
+             ({"prediction_id": "x2", **forgotten, "corrected_labels": ["yyy"]}, "yyy"),
+             ({"prediction_id": "x3", **forgotten, "scores": {"zzz": 0.4}}, "zzz"),
+             ({"prediction_id": "x" * 201, **forgotten}, "longer than 200")]
+    for body, message in cases:
+        response = requests.post(url, json=body, headers=HEADERS, timeout=30)
+        assert response.status_code == 422 and message in response.json()["error"], response.text
+    for body, message in [({"prediction_id": "x4", **forgotten, "scores": {label: float("nan")}}, "from 0 to 1"),
+                          ({"prediction_id": "x5", **forgotten, "source": {"app": "web"}}, "'source' must be a string")]:
+        response = requests.post(url, data=json.dumps(body), headers={**HEADERS, "Content-Type": "application/json"},
+                                 timeout=30)
+        assert response.status_code == 400 and message in response.json()["error"], response.text
+    ok = requests.post(url, json={"prediction_id": "x6", **forgotten, "scores": {label: 0.7}}, headers=HEADERS,
+                       timeout=30)
+    assert ok.status_code == 201, ok.text
+
+
+def test_a_client_that_disconnects_mid_body_costs_one_log_line(server):
+    import socket
+    import time
+
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server["port"]), timeout=10) as sock:
+            sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Authorization: Bearer " + API_KEY.encode() + b"\r\nContent-Length: 1000\r\n\r\n{\"inputs\"")
+    time.sleep(1.0)
+    assert invoke(server, PAYLOADS["inputs"]).status_code == 200
+    log = server["log"].read_text()
+    assert "Traceback" not in log
+    assert log.count("disconnected after") >= 3
+
+
+def test_an_unregistered_model_uri_is_served_with_working_feedback(served, tmp_path, monkeypatch):
+    """`runs:/...` and `models:/m-<id>` (a logged model) are allowed by --model: feedback is filed under the URI and
+    the logged-model id, and checked against the model's own labels."""
+    import mlflow
+
+    from serving.endpoint import RecentPredictions, feedback_record, load_model
+    from serving.feedback import FeedbackStore
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served.tracking_uri)
+    mlflow.set_tracking_uri(served.tracking_uri)
+    version = mlflow.MlflowClient().get_model_version(served.name, served.version)
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.db'}")
+    for uri in (version.source, f"runs:/{version.run_id}/model"):
+        model = load_model(uri)
+        assert model.name == uri and model.version.startswith("m-") and model.labels
+        body = {"prediction_id": f"p-{uri}", "score": 3, "text": "t", "predicted_labels": [model.labels[0]]}
+        store.add(*feedback_record(body, RecentPredictions(10), model))
+    rows = store.query()
+    assert list(rows["model_name"]) == [version.source, f"runs:/{version.run_id}/model"]

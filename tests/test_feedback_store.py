@@ -130,3 +130,49 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     ids = list(FeedbackStore(db).query()["prediction_id"])
     assert len(ids) == len(set(ids)) == 81
     assert set(ids) == {f"{w}-{i}" for w in "ab" for i in range(40)} | {"shared-0"}
+
+
+def test_one_bad_value_never_costs_the_good_rows(tmp_path, _cli):
+    """Values that used to pass validation and crash the writer (the whole file lost): a NaN score exported as
+    null, a CSV score of 4.0, a non-numeric score cell, `true` as a score, a dict source, an over-long id."""
+    db = f"sqlite:///{tmp_path / 'fb.db'}"
+    labels = REPO / "data" / "demo" / "labels.yaml"
+    csv = tmp_path / "in.csv"
+    pd.DataFrame([{**r, "predicted_labels": "vat"} for r in [
+        {**_record("ok1"), "scores": '{"vat": 0.7}'},
+        {**_record("float-score"), "score": "4.0"},
+        {**_record("high"), "scores": '{"vat": "high"}'},
+        {**_record("nan"), "scores": '{"vat": NaN}'},
+        {**_record("x" * 201)},
+    ]]).to_csv(csv, index=False)
+    proc = _cli("import", str(csv), "--labels", str(labels), db=db)
+    assert proc.returncode == 0 and "stored 2 of 5" in proc.stdout, proc.stderr
+    assert proc.stderr.count("scores must map label names to numbers from 0 to 1") == 2
+    assert "prediction_id is longer than 200 characters" in proc.stderr and "Traceback" not in proc.stderr
+    stored = FeedbackStore(db).query().set_index("prediction_id")
+    assert stored.loc["float-score", "score"] == 4 and stored.loc["ok1", "scores"] == {"vat": 0.7}
+
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in [
+        {**_record("j-ok"), "scores": {"vat": 0.2}},
+        {**_record("j-null"), "scores": {"vat": None}},  # what an exported NaN looks like
+        {**_record("j-bool"), "score": True},
+        {**_record("j-source"), "source": {"app": "web"}},
+    ]))
+    proc = _cli("import", str(jsonl), "--labels", str(labels), db=db)
+    assert proc.returncode == 0 and "stored 1 of 4" in proc.stdout, proc.stderr
+    assert "row 3: score must be an integer from 1 to 5" in proc.stderr
+    assert "row 4: source must be text" in proc.stderr
+
+
+def test_a_row_the_database_refuses_is_reported_and_the_others_stored(tmp_path, monkeypatch):
+    """Defence in depth: a value that slips past validation and cannot be converted rejects its row only."""
+    from serving.feedback import store as module
+
+    store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.db'}")
+    real = module._row_values
+    monkeypatch.setattr(module, "_row_values",
+                        lambda row: (_ for _ in ()).throw(ValueError("boom")) if row["prediction_id"] == "b" else real(row))
+    report = store.add_many([_record("a"), _record("b"), _record("c")], LABELS)
+    assert report.accepted == 2 and report.lines() == ["row 2: cannot be stored: boom"]
+    assert list(store.query()["prediction_id"]) == ["a", "c"]

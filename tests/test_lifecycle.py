@@ -365,6 +365,13 @@ def kill_then_reconcile(name: str, weak: str, good: str, step: str) -> None:
     time.sleep(2.1)  # the killed controller's lease lapses
     reconcile(name)
     assert_consistent(name, good, weak)
+    # the killed controller's MLflow run does not stay RUNNING forever: the next pass marks it failed
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'RUNNING'",
+                              output_format="list")
+    assert [r.info.run_id for r in runs if r.data.tags.get("lifecycle.model_name") == name] == []
+    failed = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string="attributes.status = 'FAILED'")
+    assert any(r.data.tags.get("lifecycle.model_name") == name and "lifecycle.orphaned" in r.data.tags for r in failed)
 
 
 FAST_STEPS = ("promote.history", "clone.reference.created")

@@ -122,7 +122,7 @@ def test_splits_too_small_for_the_labels_stop_before_training(mlflow_env, small_
 @pytest.mark.parametrize("change,message", [
     ({"--label-column": "tags"}, "label column 'tags' not in data"),
     ({"--text-columns": "title,summary"}, "text column(s) ['summary'] not in data"),
-    ({"--max-epochs": "inf"}, "argument --max-epochs: invalid int_arg value: 'inf'"),
+    ({"--max-epochs": "inf"}, "argument --max-epochs: 'inf' is not a finite integer"),
 ])
 def test_bad_parameters_exit_with_one_readable_line(mlflow_env, small_dataset, change, message):
     args = [sys.executable, "-m", "mlprojects.sft", "--data", small_dataset["data"], "--labels", small_dataset["labels"]]

@@ -43,9 +43,11 @@ def resolve_version(model_uri: str) -> tuple[str, str]:
 
     if not model_uri.startswith("models:/"):
         raise ValueError(f"expected a registry URI models:/<name>@<alias> or models:/<name>/<version>, got {model_uri}")
-    resolved = get_model_name_and_version(mlflow.MlflowClient(), model_uri)
+    client = mlflow.MlflowClient()
+    resolved = get_model_name_and_version(client, model_uri)
     if len(resolved) != 2:
         raise ValueError(f"{model_uri} is not a registered model version")
+    client.get_model_version(resolved[0], str(resolved[1]))  # models:/name/N is only parsed above: does it exist?
     return resolved[0], str(resolved[1])
 
 

@@ -17,15 +17,15 @@ import sys
 from functools import lru_cache
 
 from mlprojects.config import feedback_db_url
-from mlprojects.errors import ConfigError, DataError, cli_entry
+from mlprojects.errors import ArgumentParser, ConfigError, DataError, cli_entry, db_url_arg, output_path_arg
 from serving.feedback.io import FeedbackFileError, parse_labels, read_feedback_file, write_feedback_file
 from serving.feedback.store import FeedbackStore, ImportReport
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m serving.feedback", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", default=None, help="SQLAlchemy URL of the store (default: $FEEDBACK_DB_URL or ./feedback.db)")
+    p = ArgumentParser(prog="python -m serving.feedback", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", type=db_url_arg, default=None, help="SQLAlchemy URL of the store (default: $FEEDBACK_DB_URL or ./feedback.db)")
     sub = p.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add", help="store one piece of feedback")
     add.add_argument("--prediction-id", required=True)
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp = sub.add_parser("import", help="store the good rows of a CSV/JSONL file, report the bad ones")
     imp.add_argument("path")
     exp = sub.add_parser("export", help="write the store (or one model's feedback) to CSV/JSONL")
-    exp.add_argument("path")
+    exp.add_argument("path", type=output_path_arg)
     exp.add_argument("--model-name", default=None)
     exp.add_argument("--model-version", default=None)
     for command in (add, imp):

@@ -6,6 +6,8 @@ from typing import Sequence
 import numpy as np
 import requests
 
+SCORING_BATCH = 64  # documents per /invocations request, well under the endpoint's row cap
+
 
 def agreement_score(predicted: Sequence[str], truth: Sequence[str]) -> int:
     """1 + 4 · Jaccard(served, true), rounded: 5 exactly right, 3 half right, 1 nothing right. A user rates a
@@ -30,10 +32,12 @@ def simulated_feedback(predicted: Sequence[Sequence[str]], truth: Sequence[Seque
 def rate_through_endpoint(url: str, frame, corrected_fraction: float, seed: int, source: str) -> dict:
     """Score `frame` (text, labels) through the endpoint's /invocations and send the simulated users' verdicts
     to /feedback: the same HTTP path real users take. Counts of what was scored and stored."""
-    answer = requests.post(f"{url}/invocations", json={"dataframe_records": frame[["text"]].to_dict("records")},
-                           timeout=300)
-    answer.raise_for_status()
-    predictions = answer.json()["predictions"]
+    predictions = []
+    for start in range(0, len(frame), SCORING_BATCH):  # the endpoint refuses requests of too many documents
+        records = frame[["text"]].iloc[start:start + SCORING_BATCH].to_dict("records")
+        answer = requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=300)
+        answer.raise_for_status()
+        predictions += answer.json()["predictions"]
     scores, corrected = simulated_feedback([p["labels"] for p in predictions], list(frame["labels"]),
                                            corrected_fraction, seed)
     stored = 0

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 import pandas as pd
-from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, select
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -117,9 +117,17 @@ class FeedbackStore:
                 time.sleep(0.05 * 2 ** attempt)
         raise AssertionError("unreachable")
 
-    def add(self, record: FeedbackRecord, label_names: Sequence[str] | None = None) -> None:
-        """Validate and store one record; raises `FeedbackRejected` with the reasons if it is not stored."""
-        report = self.add_many([record], label_names)
+    def add(self, record: FeedbackRecord | dict, label_names: Sequence[str] | None = None) -> None:
+        """Validate (plain code: the feedback gate's rules without great-expectations, for a server's hot path) and
+        store one record; raises `FeedbackRejected` with the reasons if it is not stored."""
+        from validation.feedback_rules import record_reasons
+
+        row = record if isinstance(record, dict) else asdict(record)
+        report = ImportReport()
+        reasons = record_reasons(row, label_names)  # an id stored already is caught by the unique constraint
+        if reasons:
+            raise FeedbackRejected(reasons)
+        self._insert(self._storable([(1, row)], report), report)
         if report.rejected:
             raise FeedbackRejected(report.rejected[0][2])
 
@@ -143,11 +151,23 @@ class FeedbackStore:
                 report.rejected.append((first_row + pos, row, reasons[pos]))
             else:
                 good.append((first_row + pos, row))
-        report.accepted = self._insert(good, report)
+        report.accepted = self._insert(self._storable(good, report), report)
         return report
 
+    @staticmethod
+    def _storable(rows: list[tuple[int, dict]], report: ImportReport) -> list[tuple[int, dict]]:
+        """(row number, column values) of the rows that convert; one that does not is rejected, never the batch."""
+        out = []
+        for number, row in rows:
+            try:
+                out.append((number, _row_values(row)))
+            except (TypeError, ValueError, OverflowError) as exc:
+                report.rejected.append((number, row, [f"cannot be stored: {exc}"]))
+        return out
+
     def _insert(self, rows: list[tuple[int, dict]], report: ImportReport) -> int:
-        """Insert in one transaction; a prediction id stored meanwhile by another writer is rejected, not lost."""
+        """Insert column values in one transaction; a prediction id stored meanwhile by another writer is
+        rejected, not lost."""
         while rows:
             try:
                 self._retry(lambda: self._write([r for _, r in rows]))
@@ -162,8 +182,8 @@ class FeedbackStore:
         return 0
 
     def _write(self, rows: list[dict]) -> None:
-        with Session(self.engine) as session, session.begin():
-            session.add_all([FeedbackRow(**_row_values(r)) for r in rows])
+        with self.engine.begin() as conn:  # a Core insert: a fraction of the ORM unit of work's cost per row
+            conn.execute(insert(FeedbackRow.__table__), rows)
 
     def existing_ids(self, prediction_ids: Iterable) -> set[str]:
         ids = sorted({str(i).strip() for i in prediction_ids if i is not None and not pd.isna(i) and str(i).strip()})
@@ -200,7 +220,9 @@ class FeedbackRejected(ValueError):
 
 
 def _row_values(row: dict) -> dict:
-    """A validated record -> column values (validation guarantees the types)."""
+    """A validated record -> column values; the conversions are the validators' own (`as_score`)."""
+    from validation.feedback_rules import as_score
+
     timestamp = row.get("timestamp")
     if timestamp is None or (isinstance(timestamp, float) and pd.isna(timestamp)):
         timestamp = datetime.now(timezone.utc)
@@ -212,7 +234,7 @@ def _row_values(row: dict) -> dict:
         "model_version": str(row["model_version"]).strip(), "text": str(row["text"]),
         "predicted_labels": list(row["predicted_labels"]),
         "scores": {str(k): float(v) for k, v in scores.items()} if isinstance(scores, dict) else {},
-        "score": int(row["score"]),
+        "score": int(as_score(row["score"])),
         "corrected_labels": None if row.get("corrected_labels") is None else list(row["corrected_labels"]),
         "source": str(row.get("source") or "api"), "timestamp": timestamp,
     }

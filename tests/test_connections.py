@@ -1,0 +1,105 @@
+"""Connection deadlines and load shedding on a real uvicorn server on 127.0.0.1: a silent connection is closed, a
+slow body is a 408, a prediction beyond the admitted number a 503 at once."""
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+import requests
+import uvicorn
+
+from serving.connections import deadline_protocol
+from serving.endpoint import EndpointSettings, LoadedModel, create_app
+from serving.local_server import free_port
+
+
+@contextmanager
+def running(model: LoadedModel, settings: EndpointSettings):
+    """The endpoint app on a uvicorn server in a thread, on a free 127.0.0.1 port; yields the port."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(model, settings), host="127.0.0.1", port=port,
+                                           log_level="warning", http=deadline_protocol(settings.header_timeout_s)))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started and time.time() < deadline:
+            time.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture()
+def endpoint(tmp_path):
+    settings = EndpointSettings(body_timeout_s=1.0, header_timeout_s=1.0, feedback_db=f"sqlite:///{tmp_path / 'fb.db'}")
+    with running(LoadedModel(pyfunc=None, name="m", version="1"), settings) as port:
+        yield port
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bytes:
+    sock.settimeout(seconds)
+    chunks = []
+    while True:
+        data = sock.recv(4096)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def test_a_connection_that_sends_no_request_is_closed(endpoint):
+    with socket.create_connection(("127.0.0.1", endpoint), timeout=15) as sock:
+        start = time.time()
+        assert _closed_within(sock, 15) == b""
+        assert time.time() - start < 10
+    with socket.create_connection(("127.0.0.1", endpoint), timeout=15) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+        assert _closed_within(sock, 15) == b""
+
+
+def test_a_body_that_stalls_is_a_408(endpoint):
+    with socket.create_connection(("127.0.0.1", endpoint), timeout=15) as sock:
+        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        sock.settimeout(15)
+        answer = b""
+        while b"did not arrive" not in answer and (data := sock.recv(4096)):  # the answer, not keep-alive's close
+            answer += data
+    assert answer.startswith(b"HTTP/1.1 408") and b"did not arrive" in answer
+
+
+class SleepyPyfunc:
+    """Test double of a pyfunc: answers after `seconds`, so predictions overlap."""
+
+    class metadata:  # noqa: N801 - mimics PyFuncModel.metadata
+        @staticmethod
+        def get_input_schema():
+            return None
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def predict(self, frame, params=None):
+        import pandas as pd
+
+        time.sleep(self.seconds)
+        return pd.DataFrame({"labels": [["a"]] * len(frame), "top_label": ["a"] * len(frame),
+                             "scores": [{"a": 0.9}] * len(frame)})
+
+
+def test_predictions_beyond_max_pending_are_refused_at_once(tmp_path):
+    """With one prediction admitted at a time, a second request arriving meanwhile gets 503 + Retry-After
+    immediately instead of queueing; the first is answered."""
+    settings = EndpointSettings(max_pending=1, feedback_db=f"sqlite:///{tmp_path / 'fb.db'}")
+
+    def post(port: int, delay: float):
+        time.sleep(delay)
+        return requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": {"text": ["x"]}}, timeout=30)
+
+    with running(LoadedModel(SleepyPyfunc(1.5), "m", "1"), settings) as port, ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(post, [port, port], [0.0, 0.5])
+    assert first.status_code == 200, first.text
+    assert second.status_code == 503 and second.headers["Retry-After"] == "1" and "busy" in second.json()["error"]
+    assert second.elapsed.total_seconds() < first.elapsed.total_seconds()
