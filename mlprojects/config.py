@@ -223,6 +223,8 @@ SERVE_HOST = "127.0.0.1"
 SERVE_PORT = 5001
 SERVE_MAX_BODY_BYTES = 1_048_576  # larger requests get 413
 BATCH_SPARK_MASTER = "local[*]"
+BATCH_ENV_MANAGER = "local"  # spark_udf's env_manager; "local" scores with a model cached per Python worker
+BATCH_ARROW_RECORDS = 2048  # spark.sql.execution.arrow.maxRecordsPerBatch: documents per pyfunc call
 
 
 @dataclass
