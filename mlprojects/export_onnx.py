@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-delimiter", default="|")
     p.add_argument("--quantization", default=d.quantization, choices=[*MODES, "none"])
     p.add_argument("--threads", type=int_arg, default=d.threads, help="inference threads, 0 = all")
+    p.add_argument("--thresholds", default=d.thresholds, choices=["torch", "validation"],
+                   help="the torch model's, or re-tuned on its validation split with the export's own scores")
     p.add_argument("--model-name", default="", help=f"default: <source name>{C.ONNX_MODEL_SUFFIX}")
     p.add_argument("--min-fp32-cosine", type=float, default=d.min_fp32_cosine)
     p.add_argument("--min-int8-mean-cosine", type=float, default=d.min_int8_mean_cosine)

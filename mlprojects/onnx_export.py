@@ -114,9 +114,9 @@ def export_classifier(classifier: Classifier, out_dir: str | Path, cfg: OnnxConf
                       eval_labels: Sequence[Sequence[str]], calibration_texts: Sequence[str],
                       tuning_texts: Sequence[str] = (), tuning_labels: Sequence[Sequence[str]] = ()) -> ExportResult:
     """Build the ONNX package in `out_dir`; raises ExportError naming the failed gate (then `out_dir` is
-    left empty) so the caller registers nothing. The export is a new model: its thresholds are tuned on
-    `tuning_*` (the validation split) with its own scores; without them it keeps the torch model's. The
-    gates judge on `eval_*` (the test split)."""
+    left empty) so the caller registers nothing. With `cfg.thresholds == "validation"` the export's thresholds
+    are tuned on `tuning_*` (the validation split) with its own scores; otherwise, or without them, it keeps
+    the torch model's. The gates judge on `eval_*` (the test split)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_tokenizer = classifier.model.tokenizer
@@ -152,11 +152,13 @@ def export_classifier(classifier: Classifier, out_dir: str | Path, cfg: OnnxConf
         onnx_clf = OnnxClassifier(encoder, classifier.label_descriptions, label_emb, classifier.thresholds,
                                   float(classifier.model.scale), float(classifier.model.bias),
                                   classifier.single_label, tuple(classifier.text_columns))
-        onnx_clf.thresholds = own_thresholds(multi_hot(tuning_labels, classifier.labels),
-                                             onnx_clf.predict_proba(list(tuning_texts)), classifier.thresholds,
-                                             classifier.single_label)
+        retune = cfg.thresholds == "validation" and len(tuning_texts) > 0 and not classifier.single_label
+        if retune:
+            onnx_clf.thresholds = own_thresholds(multi_hot(tuning_labels, classifier.labels),
+                                                 onnx_clf.predict_proba(list(tuning_texts)), classifier.thresholds,
+                                                 classifier.single_label)
         steps["thresholds"] = (f"tuned on {len(tuning_texts)} validation documents with the export's scores"
-                               if len(tuning_texts) and not classifier.single_label else "the torch model's")
+                               if retune else "the torch model's")
         parity = check_parity(classifier, fp32_encoder, onnx_clf, precision, eval_texts, eval_labels, cfg)
         progress.update()
         progress.close()

@@ -2,8 +2,8 @@
 
 Used by the `export_onnx` stage and by the lifecycle controller when it promotes a champion. Data, by the
 three-split rule: the gates judge on the model's evaluation data (the `eval.data` model setting: its test
-split), the export's thresholds are tuned on the source SFT run's `data/validation.parquet`, static
-quantisation is calibrated on its `data/train.parquet`.
+split); thresholds re-tuned for the export (`thresholds=validation`) come from the source SFT run's
+`data/validation.parquet`; static quantisation is calibrated on its `data/train.parquet`.
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def source_classifier(source: ModelVersion):
 def export_version(client: MlflowClient, source: ModelVersion, classifier, cfg: C.OnnxConfig, onnx_name: str,
                    evaluation: pd.DataFrame, eval_source: str, role: str = "") -> Published:
     """Export, gate, log and register one version; ExportError (nothing registered) when a gate fails."""
-    tuning = lineage_data(client, source, "validation")
+    tuning = lineage_data(client, source, "validation") if cfg.thresholds == "validation" else None
     tuning = None if tuning is None else labelled(tuning, "validation split")
     calibration = lineage_data(client, source, "train")
     calibration = evaluation if calibration is None else calibration
@@ -120,7 +120,7 @@ def export_version(client: MlflowClient, source: ModelVersion, classifier, cfg: 
     with mlflow.start_run(run_name="export_onnx", nested=mlflow.active_run() is not None) as run, tempfile.TemporaryDirectory() as tmp:
         log_params_once({**vars(cfg), "source_model": source.name, "source_version": source.version,
                          "eval_data": eval_source, "model_name": onnx_name,
-                         "threshold_data": "validation split" if tuning is not None else "none (torch thresholds)"})
+                         "threshold_data": "validation split" if tuning is not None else "torch thresholds"})
         try:
             result = export_classifier(classifier, Path(tmp) / "onnx_classifier", cfg, list(evaluation["text"]),
                                        list(evaluation["labels"]), calibration_texts,

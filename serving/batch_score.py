@@ -4,8 +4,8 @@
 
 Scoring is an iterator pandas UDF. With `env_manager=local` (the default) each Python worker loads the pyfunc
 once and keeps it for every later task and batch (Spark reuses its Python workers), and the pyfunc embeds its
-label descriptions once per loaded model; the input is spread over the cores, one task slot each with one
-inference thread, so the workers do not fight over the cores. Any other `env_manager` (virtualenv, uv, conda)
+label descriptions once per loaded model; the cores are shared out over the tasks that run at once
+(tasks x inference threads = cores), so the workers do not fight over them. Any other `env_manager` (virtualenv, uv, conda)
 goes through `mlflow.pyfunc.spark_udf`, which rebuilds the model's environment and serves it per task.
 Output columns: the input's, `predicted_labels`, `top_label`, `scores` (map label -> probability),
 `model_name`, `model_version`, `scored_at` (UTC, one timestamp per run).
@@ -74,19 +74,21 @@ def cached_udf(path: str, params: dict | None, threads: int | None):
             out = model.predict(frame, params=params or None)
             yield pd.DataFrame({"labels": out["labels"], "top_label": out["top_label"], "scores": out["scores"]})
 
-    return predict
+    # Non-deterministic, so the optimiser cannot copy the call into each of the columns read from its result
+    # (which would score every document once per output column).
+    return predict.asNondeterministic()
 
 
 def task_slots(spark) -> int:
     return max(1, int(spark.sparkContext.defaultParallelism))
 
 
-def local_threads(spark) -> int | None:
-    """Inference threads per task on a local master: the cores shared out over the task slots (on a cluster
-    the executors' own settings apply)."""
+def local_threads(spark, partitions: int) -> int | None:
+    """Inference threads per task on a local master: the cores shared out over the tasks that run at once, so
+    tasks x threads = cores (on a cluster the executors' own settings apply)."""
     if not spark.sparkContext.master.startswith("local"):
         return None
-    return max(1, (os.cpu_count() or 1) // task_slots(spark))
+    return max(1, (os.cpu_count() or 1) // max(1, min(partitions, task_slots(spark))))
 
 
 def read_input(spark, path: str, fmt: str | None = None):
@@ -124,14 +126,15 @@ def score(spark, model_name: str, version: str, source, text_columns: list[str],
     """`source` with the prediction columns added (lazy: nothing runs until it is written)."""
     from pyspark.sql import functions as F
 
-    uri, params, threads = f"models:/{model_name}/{version}", to_params(label_descriptions, threshold), local_threads(spark)
+    uri, params = f"models:/{model_name}/{version}", to_params(label_descriptions, threshold)
     if env_manager == "local":
+        # No repartitioning: a small input in one partition is one task with every core (measured faster than
+        # a shuffle plus a second worker loading the model); many partitions share the cores out.
+        threads = local_threads(spark, source.rdd.getNumPartitions())
         udf = cached_udf(mlflow.artifacts.download_artifacts(uri), params, threads)
     else:
         udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=RESULT_TYPE, env_manager=env_manager,
                                       params=params or None)
-    if source.rdd.getNumPartitions() < task_slots(spark):  # e.g. one CSV file: one task, one busy core
-        source = source.repartition(task_slots(spark))
     inputs = F.struct(*[F.col(c).cast("string").alias("text" if len(text_columns) == 1 else c) for c in text_columns])
     scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
     return (source.withColumn("_prediction", udf(inputs))

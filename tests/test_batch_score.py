@@ -124,10 +124,11 @@ def test_bad_column_is_one_readable_line(served, spark, tmp_path, capsys, monkey
 
 
 def test_a_python_worker_loads_the_model_once(served, spark):
-    """What keeps Spark at pandas speed: the pyfunc is loaded once per Python worker, not per task, and each
-    of the local task slots gets its share of the cores."""
+    """What keeps Spark at pandas speed: the pyfunc is loaded once per Python worker, not per task, and the
+    tasks running at once share the cores out."""
     from serving.batch_score import cached_model, local_threads
 
     path = mlflow.artifacts.download_artifacts(f"models:/{served.name}/{served.version}")
     assert cached_model(path, 1) is cached_model(path, 1)
-    assert local_threads(spark) == max(1, (os.cpu_count() or 1) // 2)
+    cores = os.cpu_count() or 1
+    assert local_threads(spark, 1) == cores and local_threads(spark, 8) == max(1, cores // 2)

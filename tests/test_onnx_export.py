@@ -93,7 +93,7 @@ def test_export_registers_onnx_version_with_lineage_both_ways(exported):
     assert {"size_mb_torch_fp32", "size_mb_onnx_fp32", "size_mb_onnx_int8"} <= set(metrics)
     report = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/onnx/parity_report.json")
     assert report["steps"]["quantization"] == "dynamic" and report["precision"] == "int8"
-    assert report["steps"]["thresholds"].endswith("validation documents with the export's scores")
+    assert report["steps"]["thresholds"] == "the torch model's"
     assert onnx_version.tags["onnx.precision"] == "int8"
     assert onnx_version.description.startswith("ONNX int8 export of tiny-clf version 1. Parity on runs:/")
 
@@ -179,13 +179,16 @@ def test_a_tampered_graph_fails_the_fp32_gate(registry_env, source_model, monkey
 
 
 def test_the_fp32_export_reports_fp32_numbers(registry_env, source_model, capsys):
-    """A graph that was never quantised names no int8 cosine and no int8 size anywhere."""
+    """A graph that was never quantised names no int8 cosine and no int8 size anywhere; asked to, the export
+    re-tunes its thresholds on the source run's validation split."""
     from mlprojects.export_onnx import main
 
-    rc = main(["--model-uri", source_model, "--model-name", "plain-onnx", "--quantization", "none"])
+    rc = main(["--model-uri", source_model, "--model-name", "plain-onnx", "--quantization", "none",
+               "--thresholds", "validation"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "int8" not in out and "fp32 graph, min cosine to torch" in out
+    assert "Thresholds: tuned on" in out and "validation documents with the export's scores" in out
     version = mlflow.MlflowClient().get_model_version("plain-onnx", "1")
     assert version.tags["onnx.precision"] == "fp32" and version.description.startswith("ONNX fp32 export")
     metrics = mlflow.MlflowClient().get_run(version.run_id).data.metrics
