@@ -1,10 +1,15 @@
-"""Benchmark: torch fp32 vs ONNX fp32 vs ONNX int8 (and the steps in between) on the Made With ML split.
+"""Benchmark: torch fp32 vs ONNX (fp32, int8, and the steps in between) on the Made With ML split.
 
-    python -m bench.bench_onnx [--epochs 2] [--threads 2] [--rounds 3]
+    python -m bench.bench_onnx [--suite pyfunc] [--threads 2] [--rounds 5] [--optimum-python PATH]
+    python -m bench.bench_onnx --suite graphs [--epochs 2]
 
-Fine-tunes MiniLM (SFT + LoRA) on the training split, exports it, and measures every variant on the same test
-documents in one run: docs/s and p50/p95 latency at batch 1 and batch 32, mean cosine to torch, F1-macro.
-Torch and ONNX Runtime get the same thread count. Writes bench/results/onnx.json with the machine's load.
+`pyfunc` (default): the served models side by side in one process: the torch pyfunc against the ONNX pyfunc
+(int8 as shipped and the variants tried: fused, 4-bit MatMulNBits, ONNX Runtime's default thread spinning) and against the
+reference route (optimum-onnx export + ONNX Runtime's quantiser presets, run in its own environment given by
+`--optimum-python`), calls of 32 documents and of 1, variants alternating within each round, every round's
+ratio to torch and the machine's load kept. Writes bench/results/onnx_pyfunc.json.
+`graphs`: the encoders alone (no pyfunc), quality (mean cosine, F1) and speed; bench/results/onnx.json.
+Torch and ONNX Runtime get the same thread count.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import onnx
 import torch
 from tqdm.auto import tqdm
 
@@ -33,6 +39,7 @@ from mlprojects.onnx_runtime import OnnxEncoder, load_tokenizer, probabilities
 from mlprojects.train import train_classifier
 
 RESULTS = Path(__file__).with_name("results") / "onnx.json"
+PYFUNC_RESULTS = Path(__file__).with_name("results") / "onnx_pyfunc.json"
 
 
 def timed_batches(embed: Callable[[list[str]], object], texts: Sequence[str], batch: int) -> dict[str, float]:
@@ -105,13 +112,186 @@ def trained_classifier(cfg: TrainConfig, train, descriptions: dict[str, str]):
         return Classifier.load(classifier.save(Path(tmp) / "classifier"), "cpu"), val_f1
 
 
+class PooledEncoder(OnnxEncoder):
+    """A graph that outputs last_hidden_state (optimum's export): mean pooling + L2 norm in numpy, as ours does
+    inside the graph."""
+
+    def embed(self, texts, batch_size=None, by_length=True):
+        size = batch_size or self.batch_size
+        encodings = self.tokenizer.encode_batch(list(texts))
+        order = np.argsort([len(e.ids) for e in encodings], kind="stable")
+        chunks = []
+        for s in range(0, len(order), size):
+            feed = self.feed([encodings[i] for i in order[s:s + size]])
+            hidden = self.session.run(None, feed)[0]
+            mask = feed["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
+            chunks.append(pooled / np.linalg.norm(pooled, axis=1, keepdims=True))
+        return np.concatenate(chunks)[np.argsort(order)]
+
+
+def nbits(source: Path, target: Path) -> Path:
+    """4-bit weight-only MatMulNBits (block 32, symmetric): needs the optional `onnx-ir` package."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=4, block_size=32, is_symmetric=True,
+                                     accuracy_level=4)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target))
+    return target
+
+
+def optimum_graphs(python: str, encoder_dir: Path, workdir: Path) -> dict[str, Path]:
+    """The reference route's graphs, built by bench/optimum_route.py in its own environment."""
+    import subprocess
+
+    out = workdir / "optimum"
+    subprocess.run([python, str(Path(__file__).with_name("optimum_route.py")), str(encoder_dir), str(out)],
+                   check=True, capture_output=True, text=True, timeout=1200)
+    return {k: Path(v) for k, v in json.loads((out / "route.json").read_text())["graphs"].items()}
+
+
+def pyfunc_rounds(predictors: dict[str, Callable], texts: Sequence[str], rounds: int) -> dict:
+    """Per round and variant (alternating, the order rotated each round): docs/s over calls of 32 documents and
+    p50 latency over calls of 1, with the 1-minute load average at the round's start."""
+    import pandas as pd
+
+    b32 = [pd.DataFrame({"text": list(texts[s:s + 32])}) for s in range(0, len(texts) - 31, 32)]
+    b1 = [pd.DataFrame({"text": [t]}) for t in texts[:40]]
+    names, out = list(predictors), {"rounds": []}
+    for r in tqdm(range(rounds), desc="pyfunc rounds"):
+        record = {"loadavg_1m": os.getloadavg()[0], "variants": {}}
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            predict = predictors[name]
+            predict(b1[0])  # warm
+            t0 = time.perf_counter()
+            for frame in b32:
+                predict(frame)
+            docs_s = 32 * len(b32) / (time.perf_counter() - t0)
+            lat = []
+            for frame in b1:
+                t1 = time.perf_counter()
+                predict(frame)
+                lat.append(time.perf_counter() - t1)
+            record["variants"][name] = {"docs_per_s_b32": round(docs_s, 1),
+                                        "p50_ms_b1": round(1000 * float(np.median(lat)), 2)}
+        out["rounds"].append(record)
+    summary = {}
+    for name in names:
+        ratios32 = [r["variants"][name]["docs_per_s_b32"] / r["variants"]["torch_fp32"]["docs_per_s_b32"]
+                    for r in out["rounds"]]
+        ratios1 = [r["variants"]["torch_fp32"]["p50_ms_b1"] / r["variants"][name]["p50_ms_b1"] for r in out["rounds"]]
+        summary[name] = {
+            "docs_per_s_b32_median": float(np.median([r["variants"][name]["docs_per_s_b32"] for r in out["rounds"]])),
+            "p50_ms_b1_median": float(np.median([r["variants"][name]["p50_ms_b1"] for r in out["rounds"]])),
+            "x_torch_b32_median": round(float(np.median(ratios32)), 2),
+            "x_torch_b32_range": [round(min(ratios32), 2), round(max(ratios32), 2)],
+            "x_torch_b1_latency_median": round(float(np.median(ratios1)), 2),
+            "x_torch_b1_latency_range": [round(min(ratios1), 2), round(max(ratios1), 2)]}
+    out["summary"] = summary
+    return out
+
+
+def pyfunc_suite(args) -> dict:
+    """The served models side by side: torch pyfunc, ONNX pyfuncs, the optimum reference route."""
+    import mlflow
+
+    from mlprojects.config import OnnxConfig
+    from mlprojects.onnx_export import export_classifier
+    from mlprojects.onnx_runtime import OnnxClassifier
+    from registry.contract import format_predictions
+    from registry.log_model import log_classifier
+    from registry.onnx_pyfunc import OnnxDualEncoderPyfunc
+
+    load_before = os.getloadavg()
+    torch.set_num_threads(args.threads)
+    train, test, descriptions = load_split()
+    cfg = TrainConfig(encoder="minilm", max_epochs=args.epochs, patience=max(args.epochs, 1))
+    classifier, _ = trained_classifier(cfg, train, descriptions)
+    texts, labels = list(test["text"]), list(test["labels"])
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+        encoder_dir = classifier.save(workdir / "classifier") / "encoder"
+        example = pd_frame(texts[:2])
+        with mlflow.start_run():
+            info = log_classifier(workdir / "classifier", ["text"], example, format_predictions(
+                classifier.predict_proba(texts[:2]), classifier.labels, classifier.thresholds))
+        torch_model = mlflow.pyfunc.load_model(info.model_uri)
+        shipped = export_classifier(classifier, workdir / "int8", OnnxConfig(threads=args.threads, max_f1_drop=1,
+                                                                             min_agreement=0), texts, labels, texts[:64])
+        tokenizer = tokenizer_of(classifier, workdir)
+        fp32, _ = export_graph(classifier, workdir / "fp32.onnx", OnnxConfig().opset)
+        fused = workdir / "fused.onnx"
+        fuse(fp32, fused, classifier.model.encoder.config)
+        graphs = {"onnx_int8_fused_attention_fp32": quantize(fused, workdir / "fused_int8.onnx", "dynamic")}
+        try:
+            graphs["onnx_int4_matmulnbits"] = nbits(fp32, workdir / "int4.onnx")
+        except ImportError as exc:
+            print(f"MatMulNBits skipped: {exc}")
+        pooled = {}
+        if args.optimum_python:
+            pooled = optimum_graphs(args.optimum_python, encoder_dir, workdir)
+        pad = int(classifier.model.tokenizer.pad_token_id or 0)
+        scale, bias = float(classifier.model.scale), float(classifier.model.bias)
+        label_texts = list(descriptions.values())
+
+        def pyfunc_over(encoder) -> Callable:
+            model = OnnxDualEncoderPyfunc()
+            model.classifier = OnnxClassifier(encoder, dict(descriptions), encoder.embed(label_texts),
+                                              classifier.thresholds, scale, bias, classifier.single_label, ("text",))
+            return lambda frame: model.predict(None, frame)
+
+        shipped_encoder = OnnxClassifier.load(shipped.directory, threads=args.threads).encoder
+        predictors: dict[str, Callable] = {"torch_fp32": torch_model.predict,
+                                           "onnx_int8_shipped": pyfunc_over(shipped_encoder)}
+        predictors |= {n: pyfunc_over(OnnxEncoder(g, tokenizer, pad, args.threads)) for n, g in graphs.items()}
+        predictors["onnx_int8_spinning"] = pyfunc_over(spinning(shipped.directory / "model.onnx", tokenizer, pad,
+                                                                args.threads))
+        predictors |= {n: pyfunc_over(PooledEncoder(g, tokenizer, pad, args.threads)) for n, g in pooled.items()}
+        reference = classifier.model.embed(texts).numpy()
+        quality = {}
+        for name, predict in predictors.items():
+            scores = predict(pd_frame(texts))["scores"]
+            probs = np.array([[row[l] for l in classifier.labels] for row in scores])
+            quality[name] = {"f1_macro": round(f1_macro(probs, labels, classifier.labels, classifier.thresholds,
+                                                        classifier.single_label), 4)}
+        for name, enc in [("onnx_int8_shipped", shipped_encoder)] + [
+                (n, OnnxEncoder(g, tokenizer, pad, args.threads)) for n, g in graphs.items()] + [
+                (n, PooledEncoder(g, tokenizer, pad, args.threads)) for n, g in pooled.items()]:
+            quality[name]["mean_cosine"] = round(float(row_cosines(reference, enc.embed(texts)).mean()), 5)
+        sizes = {n: round(Path(g).stat().st_size / 2**20, 1) for n, g in {**graphs, **pooled}.items()}
+        sizes["onnx_int8_shipped"] = round((shipped.directory / "model.onnx").stat().st_size / 2**20, 1)
+        timing = pyfunc_rounds(predictors, texts, args.rounds)
+    report = {"command": " ".join(["python -m bench.bench_onnx", *(sys.argv[1:] if args.argv is None else args.argv)]),
+              "machine": {"cpus": os.cpu_count(), "threads": args.threads, "loadavg_before": load_before,
+                          "loadavg_after": os.getloadavg()},
+              "model": {"encoder": "all-MiniLM-L6-v2", "epochs": args.epochs, "n_test": len(texts)},
+              "sizes_mb": sizes, "quality": quality, **timing}
+    Path(args.output or PYFUNC_RESULTS).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output or PYFUNC_RESULTS).write_text(json.dumps(report, indent=2))
+    print(json.dumps({"summary": timing["summary"], "quality": quality}, indent=2))
+    return report
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=2, help="SFT epochs; 0 = the untrained encoder, zero-shot")
+    p.add_argument("--suite", choices=["pyfunc", "graphs"], default="pyfunc")
+    p.add_argument("--epochs", type=int, default=None, help="SFT epochs; 0 = the untrained encoder, zero-shot "
+                   "(same graph and speed; default 0 for pyfunc, 2 for graphs)")
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--output", default=str(RESULTS))
+    p.add_argument("--rounds", type=int, default=None, help="default 5 (pyfunc), 3 (graphs)")
+    p.add_argument("--optimum-python", default="", help="python of an environment with optimum-onnx")
+    p.add_argument("--output", default="")
     args = p.parse_args(argv)
+    args.argv = argv
+    if args.suite == "pyfunc":
+        args.epochs = 0 if args.epochs is None else args.epochs
+        args.rounds = args.rounds or 5
+        return pyfunc_suite(args)
+    args.epochs = 2 if args.epochs is None else args.epochs
+    args.rounds = args.rounds or 3
+    args.output = args.output or str(RESULTS)
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     train, test, descriptions = load_split()
@@ -174,6 +354,26 @@ def main(argv: list[str] | None = None) -> dict:
     Path(args.output).write_text(json.dumps(report, indent=2))
     print(json.dumps(report["goal"] | {"sizes_mb": sizes}, indent=2))
     return report
+
+
+def pd_frame(texts: Sequence[str]):
+    import pandas as pd
+
+    return pd.DataFrame({"text": list(texts)})
+
+
+def spinning(model_path: Path, tokenizer, pad: int, threads: int) -> OnnxEncoder:
+    """The shipped graph with ONNX Runtime's default intra-op thread spinning (busy-waits between ops),
+    which the shipped session turns off."""
+    import onnxruntime as ort
+
+    encoder = OnnxEncoder(model_path, tokenizer, pad, threads)
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    encoder.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    return encoder
 
 
 def torch_fp32_of(timings: dict, name: str) -> dict:

@@ -9,6 +9,7 @@ import mlflow
 
 from mlprojects import config as P
 from mlprojects.errors import ArgumentParser, ConfigError, cli_entry, model_name_arg, positive
+from mlprojects.onnx_quantize import MODES
 from mlprojects.tracking import setup
 
 
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--confidence", help="interval level, e.g. 0.95")
     conf.add_argument("--keep-archived", help="previous champions kept in the Archived stage")
     conf.add_argument("--deploy-target", help="deployment target for the champion (default local)")
+    conf.add_argument("--onnx-export", choices=[*MODES, "none", "off"],
+                      help=f"ONNX export of each new champion (default {P.ONNX_ON_PROMOTION}; none = fp32, off = no export)")
     for sp in (rec, conf, *[sub.choices[n] for n in ("rollback", "history")]):
         sp.add_argument("--model-name", type=model_name_arg, default=P.DEFAULT_MODEL_NAME)
     return p
@@ -91,11 +94,14 @@ def configure(args) -> int:
 
         get_target(args.deploy_target)  # fails early on an unknown name
         client.set_registered_model_tag(args.model_name, C.TAG_DEPLOY_TARGET, args.deploy_target)
+    if args.onnx_export:
+        client.set_registered_model_tag(args.model_name, C.TAG_ONNX_ON_PROMOTION, args.onnx_export)
     settings = write_settings(client, args.model_name, **changes) if changes else read_settings(client, args.model_name)
     tags = client.get_registered_model(args.model_name).tags
     for key, value in (asdict(settings) if settings else {}).items():
         print(f"{key:>14}: {value}")
     print(f"{'deploy_target':>14}: {tags.get(C.TAG_DEPLOY_TARGET, P.DEFAULT_DEPLOY_TARGET)}")
+    print(f"{'onnx_export':>14}: {tags.get(C.TAG_ONNX_ON_PROMOTION, P.ONNX_ON_PROMOTION)}")
     return 0
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from lifecycle import history
 from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease
+from mlprojects.onnx_publish import export_champion, follow_champion
 from registry import conventions as C
 from registry.aliases import archive, remove_alias, retire_archived, set_alias, set_stage, set_tags
 from registry.lookup import versions_of
@@ -43,10 +44,18 @@ def clear_intent(ctx: Context) -> None:
     ctx.client.delete_registered_model_tag(ctx.name, C.TAG_PENDING)
 
 
-def promote(ctx: Context, intent: dict) -> None:
-    """New champion first (alias + Production), then the old one leaves (Archived): never no champion."""
+def promote(ctx: Context, intent: dict) -> str | None:
+    """The new champion's ONNX export first (when asked for), then the champion (alias + Production) and its
+    export's alias together, then the old one leaves (Archived): never no champion, and `<name>-onnx@champion`
+    never names an older champion's export. Returns what the export did."""
     version, previous = intent["version"], intent.get("previous")
+    exported = None
+    if intent.get("onnx"):
+        ctx.lease.ensure()
+        exported = export_champion(ctx.client, ctx.name, version, intent["onnx"])
+        checkpoint("promote.export")
     set_alias(ctx.client, ctx.name, C.CHAMPION, version)
+    follow_champion(ctx.client, ctx.name, version)
     checkpoint("promote.champion")
     remove_alias(ctx.client, ctx.name, C.CHALLENGER, version)
     checkpoint("promote.challenger")
@@ -59,6 +68,7 @@ def promote(ctx: Context, intent: dict) -> None:
     set_tags(ctx.client, ctx.name, version, intent["tags"])
     checkpoint("promote.tags")
     clear_intent(ctx)
+    return exported
 
 
 def reject(ctx: Context, version: str, tags: dict) -> None:
@@ -78,6 +88,7 @@ def block(ctx: Context, version: str, reason: str) -> None:
 def rollback(ctx: Context, intent: dict) -> None:
     version, previous = intent["version"], intent["previous"]
     set_alias(ctx.client, ctx.name, C.CHAMPION, version)
+    follow_champion(ctx.client, ctx.name, version)
     checkpoint("rollback.champion")
     archive(ctx.client, ctx.name, previous)
     set_tags(ctx.client, ctx.name, previous, {C.TAG_DECISION: "rolled_back", C.TAG_ACTOR: intent["actor"],

@@ -112,6 +112,11 @@ class Controller:
     def settings(self) -> ModelSettings | None:
         return read_settings(self.client, self.name)
 
+    def onnx_on_promotion(self) -> str | None:
+        """The quantisation of a new champion's ONNX export, or None when the model is configured without one."""
+        mode = self.client.get_registered_model(self.name).tags.get(C.TAG_ONNX_ON_PROMOTION, P.ONNX_ON_PROMOTION)
+        return None if mode == "off" else mode
+
     def keep_archived(self) -> int:
         settings = self.settings()
         return settings.keep_archived if settings else P.KEEP_ARCHIVED
@@ -175,12 +180,14 @@ class Controller:
         self._log_decision(version, champion, cand_ev, champ_ev, paired, decision)
         if decision.promote:
             intent = A.new_intent("promote", version=version, previous=champion, actor=self.actor,
-                                  tags={**tags, C.TAG_DECISION: "promoted"})
+                                  tags={**tags, C.TAG_DECISION: "promoted"}, onnx=self.onnx_on_promotion())
             A.write_intent(self.ctx, intent)
             checkpoint("promote.intent")
-            A.promote(self.ctx, intent)
+            exported = A.promote(self.ctx, intent)
             mlflow.set_tag("lifecycle.promoted", version)
             self.note(f"promoted version {version} to champion: {decision.reason}")
+            if exported:
+                self.note(exported)
         else:
             A.reject(self.ctx, version, tags)
             self.note(f"rejected version {version}: {decision.reason}")

@@ -11,7 +11,7 @@ import signal
 FAULT_ENV = "LIFECYCLE_FAULT_AT"
 
 STEPS = (
-    "promote.intent", "promote.champion", "promote.challenger", "promote.archive", "promote.history",
+    "promote.intent", "promote.export", "promote.champion", "promote.challenger", "promote.archive", "promote.history",
     "promote.tags", "deploy.done", "clone.intent", "clone.reference.created", "clone.reference.claimed",
     "clone.reference.copied", "clone.reference.alias", "clone.policy.created", "clone.policy.claimed",
     "clone.policy.copied", "clone.policy.alias",

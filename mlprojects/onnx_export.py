@@ -1,5 +1,6 @@
 """Torch classifier -> ONNX package: export encoder+pooling+L2 norm as one graph, fuse, quantise to int8,
-check parity with the torch model, precompute the label embeddings. Nothing here touches MLflow."""
+tune the export's own thresholds, check parity with the torch model, precompute the label embeddings.
+Nothing here touches MLflow."""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,8 @@ from mlprojects.classifier import Classifier
 from mlprojects.config import OnnxConfig
 from mlprojects.errors import PlatformError
 from mlprojects.model import POOLERS
-from mlprojects.onnx_parity import ParityReport, check_parity
+from mlprojects.data import multi_hot
+from mlprojects.onnx_parity import ParityReport, check_parity, own_thresholds
 from mlprojects.onnx_quantize import TextCalibrationReader, quantize
 from mlprojects.onnx_runtime import (LABEL_EMB_FILE, META_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxClassifier,
                                      OnnxEncoder, load_tokenizer)
@@ -109,14 +111,18 @@ def _torch_size_mb(classifier: Classifier) -> float:
 
 
 def export_classifier(classifier: Classifier, out_dir: str | Path, cfg: OnnxConfig, eval_texts: Sequence[str],
-                      eval_labels: Sequence[Sequence[str]], calibration_texts: Sequence[str]) -> ExportResult:
+                      eval_labels: Sequence[Sequence[str]], calibration_texts: Sequence[str],
+                      tuning_texts: Sequence[str] = (), tuning_labels: Sequence[Sequence[str]] = ()) -> ExportResult:
     """Build the ONNX package in `out_dir`; raises ExportError naming the failed gate (then `out_dir` is
-    left empty) so the caller registers nothing."""
+    left empty) so the caller registers nothing. With `cfg.thresholds == "validation"` the export's thresholds
+    are tuned on `tuning_*` (the validation split) with its own scores; otherwise, or without them, it keeps
+    the torch model's. The gates judge on `eval_*` (the test split)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_tokenizer = classifier.model.tokenizer
     if not getattr(hf_tokenizer, "is_fast", False):
         raise ExportError("the encoder has no fast tokenizer (tokenizer.json), which ONNX serving needs")
+    precision = "fp32" if cfg.quantization == "none" else "int8"
     steps: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -131,7 +137,7 @@ def export_classifier(classifier: Classifier, out_dir: str | Path, cfg: OnnxConf
         steps["fusion"] = "ort-transformers" if graph is fused else "none"
         progress.update()
         final = tmp / MODEL_FILE
-        if cfg.quantization == "none":
+        if precision == "fp32":
             shutil.copyfile(graph, final)
         else:
             reader = (TextCalibrationReader(OnnxEncoder(graph, tokenizer, pad_id, cfg.threads), calibration_texts)
@@ -139,26 +145,37 @@ def export_classifier(classifier: Classifier, out_dir: str | Path, cfg: OnnxConf
             quantize(graph, final, cfg.quantization, reader)
         steps["quantization"] = cfg.quantization
         progress.update()
-        encoders = {"fp32": OnnxEncoder(fp32, tokenizer, pad_id, cfg.threads, cfg.batch_size),
-                    "int8": OnnxEncoder(final, tokenizer, pad_id, cfg.threads, cfg.batch_size)}
-        label_emb = encoders["int8"].embed(list(classifier.label_descriptions.values()))
-        onnx_clf = OnnxClassifier(encoders["int8"], classifier.label_descriptions, label_emb, classifier.thresholds,
+        fp32_encoder = OnnxEncoder(fp32, tokenizer, pad_id, cfg.threads, cfg.batch_size)
+        encoder = fp32_encoder if precision == "fp32" else OnnxEncoder(final, tokenizer, pad_id, cfg.threads,
+                                                                         cfg.batch_size)
+        label_emb = encoder.embed(list(classifier.label_descriptions.values()))
+        onnx_clf = OnnxClassifier(encoder, classifier.label_descriptions, label_emb, classifier.thresholds,
                                   float(classifier.model.scale), float(classifier.model.bias),
                                   classifier.single_label, tuple(classifier.text_columns))
-        parity = check_parity(classifier, encoders["fp32"], onnx_clf, eval_texts, eval_labels, cfg)
+        retune = cfg.thresholds == "validation" and len(tuning_texts) > 0 and not classifier.single_label
+        if retune:
+            onnx_clf.thresholds = own_thresholds(multi_hot(tuning_labels, classifier.labels),
+                                                 onnx_clf.predict_proba(list(tuning_texts)), classifier.thresholds,
+                                                 classifier.single_label)
+        steps["thresholds"] = (f"tuned on {len(tuning_texts)} validation documents with the export's scores"
+                               if retune else "the torch model's")
+        parity = check_parity(classifier, fp32_encoder, onnx_clf, precision, eval_texts, eval_labels, cfg)
         progress.update()
         progress.close()
-        sizes = {"torch_fp32": _torch_size_mb(classifier), "onnx_fp32": _size_mb(fp32), "onnx_int8": _size_mb(final)}
+        sizes = {"torch_fp32": _torch_size_mb(classifier), "onnx_fp32": _size_mb(fp32)}
+        if precision == "int8":
+            sizes["onnx_int8"] = _size_mb(final)
         if not parity.passed:
-            raise ExportError("ONNX export failed its parity gates, nothing was registered:\n"
+            raise ExportError(f"ONNX {precision} export failed its parity gates, nothing was registered:\n"
                               + "\n".join(f"- {f}" for f in parity.failures), parity, sizes)
         shutil.copyfile(final, out_dir / MODEL_FILE)
         shutil.copyfile(tmp / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
     np.save(out_dir / LABEL_EMB_FILE, label_emb)
     meta = {"labels": classifier.labels, "label_descriptions": classifier.label_descriptions,
-            "thresholds": [float(t) for t in classifier.thresholds], "single_label": classifier.single_label,
+            "thresholds": [float(t) for t in onnx_clf.thresholds], "single_label": classifier.single_label,
             "text_columns": list(classifier.text_columns), "scale": onnx_clf.scale, "bias": onnx_clf.bias,
             "pooling": classifier.model.pooling, "max_length": classifier.model.max_length, "pad_id": pad_id,
-            "input_names": input_names, "threads": cfg.threads, "batch_size": cfg.batch_size, "steps": steps}
+            "input_names": input_names, "threads": cfg.threads, "batch_size": cfg.batch_size, "steps": steps,
+            "precision": precision}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return ExportResult(out_dir, parity, sizes, steps)

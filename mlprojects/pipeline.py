@@ -168,20 +168,13 @@ def main(argv: list[str] | None = None) -> int:
                             model_name=name, encoder=args.encoder, tune="pbt", pbt_trials=args.pbt_trials,
                             max_epochs=args.max_epochs, storage_path=str(C.PIPELINE_RAY_RESULTS), seed=args.seed,
                             **text)
-        steps.run("2. lifecycle: champion, clones, deploy", "lifecycle", model_name=name)
+        steps.run("2. lifecycle: champion, its ONNX export, clones, deploy", "lifecycle", model_name=name)
         champion = alias_version(name, RC.CHAMPION)
         if champion is None:
             raise PlatformError(f"no champion after the first reconcile; see `python -m lifecycle history --model-name {name}`")
         eval_data, eval_labels = f"runs:/{sft_run}/data/test.parquet", f"runs:/{sft_run}/labels.json"
         steps.run("3. evaluate the champion on the test split", "evaluate", model_uri=f"models:/{name}/{champion}",
                   data=eval_data, labels=eval_labels)
-        # Optional: a refused int8 export (parity gates) falls back to fp32 ONNX; if that is refused too,
-        # nothing is registered and the champion is served by torch.
-        if steps.run("4. ONNX export (int8) of the champion", "export_onnx", required=False,
-                     model_uri=f"models:/{name}/{champion}") is None:
-            steps.run("4b. ONNX export (fp32) of the champion", "export_onnx", required=False,
-                      model_uri=f"models:/{name}/{champion}", quantization="none")
-
         production = prepare(read_table(str(pools["production"])), parse_columns(args.text_columns),
                              args.label_column)
         served = {}
@@ -202,7 +195,7 @@ def feedback_round(steps: Steps, args: argparse.Namespace, number: int, traffic:
     """One turn of the loop: users rate the champion on new documents, GRPO learns from all feedback so far, the
     controller judges the child on the test split."""
     name = args.model_name
-    title = f"{number + 4}a. round {number}: champion serves {len(traffic)} new documents, users rate them"
+    title = f"{number + 3}a. round {number}: champion serves {len(traffic)} new documents, users rate them"
     console.rule(f"[bold]{title}")
     start = time.time()
     champion = alias_version(name, RC.CHAMPION)
@@ -213,11 +206,11 @@ def feedback_round(steps: Steps, args: argparse.Namespace, number: int, traffic:
     grpo_params = {"model_name": name, "num_train_epochs": args.grpo_epochs, "seed": args.seed}
     if args.feedback_db:
         grpo_params["feedback_uri"] = args.feedback_db
-    steps.run(f"{number + 4}b. round {number}: GRPO on the feedback", "grpo", **grpo_params)
+    steps.run(f"{number + 3}b. round {number}: GRPO on the feedback", "grpo", **grpo_params)
     challenger = alias_version(name, RC.CHALLENGER)
-    steps.run(f"{number + 4}c. round {number}: evaluate the GRPO challenger on the test split", "evaluate",
+    steps.run(f"{number + 3}c. round {number}: evaluate the GRPO challenger on the test split", "evaluate",
               model_uri=f"models:/{name}/{challenger}", data=eval_data, labels=eval_labels)
-    steps.run(f"{number + 4}d. round {number}: lifecycle compares, promotes or rejects", "lifecycle", model_name=name)
+    steps.run(f"{number + 3}d. round {number}: lifecycle compares, promotes or rejects", "lifecycle", model_name=name)
     tags = mlflow.MlflowClient().get_model_version(name, challenger).tags
     served.update(challenger=challenger, decision=tags.get(RC.TAG_DECISION, ""), reason=tags.get(RC.TAG_REASON, ""))
     console.print(f"round {number}: challenger v{challenger} {served['decision'] or 'undecided'}: {served['reason']}")

@@ -25,6 +25,8 @@ TAG_GIT_COMMIT = "lineage.git_commit"
 TAG_CLONE_OF = "lineage.clone_of"  # clones: the champion version they copy (also said in their description)
 TAG_SOURCE_MODEL = "lineage.source_model"  # ONNX exports: the registered model they were exported from
 TAG_ONNX_VERSION = "lineage.onnx_version"  # on a source version: its latest ONNX export (`<name>-onnx`)
+TAG_ONNX_PRECISION = "onnx.precision"  # on an ONNX export: int8 | fp32 (the fallback when int8 fails its gates)
+TAG_ONNX_STATUS = "onnx.status"  # on a champion: what its export on promotion shipped, or why none did
 
 
 # Evaluation results (model version tags; written by the evaluate stage and the controller).
@@ -63,3 +65,4 @@ TAG_EVAL_CONFIG = {
 }
 TAG_PENDING = "lifecycle.pending"  # JSON intent of an unfinished multi-step action
 TAG_DEPLOY_TARGET = "deploy.target"  # which DeploymentTarget serves the champion (default: local)
+TAG_ONNX_ON_PROMOTION = "lifecycle.onnx_export"  # quantisation of the export made on promotion, or "off"

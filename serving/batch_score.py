@@ -2,9 +2,11 @@
 
     mlflow run . -e batch_score -P model_uri=models:/tax-doc-classifier@champion -P input=docs.csv -P output=out/
 
-Scoring is `mlflow.pyfunc.spark_udf` (an iterator pandas UDF): each Spark task loads the pyfunc once (in local
-mode; on a cluster MLflow's SparkModelCache keeps one per Python worker) and the pyfunc embeds its label
-descriptions once per loaded model, on the first batch, then reuses them: never per row or per batch.
+Scoring is an iterator pandas UDF. With `env_manager=local` (the default) each Python worker loads the pyfunc
+once and keeps it for every later task and batch (Spark reuses its Python workers), and the pyfunc embeds its
+label descriptions once per loaded model; the cores are shared out over the tasks that run at once
+(tasks x inference threads = cores), so the workers do not fight over them. Any other `env_manager` (virtualenv, uv, conda)
+goes through `mlflow.pyfunc.spark_udf`, which rebuilds the model's environment and serves it per task.
 Output columns: the input's, `predicted_labels`, `top_label`, `scores` (map label -> probability),
 `model_name`, `model_version`, `scored_at` (UTC, one timestamp per run).
 """
@@ -15,28 +17,78 @@ import os
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Iterator
 
 import mlflow
+import pandas as pd
 
 from mlprojects import config as C
 from mlprojects.data import parse_columns
-from mlprojects.errors import ArgumentParser, ConfigError, DataError, cli_entry, registered_uri_arg
+from mlprojects.errors import ArgumentParser, ConfigError, DataError, cli_entry, int_arg, registered_uri_arg
 from registry.contract import ContractError, parse_params, to_params
 
 RESULT_TYPE = "struct<labels: array<string>, top_label: string, scores: map<string, double>>"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json", ".jsonl": "json"}
 
 
-def spark_session(master: str):
-    """A session whose Python workers run this interpreter (so they see the same packages)."""
-    from pyspark.sql import SparkSession
+def spark_session(master: str, arrow_records: int = C.BATCH_ARROW_RECORDS):
+    """A session whose Python workers run this interpreter (so they see the same packages) and are reused
+    between tasks (so a loaded model is too)."""
+    from pyspark.sql import SparkSession  # pyspark is heavy: imported only by the stage that needs it
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return (SparkSession.builder.master(master).appName("batch_score")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(arrow_records)))
+            .config("spark.python.worker.reuse", "true")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.session.timeZone", "UTC")
             .getOrCreate())
+
+
+_MODELS: dict[tuple, object] = {}  # per Python worker: (model path, threads) -> loaded pyfunc
+
+
+def cached_model(path: str, threads: int | None):
+    """The pyfunc at `path`, loaded once per Python worker. `threads` reaches a model that takes it in its
+    model_config (the ONNX pyfunc); a torch model is limited through torch itself."""
+    key = (path, threads)
+    if key not in _MODELS:
+        config = mlflow.models.Model.load(path).flavors["python_function"].get("model_config") or {}
+        _MODELS[key] = mlflow.pyfunc.load_model(path, model_config={"threads": threads}
+                                                if threads and "threads" in config else None)
+        torch = sys.modules.get("torch")  # imported by a torch pyfunc only
+        if threads and torch is not None:
+            torch.set_num_threads(threads)
+    return _MODELS[key]
+
+
+def cached_udf(path: str, params: dict | None, threads: int | None):
+    """An iterator pandas UDF over the cached pyfunc: struct of text columns -> RESULT_TYPE rows."""
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf(RESULT_TYPE)
+    def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = cached_model(path, threads)
+        for frame in batches:
+            out = model.predict(frame, params=params or None)
+            yield pd.DataFrame({"labels": out["labels"], "top_label": out["top_label"], "scores": out["scores"]})
+
+    # Non-deterministic, so the optimiser cannot copy the call into each of the columns read from its result
+    # (which would score every document once per output column).
+    return predict.asNondeterministic()
+
+
+def task_slots(spark) -> int:
+    return max(1, int(spark.sparkContext.defaultParallelism))
+
+
+def local_threads(spark, partitions: int) -> int | None:
+    """Inference threads per task on a local master: the cores shared out over the tasks that run at once, so
+    tasks x threads = cores (on a cluster the executors' own settings apply)."""
+    if not spark.sparkContext.master.startswith("local"):
+        return None
+    return max(1, (os.cpu_count() or 1) // max(1, min(partitions, task_slots(spark))))
 
 
 def read_input(spark, path: str, fmt: str | None = None):
@@ -69,12 +121,20 @@ def text_columns_for(frame_columns: list[str], requested: list[str], model_colum
 
 
 def score(spark, model_name: str, version: str, source, text_columns: list[str],
-          label_descriptions: dict | None = None, threshold: float | None = None):
+          label_descriptions: dict | None = None, threshold: float | None = None,
+          env_manager: str = C.BATCH_ENV_MANAGER):
     """`source` with the prediction columns added (lazy: nothing runs until it is written)."""
     from pyspark.sql import functions as F
 
-    udf = mlflow.pyfunc.spark_udf(spark, f"models:/{model_name}/{version}", result_type=RESULT_TYPE,
-                                  env_manager="local", params=to_params(label_descriptions, threshold) or None)
+    uri, params = f"models:/{model_name}/{version}", to_params(label_descriptions, threshold)
+    if env_manager == "local":
+        # No repartitioning: a small input in one partition is one task with every core (measured faster than
+        # a shuffle plus a second worker loading the model); many partitions share the cores out.
+        threads = local_threads(spark, source.rdd.getNumPartitions())
+        udf = cached_udf(mlflow.artifacts.download_artifacts(uri), params, threads)
+    else:
+        udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=RESULT_TYPE, env_manager=env_manager,
+                                      params=params or None)
     inputs = F.struct(*[F.col(c).cast("string").alias("text" if len(text_columns) == 1 else c) for c in text_columns])
     scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
     return (source.withColumn("_prediction", udf(inputs))
@@ -105,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-format", default="", help="csv | parquet | json (default: from the extension)")
     p.add_argument("--label-descriptions", default="", help="YAML/JSON label file: score against a new label set")
     p.add_argument("--threshold", default="", help="one threshold for every label")
+    p.add_argument("--env-manager", default=C.BATCH_ENV_MANAGER, choices=["local", "virtualenv", "uv", "conda"],
+                   help="local: this interpreter, the model cached per Python worker; else MLflow rebuilds the "
+                        "model's environment")
+    p.add_argument("--arrow-records", type=int_arg, default=C.BATCH_ARROW_RECORDS,
+                   help="documents per pyfunc call (spark.sql.execution.arrow.maxRecordsPerBatch)")
     return p
 
 
@@ -126,15 +191,17 @@ def main(argv: list[str] | None = None) -> int:
         _, threshold = parse_params({"threshold": args.threshold})
     except ContractError as exc:
         raise ConfigError(str(exc)) from None
-    spark = spark_session(args.spark_master)
+    spark = spark_session(args.spark_master, args.arrow_records)
     with mlflow.start_run(run_name="batch_score"):
         log_params_once({"model_uri": args.model_uri, "model_version": version, "input": args.input,
-                         "output": args.output, "spark_master": args.spark_master})
+                         "output": args.output, "spark_master": args.spark_master, "env_manager": args.env_manager,
+                         "arrow_records": args.arrow_records})
         source = read_input(spark, args.input, args.input_format or None)
         columns = text_columns_for(source.columns, parse_columns(args.text_columns) if args.text_columns else [],
                                    model_text_columns(name, version))
         start = time.perf_counter()
-        score(spark, name, version, source, columns, descriptions, threshold).write.mode("overwrite").parquet(args.output)
+        score(spark, name, version, source, columns, descriptions, threshold, args.env_manager
+              ).write.mode("overwrite").parquet(args.output)
         seconds = time.perf_counter() - start
         rows = spark.read.parquet(args.output).count()
         mlflow.log_metrics({"rows": rows, "seconds": seconds, "docs_per_s": rows / max(seconds, 1e-9)})

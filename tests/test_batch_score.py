@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import mlflow
 import pandas as pd
@@ -120,3 +121,14 @@ def test_bad_column_is_one_readable_line(served, spark, tmp_path, capsys, monkey
     rc = main(["--model-uri", f"models:/{served.name}@champion", "--input", str(path), "--output",
                str(tmp_path / "o"), "--spark-master", "local[2]", "--threshold", "abc"])
     assert rc == 2 and "error: threshold must be a number in (0, 1), got 'abc'" in capsys.readouterr().err
+
+
+def test_a_python_worker_loads_the_model_once(served, spark):
+    """What keeps Spark at pandas speed: the pyfunc is loaded once per Python worker, not per task, and the
+    tasks running at once share the cores out."""
+    from serving.batch_score import cached_model, local_threads
+
+    path = mlflow.artifacts.download_artifacts(f"models:/{served.name}/{served.version}")
+    assert cached_model(path, 1) is cached_model(path, 1)
+    cores = os.cpu_count() or 1
+    assert local_threads(spark, 1) == cores and local_threads(spark, 8) == max(1, cores // 2)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mlprojects.onnx_parity import ParityReport, gate_failures, row_cosines
+from mlprojects.onnx_parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
 from tests.conftest import REPO, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
@@ -89,10 +89,13 @@ def test_export_registers_onnx_version_with_lineage_both_ways(exported):
     metrics = run.data.metrics
     assert metrics["parity_fp32_min_cosine"] >= 0.9999
     assert metrics["parity_int8_mean_cosine"] >= 0.99
-    assert metrics["f1_macro_drop"] <= 0.005
+    assert metrics["f1_macro_drop_low"] <= 0.005 and metrics["decision_agreement"] >= 0.9
     assert {"size_mb_torch_fp32", "size_mb_onnx_fp32", "size_mb_onnx_int8"} <= set(metrics)
     report = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/onnx/parity_report.json")
-    assert report["steps"]["quantization"] == "dynamic"
+    assert report["steps"]["quantization"] == "dynamic" and report["precision"] == "int8"
+    assert report["steps"]["thresholds"] == "the torch model's"
+    assert onnx_version.tags["onnx.precision"] == "int8"
+    assert onnx_version.description.startswith("ONNX int8 export of tiny-clf version 1. Parity on runs:/")
 
     requirements = mlflow.pyfunc.get_model_dependencies(exported, format="pip")
     packages = {line.split("==")[0] for line in open(requirements).read().split() if line}
@@ -140,7 +143,7 @@ def test_parity_gates_fail_and_nothing_is_registered(registry_env, source_model,
     assert rc == 2
     assert "failed its parity gates, nothing was registered" in err
     assert "int8 embedding parity: mean cosine" in err and "< 1.01" in err
-    assert "F1-macro drop" in err and "> -1.0" in err
+    assert "F1-macro drop" in err and "paired bootstrap 95% interval [" in err and "> -1.0" in err
     assert "fp32 embedding parity" not in err
     assert _no_version("strict-onnx")
     run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`onnx.parity` = 'failed'",
@@ -173,6 +176,24 @@ def test_a_tampered_graph_fails_the_fp32_gate(registry_env, source_model, monkey
     assert _no_version("tampered-onnx")
     assert mlflow.MlflowClient().get_model_version("tiny-clf", "1").tags.get("lineage.onnx_version") in (
         None, "tiny-clf-onnx/1")
+
+
+def test_the_fp32_export_reports_fp32_numbers(registry_env, source_model, capsys):
+    """A graph that was never quantised names no int8 cosine and no int8 size anywhere; asked to, the export
+    re-tunes its thresholds on the source run's validation split."""
+    from mlprojects.export_onnx import main
+
+    rc = main(["--model-uri", source_model, "--model-name", "plain-onnx", "--quantization", "none",
+               "--thresholds", "validation"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "int8" not in out and "fp32 graph, min cosine to torch" in out
+    assert "Thresholds: tuned on" in out and "validation documents with the export's scores" in out
+    version = mlflow.MlflowClient().get_model_version("plain-onnx", "1")
+    assert version.tags["onnx.precision"] == "fp32" and version.description.startswith("ONNX fp32 export")
+    metrics = mlflow.MlflowClient().get_run(version.run_id).data.metrics
+    assert not [k for k in metrics if "int8" in k]
+    assert metrics["parity_fp32_mean_cosine"] >= 0.9999 and metrics["decision_agreement"] >= 0.9
 
 
 class _UnexportableEncoder(torch.nn.Module):
@@ -218,18 +239,67 @@ def test_static_quantisation_is_calibrated_on_text(tiny_encoder, tmp_path):
     graph = onnx.load(str(result.directory / "model.onnx"))
     assert "QuantizeLinear" in {n.op_type for n in graph.graph.node}
     assert result.parity.fp32_min_cosine >= 0.9999
-    assert result.steps == {"fusion": "none", "quantization": "static"}
+    assert result.steps == {"fusion": "none", "quantization": "static", "thresholds": "the torch model's"}
+
+
+def _report(precision="int8", fp32=1.0, mean=0.995, f1=(0.80, 0.797), drop=(-0.02, 0.03), agreement=0.95, n=40):
+    return ParityReport(precision, fp32, mean, mean - 0.01, f1[0], f1[1], drop[0], drop[1], agreement, n)
 
 
 def test_gate_failures_name_each_gate_and_its_value():
-    ok = ParityReport(1.0, 0.995, 0.98, 0.80, 0.797, 10)
-    assert gate_failures(ok, 0.9999, 0.99, 0.005) == []
-    bad = ParityReport(0.9991, 0.95, 0.9, 0.80, 0.70, 10)
-    failures = gate_failures(bad, 0.9999, 0.99, 0.005)
+    assert gate_failures(_report(), 0.9999, 0.99, 0.005, 0.9) == []
+    bad = _report(fp32=0.9991, mean=0.95, f1=(0.80, 0.70), drop=(0.05, 0.15), agreement=0.85)
+    failures = gate_failures(bad, 0.9999, 0.99, 0.005, 0.9)
     assert failures[0] == "fp32 embedding parity: min cosine 0.999100 < 0.9999"
     assert failures[1] == "int8 embedding parity: mean cosine 0.950000 < 0.99"
-    assert failures[2] == "F1-macro drop 0.1000 (0.8000 -> 0.7000) > 0.005"
+    assert failures[2] == ("F1-macro drop 0.1000 (0.8000 -> 0.7000), paired bootstrap 95% interval "
+                           "[0.0500, 0.1500]: lower bound 0.0500 > 0.005")
+    assert failures[3] == "decision agreement with torch 0.8500 < 0.9 (same label set on 34 of 40 documents)"
     assert bad.f1_macro_drop == pytest.approx(0.1)
+
+
+def test_f1_gate_refuses_only_a_drop_credibly_above_the_allowed_one():
+    """A 6-point point drop on a few dozen documents whose interval reaches below the allowed drop is noise,
+    not evidence; the same drop measured tightly is refused. Agreement bounds how often decisions differ."""
+    noisy = _report(f1=(0.80, 0.74), drop=(-0.01, 0.14))
+    assert gate_failures(noisy, 0.9999, 0.99, 0.005, 0.9) == []
+    tight = _report(f1=(0.80, 0.74), drop=(0.04, 0.08))
+    assert [f.split(" (")[0] for f in gate_failures(tight, 0.9999, 0.99, 0.005, 0.9)] == ["F1-macro drop 0.0600"]
+    assert gate_failures(_report(drop=(0.005, 0.02)), 0.9999, 0.99, 0.005, 0.9) == []  # the bound itself passes
+
+
+def test_the_fp32_fallback_is_held_to_fp32_gates_and_reports_fp32_numbers():
+    fp32 = _report(precision="fp32", fp32=0.99995, mean=0.98)  # no int8 gate for a graph never quantised
+    assert gate_failures(fp32, 0.9999, 0.99, 0.005, 0.9) == []
+    assert "int8" not in " ".join(fp32.metrics()) and "int8" not in fp32.summary()
+    assert set(fp32.metrics()) >= {"parity_fp32_mean_cosine", "parity_fp32_min_cosine", "decision_agreement",
+                                   "f1_macro_drop_low", "f1_macro_drop_high"}
+    assert "int8 mean cosine 0.99500" in _report().summary()
+    assert fp32.summary().startswith("fp32 graph, min cosine to torch 0.999950; F1-macro 0.8000 -> 0.7970")
+
+
+def test_decision_agreement_and_own_thresholds_by_hand():
+    torch_pred = np.array([[1, 0], [0, 1], [1, 1], [0, 0]], bool)
+    onnx_pred = np.array([[1, 0], [0, 0], [1, 1], [0, 0]], bool)
+    assert decision_agreement(torch_pred, onnx_pred) == 0.75
+    assert decision_agreement(np.zeros((0, 2)), np.zeros((0, 2))) == 1.0
+    # label 0: positives score 0.62 and 0.58, negatives 0.40 and 0.57: thresholds 0.45, 0.50 and 0.55 all give
+    # F1 0.8 (both positives, one false positive), 0.60 gives 0.67; the tie goes to the one nearest 0.5.
+    # Label 1: the positive scores 0.30, negatives <= 0.20: 0.25 and 0.30 are perfect; 0.30 is nearer 0.5.
+    y = np.array([[1, 0], [1, 1], [0, 0], [0, 0]], float)
+    probs = np.array([[0.62, 0.10], [0.58, 0.30], [0.40, 0.20], [0.57, 0.05]])
+    assert own_thresholds(y, probs, np.array([0.9, 0.9]), single_label=False).tolist() == [0.5, 0.3]
+    assert own_thresholds(y, probs, np.array([0.9, 0.9]), single_label=True).tolist() == [0.9, 0.9]
+    assert own_thresholds(y[:0], probs[:0], np.array([0.9, 0.9]), single_label=False).tolist() == [0.9, 0.9]
+
+
+def test_same_decisions_give_a_zero_drop_interval():
+    from mlprojects.bootstrap import paired_bootstrap
+
+    y = np.array([[1, 0], [0, 1], [1, 1]], float)
+    pred = np.array([[1, 0], [0, 0], [1, 1]], bool)
+    drop = paired_bootstrap(y, pred, pred.copy(), 200)
+    assert (drop["gain"], drop["low"], drop["high"]) == (0.0, 0.0, 0.0)
 
 
 def test_row_cosines_by_hand():

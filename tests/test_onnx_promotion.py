@@ -1,0 +1,83 @@
+"""The controller exports each new champion to ONNX as part of promoting it (tiny encoder, real SQLite registry):
+`<name>-onnx@champion` always names the current champion's export, or nothing when it has none."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+from mlflow import MlflowClient
+
+from lifecycle import actions as A
+from lifecycle.controller import Controller
+from mlprojects import config as C
+from registry.aliases import aliases
+
+
+@pytest.fixture()
+def champion(mlflow_env, tiny_encoder, demo_frame, tmp_path, monkeypatch):
+    """A tiny SFT model made champion by the controller (which exports it on the way)."""
+    from mlprojects.sft import main as sft_main
+
+    monkeypatch.setenv("LOCAL_DEPLOY_DIR", str(tmp_path / "deployments"))
+    data = tmp_path / "small.csv"
+    demo_frame.head(120).to_csv(data, index=False)
+    assert sft_main(["--data", str(data), "--encoder", tiny_encoder, "--max-epochs", "1", "--min-examples", "2",
+                     "--model-name", "promo"]) == 0
+    log = Controller("promo").reconcile()
+    return log
+
+
+def promote(version: str, onnx: str | None) -> str | None:
+    """The controller's promote action on `version`, as after a decision to promote it."""
+    controller = Controller("promo")
+    assert controller.lease.try_acquire()
+    with controller.lease:
+        intent = A.new_intent("promote", version=version, previous=controller.state().champion, actor="test",
+                              tags={}, onnx=onnx)
+        A.write_intent(controller.ctx, intent)
+        return A.promote(controller.ctx, intent)
+
+
+def new_version() -> str:
+    """Another version of the same model (a copy of version 1, carrying its lineage and splits)."""
+    return str(MlflowClient().copy_model_version("models:/promo/1", "promo").version)
+
+
+def test_each_new_champion_gets_its_own_export_and_the_alias_follows(champion, monkeypatch):
+    client = MlflowClient()
+    assert any(line.startswith("exported version 1 as promo-onnx/1") for line in champion), champion
+    first = client.get_model_version_by_alias("promo-onnx", "champion")
+    assert str(first.version) == "1" and first.tags["lineage.parent_version"] == "1"
+    assert first.description.startswith(f"ONNX {first.tags['onnx.precision']} export of promo version 1 (champion)")
+    assert client.get_model_version("promo", "1").tags["lineage.onnx_version"] == "promo-onnx/1"
+
+    second = new_version()
+    said = promote(second, "none")
+    assert said == f"exported version {second} as promo-onnx/2 (fp32)"
+    assert aliases(client, "promo")["champion"] == second and aliases(client, "promo-onnx")["champion"] == "2"
+    assert client.get_model_version("promo-onnx", "2").tags["onnx.precision"] == "fp32"
+    assert client.get_model_version("promo", second).tags["onnx.status"] == "fp32"
+    assert promote(second, "none") == f"version {second} already has its ONNX export promo-onnx/2"  # a replay
+
+    # neither int8 nor fp32 passes: the promotion goes on, torch serves, and no alias names an older export
+    monkeypatch.setattr(C, "OnnxConfig", functools.partial(C.OnnxConfig, min_fp32_cosine=1.5))
+    third = new_version()
+    said = promote(third, "dynamic")
+    assert said.startswith(f"no ONNX export for version {third} (torch serves it): fp32 embedding parity")
+    assert aliases(client, "promo")["champion"] == third and "champion" not in aliases(client, "promo-onnx")
+    assert client.get_model_version("promo", third).tags["onnx.status"].startswith("refused: fp32 embedding parity")
+    assert len(client.search_model_versions("name='promo-onnx'")) == 2  # nothing registered
+
+    # a rollback brings back the previous champion and its export
+    Controller("promo").rollback()
+    assert aliases(client, "promo")["champion"] == second and aliases(client, "promo-onnx")["champion"] == "2"
+
+
+def test_export_on_promotion_can_be_turned_off(champion):
+    from lifecycle.__main__ import main
+
+    assert Controller("promo").onnx_on_promotion() == C.ONNX_ON_PROMOTION
+    assert main(["configure", "--model-name", "promo", "--onnx-export", "off"]) == 0
+    assert Controller("promo").onnx_on_promotion() is None
+    assert promote(new_version(), None) is None
+    assert "champion" not in aliases(MlflowClient(), "promo-onnx")  # the new champion has no export
