@@ -1,4 +1,9 @@
-"""The real Made With ML dataset (../shared/data/madewithml) and the one split every benchmark uses."""
+"""The real Made With ML dataset and the one split every benchmark uses.
+
+`dataset.csv` (600 projects: id, created_on, title, description, tag) is the public Made With ML course data
+(github.com/GokuMohandas/Made-With-ML, `datasets/dataset.csv`, MIT licence); point MADEWITHML_DIR at the folder
+holding it. The label descriptions the dual encoder embeds ship beside this file.
+"""
 from __future__ import annotations
 
 import os
@@ -11,6 +16,7 @@ from mlprojects.config import REPO_ROOT
 from mlprojects.data import load_label_descriptions
 
 DATA_DIR = Path(os.environ.get("MADEWITHML_DIR", REPO_ROOT.parent / "shared" / "data" / "madewithml"))
+LABELS = Path(__file__).with_name("madewithml_labels.yaml")
 SEED = 42
 
 
@@ -23,5 +29,5 @@ def load_split(test_size: float = 0.2, seed: int = SEED) -> tuple[pd.DataFrame, 
         "tag": raw["tag"],
     }).drop_duplicates("text").reset_index(drop=True)
     train, test = train_test_split(frame, test_size=test_size, random_state=seed, stratify=frame["tag"])
-    return train.reset_index(drop=True), test.reset_index(drop=True), load_label_descriptions(str(DATA_DIR / "labels.yaml"))
+    return train.reset_index(drop=True), test.reset_index(drop=True), load_label_descriptions(str(LABELS))
 
