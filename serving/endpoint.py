@@ -187,7 +187,8 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
             pending -= 1
         texts = _texts(frame, model.pyfunc)
         for p, text in zip(predictions, texts):
-            recent.add(p["prediction_id"], {"text": text, "labels": p["labels"], "scores": p["scores"]})
+            recent.add(p["prediction_id"], {"text": text, "labels": p["labels"], "scores": p["scores"],
+                                            "model_version": model.version})  # the swap may change the model
         return {"predictions": predictions, "model": model.info}
 
     @app.post("/feedback")
@@ -263,7 +264,8 @@ def feedback_record(payload: dict, recent: RecentPredictions, model: LoadedModel
             list(model.labels)
     else:
         label_names = list(known["scores"])
-    record = {"prediction_id": prediction_id, "model_name": model.name, "model_version": model.version,
+    record = {"prediction_id": prediction_id, "model_name": model.name,
+              "model_version": known.get("model_version", model.version),  # the version that answered, if known
               "text": known["text"], "predicted_labels": known["labels"], "scores": known["scores"],
               "score": score, "corrected_labels": corrected, "source": source or "endpoint"}
     return record, label_names

@@ -142,3 +142,21 @@ def test_an_announcement_with_nothing_listening_is_not_waited_for(two_versions):
                                                             "pid": os.getpid()}))
     deployment = LocalTarget(swap_timeout=5.0).deploy(MODEL_NAME, "2")  # waiting for it would raise
     assert deployment.version == "2" and LocalTarget().current(MODEL_NAME).version == "2"
+
+
+def test_feedback_after_a_swap_is_credited_to_the_version_that_answered(two_versions, monkeypatch):
+    from serving.feedback import FeedbackStore
+
+    store_url = f"sqlite:///{two_versions / 'feedback.db'}"
+    monkeypatch.setenv("FEEDBACK_DB_URL", store_url)
+    target = LocalTarget()
+    with following_endpoint(target) as (url, _):
+        answer = requests.post(f"{url}/invocations", json={"inputs": {"text": ["VAT question"]}}, timeout=60).json()
+        assert answer["model"]["version"] == "1"
+        target.deploy(MODEL_NAME, "2")
+        assert health_version(url) == "2"
+        stored = requests.post(f"{url}/feedback", json={"prediction_id": answer["predictions"][0]["prediction_id"],
+                                                        "score": 4}, timeout=30)
+        assert stored.status_code == 201, stored.text
+    rows = FeedbackStore(store_url).query(model_name=MODEL_NAME)
+    assert list(rows["model_version"]) == ["1"]
