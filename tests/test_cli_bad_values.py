@@ -80,7 +80,7 @@ def nothing_heavy(monkeypatch, empty_store):
     monkeypatch.setattr(mlflow.pyfunc, "load_model", forbidden)
     monkeypatch.setenv("BLANK_KEY", "\n")
     for module, attribute in [("mlprojects.sft", "train_classifier"), ("mlprojects.grpo", "load_classifier"),
-                              ("mlprojects.export_onnx", "load_classifier"), ("mlprojects.evaluate", "evaluate_model"),
+                              ("mlprojects.export_onnx", "source_classifier"), ("mlprojects.evaluate", "evaluate_model"),
                               ("serving.batch_score", "spark_session"), ("serving.endpoint", "load_model"),
                               ("mlprojects.pipeline", "Steps")]:
         monkeypatch.setattr(importlib.import_module(module), attribute, forbidden)
