@@ -22,9 +22,10 @@ from tests.test_sft_stage import mlflow_run
 
 @pytest.fixture()
 def pbt_args(small_dataset, tiny_encoder, tmp_path) -> dict:
-    """102 training documents = 7 steps per epoch: 2 epochs in intervals of 5 steps end at steps 5, 10 and 14."""
+    """78 fit documents (of 120: validation and test are held out) = 5 steps per epoch: 2 epochs in intervals of
+    4 steps end at steps 4, 8 (both mid-epoch) and 10."""
     return {**small_dataset, "encoder": tiny_encoder, "max_epochs": 2, "min_examples": 2, "model_name": "tiny-pbt",
-            "tune": "pbt", "pbt_trials": 3, "perturbation_interval": 5, "perturbation_unit": "steps",
+            "tune": "pbt", "pbt_trials": 3, "perturbation_interval": 4, "perturbation_unit": "steps",
             "cpus_per_trial": 0.5, "storage_path": str(tmp_path / "ray")}
 
 
@@ -50,7 +51,7 @@ def test_pbt_run_exploits_and_registers_the_best_trial(mlflow_env, pbt_args):
                                     output_format="list"):  # perturbation intervals in steps, ending mid-epoch
         steps = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "step"), key=lambda m: m.step)]
         epochs = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "epoch"), key=lambda m: m.step)]
-        assert steps[-3:] == [5, 10, 14] and epochs[-3:] == [0, 1, 2], (steps, epochs)
+        assert steps[-3:] == [4, 8, 10] and epochs[-3:] == [0, 1, 2], (steps, epochs)
 
 
 @pytest.mark.slow  # Known issue: restoring a *synchronous* PBT run whose trials were all PAUSED at the barrier can
