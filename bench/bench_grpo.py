@@ -32,7 +32,7 @@ from mlprojects.classifier import Classifier
 from mlprojects.config import GRPOParams, TrainConfig
 from mlprojects.data import multi_hot, stratified_split
 from mlprojects.grpo_train import GRPOTrainer, prepare_policy
-from mlprojects.metrics import decide
+from mlprojects.metrics import f1_summary
 from mlprojects.rewards import targets_from_feedback
 from mlprojects.train import SFTTrainer, fit, make_split, train_classifier
 from serving.feedback.simulate import simulated_feedback
@@ -42,8 +42,7 @@ VARIANTS = ("grpo", "grpo+sft", "supervised")
 
 
 def served_labels(clf: Classifier, frame) -> list[list[str]]:
-    decisions = decide(clf.predict_proba(list(frame["text"])), clf.thresholds, clf.single_label)
-    return [[clf.labels[j] for j in np.flatnonzero(row)] for row in decisions]
+    return [[clf.labels[j] for j in np.flatnonzero(row)] for row in clf.decisions(list(frame["text"]))]
 
 
 def grpo_child(champion_dir: Path, texts, targets, validation, params: GRPOParams) -> tuple[Classifier, float]:
@@ -84,24 +83,21 @@ def one_seed(seed: int, corrected_fraction: float, params: GRPOParams, champion_
     targets = targets_from_feedback(served, scores, corrected, champion.labels)
     texts = list(production["text"])
     y_test = multi_hot(test["labels"], champion.labels)
-    decisions = {"champion": decide(champion.predict_proba(list(test["text"])), champion.thresholds,
-                                    champion.single_label)}
+    test_texts = list(test["text"])
+    decisions = {"champion": champion.decisions(test_texts)}
     seconds = {"sft": sft_seconds}
     with tempfile.TemporaryDirectory() as tmp:
         champion_dir = champion.save(Path(tmp) / "champion")
         for name, weight in (("grpo", 0.0), ("grpo+sft", params.sft_weight)):
             child, seconds[name] = grpo_child(champion_dir, texts, targets, validation,
                                               replace(params, sft_weight=weight, seed=seed))
-            decisions[name] = decide(child.predict_proba(list(test["text"])), child.thresholds, child.single_label)
+            decisions[name] = child.decisions(test_texts)
         rows = production[[c is not None for c in corrected]]
         started = time.time()
         child = supervised_child(champion_dir, rows, validation, replace(cfg, max_epochs=TrainConfig.max_epochs,
                                                                           learning_rate=TrainConfig.learning_rate))
         seconds["supervised"] = time.time() - started
-        decisions["supervised"] = decide(child.predict_proba(list(test["text"])), child.thresholds,
-                                         child.single_label)
-
-    from mlprojects.metrics import f1_summary
+        decisions["supervised"] = child.decisions(test_texts)
 
     f1 = {name: f1_summary(y_test, pred)["f1_macro"] for name, pred in decisions.items()}
     gains = {name: paired_bootstrap(y_test, decisions[name], decisions["champion"], seed=seed) for name in VARIANTS}

@@ -48,10 +48,13 @@ class Classifier:
         self.thresholds = tune_thresholds(multi_hot(frame["labels"], self.labels), probs)
         return self.thresholds
 
+    def decisions(self, texts: list[str]) -> np.ndarray:
+        """Boolean [n_docs, n_labels]: which of its own labels the model assigns (its thresholds, or arg-max)."""
+        return decide(self.predict_proba(texts), self.thresholds, self.single_label)
+
     def f1_scores(self, frame) -> dict[str, float]:
         """F1 summary of this model's decisions on a labelled frame (`text`, `labels`)."""
-        probs = self.predict_proba(list(frame["text"]))
-        return f1_summary(multi_hot(frame["labels"], self.labels), decide(probs, self.thresholds, self.single_label))
+        return f1_summary(multi_hot(frame["labels"], self.labels), self.decisions(list(frame["text"])))
 
     def save(self, directory: str | Path) -> Path:
         directory = Path(directory)

@@ -239,8 +239,8 @@ def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label
     test = read(test_data) if test_data else None
     val = read(val_data) if val_data else None
     if test is not None:  # splits made here are disjoint by construction; the gate checks the rest
-        shared = int(content_hashes(test["text"]).isin(set(content_hashes(
-            pd.concat([pool["text"], val["text"] if val is not None else pool["text"].iloc[0:0]])))).sum())
+        seen = pool["text"] if val is None else pd.concat([pool["text"], val["text"]])
+        shared = int(content_hashes(test["text"]).isin(set(content_hashes(seen))).sum())
         if shared:
             raise DataError(f"{shared} of {len(test)} test_data document(s) also in the training or validation "
                             "data (same text): the test split must hold documents nothing trains or selects on")

@@ -4,10 +4,10 @@
 
 The feedback comes from the store (`feedback_uri` = its SQLAlchemy URL; default FEEDBACK_DB_URL or
 ./feedback.db) or from a CSV/JSONL export. Only feedback on `model_name` whose labels are all in the
-reference's label set is used. After training, the policy's per-label thresholds are re-tuned with its own scores on the reference's
-validation split (read from the run that made the reference; `validation_data` overrides it): the policy's
-probabilities moved, so the reference's thresholds no longer fit them. The test split stays unread.
-The result is registered as a new version tagged `lineage.kind=grpo` with
+reference's label set is used. After training, the policy's per-label thresholds are re-tuned with its own
+scores on the reference's validation split (read from the run that made the reference; `validation_data`
+overrides it): the policy's probabilities moved, so the reference's thresholds no longer fit them. The test split
+stays unread. The result is registered as a new version tagged `lineage.kind=grpo` with
 `lineage.parent_version=<reference version>` and the `challenger` alias, for the lifecycle controller.
 """
 from __future__ import annotations
@@ -76,11 +76,10 @@ def validation_split(client: mlflow.MlflowClient, model_name: str, version: str,
     re-tuned on. Every sft and grpo run logs it as data/validation.parquet; registry copies keep the run."""
     uri = override or f"runs:/{client.get_model_version(model_name, version).run_id}/{VALIDATION_ARTIFACT}"
     try:
-        frame = prepare(read_table(uri), ["text"], "labels")
+        return prepare(read_table(uri), ["text"], "labels")
     except (DataError, mlflow.exceptions.MlflowException, OSError) as exc:
         raise DataError(f"no validation split to re-tune the policy's thresholds on ({uri}): pass --validation-data "
                         "with a labelled file the reference was selected on; nothing was trained or registered") from exc
-    return frame
 
 
 def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) -> tuple[pd.DataFrame, dict]:
