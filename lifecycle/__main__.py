@@ -1,4 +1,4 @@
-"""python -m lifecycle reconcile [--once | --watch] | rollback | history | configure  --model-name NAME"""
+"""python -m lifecycle reconcile [--once | --watch] | listen | rollback | history | configure  --model-name NAME"""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ from mlprojects import config as P
 from mlprojects.errors import ArgumentParser, ConfigError, cli_entry, model_name_arg, positive
 from mlprojects.onnx_quantize import MODES
 from mlprojects.tracking import setup
+from serving.__main__ import port_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,20 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--once", action="store_true", help="one pass, then exit (default)")
     mode.add_argument("--watch", action="store_true", help="reconcile every --interval seconds")
     rec.add_argument("--interval", type=positive(), default=P.WATCH_INTERVAL_S)
+    lis = sub.add_parser("listen", help="reconcile on MLflow registry webhooks (needs `mlflow server`), polling as "
+                                        "the fallback")
+    lis.add_argument("--model-name", dest="models", action="append", type=model_name_arg, metavar="NAME",
+                     help=f"a model to manage (repeat for several; default {P.DEFAULT_MODEL_NAME})")
+    lis.add_argument("--host", default=P.SERVE_HOST)
+    lis.add_argument("--port", type=port_arg, default=P.LISTEN_PORT)
+    lis.add_argument("--secret-env", default=P.WEBHOOK_SECRET_ENV,
+                     help="name of the environment variable holding the webhook's HMAC secret")
+    lis.add_argument("--poll-interval", type=positive(), default=P.LISTEN_POLL_INTERVAL_S,
+                     help="seconds between passes over every model without any event")
+    lis.add_argument("--tolerance", type=positive(), default=P.WEBHOOK_TOLERANCE_S,
+                     help="refuse deliveries signed longer ago than this many seconds")
+    lis.add_argument("--register-webhook", action="store_true",
+                     help="create (or update) the registry webhook that calls this listener")
     sub.add_parser("rollback", help="point champion back to the previous champion and redeploy")
     sub.add_parser("history", help="which version was champion when")
     conf = sub.add_parser("configure", help="show or change the model's evaluation and lifecycle settings")
@@ -46,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "configure":
         return configure(args)
+    if args.command == "listen":
+        return listen(args)
     if args.command == "history":
         from lifecycle import db, history
 
@@ -68,6 +85,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{args.model_name}] another controller holds the lease; it does the work. Nothing done.")
     elif not log:
         print(f"[{args.model_name}] nothing to do: the registry is in the wanted state")
+    return 0
+
+
+def listen(args) -> int:
+    import logging
+    import os
+
+    from lifecycle.listener import register_webhook, serve
+
+    secret = os.environ.get(args.secret_env, "")
+    if not secret.strip():
+        raise ConfigError(f"--secret-env {args.secret_env}: that environment variable is empty or not set; the "
+                          "listener refuses to run without the webhook's secret")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("lifecycle").addHandler(handler)
+    logging.getLogger("lifecycle").setLevel(logging.INFO)
+    models = list(dict.fromkeys(args.models or [P.DEFAULT_MODEL_NAME]))
+    uri = setup(models[0])
+    if args.register_webhook:
+        url = f"http://{args.host}:{args.port}/webhook"
+        print(f"registry webhook {register_webhook(mlflow.MlflowClient(), url, secret)} calls {url}", flush=True)
+    if not uri.startswith(("http://", "https://")):
+        print(f"note: {uri} is not an MLflow server, and only `mlflow server` sends webhooks: until one does, the "
+              f"models are reconciled every {args.poll_interval:g} s only", flush=True)
+    serve(models, args.host, args.port, secret, args.poll_interval, P.LISTEN_LEASE_RETRY_S, args.tolerance)
     return 0
 
 

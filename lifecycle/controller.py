@@ -241,16 +241,24 @@ class Controller:
         print(f"[{self.name}] {line}", flush=True)
 
 
+def run_pass(controller: Controller) -> bool:
+    """One pass for a loop that retries: an error is reported, not raised (the registry is never half-done).
+    False when another controller holds the lease."""
+    try:
+        if controller.reconcile() is None:
+            print(f"[{controller.name}] another controller holds the lease", flush=True)
+            return False
+    except PlatformError as exc:
+        print(f"[{controller.name}] error: {exc}", flush=True)
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()
+    return True
+
+
 def watch(model_name: str, interval: float = P.WATCH_INTERVAL_S) -> None:
-    """Reconcile forever; an error is reported and retried on the next tick (the registry is never half-done)."""
+    """Reconcile forever, a pass every `interval` seconds."""
     controller = Controller(model_name)
     while True:
-        try:
-            if controller.reconcile() is None:
-                print(f"[{model_name}] another controller holds the lease", flush=True)
-        except PlatformError as exc:
-            print(f"[{model_name}] error: {exc}", flush=True)
-        finally:
-            while mlflow.active_run():
-                mlflow.end_run()
+        run_pass(controller)
         time.sleep(interval)

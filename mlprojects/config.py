@@ -266,3 +266,10 @@ class PipelineConfig:
 
 PIPELINE = PipelineConfig()
 PIPELINE_RAY_RESULTS = REPO_ROOT / "ray_results"  # the demo's PBT state, removed by `make clean`
+
+# --- Event-driven controller, monitoring and continuous training ----------------------------------------------
+LISTEN_PORT = 5002  # `python -m lifecycle listen` (the endpoint's default is 5001)
+LISTEN_POLL_INTERVAL_S = 300.0  # every model is reconciled this often too: events missed, stage transitions, feedback
+LISTEN_LEASE_RETRY_S = 5.0  # a model whose lease another controller holds is tried again after this
+WEBHOOK_SECRET_ENV = "LIFECYCLE_WEBHOOK_SECRET"  # the variable holding the webhook's HMAC secret
+WEBHOOK_TOLERANCE_S = 300.0  # deliveries signed longer ago (or ahead) than this are refused: Standard Webhooks' 5 min

@@ -66,3 +66,12 @@ TAG_EVAL_CONFIG = {
 TAG_PENDING = "lifecycle.pending"  # JSON intent of an unfinished multi-step action
 TAG_DEPLOY_TARGET = "deploy.target"  # which DeploymentTarget serves the champion (default: local)
 TAG_ONNX_ON_PROMOTION = "lifecycle.onnx_export"  # quantisation of the export made on promotion, or "off"
+
+# Monitoring: the `monitor` stage's verdict on the champion version it watched (version tags).
+TAG_MONITOR_VERDICT = "monitor.verdict"  # ok | drift | degraded; none is written for a window without traffic
+TAG_MONITOR_REASON = "monitor.reason"
+TAG_MONITOR_WINDOW = "monitor.window"  # "<start> .. <end>" (UTC, ISO 8601) of the traffic judged
+TAG_MONITOR_AT = "monitor.at"
+TAG_MONITOR_RUN = "monitor.run_id"
+MONITOR_VERDICTS = ("ok", "drift", "degraded")
+
