@@ -15,6 +15,7 @@ from mlprojects import config as C
 from mlprojects.errors import (ArgumentParser, ConfigError, cli_entry, db_url_arg, finite_float,
                               int_arg, positive, registered_uri_arg)
 from serving.endpoint import EndpointSettings
+from serving.inference_log import TEXT_MODES, default_url
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predictions running or queued at once; more are answered 503 (Retry-After) at once")
     s.add_argument("--feedback-db", type=db_url_arg, default="",
                    help="SQLAlchemy URL of the feedback store (default: its own)")
+    s.add_argument("--inference-log", type=log_url_arg, default=None,
+                   help="SQLAlchemy URL of the inference log, or 'off' (default: INFERENCE_LOG_URL, else "
+                        "./inference_log.db)")
+    s.add_argument("--log-text", choices=TEXT_MODES, default=limits.log_text,
+                   help="keep each document's text in the inference log, or only its SHA-256")
+    s.add_argument("--log-retention-days", type=positive(finite_float), default=limits.log_retention_days)
     s.add_argument("--no-follow", action="store_true",
                    help="serve the version the URI names now, even when a local deployment of its champion changes")
     d = sub.add_parser("deploy", help="deploy a registered version to a target")
@@ -47,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dry-run", action="store_true", help="write the deployment files and print the plan only")
     d.add_argument("--out", default="azureml-deployment", help="where --dry-run writes its files")
     return p
+
+
+def log_url_arg(value: str) -> str:
+    """'off', or a usable database URL."""
+    return value if value == "off" else db_url_arg(value)
 
 
 def port_arg(value: str) -> int:
@@ -73,11 +85,13 @@ def serve(args: argparse.Namespace) -> int:
     slot = ModelSlot(model)
     settings = EndpointSettings(api_key=api_key, max_body_bytes=args.max_body_bytes, feedback_db=args.feedback_db or None,
                                 max_rows=args.max_rows, max_labels=args.max_labels,
-                                request_timeout_s=args.request_timeout, max_pending=args.max_pending)
+                                request_timeout_s=args.request_timeout, max_pending=args.max_pending,
+                                inference_log=None if args.inference_log == "off" else args.inference_log or default_url(),
+                                log_text=args.log_text, log_retention_days=args.log_retention_days)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
     follower = DeploymentFollower(slot, model.name, C.deploy_dir(), _load).start(url) if follows else None
     print(f"serving {model.name} version {model.version} on http://{args.host}:{args.port}"
-          f" (auth: {'API key' if api_key else 'none'}"
+          f" (auth: {'API key' if api_key else 'none'}; inference log: {_shown(settings.inference_log)}"
           f"{'; follows local deployments' if follower else ''})", flush=True)
     try:
         uvicorn.run(create_app(slot, settings), host=args.host, port=args.port, log_level="warning",
@@ -86,6 +100,13 @@ def serve(args: argparse.Namespace) -> int:
         if follower:
             follower.stop()
     return 0
+
+
+def _shown(url: str | None) -> str:
+    """A database URL without its password, for the start-up line."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True) if url else "off"
 
 
 def read_api_key(variable: str) -> str:
