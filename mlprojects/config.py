@@ -273,3 +273,23 @@ LISTEN_POLL_INTERVAL_S = 300.0  # every model is reconciled this often too: even
 LISTEN_LEASE_RETRY_S = 5.0  # a model whose lease another controller holds is tried again after this
 WEBHOOK_SECRET_ENV = "LIFECYCLE_WEBHOOK_SECRET"  # the variable holding the webhook's HMAC secret
 WEBHOOK_TOLERANCE_S = 300.0  # deliveries signed longer ago (or ahead) than this are refused: Standard Webhooks' 5 min
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The `monitor` stage's window, sample sizes and verdict thresholds (mlprojects.drift says what each means)."""
+
+    window_hours: float = 24.0
+    max_docs: int = 500  # documents per side whose embeddings go into the MMD test (its cost grows as n²)
+    permutations: int = 200  # of the MMD permutation test
+    bootstrap: int = 1000  # resamples of the F1-from-feedback interval
+    max_psi: float = 0.25  # the conventional "significant shift" line of the PSI
+    min_p: float = 0.01  # a shift must also be significant at this level (chi-square, KS, MMD permutation test)
+    max_f1_drop: float = 0.05  # below the champion's test F1-macro by more than this, even at the interval's top
+    min_mean_score: float = 3.0  # on the 1 (wrong) .. 5 (right) feedback scale
+    min_docs: int = 30  # served documents needed for the distribution statistics
+    min_corrected: int = 20  # corrected feedback records needed for the F1 estimate
+    min_feedback: int = 20  # ratings needed for the mean-score rule
+
+
+MONITOR = MonitorConfig()

@@ -35,7 +35,15 @@ BATCH = [(["--model-uri", "models:/nope/latest"], "models:/"), (["--model-uri", 
 SERVE = [(["--port", "-1"], "--port"), (["--port", "99999"], "--port"), (["--port", "http"], "--port"),
          (["--max-body-bytes", "0"], "--max-body-bytes"), (["--max-rows", "0"], "--max-rows"),
          (["--max-labels", "-5"], "--max-labels"), (["--request-timeout", "nan"], "--request-timeout"),
-         (["--feedback-db", "bogus://x"], "database URL"), (["--api-key-env", "BLANK_KEY"], "empty or not set")]
+         (["--feedback-db", "bogus://x"], "database URL"), (["--api-key-env", "BLANK_KEY"], "empty or not set"),
+         (["--inference-log", "bogus://x"], "database URL"), (["--log-text", "all"], "--log-text"),
+         (["--log-retention-days", "0"], "--log-retention-days")]
+MONITOR = [(["--window-hours", "0"], "--window-hours"), (["--end", "yesterday"], "ISO 8601"),
+           (["--model-name", "a/b"], "'/'"), (["--inference-log", "bogus://x"], "database URL"),
+           (["--feedback-uri", "bogus://x"], "database URL"), (["--model-name", "never-registered"], "no champion")]
+LISTEN = [(["--port", "0"], "--port"), (["--poll-interval", "0"], "--poll-interval"),
+          (["--tolerance", "nan"], "--tolerance"), (["--model-name", "a/b"], "'/'"),
+          (["--secret-env", "BLANK_KEY"], "empty or not set")]
 FEEDBACK_ADD = ["add", "--prediction-id", "p", "--model-name", "m", "--model-version", "1", "--text", "t", "--score", "3"]
 
 CASES = (
@@ -46,6 +54,8 @@ CASES = (
     + [("mlprojects.pipeline", argv, why) for argv, why in PIPELINE]
     + [("serving.batch_score", ["--input", "in.csv", "--output", "out", *argv], why) for argv, why in BATCH]
     + [("serving.__main__", ["serve", "--model", "models:/m@champion", *argv], why) for argv, why in SERVE]
+    + [("mlprojects.monitor", argv, why) for argv, why in MONITOR]
+    + [("lifecycle.__main__", ["listen", *argv], why) for argv, why in LISTEN]
     + [("serving.__main__", ["deploy", "--model", "not-a-uri"], "models:/"),
        ("serving.__main__", ["deploy", "--target", "nowhere", "--model", "models:/m/1"], "--target"),
        ("serving.feedback.__main__", ["--db", "bogus://x", *FEEDBACK_ADD], "database URL"),
@@ -82,7 +92,8 @@ def nothing_heavy(monkeypatch, empty_store):
     for module, attribute in [("mlprojects.sft", "train_classifier"), ("mlprojects.grpo", "load_classifier"),
                               ("mlprojects.export_onnx", "source_classifier"), ("mlprojects.evaluate", "evaluate_model"),
                               ("serving.batch_score", "spark_session"), ("serving.endpoint", "load_model"),
-                              ("mlprojects.pipeline", "Steps")]:
+                              ("mlprojects.pipeline", "Steps"), ("mlprojects.monitor", "load_window"),
+                              ("lifecycle.listener", "serve")]:
         monkeypatch.setattr(importlib.import_module(module), attribute, forbidden)
 
 
