@@ -51,6 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--deploy-target", help="deployment target for the champion (default local)")
     conf.add_argument("--onnx-export", choices=[*MODES, "none", "off"],
                       help=f"ONNX export of each new champion (default {P.ONNX_ON_PROMOTION}; none = fp32, off = no export)")
+    conf.add_argument("--auto-retrain", choices=["on", "off"],
+                      help="the controller starts `grpo` by itself when enough feedback arrived or the monitor says "
+                           "degraded (default off)")
+    conf.add_argument("--retrain-min-feedback", help=f"new feedback records that start a run "
+                                                     f"(default {P.RETRAIN_MIN_FEEDBACK})")
+    conf.add_argument("--retrain-min-interval", help=f"seconds between two runs the controller starts "
+                                                     f"(default {P.RETRAIN_MIN_INTERVAL_S:g})")
+    conf.add_argument("--retrain-on-degraded", choices=["on", "off"], help="a degraded verdict starts a run (default on)")
+    conf.add_argument("--retrain-epochs", help="GRPO epochs of a run the controller starts")
     for sp in (rec, conf, *[sub.choices[n] for n in ("rollback", "history")]):
         sp.add_argument("--model-name", type=model_name_arg, default=P.DEFAULT_MODEL_NAME)
     return p
@@ -71,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         if not entries:
             _registered(args.model_name)
         print(history.format_table(entries) if entries else f"{args.model_name} has had no champion yet")
+        if triggered := history.trigger_rows(db.engine(), args.model_name):
+            print("\n" + history.format_triggers(triggered))
         return 0
     from lifecycle.controller import Controller, watch
 
@@ -124,11 +135,16 @@ def _registered(name: str) -> None:
 
 def configure(args) -> int:
     from registry import conventions as C
-    from registry.settings import read_settings, write_settings
+    from registry.settings import read_retrain_settings, read_settings, write_retrain_settings, write_settings
 
     setup(args.model_name)
     client = mlflow.MlflowClient()
     _registered(args.model_name)
+    retrain = {"auto": args.auto_retrain, "min_feedback": args.retrain_min_feedback,
+               "min_interval_s": args.retrain_min_interval, "on_degraded": args.retrain_on_degraded,
+               "grpo_epochs": args.retrain_epochs}
+    retraining = (write_retrain_settings(client, args.model_name, **retrain) if any(v is not None for v in
+                  retrain.values()) else read_retrain_settings(client, args.model_name))
     keys = ("data", "labels", "text_columns", "label_column", "margin", "min_f1_macro", "bootstrap", "confidence",
             "keep_archived")
     changes = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
@@ -145,6 +161,9 @@ def configure(args) -> int:
         print(f"{key:>14}: {value}")
     print(f"{'deploy_target':>14}: {tags.get(C.TAG_DEPLOY_TARGET, P.DEFAULT_DEPLOY_TARGET)}")
     print(f"{'onnx_export':>14}: {tags.get(C.TAG_ONNX_ON_PROMOTION, P.ONNX_ON_PROMOTION)}")
+    print("retraining (GRPO started by the controller):")
+    for key, value in asdict(retraining).items():
+        print(f"{key:>14}: {('on' if value else 'off') if isinstance(value, bool) else value}")
     return 0
 
 

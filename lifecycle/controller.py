@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import getpass
 import os
+import signal
 import socket
-import time
+import threading
 from contextlib import ExitStack
 
 import mlflow
@@ -21,7 +22,9 @@ from lifecycle import db, history
 from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease, LeaseLost
 from lifecycle.planner import Action, decide, plan
+from lifecycle.retrain import run_grpo, situation
 from lifecycle.state import RegistryState, read_state
+from lifecycle.triggers import retrain_trigger
 from mlprojects import config as P
 from mlprojects.bootstrap import paired_bootstrap
 from mlprojects.errors import ConfigError, PlatformError
@@ -30,7 +33,7 @@ from mlprojects.evaluation import (EvalData, Evaluation, ModelError, evaluate_mo
 from mlprojects.tracking import log_json, setup
 from registry import conventions as C
 from registry.model_card import refresh_cards
-from registry.settings import ModelSettings, read_settings
+from registry.settings import ModelSettings, read_retrain_settings, read_settings
 from registry.stages import client_stages_enabled
 from serving.targets import get_target
 
@@ -68,7 +71,7 @@ class Controller:
             stack.enter_context(self.lease)
             self.close_orphaned_runs()
             done: set[Action] = set()
-            while actions := plan(self.state(), self.deployed(), self.keep_archived()):
+            while actions := plan(self.state(), self.deployed(), self.keep_archived()) or self.retrain_plan(done):
                 action = actions[0]
                 if action in done:
                     raise PlatformError(f"{action.kind} of version {action.version} did not take effect; stopping")
@@ -138,9 +141,34 @@ class Controller:
             A.clone(self.ctx, intent)
             refs = {a: v for a, v in self.state().aliases.items() if a in (C.REFERENCE, C.POLICY)}
             self.note(f"cloned champion {action.version} as reference {refs[C.REFERENCE]} and policy {refs[C.POLICY]}")
+        elif action.kind == "retrain":
+            self.retrain(action.detail)
         elif action.kind == "retire":
             retired = A.retire(self.ctx, self.keep_archived())
             self.note(f"retired archived versions {', '.join(retired)} (keeping the last {self.keep_archived()})")
+
+    def retrain_plan(self, done: set[Action]) -> list[Action]:
+        """Once the registry is in the wanted state: a GRPO run when a trigger fires (at most one per pass)."""
+        settings = read_retrain_settings(self.client, self.name)
+        if not settings.auto or Action("retrain") in done or not self.state().champion:
+            return []
+        trigger = retrain_trigger(settings, situation(self.client, self.name, self.engine, P.feedback_db_url()))
+        return [Action("retrain", detail={"kind": trigger.kind, "reason": trigger.reason,
+                                          "epochs": settings.grpo_epochs})] if trigger else []
+
+    def retrain(self, trigger: dict) -> None:
+        """Record the trigger, run `grpo` (the lease held throughout); the next plan judges its challenger."""
+        self.lease.ensure()
+        trigger_id = history.record_trigger(self.engine, self.name, trigger["kind"], trigger["reason"], self.actor)
+        self.note(f"retraining with GRPO ({trigger['epochs']:g} epochs): {trigger['reason']}")
+        before = set(self.state().versions)
+        run_id, ok = run_grpo(self.name, trigger["epochs"], trigger["reason"], mlflow.active_run().info.run_id,
+                              P.RETRAIN_TIMEOUT_S)
+        new = sorted(set(self.state().versions) - before, key=int)
+        outcome = f"registered version {new[-1]}" if ok and new else "failed (see the run's output)"
+        history.finish_trigger(self.engine, trigger_id, run_id, outcome)
+        mlflow.set_tag("lifecycle.retrain_run", run_id)
+        self.note(f"retraining run {run_id}: {outcome}")
 
     def evaluate(self, version: str, requested_by: str) -> None:
         """Judge one candidate against the champion on the configured dataset; promote or reject it."""
@@ -257,8 +285,11 @@ def run_pass(controller: Controller) -> bool:
 
 
 def watch(model_name: str, interval: float = P.WATCH_INTERVAL_S) -> None:
-    """Reconcile forever, a pass every `interval` seconds."""
+    """Reconcile a pass every `interval` seconds until SIGTERM, which lets the pass in progress finish (and give
+    the lease back) first."""
     controller = Controller(model_name)
-    while True:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.is_set():
         run_pass(controller)
-        time.sleep(interval)
+        stop.wait(interval)

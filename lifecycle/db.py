@@ -1,4 +1,5 @@
-"""The controller's own SQL tables (lease, history), kept in the tracking database or LIFECYCLE_DB.
+"""The controller's own SQL tables (lease, history, retraining triggers), kept in the tracking database or
+LIFECYCLE_DB.
 
 Any SQLAlchemy URL works (SQLite file, PostgreSQL...); MLflow ignores tables it does not know.
 """
@@ -33,6 +34,18 @@ history = Table(
     Column("actor", String(256), nullable=False),
     Column("intent_id", String(64), unique=True),  # makes a resumed action's record idempotent
     Column("detail", Text),
+)
+
+triggers = Table(
+    "lifecycle_triggers", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_name", String(256), nullable=False, index=True),
+    Column("kind", String(32), nullable=False),  # feedback | degraded
+    Column("reason", Text, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("run_id", String(64)),  # the GRPO run it started
+    Column("outcome", Text),  # started | registered version N | failed: why
 )
 
 

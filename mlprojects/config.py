@@ -273,6 +273,10 @@ LISTEN_POLL_INTERVAL_S = 300.0  # every model is reconciled this often too: even
 LISTEN_LEASE_RETRY_S = 5.0  # a model whose lease another controller holds is tried again after this
 WEBHOOK_SECRET_ENV = "LIFECYCLE_WEBHOOK_SECRET"  # the variable holding the webhook's HMAC secret
 WEBHOOK_TOLERANCE_S = 300.0  # deliveries signed longer ago (or ahead) than this are refused: Standard Webhooks' 5 min
+# Continuous training (off unless configured per model): when the controller starts a GRPO run by itself.
+RETRAIN_MIN_FEEDBACK = 200  # new feedback records since the last GRPO run
+RETRAIN_MIN_INTERVAL_S = 6 * 3600.0  # between two runs it starts
+RETRAIN_TIMEOUT_S = 4 * 3600.0  # a run still going after this is cancelled (the lease is held meanwhile)
 
 
 @dataclass(frozen=True)

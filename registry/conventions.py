@@ -73,5 +73,13 @@ TAG_MONITOR_REASON = "monitor.reason"
 TAG_MONITOR_WINDOW = "monitor.window"  # "<start> .. <end>" (UTC, ISO 8601) of the traffic judged
 TAG_MONITOR_AT = "monitor.at"
 TAG_MONITOR_RUN = "monitor.run_id"
-MONITOR_VERDICTS = ("ok", "drift", "degraded")
 
+# Registered-model tags: continuous training, opt in per model (`python -m lifecycle configure --auto-retrain on`).
+TAG_RETRAIN_CONFIG = {
+    "auto": "retrain.auto",  # on | off
+    "min_feedback": "retrain.min_feedback",  # new feedback records since the last GRPO run that start one
+    "min_interval_s": "retrain.min_interval_s",  # at least this long between two triggered runs
+    "on_degraded": "retrain.on_degraded",  # on | off: a `degraded` monitor verdict on the champion starts one
+    "grpo_epochs": "retrain.grpo_epochs",  # num_train_epochs of the triggered GRPO run
+}
+TAG_RETRAIN_REASON = "lifecycle.retrain_reason"  # on a GRPO run the controller launched: what triggered it

@@ -81,3 +81,55 @@ def init_from_sft_run(client: MlflowClient, name: str, run_id: str) -> ModelSett
         return None
     return write_settings(client, name, data=f"runs:/{run_id}/data/test.parquet",
                           labels=f"runs:/{run_id}/labels.json", text_columns="text", label_column="labels")
+
+
+ON_OFF = {"on": True, "off": False, "true": True, "false": False}
+
+
+@dataclass
+class RetrainSettings:
+    """Continuous training, opt in per model: when the controller starts the `grpo` entry point by itself."""
+
+    auto: bool = False
+    min_feedback: int = P.RETRAIN_MIN_FEEDBACK  # new feedback records since the last GRPO run
+    min_interval_s: float = P.RETRAIN_MIN_INTERVAL_S  # between two runs the controller starts
+    on_degraded: bool = True  # a `degraded` monitor verdict on the champion starts one too
+    grpo_epochs: float = P.GRPOParams.num_train_epochs
+
+    def to_tags(self) -> dict[str, str]:
+        return {C.TAG_RETRAIN_CONFIG[k]: ("on" if v else "off") if isinstance(v, bool) else str(v)
+                for k, v in asdict(self).items()}
+
+    @classmethod
+    def parse(cls, values: dict) -> "RetrainSettings":
+        """Typed and range-checked settings from strings (tags, command-line values)."""
+        kinds, out = {f.name: f.type for f in fields(cls)}, {}
+        for key, value in values.items():
+            if kinds[key] == "bool":
+                if str(value).lower() not in ON_OFF:
+                    raise ConfigError(f"setting {key}={value!r} must be on or off")
+                out[key] = ON_OFF[str(value).lower()]
+                continue
+            try:
+                number = finite_float(value)
+            except ValueError as exc:
+                raise ConfigError(f"setting {key}={value!r} is not a finite number") from exc
+            out[key] = int(number) if kinds[key] == "int" else number
+        settings = cls(**out)
+        if settings.min_feedback < 1 or settings.min_interval_s < 0 or settings.grpo_epochs <= 0:
+            raise ConfigError("retraining needs min_feedback >= 1, min_interval_s >= 0 and grpo_epochs > 0")
+        return settings
+
+
+def read_retrain_settings(client: MlflowClient, name: str) -> RetrainSettings:
+    tags = client.get_registered_model(name).tags
+    return RetrainSettings.parse({k: tags[t] for k, t in C.TAG_RETRAIN_CONFIG.items() if t in tags})
+
+
+def write_retrain_settings(client: MlflowClient, name: str, **changes) -> RetrainSettings:
+    """Change some retraining settings; the rest keep their values (or defaults). Nothing is written if one is bad."""
+    current = asdict(read_retrain_settings(client, name))
+    settings = RetrainSettings.parse({**current, **{k: v for k, v in changes.items() if v is not None}})
+    for key, value in settings.to_tags().items():
+        client.set_registered_model_tag(name, key, value)
+    return settings
