@@ -27,9 +27,10 @@ import pandas as pd
 from bench.bench_onnx import trained_classifier
 from bench.madewithml import load_split
 from mlprojects.config import OnnxConfig, TrainConfig
-from mlprojects.onnx_export import export_classifier
+from mlprojects.onnx_model.export import export_classifier
 from registry.contract import format_predictions
-from registry.log_model import log_onnx_classifier, register
+from mlprojects.onnx_model.registered import log_onnx_classifier
+from registry.log_model import register
 from serving.batch_score import RESULT_TYPE, score, spark_session
 
 RESULTS = Path(__file__).with_name("results") / "batch_score.json"

@@ -27,14 +27,14 @@ import numpy as np
 
 from bench.machine import machine_info
 from bench.madewithml import load_split
-from mlprojects.bootstrap import paired_bootstrap
-from mlprojects.classifier import Classifier
+from mlprojects.evaluation.bootstrap import paired_bootstrap
+from mlprojects.model.classifier import Classifier
 from mlprojects.config import GRPOParams, TrainConfig
 from mlprojects.data import multi_hot, stratified_split
-from mlprojects.grpo_train import GRPOTrainer, prepare_policy
-from mlprojects.metrics import f1_summary
-from mlprojects.rewards import targets_from_feedback
-from mlprojects.train import SFTTrainer, fit, make_split, train_classifier
+from mlprojects.training.grpo_trainer import GRPOTrainer, prepare_policy
+from mlprojects.evaluation.metrics import f1_summary
+from mlprojects.training.rewards import targets_from_feedback
+from mlprojects.training.trainer import SFTTrainer, fit, make_split, train_classifier
 from serving.feedback.simulate import simulated_feedback
 
 RESULTS = Path(__file__).with_name("results") / "grpo.json"

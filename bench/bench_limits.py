@@ -28,7 +28,7 @@ import requests
 
 from bench.bench_serving import percentile, zero_shot_model
 from bench.madewithml import load_split
-from mlprojects.config import REPO_ROOT
+from registry.locations import REPO_ROOT
 from serving.feedback import FeedbackStore
 from serving.local_server import free_port, wait_until_healthy
 

@@ -28,15 +28,15 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.madewithml import load_split
-from mlprojects.classifier import Classifier
+from mlprojects.model.classifier import Classifier
 from mlprojects.config import OnnxConfig, TrainConfig
 from mlprojects.data import stratified_split
-from mlprojects.model import build_model
-from mlprojects.onnx_export import export_graph, fuse
-from mlprojects.onnx_parity import f1_macro, row_cosines
-from mlprojects.onnx_quantize import TextCalibrationReader, quantize
-from mlprojects.onnx_runtime import OnnxEncoder, load_tokenizer, probabilities
-from mlprojects.train import train_classifier
+from mlprojects.model.encoder import build_model
+from mlprojects.onnx_model.export import export_graph, fuse
+from mlprojects.onnx_model.parity import f1_macro, row_cosines
+from mlprojects.onnx_model.quantize import TextCalibrationReader, quantize
+from mlprojects.onnx_model.runtime import OnnxEncoder, load_tokenizer, probabilities
+from mlprojects.training.trainer import train_classifier
 
 RESULTS = Path(__file__).with_name("results") / "onnx.json"
 PYFUNC_RESULTS = Path(__file__).with_name("results") / "onnx_pyfunc.json"
@@ -197,11 +197,11 @@ def pyfunc_suite(args) -> dict:
     import mlflow
 
     from mlprojects.config import OnnxConfig
-    from mlprojects.onnx_export import export_classifier
-    from mlprojects.onnx_runtime import OnnxClassifier
+    from mlprojects.onnx_model.export import export_classifier
+    from mlprojects.onnx_model.runtime import OnnxClassifier
     from registry.contract import format_predictions
-    from registry.log_model import log_classifier
-    from registry.onnx_pyfunc import OnnxDualEncoderPyfunc
+    from mlprojects.model.registered import log_classifier
+    from mlprojects.onnx_model.pyfunc import OnnxDualEncoderPyfunc
 
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)

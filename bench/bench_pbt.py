@@ -20,7 +20,7 @@ import numpy as np
 from bench.madewithml import SEED, load_split
 from mlprojects.config import PBTConfig, TrainConfig
 from mlprojects.data import stratified_split
-from mlprojects.pbt import best_classifier, run_tuning
+from mlprojects.training.pbt import best_classifier, run_tuning
 
 OUT = Path(__file__).resolve().parent / "results" / "pbt.json"
 

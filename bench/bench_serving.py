@@ -26,7 +26,7 @@ import pandas as pd
 import requests
 
 from bench.madewithml import load_split
-from mlprojects.config import REPO_ROOT
+from registry.locations import REPO_ROOT
 from serving.local_server import free_port, wait_until_healthy
 
 RESULTS = REPO_ROOT / "bench" / "results" / "serving.json"
@@ -34,10 +34,11 @@ RESULTS = REPO_ROOT / "bench" / "results" / "serving.json"
 
 def zero_shot_model(descriptions: dict[str, str], root: Path) -> str:
     """Log and register the bundled MiniLM as a torch pyfunc (frozen encoder, thresholds 0.5); its URI."""
-    from mlprojects.classifier import Classifier
+    from mlprojects.model.classifier import Classifier
     from mlprojects.config import TrainConfig
-    from mlprojects.model import build_model
-    from registry.log_model import log_classifier, register
+    from mlprojects.model.encoder import build_model
+    from mlprojects.model.registered import log_classifier
+    from registry.log_model import register
 
     classifier = Classifier(build_model(TrainConfig(encoder="minilm"), lora=False), descriptions,
                             np.full(len(descriptions), 0.5))

@@ -26,8 +26,9 @@ from bench.machine import machine_info
 from bench.madewithml import SEED, load_split
 from mlprojects.config import TrainConfig
 from mlprojects.data import multi_hot, stratified_split
-from mlprojects.errors import ConfigError, cli_entry
-from mlprojects.metrics import decide, f1_summary
+from registry.cli import cli_entry
+from registry.errors import ConfigError
+from mlprojects.evaluation.metrics import decide, f1_summary
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("sft", "zero_shot", "logreg")
@@ -46,7 +47,7 @@ def print_epoch(epoch: int, record: dict) -> None:
 
 
 def run_sft(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict:
-    from mlprojects.train import train_classifier
+    from mlprojects.training.trainer import train_classifier
 
     fit_part, val = stratified_split(train, cfg.val_fraction, cfg.seed)
     classifier, result = train_classifier(cfg, fit_part, val, descriptions, ["text"], on_epoch=print_epoch)
@@ -57,7 +58,7 @@ def run_sft(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict
 
 
 def run_zero_shot(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict:
-    from mlprojects.model import build_model
+    from mlprojects.model.encoder import build_model
 
     model = build_model(cfg, lora=False)
     cos = model.embed(list(test["text"])) @ model.embed(list(descriptions.values())).T
@@ -68,7 +69,7 @@ def run_logreg(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> d
     """Frozen encoder embeddings -> multinomial logistic regression; C chosen by 5-fold CV (F1-macro) on the 80%."""
     from sklearn.linear_model import LogisticRegressionCV
 
-    from mlprojects.model import build_model
+    from mlprojects.model.encoder import build_model
 
     model = build_model(cfg, lora=False)
     names = list(descriptions)
@@ -110,7 +111,7 @@ def log_to_mlflow(report: dict, out: Path) -> None:
     """One run per benchmark in a local store (MLFLOW_TRACKING_URI, default a SQLite file under /tmp)."""
     import mlflow
 
-    from mlprojects.tracking import setup
+    from registry.tracking import setup
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:////tmp/bench_mlflow/mlflow.db")
     os.environ.setdefault("MLFLOW_ARTIFACT_ROOT", "file:///tmp/bench_mlflow/artifacts")

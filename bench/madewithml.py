@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from mlprojects.config import REPO_ROOT
-from mlprojects.data import load_label_descriptions
+from registry.locations import REPO_ROOT
+from registry.documents import load_label_descriptions
 
 DATA_DIR = Path(os.environ.get("MADEWITHML_DIR", REPO_ROOT.parent / "shared" / "data" / "madewithml"))
 LABELS = Path(__file__).with_name("madewithml_labels.yaml")

@@ -7,10 +7,12 @@ from dataclasses import asdict
 
 import mlflow
 
-from mlprojects import config as P
-from mlprojects.errors import ArgumentParser, ConfigError, cli_entry, model_name_arg, positive
-from mlprojects.onnx_quantize import MODES
-from mlprojects.tracking import setup
+from lifecycle.config import DEFAULT_DEPLOY_TARGET, ONNX_ON_PROMOTION, WATCH_INTERVAL_S
+from registry.conventions import DEFAULT_MODEL_NAME
+from registry.cli import ArgumentParser, cli_entry, model_name_arg, positive
+from registry.errors import ConfigError
+from mlprojects.onnx_model.quantize import MODES
+from registry.tracking import setup
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode = rec.add_mutually_exclusive_group()
     mode.add_argument("--once", action="store_true", help="one pass, then exit (default)")
     mode.add_argument("--watch", action="store_true", help="reconcile every --interval seconds")
-    rec.add_argument("--interval", type=positive(), default=P.WATCH_INTERVAL_S)
+    rec.add_argument("--interval", type=positive(), default=WATCH_INTERVAL_S)
     sub.add_parser("rollback", help="point champion back to the previous champion and redeploy")
     sub.add_parser("history", help="which version was champion when")
     conf = sub.add_parser("configure", help="show or change the model's evaluation and lifecycle settings")
@@ -35,9 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--keep-archived", help="previous champions kept in the Archived stage")
     conf.add_argument("--deploy-target", help="deployment target for the champion (default local)")
     conf.add_argument("--onnx-export", choices=[*MODES, "none", "off"],
-                      help=f"ONNX export of each new champion (default {P.ONNX_ON_PROMOTION}; none = fp32, off = no export)")
+                      help=f"ONNX export of each new champion (default {ONNX_ON_PROMOTION}; none = fp32, off = no export)")
     for sp in (rec, conf, *[sub.choices[n] for n in ("rollback", "history")]):
-        sp.add_argument("--model-name", type=model_name_arg, default=P.DEFAULT_MODEL_NAME)
+        sp.add_argument("--model-name", type=model_name_arg, default=DEFAULT_MODEL_NAME)
     return p
 
 
@@ -100,8 +102,8 @@ def configure(args) -> int:
     tags = client.get_registered_model(args.model_name).tags
     for key, value in (asdict(settings) if settings else {}).items():
         print(f"{key:>14}: {value}")
-    print(f"{'deploy_target':>14}: {tags.get(C.TAG_DEPLOY_TARGET, P.DEFAULT_DEPLOY_TARGET)}")
-    print(f"{'onnx_export':>14}: {tags.get(C.TAG_ONNX_ON_PROMOTION, P.ONNX_ON_PROMOTION)}")
+    print(f"{'deploy_target':>14}: {tags.get(C.TAG_DEPLOY_TARGET, DEFAULT_DEPLOY_TARGET)}")
+    print(f"{'onnx_export':>14}: {tags.get(C.TAG_ONNX_ON_PROMOTION, ONNX_ON_PROMOTION)}")
     return 0
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from lifecycle import history
 from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease
-from mlprojects.onnx_publish import export_champion, follow_champion
+from mlprojects.onnx_model.publish import export_champion, follow_champion
 from registry import conventions as C
 from registry.aliases import archive, remove_alias, retire_archived, set_alias, set_stage, set_tags
 from registry.lookup import versions_of

@@ -22,12 +22,13 @@ from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease, LeaseLost
 from lifecycle.planner import Action, decide, plan
 from lifecycle.state import RegistryState, read_state
-from mlprojects import config as P
-from mlprojects.bootstrap import paired_bootstrap
-from mlprojects.errors import ConfigError, PlatformError
-from mlprojects.evaluation import (EvalData, Evaluation, ModelError, evaluate_model, load_eval_data, log_evaluation,
+from lifecycle.config import DEFAULT_DEPLOY_TARGET, LEASE_TTL_S, ONNX_ON_PROMOTION, WATCH_INTERVAL_S
+from registry.settings import KEEP_ARCHIVED
+from mlprojects.evaluation.bootstrap import paired_bootstrap
+from registry.errors import ConfigError, PlatformError
+from mlprojects.evaluation.judging import (EvalData, Evaluation, ModelError, evaluate_model, load_eval_data, log_evaluation,
                                    log_model_metrics)
-from mlprojects.tracking import log_json, setup
+from registry.tracking import log_json, setup
 from registry import conventions as C
 from registry.model_card import refresh_cards
 from registry.settings import ModelSettings, read_settings
@@ -40,7 +41,7 @@ def actor() -> str:
 
 
 class Controller:
-    def __init__(self, model_name: str, lease_ttl: float = P.LEASE_TTL_S):
+    def __init__(self, model_name: str, lease_ttl: float = LEASE_TTL_S):
         setup(model_name)
         self.client = MlflowClient()
         client_stages_enabled(self.client)  # a bad stage setting stops here, before any write
@@ -52,7 +53,7 @@ class Controller:
         self.engine = db.engine()
         self.actor = actor()
         self.lease = Lease(self.engine, model_name, self.actor, lease_ttl)
-        self.target = get_target(tags.get(C.TAG_DEPLOY_TARGET, P.DEFAULT_DEPLOY_TARGET))
+        self.target = get_target(tags.get(C.TAG_DEPLOY_TARGET, DEFAULT_DEPLOY_TARGET))
         self.ctx = A.Context(self.client, model_name, self.engine, self.lease, self.actor, self.target)
         self.log: list[str] = []
         self._evaluations: dict[str, Evaluation] = {}
@@ -114,12 +115,12 @@ class Controller:
 
     def onnx_on_promotion(self) -> str | None:
         """The quantisation of a new champion's ONNX export, or None when the model is configured without one."""
-        mode = self.client.get_registered_model(self.name).tags.get(C.TAG_ONNX_ON_PROMOTION, P.ONNX_ON_PROMOTION)
+        mode = self.client.get_registered_model(self.name).tags.get(C.TAG_ONNX_ON_PROMOTION, ONNX_ON_PROMOTION)
         return None if mode == "off" else mode
 
     def keep_archived(self) -> int:
         settings = self.settings()
-        return settings.keep_archived if settings else P.KEEP_ARCHIVED
+        return settings.keep_archived if settings else KEEP_ARCHIVED
 
     # -- acting ---------------------------------------------------------------------------------------------
     def execute(self, action: Action) -> None:
@@ -241,7 +242,7 @@ class Controller:
         print(f"[{self.name}] {line}", flush=True)
 
 
-def watch(model_name: str, interval: float = P.WATCH_INTERVAL_S) -> None:
+def watch(model_name: str, interval: float = WATCH_INTERVAL_S) -> None:
     """Reconcile forever; an error is reported and retried on the next tick (the registry is never half-done)."""
     controller = Controller(model_name)
     while True:

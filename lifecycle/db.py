@@ -10,7 +10,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, cr
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from mlprojects.config import lifecycle_db_url
+from lifecycle.config import lifecycle_db_url
 
 metadata = MetaData()
 

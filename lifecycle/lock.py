@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from lifecycle.db import leases
-from mlprojects.errors import PlatformError
+from registry.errors import PlatformError
 
 
 class LeaseLost(PlatformError):

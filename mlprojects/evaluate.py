@@ -12,12 +12,12 @@ from pathlib import Path
 
 import mlflow
 
-from mlprojects import config as C
-from mlprojects.evaluation import (evaluate_model, load_descriptions_arg, load_eval_data, log_evaluation,
+from registry.settings import BOOTSTRAP_RESAMPLES, CONFIDENCE
+from mlprojects.evaluation.judging import (evaluate_model, load_descriptions_arg, load_eval_data, log_evaluation,
                                    log_model_metrics)
-from mlprojects.errors import (ArgumentParser, ConfigError, cli_entry, fraction, int_arg,
-                               non_negative, output_path_arg, positive)
-from mlprojects.tracking import log_params_once, setup
+from registry.cli import ArgumentParser, cli_entry, fraction, int_arg, non_negative, output_path_arg, positive
+from registry.errors import ConfigError
+from registry.tracking import log_params_once, setup
 from registry.aliases import set_tags
 from registry.model_card import write_card
 from registry.lookup import model_name_of, registered_version
@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-descriptions", default="",
                    help="JSON or YAML/JSON file: a new label set (the data's labels) to evaluate zero-shot")
     p.add_argument("--output", type=output_path_arg, default="", help="also write the metrics here as JSON")
-    p.add_argument("--bootstrap", type=positive(int_arg), default=C.BOOTSTRAP_RESAMPLES)
-    p.add_argument("--confidence", type=fraction, default=C.CONFIDENCE)
+    p.add_argument("--bootstrap", type=positive(int_arg), default=BOOTSTRAP_RESAMPLES)
+    p.add_argument("--confidence", type=fraction, default=CONFIDENCE)
     p.add_argument("--seed", type=non_negative(int_arg), default=0)
     return p
 

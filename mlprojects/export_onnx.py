@@ -12,12 +12,12 @@ import sys
 import mlflow
 
 from mlprojects import config as C
-from mlprojects.data import parse_columns, prepare, read_table
-from mlprojects.errors import (ArgumentParser, cli_entry, finite_float, int_arg, model_name_arg, non_negative,
-                               optional, registered_uri_arg)
-from mlprojects.onnx_publish import export_version, gate_data, labelled, source_classifier, source_version
-from mlprojects.onnx_quantize import MODES
-from mlprojects.tracking import setup
+from mlprojects.data import prepare
+from registry.documents import parse_columns, read_table
+from registry.cli import ArgumentParser, cli_entry, finite_float, int_arg, model_name_arg, non_negative, optional, registered_uri_arg
+from mlprojects.onnx_model.publish import export_version, gate_data, labelled, source_classifier, source_version
+from mlprojects.onnx_model.quantize import MODES
+from registry.tracking import setup
 from registry.lookup import model_name_of
 
 

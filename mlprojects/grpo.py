@@ -22,18 +22,22 @@ import mlflow
 import pandas as pd
 
 from mlprojects import config as C
-from mlprojects.data import prepare, read_table
-from mlprojects.errors import (ArgumentParser, ConfigError, DataError, cli_entry, int_arg,
-                              model_name_arg, non_negative, positive)
-from mlprojects.grpo_loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, SCALE_REWARDS
-from mlprojects.grpo_train import GRPOTrainer, docs_per_step, prepare_policy
-from mlprojects.plots import grpo_curves
-from mlprojects.rewards import targets_from_feedback
-from mlprojects.sft import example_output
-from mlprojects.tracking import log_epoch, log_json, log_params_once, setup
+from registry.conventions import DEFAULT_MODEL_NAME
+from registry.locations import feedback_db_url
+from mlprojects.data import prepare
+from registry.documents import read_table
+from registry.cli import ArgumentParser, cli_entry, int_arg, model_name_arg, non_negative, positive
+from registry.errors import ConfigError, DataError
+from mlprojects.training.grpo_loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, SCALE_REWARDS
+from mlprojects.training.grpo_trainer import GRPOTrainer, docs_per_step, prepare_policy
+from mlprojects.evaluation.plots import grpo_curves
+from mlprojects.training.rewards import targets_from_feedback
+from mlprojects.model.registered import example_output
+from registry.tracking import log_epoch, log_json, log_params_once, setup
 from registry import conventions as RC
-from registry.log_model import log_classifier, register
-from registry.lookup import load_classifier
+from mlprojects.model.registered import log_classifier
+from registry.log_model import register
+from mlprojects.model.registered import load_classifier
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 POSITIVE = {"num_generations", "temperature", "epsilon", "num_iterations", "learning_rate", "max_grad_norm",
@@ -43,7 +47,7 @@ VALIDATION_ARTIFACT = "data/validation.parquet"
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="grpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
+    p.add_argument("--model-name", type=model_name_arg, default=DEFAULT_MODEL_NAME)
     p.add_argument("--feedback-uri", default="", help="SQLAlchemy URL of the store, or a CSV/JSONL export")
     p.add_argument("--validation-data", default="", help="labelled split to re-tune thresholds on (normalised "
                    "text/labels Parquet); default: the reference's own validation split")
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     params = C.GRPOParams(**{f.name: getattr(args, f.name) for f in fields(C.GRPOParams)})
     docs_per_step(params)  # group size and batch checked before any model is loaded
-    feedback_uri = args.feedback_uri or C.feedback_db_url()
+    feedback_uri = args.feedback_uri or feedback_db_url()
     uri = setup(args.model_name)
     client = mlflow.MlflowClient()
     ref_version = alias_version(client, args.model_name, RC.REFERENCE)

@@ -25,10 +25,13 @@ from rich.console import Console
 from rich.table import Table
 
 from mlprojects import config as C
-from mlprojects.data import parse_columns, prepare, read_table, split_pools
-from mlprojects.errors import (ArgumentParser, PlatformError, cli_entry, db_url_arg, int_arg,
-                              model_name_arg, non_negative, positive)
-from mlprojects.tracking import setup
+from registry.conventions import DEFAULT_MODEL_NAME
+from registry.locations import REPO_ROOT
+from mlprojects.data import prepare, split_pools
+from registry.documents import parse_columns, read_table
+from registry.cli import ArgumentParser, cli_entry, db_url_arg, int_arg, model_name_arg, non_negative, positive
+from registry.errors import PlatformError
+from registry.tracking import setup
 from registry import conventions as RC
 from registry.lookup import versions_of
 from serving.feedback.simulate import rate_through_endpoint
@@ -39,7 +42,7 @@ console = Console(width=160)
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
+    p.add_argument("--model-name", type=model_name_arg, default=DEFAULT_MODEL_NAME)
     p.add_argument("--data", default=str(C.DEMO_DATA))
     p.add_argument("--labels", default=str(C.DEMO_LABELS))
     p.add_argument("--text-columns", default=C.DEMO_TEXT_COLUMNS)
@@ -66,7 +69,7 @@ class Steps:
         """The entry point's run id; a failed optional step is reported and the pipeline goes on (None)."""
         console.rule(f"[bold]{title}")
         start = time.time()
-        submitted = mlflow.projects.run(str(C.REPO_ROOT), entry_point=entry, parameters=params, env_manager="local",
+        submitted = mlflow.projects.run(str(REPO_ROOT), entry_point=entry, parameters=params, env_manager="local",
                                         experiment_id=self.experiment_id, synchronous=False)
         mlflow.MlflowClient().set_tag(submitted.run_id, "mlflow.parentRunId", self.parent)
         if not submitted.wait():
@@ -93,7 +96,7 @@ def rate_champion(model_name: str, frame: pd.DataFrame, feedback_db: str, seed: 
     port = free_port()
     cmd = [sys.executable, "-m", "serving", "serve", "--model", f"models:/{model_name}@{RC.CHAMPION}",
            "--port", str(port)] + (["--feedback-db", feedback_db] if feedback_db else [])
-    server = subprocess.Popen(cmd, cwd=C.REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, server, timeout=120)

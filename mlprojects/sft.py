@@ -13,14 +13,17 @@ from pathlib import Path
 import mlflow
 
 from mlprojects import config as C
-from mlprojects.data import Splits, load_splits, parse_columns
-from mlprojects.errors import (ArgumentParser, DataError, cli_entry, fraction, int_arg,
-                              model_name_arg, non_negative, positive)
-from mlprojects.plots import hyperparameter_trajectories, training_curves
-from mlprojects.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
-from mlprojects.train import train_classifier
+from registry.conventions import DEFAULT_MODEL_NAME
+from mlprojects.data import Splits, load_splits
+from registry.documents import parse_columns
+from registry.cli import ArgumentParser, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
+from registry.errors import DataError
+from mlprojects.evaluation.plots import hyperparameter_trajectories, training_curves
+from registry.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
+from mlprojects.training.trainer import train_classifier
 from registry import conventions as RC
-from registry.log_model import log_classifier, register
+from mlprojects.model.registered import log_classifier
+from registry.log_model import register
 from registry.settings import init_from_sft_run
 
 
@@ -46,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="share of --data for validation")
     p.add_argument("--test-data", default="", help="test file (judges); else a stratified split of --data")
     p.add_argument("--test-fraction", type=fraction, default=d.test_fraction, help="share of --data for test")
-    p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
+    p.add_argument("--model-name", type=model_name_arg, default=DEFAULT_MODEL_NAME)
     p.add_argument("--encoder", default=d.encoder, help="HF id or local path; default: bundled MiniLM")
     p.add_argument("--max-epochs", type=positive(int_arg), default=d.max_epochs)
     p.add_argument("--patience", type=non_negative(int_arg), default=d.patience)
@@ -87,7 +90,7 @@ def config_from_args(args: argparse.Namespace) -> C.TrainConfig:
 
 
 def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
-    from mlprojects.pbt import validate_config
+    from mlprojects.training.pbt import validate_config
 
     pbt = C.PBTConfig(population=args.pbt_trials, perturbation_interval=args.perturbation_interval,
                       perturbation_unit=args.perturbation_unit.strip(),
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 def tune_classifier(cfg: C.TrainConfig, pbt: C.PBTConfig, train, val, descriptions: dict[str, str],
                     text_columns: list[str], run_id: str, resume: str | None):
     """PBT over the population (each trial a child run); log its history; the best checkpoint as a Classifier."""
-    from mlprojects.pbt import best_classifier, run_tuning
+    from mlprojects.training.pbt import best_classifier, run_tuning
 
     def announce(path: str) -> None:
         mlflow.set_tag("pbt.experiment_path", path)
@@ -197,14 +200,6 @@ def publish(classifier, splits: Splits, text_columns: list[str], model_name: str
         info = log_classifier(classifier.save(Path(tmp) / "classifier"), text_columns, example,
                               example_output(classifier, example))
     return register(info.model_uri, model_name, tags)
-
-
-def example_output(classifier, example):
-    """What the model answers for the input example: MLflow stores both with the model."""
-    from registry.contract import format_predictions
-
-    probs = classifier.predict_proba(list(example["text"]))
-    return format_predictions(probs, classifier.labels, classifier.thresholds, classifier.single_label)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ CHALLENGER = "challenger"  # candidate waiting for the lifecycle controller
 REFERENCE = "reference"  # frozen SFT model that GRPO is anchored to
 POLICY = "policy"  # trainable GRPO policy
 
+DEFAULT_MODEL_NAME = "tax-doc-classifier"  # the demo's model, and the one commands act on when given none
+
 # Deprecated registry stages, mirrored from aliases so stage-based tools keep working, where the registry has
 # them (registry.stages); every reader also works from aliases and tags alone.
 STAGE_FOR_ALIAS = {CHAMPION: "Production", CHALLENGER: "Staging"}

@@ -1,4 +1,4 @@
-"""Resolve model URIs to what stages need: a local classifier directory or a loaded Classifier."""
+"""Resolve model URIs to what stages need: (name, version), a local classifier directory, its metadata."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,13 +19,6 @@ def classifier_dir(model_uri: str) -> Path:
     if not (path / "classifier.json").exists():
         raise FileNotFoundError(f"{model_uri} holds no dual-encoder classifier (looked in {path})")
     return path
-
-
-def load_classifier(model_uri: str, device: str | None = None):
-    """The Classifier behind a registered torch model, ready to fine-tune further (GRPO) or to export (ONNX)."""
-    from mlprojects.classifier import Classifier
-
-    return Classifier.load(classifier_dir(model_uri), device)
 
 
 def classifier_meta(model_name: str, version: str) -> dict:

@@ -8,9 +8,16 @@ from dataclasses import asdict, dataclass, fields
 
 from mlflow import MlflowClient
 
-from mlprojects import config as P
-from mlprojects.errors import ConfigError, finite_float
+from registry.cli import finite_float
+from registry.errors import ConfigError
 from registry import conventions as C
+
+
+EVAL_MARGIN = 0.0  # F1-macro gain a challenger needs, on top of a paired bootstrap that excludes 0
+EVAL_MIN_F1_MACRO = 0.0  # gate for any champion
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
+KEEP_ARCHIVED = 3  # previous champions kept in the Archived stage for rollback
 
 
 @dataclass
@@ -19,11 +26,11 @@ class ModelSettings:
     labels: str
     text_columns: str = "text"
     label_column: str = "labels"
-    margin: float = P.EVAL_MARGIN
-    min_f1_macro: float = P.EVAL_MIN_F1_MACRO
-    bootstrap: int = P.BOOTSTRAP_RESAMPLES
-    confidence: float = P.CONFIDENCE
-    keep_archived: int = P.KEEP_ARCHIVED
+    margin: float = EVAL_MARGIN
+    min_f1_macro: float = EVAL_MIN_F1_MACRO
+    bootstrap: int = BOOTSTRAP_RESAMPLES
+    confidence: float = CONFIDENCE
+    keep_archived: int = KEEP_ARCHIVED
 
     def to_tags(self) -> dict[str, str]:
         return {C.TAG_EVAL_CONFIG[k]: str(v) for k, v in asdict(self).items()}

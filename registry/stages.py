@@ -8,7 +8,7 @@ import os
 import mlflow
 from mlflow import MlflowClient
 
-from mlprojects.errors import ConfigError
+from registry.errors import ConfigError
 
 STAGES_SETTING = "REGISTRY_STAGES"
 MODES = ("auto", "on", "off")

@@ -11,9 +11,9 @@ import json
 import os
 import sys
 
-from mlprojects import config as C
-from mlprojects.errors import (ArgumentParser, ConfigError, cli_entry, db_url_arg, finite_float,
-                              int_arg, positive, registered_uri_arg)
+from serving.config import SERVE_HOST, SERVE_PORT, deploy_dir
+from registry.cli import ArgumentParser, cli_entry, db_url_arg, finite_float, int_arg, positive, registered_uri_arg
+from registry.errors import ConfigError
 from serving.endpoint import EndpointSettings
 
 
@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve one model over HTTP (MLflow-compatible /invocations)")
     limits = EndpointSettings()
     s.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version>, runs:/...")
-    s.add_argument("--host", default=C.SERVE_HOST)
-    s.add_argument("--port", type=port_arg, default=C.SERVE_PORT)
+    s.add_argument("--host", default=SERVE_HOST)
+    s.add_argument("--port", type=port_arg, default=SERVE_PORT)
     s.add_argument("--api-key-env", default="", help="name of the environment variable holding the API key")
     s.add_argument("--max-body-bytes", type=positive(int_arg), default=limits.max_body_bytes)
     s.add_argument("--max-rows", type=positive(int_arg), default=limits.max_rows, help="documents per request")
@@ -67,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
     api_key = read_api_key(args.api_key_env) if args.api_key_env else None
     model = _load(args.model)
     follows = not args.no_follow and args.model.rstrip("/").endswith(f"@{CHAMPION}")
-    deployed = deployed_version(C.deploy_dir(), model.name) if follows else None
+    deployed = deployed_version(deploy_dir(), model.name) if follows else None
     if deployed and deployed != model.version:  # what the local target deployed, not an alias not yet deployed
         model = _load(f"models:/{model.name}/{deployed}")
     slot = ModelSlot(model)
@@ -75,7 +75,7 @@ def serve(args: argparse.Namespace) -> int:
                                 max_rows=args.max_rows, max_labels=args.max_labels,
                                 request_timeout_s=args.request_timeout, max_pending=args.max_pending)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
-    follower = DeploymentFollower(slot, model.name, C.deploy_dir(), _load).start(url) if follows else None
+    follower = DeploymentFollower(slot, model.name, deploy_dir(), _load).start(url) if follows else None
     print(f"serving {model.name} version {model.version} on http://{args.host}:{args.port}"
           f" (auth: {'API key' if api_key else 'none'}"
           f"{'; follows local deployments' if follower else ''})", flush=True)

@@ -22,16 +22,17 @@ from typing import Iterator
 import mlflow
 import pandas as pd
 
-from mlprojects import config as C
-from mlprojects.data import parse_columns
-from mlprojects.errors import ArgumentParser, ConfigError, DataError, cli_entry, int_arg, registered_uri_arg
+from serving.config import BATCH_ARROW_RECORDS, BATCH_ENV_MANAGER, BATCH_SPARK_MASTER
+from registry.documents import parse_columns
+from registry.cli import ArgumentParser, cli_entry, int_arg, registered_uri_arg
+from registry.errors import ConfigError, DataError
 from registry.contract import ContractError, parse_params, to_params
 
 RESULT_TYPE = "struct<labels: array<string>, top_label: string, scores: map<string, double>>"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json", ".jsonl": "json"}
 
 
-def spark_session(master: str, arrow_records: int = C.BATCH_ARROW_RECORDS):
+def spark_session(master: str, arrow_records: int = BATCH_ARROW_RECORDS):
     """A session whose Python workers run this interpreter (so they see the same packages) and are reused
     between tasks (so a loaded model is too)."""
     from pyspark.sql import SparkSession  # pyspark is heavy: imported only by the stage that needs it
@@ -122,7 +123,7 @@ def text_columns_for(frame_columns: list[str], requested: list[str], model_colum
 
 def score(spark, model_name: str, version: str, source, text_columns: list[str],
           label_descriptions: dict | None = None, threshold: float | None = None,
-          env_manager: str = C.BATCH_ENV_MANAGER):
+          env_manager: str = BATCH_ENV_MANAGER):
     """`source` with the prediction columns added (lazy: nothing runs until it is written)."""
     from pyspark.sql import functions as F
 
@@ -160,23 +161,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-uri", required=True, type=registered_uri_arg, help="models:/<name>@<alias> or models:/<name>/<version>")
     p.add_argument("--input", required=True, help="CSV (with header), Parquet or JSON lines; file or directory")
     p.add_argument("--output", required=True, help="Parquet directory (overwritten)")
-    p.add_argument("--spark-master", default=C.BATCH_SPARK_MASTER)
+    p.add_argument("--spark-master", default=BATCH_SPARK_MASTER)
     p.add_argument("--text-columns", default="", help="comma list; default: text, else the model's text columns")
     p.add_argument("--input-format", default="", help="csv | parquet | json (default: from the extension)")
     p.add_argument("--label-descriptions", default="", help="YAML/JSON label file: score against a new label set")
     p.add_argument("--threshold", default="", help="one threshold for every label")
-    p.add_argument("--env-manager", default=C.BATCH_ENV_MANAGER, choices=["local", "virtualenv", "uv", "conda"],
+    p.add_argument("--env-manager", default=BATCH_ENV_MANAGER, choices=["local", "virtualenv", "uv", "conda"],
                    help="local: this interpreter, the model cached per Python worker; else MLflow rebuilds the "
                         "model's environment")
-    p.add_argument("--arrow-records", type=int_arg, default=C.BATCH_ARROW_RECORDS,
+    p.add_argument("--arrow-records", type=int_arg, default=BATCH_ARROW_RECORDS,
                    help="documents per pyfunc call (spark.sql.execution.arrow.maxRecordsPerBatch)")
     return p
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from mlprojects.data import load_label_descriptions
-    from mlprojects.tracking import log_params_once, setup
+    from registry.documents import load_label_descriptions
+    from registry.tracking import log_params_once, setup
     from registry.lookup import model_name_of
     from serving.azureml.bundle import resolve_version
 

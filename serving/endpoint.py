@@ -119,7 +119,7 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     recent = RecentPredictions(settings.remember)
     pending = 0  # predictions admitted and not yet answered (read and written on the event loop only)
 
-    from mlprojects.config import feedback_db_url
+    from registry.locations import feedback_db_url
     from serving.feedback import FeedbackStore
 
     # opened with the app: a first /feedback would otherwise pay for the imports and the schema (~100 ms)

@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from mlprojects.errors import PlatformError
+from registry.errors import PlatformError
 
 
 class EndpointStartError(PlatformError):

@@ -18,7 +18,7 @@ from pathlib import Path
 import mlflow
 import requests
 
-from mlprojects.config import LOCAL_SWAP_TIMEOUT_S, deploy_dir
+from serving.config import LOCAL_SWAP_TIMEOUT_S, deploy_dir
 from serving.follow import record_path, running_endpoints, smoke_check
 from serving.targets import Deployment
 

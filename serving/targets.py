@@ -41,7 +41,7 @@ def get_target(name: str, **options) -> DeploymentTarget:
     import importlib
 
     if name not in TARGETS:
-        from mlprojects.errors import ConfigError
+        from registry.errors import ConfigError
 
         raise ConfigError(f"unknown deployment target {name!r}; known: {sorted(TARGETS)}")
     module, cls = TARGETS[name].split(":")

@@ -18,10 +18,11 @@ def register_variant(classifier_dir: Path, name: str, workdir: Path, *, threshol
                      corrupt: bool = False, alias: str | None = "challenger") -> str:
     """Log a copy of a saved Classifier (optionally with every threshold replaced, or its weights corrupted)
     as a new registered version; returns the version."""
-    from mlprojects.classifier import Classifier
+    from mlprojects.model.classifier import Classifier
     from registry.contract import format_predictions
-    from mlprojects.tracking import setup
-    from registry.log_model import log_classifier, register
+    from registry.tracking import setup
+    from mlprojects.model.registered import log_classifier
+    from registry.log_model import register
 
     target = workdir / f"variant-{len(list(workdir.glob('variant-*')))}"
     shutil.copytree(classifier_dir, target)

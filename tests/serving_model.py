@@ -33,9 +33,10 @@ def build_served_model(root: Path, encoder: str) -> ServedModel:
 
     from mlprojects.config import TrainConfig
     from mlprojects.data import load_splits
-    from mlprojects.sft import example_output
-    from mlprojects.train import train_classifier
-    from registry.log_model import log_classifier, register
+    from mlprojects.model.registered import example_output
+    from mlprojects.training.trainer import train_classifier
+    from mlprojects.model.registered import log_classifier
+    from registry.log_model import register
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)

@@ -10,7 +10,7 @@ import mlflow
 import pytest
 from azure.ai.ml import load_online_deployment, load_online_endpoint
 
-from mlprojects.errors import ConfigError
+from registry.errors import ConfigError
 from serving.azureml.settings import load_settings
 from serving.azureml.target import AzureMLTarget, DeploymentFailed
 from serving.targets import DeploymentTarget, get_target

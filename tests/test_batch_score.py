@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 import pytest
 
-from mlprojects.errors import ConfigError, DataError
+from registry.errors import ConfigError, DataError
 from serving.batch_score import read_input, score, spark_session, text_columns_for
 from tests.serving_model import build_served_model
 from tests.test_sft_stage import mlflow_run

@@ -4,8 +4,9 @@ import json
 import pandas as pd
 import pytest
 
-from mlprojects.data import load_label_descriptions, parse_label_value, prepare, read_table, stratified_split
-from mlprojects.errors import DataError
+from mlprojects.data import parse_label_value, prepare, stratified_split
+from registry.documents import load_label_descriptions, read_table
+from registry.errors import DataError
 
 
 @pytest.mark.parametrize("value,expected", [

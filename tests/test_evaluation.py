@@ -14,8 +14,8 @@ from lifecycle.history import champion_stack, rollback_target
 from lifecycle.lock import Lease, LeaseLost
 from lifecycle.planner import Action, candidates, clones_in_sync, decide, plan
 from lifecycle.state import RegistryState, VersionInfo
-from mlprojects.bootstrap import bootstrap_intervals, paired_bootstrap
-from mlprojects.evaluation import MULTILABEL_F1
+from mlprojects.evaluation.bootstrap import bootstrap_intervals, paired_bootstrap
+from mlprojects.evaluation.judging import MULTILABEL_F1
 
 
 def random_multi_hot(seed: int, n: int = 80, labels: int = 5):

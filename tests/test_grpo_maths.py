@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mlprojects.config import GRPO_OVERRIDES_OF_TRL, GRPOParams
-from mlprojects.grpo_loss import (bernoulli_entropy, group_advantages, grpo_loss, k3_kl, label_logps,
+from mlprojects.training.grpo_loss import (bernoulli_entropy, group_advantages, grpo_loss, k3_kl, label_logps,
                                   sample_label_sets)
-from mlprojects.rewards import FeedbackTarget, reward, set_f1, targets_from_feedback
+from mlprojects.training.rewards import FeedbackTarget, reward, set_f1, targets_from_feedback
 
 LABELS = ["vat", "payroll", "audit"]
 
@@ -108,7 +108,7 @@ def test_gradient_raises_the_log_prob_of_positive_advantage_samples():
 
 
 def test_correction_loss_is_bce_on_corrected_rows_only():
-    from mlprojects.grpo_loss import correction_loss
+    from mlprojects.training.grpo_loss import correction_loss
 
     logits = torch.tensor([[0.0, 2.0], [5.0, -5.0], [1.0, 1.0]])
     corrected = torch.tensor([[1.0, 0.0], [float("nan")] * 2, [0.0, 1.0]])

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from mlprojects.config import GRPOParams, TrainConfig
-from mlprojects.grpo_train import GRPOTrainer, logits_of, prepare_policy
-from mlprojects.rewards import targets_from_feedback
-from registry.lookup import label_names, load_classifier
+from mlprojects.training.grpo_trainer import GRPOTrainer, logits_of, prepare_policy
+from mlprojects.training.rewards import targets_from_feedback
+from mlprojects.model.registered import load_classifier
+from registry.lookup import label_names
 from serving.feedback import FeedbackRecord, FeedbackStore
 from tests.conftest import use_mlflow_store
 from tests.test_sft_stage import mlflow_run
@@ -29,11 +30,12 @@ def registry_uri(tmp_path_factory):
 @pytest.fixture(scope="module")
 def registered(registry_uri, tiny_encoder, demo_frame, tmp_path_factory):
     """Tiny SFT model as version 1; `reference` (v2) and `policy` (v3) are registry copies of it."""
-    from mlprojects.sft import example_output
-    from mlprojects.tracking import setup
-    from mlprojects.train import train_classifier
-    from mlprojects.data import load_label_descriptions
-    from registry.log_model import log_classifier, register
+    from mlprojects.model.registered import example_output
+    from registry.tracking import setup
+    from mlprojects.training.trainer import train_classifier
+    from registry.documents import load_label_descriptions
+    from mlprojects.model.registered import log_classifier
+    from registry.log_model import register
     from tests.conftest import REPO
 
     descriptions = load_label_descriptions(str(REPO / "data" / "demo" / "labels.yaml"))

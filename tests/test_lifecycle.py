@@ -17,7 +17,7 @@ from lifecycle import db, history
 from lifecycle.__main__ import main as lifecycle_main
 from lifecycle.controller import Controller
 from lifecycle.faults import FAULT_ENV, STEPS
-from mlprojects.errors import ConfigError, DataError
+from registry.errors import ConfigError, DataError
 from registry import conventions as C
 from registry.aliases import aliases
 from registry.settings import write_settings

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mlprojects.losses import bce_loss, contrastive_margin_loss, sft_loss
+from mlprojects.training.losses import bce_loss, contrastive_margin_loss, sft_loss
 
 LOGITS = torch.tensor([[2.0, -1.0]])
 TARGETS = torch.tensor([[1.0, 0.0]])

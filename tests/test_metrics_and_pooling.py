@@ -4,8 +4,8 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from mlprojects.metrics import decide, f1_summary, tune_thresholds
-from mlprojects.model import cls_pool, mean_pool
+from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
+from mlprojects.model.encoder import cls_pool, mean_pool
 
 
 def test_mean_pool_ignores_padding():

@@ -15,7 +15,7 @@ import mlflow
 import pytest
 import requests
 
-from mlprojects.errors import ConfigError
+from registry.errors import ConfigError
 from registry.log_model import public_pin, torch_requirements
 from serving.local_server import free_port, wait_until_healthy
 from tests.conftest import REPO
@@ -51,12 +51,13 @@ def test_logging_a_model_with_an_unresolvable_requirement_is_refused(monkeypatch
     import pandas as pd
 
     import registry.log_model as L
+    from mlprojects.model.registered import log_classifier
 
     monkeypatch.setattr(L, "_installed", lambda package: None if package == "torch" else "1.0")
     example = pd.DataFrame({"text": ["a"]})
     mlflow.set_experiment("requirements")  # not an experiment id left active by an earlier test's store
     with mlflow.start_run() as run, pytest.raises(ConfigError, match="cannot pin requirement 'torch'"):
-        L.log_classifier(tmp_path, ["text"], example, pd.DataFrame({"labels": [["x"]], "top_label": ["x"],
+        log_classifier(tmp_path, ["text"], example, pd.DataFrame({"labels": [["x"]], "top_label": ["x"],
                                                                     "scores": [{"x": 1.0}]}))
     assert mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list") == []
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mlprojects.onnx_parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
+from mlprojects.onnx_model.parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
 from tests.conftest import REPO, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
@@ -153,7 +153,7 @@ def test_parity_gates_fail_and_nothing_is_registered(registry_env, source_model,
 
 
 def test_a_tampered_graph_fails_the_fp32_gate(registry_env, source_model, monkeypatch, capsys):
-    import mlprojects.onnx_export as export
+    import mlprojects.onnx_model.export as export
     from mlprojects.export_onnx import main
 
     original = export.export_graph
@@ -213,10 +213,10 @@ class _UnexportableEncoder(torch.nn.Module):
 def test_an_encoder_the_exporter_cannot_handle_is_a_clear_error(tiny_encoder, tmp_path):
     from transformers import AutoTokenizer
 
-    from mlprojects.classifier import Classifier
+    from mlprojects.model.classifier import Classifier
     from mlprojects.config import OnnxConfig
-    from mlprojects.model import DualEncoder
-    from mlprojects.onnx_export import ExportError, export_classifier
+    from mlprojects.model.encoder import DualEncoder
+    from mlprojects.onnx_model.export import ExportError, export_classifier
 
     model = DualEncoder(_UnexportableEncoder(), AutoTokenizer.from_pretrained(tiny_encoder))
     classifier = Classifier(model, FRUIT, np.full(2, 0.5))
@@ -227,10 +227,10 @@ def test_an_encoder_the_exporter_cannot_handle_is_a_clear_error(tiny_encoder, tm
 
 def test_static_quantisation_is_calibrated_on_text(tiny_encoder, tmp_path):
     """Static QDQ: activation ranges from real documents (QuantizeLinear nodes with fixed scales)."""
-    from mlprojects.classifier import Classifier
+    from mlprojects.model.classifier import Classifier
     from mlprojects.config import OnnxConfig
-    from mlprojects.model import DualEncoder, load_encoder
-    from mlprojects.onnx_export import export_classifier
+    from mlprojects.model.encoder import DualEncoder, load_encoder
+    from mlprojects.onnx_model.export import export_classifier
 
     encoder, tokenizer = load_encoder(tiny_encoder)
     classifier = Classifier(DualEncoder(encoder, tokenizer).eval(), FRUIT, np.full(2, 0.5))
@@ -294,7 +294,7 @@ def test_decision_agreement_and_own_thresholds_by_hand():
 
 
 def test_same_decisions_give_a_zero_drop_interval():
-    from mlprojects.bootstrap import paired_bootstrap
+    from mlprojects.evaluation.bootstrap import paired_bootstrap
 
     y = np.array([[1, 0], [0, 1], [1, 1]], float)
     pred = np.array([[1, 0], [0, 0], [1, 1]], bool)

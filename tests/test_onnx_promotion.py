@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from lifecycle import actions as A
 from lifecycle.controller import Controller
 from mlprojects import config as C
+from lifecycle.config import ONNX_ON_PROMOTION
 from registry.aliases import aliases
 
 
@@ -76,7 +77,7 @@ def test_each_new_champion_gets_its_own_export_and_the_alias_follows(champion, m
 def test_export_on_promotion_can_be_turned_off(champion):
     from lifecycle.__main__ import main
 
-    assert Controller("promo").onnx_on_promotion() == C.ONNX_ON_PROMOTION
+    assert Controller("promo").onnx_on_promotion() == ONNX_ON_PROMOTION
     assert main(["configure", "--model-name", "promo", "--onnx-export", "off"]) == 0
     assert Controller("promo").onnx_on_promotion() is None
     assert promote(new_version(), None) is None

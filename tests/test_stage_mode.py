@@ -14,7 +14,7 @@ import requests
 from mlflow.exceptions import MlflowException
 
 from lifecycle.controller import Controller
-from mlprojects.errors import ConfigError
+from registry.errors import ConfigError
 from registry import conventions as C
 from registry.aliases import aliases, retire_archived
 from registry.lookup import logged_model_id

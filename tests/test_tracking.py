@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import mlflow
 
-from mlprojects.tracking import setup
+from registry.tracking import setup
 
 
 def test_setup_survives_another_process_creating_the_experiment_first(mlflow_env, monkeypatch):

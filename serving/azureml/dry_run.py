@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlprojects.config import AzureMLConfig
+from serving.config import AzureMLConfig
 from serving.azureml.bundle import build_bundle
 from serving.azureml.entities import deployment_entity, endpoint_entity, write_yaml
 

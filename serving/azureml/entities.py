@@ -13,7 +13,7 @@ import yaml
 from azure.ai.ml.entities import (CodeConfiguration, Environment, ManagedOnlineDeployment, ManagedOnlineEndpoint,
                                   Model, OnlineRequestSettings)
 
-from mlprojects.config import AzureMLConfig
+from serving.config import AzureMLConfig
 from serving.azureml.bundle import Bundle
 
 

@@ -8,8 +8,8 @@ from typing import Mapping
 
 import yaml
 
-from mlprojects.config import AzureMLConfig
-from mlprojects.errors import ConfigError
+from serving.config import AzureMLConfig
+from registry.errors import ConfigError
 
 ENV_PREFIX = "AZUREML_"
 _SECRET_WORDS = ("key", "secret", "password", "token", "credential")

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlprojects.config import AzureMLConfig
+from serving.config import AzureMLConfig
 from serving.azureml.bundle import build_bundle
 from serving.azureml.entities import deployment_entity, endpoint_entity, model_entity
 from serving.azureml.settings import load_settings, require_workspace

@@ -16,8 +16,9 @@ import argparse
 import sys
 from functools import lru_cache
 
-from mlprojects.config import feedback_db_url
-from mlprojects.errors import ArgumentParser, ConfigError, DataError, cli_entry, db_url_arg, output_path_arg
+from registry.locations import feedback_db_url
+from registry.cli import ArgumentParser, cli_entry, db_url_arg, output_path_arg
+from registry.errors import ConfigError, DataError
 from serving.feedback.io import FeedbackFileError, parse_labels, read_feedback_file, write_feedback_file
 from serving.feedback.store import FeedbackStore, ImportReport
 
@@ -51,7 +52,7 @@ class LabelSets:
     """Label names per (model, version): the --labels file for all, else each version's own, from the registry."""
 
     def __init__(self, labels_file: str | None):
-        from mlprojects.data import load_label_descriptions
+        from registry.documents import load_label_descriptions
 
         self.fixed = list(load_label_descriptions(labels_file)) if labels_file else None
 

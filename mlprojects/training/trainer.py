@@ -11,10 +11,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mlprojects.config import TrainConfig
-from mlprojects.errors import TrainingError
-from mlprojects.losses import sft_loss
-from mlprojects.metrics import decide, f1_summary, tune_thresholds
-from mlprojects.model import DualEncoder
+from registry.errors import TrainingError
+from mlprojects.training.losses import sft_loss
+from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
+from mlprojects.model.encoder import DualEncoder
 
 
 @dataclass
@@ -186,8 +186,8 @@ def make_split(frame, label_names: list[str]) -> Split:
 def train_classifier(cfg: TrainConfig, train, val, label_descriptions: dict[str, str], text_columns: list[str],
                      on_epoch: Callable[[int, dict], None] | None = None):
     """Fine-tune one configuration and return (Classifier with tuned thresholds, FitResult)."""
-    from mlprojects.classifier import Classifier
-    from mlprojects.model import build_model
+    from mlprojects.model.classifier import Classifier
+    from mlprojects.model.encoder import build_model
 
     torch.manual_seed(cfg.seed)
     names = list(label_descriptions)

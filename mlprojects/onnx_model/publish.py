@@ -19,15 +19,18 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from mlprojects import config as C
-from mlprojects.data import parse_columns, prepare, read_table
-from mlprojects.errors import ConfigError, DataError
-from mlprojects.onnx_export import ExportError, ExportResult, export_classifier
-from mlprojects.tracking import log_json, log_params_once
+from mlprojects.data import prepare
+from registry.documents import parse_columns, read_table
+from registry.errors import ConfigError, DataError
+from mlprojects.onnx_model.export import ExportError, ExportResult, export_classifier
+from registry.tracking import log_json, log_params_once
 from registry import conventions as RC
 from registry.aliases import remove_alias
 from registry.contract import format_predictions
-from registry.log_model import log_onnx_classifier, register
-from registry.lookup import load_classifier, versions_of
+from mlprojects.onnx_model.registered import log_onnx_classifier
+from registry.log_model import register
+from mlprojects.model.registered import load_classifier
+from registry.lookup import versions_of
 from registry.settings import read_settings
 
 log = logging.getLogger(__name__)

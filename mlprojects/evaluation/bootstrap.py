@@ -5,7 +5,7 @@ from typing import Callable
 
 import numpy as np
 
-from mlprojects.metrics import f1_summary, multilabel_report
+from mlprojects.evaluation.metrics import f1_summary, multilabel_report
 
 
 def resamples(n_docs: int, n: int, seed: int) -> np.ndarray:

@@ -16,14 +16,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mlprojects.classifier import Classifier
+from mlprojects.model.classifier import Classifier
 from mlprojects.config import OnnxConfig
-from mlprojects.errors import PlatformError
-from mlprojects.model import POOLERS
+from registry.errors import PlatformError
+from mlprojects.model.encoder import POOLERS
 from mlprojects.data import multi_hot
-from mlprojects.onnx_parity import ParityReport, check_parity, own_thresholds
-from mlprojects.onnx_quantize import TextCalibrationReader, quantize
-from mlprojects.onnx_runtime import (LABEL_EMB_FILE, META_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxClassifier,
+from mlprojects.onnx_model.parity import ParityReport, check_parity, own_thresholds
+from mlprojects.onnx_model.quantize import TextCalibrationReader, quantize
+from mlprojects.onnx_model.runtime import (LABEL_EMB_FILE, META_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxClassifier,
                                      OnnxEncoder, load_tokenizer)
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")

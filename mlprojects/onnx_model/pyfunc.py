@@ -9,7 +9,7 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
-from mlprojects.onnx_runtime import OnnxClassifier
+from mlprojects.onnx_model.runtime import OnnxClassifier
 from registry.contract import format_predictions, input_texts, parse_params, resolve_labels
 
 

@@ -105,7 +105,7 @@ def threshold_curves(y_true, scores, labels: list[str], thresholds=None):
     """F1 per label as a function of the decision threshold, with the model's own thresholds marked."""
     import numpy as np
 
-    from mlprojects.metrics import DEFAULT_THRESHOLD_GRID, f1_per_label
+    from mlprojects.evaluation.metrics import DEFAULT_THRESHOLD_GRID, f1_per_label
 
     fig, axes = _grid(len(labels))
     for j, (ax, label) in enumerate(zip(axes, labels)):

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlprojects.errors import ConfigError
+from registry.errors import ConfigError
 
 # LoRA targets per architecture: every attention projection plus the attention output dense layer.
 # bge-m3 is XLM-RoBERTa; MiniLM is BERT.

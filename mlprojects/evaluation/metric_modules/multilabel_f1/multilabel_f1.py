@@ -1,9 +1,9 @@
 """Multi-label F1 as a local HF `evaluate` module (the hub's "f1" cannot be downloaded here).
 
-    metric = evaluate.load("mlprojects/metric_modules/multilabel_f1")   # or MULTILABEL_F1 from mlprojects.evaluation
+    metric = evaluate.load("mlprojects/evaluation/metric_modules/multilabel_f1")   # or MULTILABEL_F1 from mlprojects.evaluation.judging
     metric.compute(predictions=[[0, 1, 1]], references=[[0, 1, 0]], label_names=["a", "b", "c"])
 
-Inputs are multi-hot rows (one 0/1 per label). The maths is `mlprojects.metrics.multilabel_report`
+Inputs are multi-hot rows (one 0/1 per label). The maths is `mlprojects.evaluation.metrics.multilabel_report`
 (pure numpy, shared with the bootstrap), so the module and the intervals can never disagree.
 """
 import datasets
@@ -39,7 +39,7 @@ class MultilabelF1(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, label_names=None):
-        from mlprojects.metrics import multilabel_report
+        from mlprojects.evaluation.metrics import multilabel_report
 
         y_pred, y_true = np.asarray(predictions, dtype=bool), np.asarray(references, dtype=bool)
         return multilabel_report(y_true, y_pred, label_names)

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from mlprojects.data import multi_hot
-from mlprojects.metrics import decide, f1_summary, tune_thresholds
-from mlprojects.model import DualEncoder, save_encoder
+from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
+from mlprojects.model.encoder import DualEncoder, save_encoder
 
 META_FILE = "classifier.json"
 ENCODER_DIR = "encoder"

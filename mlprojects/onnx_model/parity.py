@@ -11,9 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-from mlprojects.bootstrap import paired_bootstrap
+from mlprojects.evaluation.bootstrap import paired_bootstrap
 from mlprojects.data import multi_hot
-from mlprojects.metrics import decide, f1_summary, tune_thresholds
+from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
 
 
 def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:

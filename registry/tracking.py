@@ -9,7 +9,8 @@ import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from mlprojects.config import DEFAULT_MODEL_NAME, artifact_root, tracking_uri
+from registry.conventions import DEFAULT_MODEL_NAME
+from registry.locations import artifact_root, tracking_uri
 
 log = logging.getLogger(__name__)
 _SET_HERE: set[str] = set()  # experiments this process's setup() chose (MLflow then exports their id)

@@ -1,9 +1,9 @@
 """The GRPO loop: a trainable policy (LoRA on the policy clone) learns from feedback, anchored to a frozen reference.
 
 Per step, for a batch of feedback documents: G label sets are sampled from the policy's Bernoulli per label,
-each is rewarded against that document's feedback (`mlprojects.rewards`), advantages are normalised within the
+each is rewarded against that document's feedback (`mlprojects.training.rewards`), advantages are normalised within the
 document's group, and the clipped surrogate + beta · KL(policy ‖ reference) is minimised
-(`mlprojects.grpo_loss`). Documents whose user also typed the right labels add `sft_weight` · BCE towards
+(`mlprojects.training.grpo_loss`). Documents whose user also typed the right labels add `sft_weight` · BCE towards
 them: a correction is a full label, and a supervised term learns it in one step where sampled rewards need
 many. The reference is frozen: its logits are computed once, up front.
 """
@@ -17,13 +17,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mlprojects.classifier import Classifier
+from mlprojects.model.classifier import Classifier
 from mlprojects.config import GRPOParams
-from mlprojects.errors import ConfigError, TrainingError
-from mlprojects.grpo_loss import (bernoulli_entropy, correction_loss, group_advantages, grpo_loss, label_logps,
+from registry.errors import ConfigError, TrainingError
+from mlprojects.training.grpo_loss import (bernoulli_entropy, correction_loss, group_advantages, grpo_loss, label_logps,
                                   sample_label_sets)
-from mlprojects.model import add_lora
-from mlprojects.rewards import FeedbackTarget, reward
+from mlprojects.model.encoder import add_lora
+from mlprojects.training.rewards import FeedbackTarget, reward
 
 
 @dataclass

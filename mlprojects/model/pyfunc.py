@@ -5,6 +5,7 @@ import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+from mlprojects.model.classifier import Classifier
 from registry.contract import format_predictions, input_texts, parse_params, resolve_labels
 
 
@@ -12,8 +13,6 @@ class DualEncoderPyfunc(PythonModel):
     """Loads the saved Classifier once; label embeddings of its own label set are cached inside it."""
 
     def load_context(self, context) -> None:
-        from mlprojects.classifier import Classifier
-
         self.classifier = Classifier.load(context.artifacts["classifier"])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:

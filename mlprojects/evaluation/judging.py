@@ -14,11 +14,12 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from mlprojects import plots
-from mlprojects.bootstrap import bootstrap_intervals
-from mlprojects.data import load_label_descriptions, multi_hot, parse_columns, prepare, read_table
-from mlprojects.errors import DataError, PlatformError
-from mlprojects.tracking import log_json
+from mlprojects.evaluation import plots
+from mlprojects.evaluation.bootstrap import bootstrap_intervals
+from mlprojects.data import multi_hot, prepare
+from registry.documents import load_label_descriptions, parse_columns, read_table
+from registry.errors import DataError, PlatformError
+from registry.tracking import log_json
 
 MULTILABEL_F1 = str(Path(__file__).with_name("metric_modules") / "multilabel_f1")
 SUMMARY_METRICS = ("f1_macro", "f1_micro", "f1_weighted", "subset_accuracy")

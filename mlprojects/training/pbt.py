@@ -18,8 +18,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+import mlprojects
+import registry
 from mlprojects.config import PBTConfig, TrainConfig
-from mlprojects.errors import ConfigError, TrainingError
+from registry.errors import ConfigError, TrainingError
 
 STATE_FILE = "trainer_state.pt"
 METRIC, MODE = "f1_macro", "max"
@@ -97,14 +99,12 @@ def start_ray(pbt: PBTConfig) -> bool:
     """Join `ray_address` or start a small local Ray; True when we started it (and so should shut it down)."""
     import ray
 
-    import mlprojects
-
     if ray.is_initialized():
         return False
     if pbt.ray_address:
         _check_reachable(pbt.ray_address)
         try:  # ship our code to the cluster's workers; nothing else differs from a local run
-            ray.init(address=pbt.ray_address, runtime_env={"py_modules": [mlprojects]})
+            ray.init(address=pbt.ray_address, runtime_env={"py_modules": [mlprojects, registry]})
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"cannot join the Ray cluster at {pbt.ray_address}: {exc}") from exc
         return True
@@ -153,9 +153,9 @@ def load_trial_state(checkpoint) -> dict:
 
 def build_trainer(cfg: TrainConfig, data: TrialData, state: dict | None = None):
     """A trainer for `cfg`, continued from a checkpoint's trainer state when given (resizing LoRA if needed)."""
-    from mlprojects.lora_resize import lora_rank, resize_lora_state
-    from mlprojects.model import build_model
-    from mlprojects.train import SFTTrainer, make_split
+    from mlprojects.model.lora_resize import lora_rank, resize_lora_state
+    from mlprojects.model.encoder import build_model
+    from mlprojects.training.trainer import SFTTrainer, make_split
 
     torch.manual_seed(cfg.seed)
     names = list(data.descriptions)
@@ -345,8 +345,8 @@ def perturbations(experiment_path: str, trial_ids: list[str]) -> pd.DataFrame:
 
 def best_classifier(cfg: TrainConfig, outcome: TuneOutcome, descriptions: dict[str, str], text_columns: list[str]):
     """The best trial's checkpoint as a Classifier, at the hyperparameters it was trained with."""
-    from mlprojects.classifier import Classifier
-    from mlprojects.model import build_model
+    from mlprojects.model.classifier import Classifier
+    from mlprojects.model.encoder import build_model
 
     best_cfg = trial_config(_base(cfg), outcome.best_hparams)
     torch.manual_seed(best_cfg.seed)

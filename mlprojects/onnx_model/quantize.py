@@ -11,8 +11,8 @@ import onnx
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quantize_dynamic, quantize_static)
 
-from mlprojects.errors import ConfigError
-from mlprojects.onnx_runtime import OnnxEncoder
+from registry.errors import ConfigError
+from mlprojects.onnx_model.runtime import OnnxEncoder
 
 MODES = ("dynamic", "static")
 # Fused graphs hold contrib ops (Attention, SkipLayerNormalization) that ONNX shape inference cannot type.

@@ -1,28 +1,45 @@
-"""Errors users can act on, and the wrapper that turns them into one readable line and an exit code."""
+"""What every command line shares: a bad value is one line and exit 2, `--log-level`, and argparse types that
+check a value where it is parsed, before any work."""
 from __future__ import annotations
 
 import argparse
 import functools
+import logging
 import math
 import sys
 from pathlib import Path
 from typing import Callable
 
+from registry.errors import PlatformError
+from registry.names import InvalidModelName, check_model_name
 
-class PlatformError(Exception):
-    """Base class of every error whose message is meant for the person running a command."""
-
-
-class DataError(PlatformError):
-    """Input data or a label file cannot be used (missing columns, empty file, malformed YAML...)."""
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class ConfigError(PlatformError):
-    """A parameter or configuration value is invalid."""
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is at the time (as logging's last-resort handler does), so a redirected
+    or captured stderr is honoured."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
-class TrainingError(PlatformError):
-    """Training cannot continue (e.g. the loss became NaN); nothing is registered."""
+def configure_logging(level: str = "INFO") -> None:
+    """Library code logs; entry points decide how much of it reaches stderr (one handler, however often called)."""
+    root = logging.getLogger()
+    root.setLevel(level.upper())
+    if not any(isinstance(h, _StderrHandler) for h in root.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
 
 
 def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
@@ -40,11 +57,35 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with a bad value reported as one line, `error: <prog>: <message> (see --help)`, and exit 2."""
+    """argparse with a bad value reported as one line, `error: <prog>: <message> (see --help)`, and exit 2, and
+    `--log-level` on every command (before a sub-command's name); parsing it configures logging."""
+
+    def __init__(self, *args, log_level: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        if log_level:
+            self.add_argument("--log-level", default="INFO", type=str.upper,
+                              choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="how much the libraries log")
+
+    def add_subparsers(self, **kwargs):
+        kwargs.setdefault("parser_class", _SubcommandParser)
+        return super().add_subparsers(**kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extras = super().parse_known_args(args, namespace)
+        if getattr(parsed, "log_level", None):
+            configure_logging(parsed.log_level)
+        return parsed, extras
 
     def error(self, message: str):  # type: ignore[override]
         print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
         raise SystemExit(2)
+
+
+class _SubcommandParser(ArgumentParser):
+    """A sub-command's parser: the command's own `--log-level` applies (a sub-parser's default would override it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, log_level=False, **kwargs)
 
 
 def finite_float(value: str) -> float:
@@ -105,8 +146,6 @@ def optional(kind: Callable[[str], object]) -> Callable[[str], object]:
 
 def model_name_arg(value: str) -> str:
     """A registered-model name the registry accepts and can resolve again (checked before any training)."""
-    from registry.names import InvalidModelName, check_model_name
-
     try:
         return check_model_name(value)
     except InvalidModelName as exc:
@@ -115,8 +154,6 @@ def model_name_arg(value: str) -> str:
 
 def registered_uri_arg(value: str) -> str:
     """`models:/<name>/<version>` or `models:/<name>@<alias>` with a valid name (existence is checked later)."""
-    from registry.names import InvalidModelName, check_model_name
-
     path = value[len("models:/"):] if value.startswith("models:/") else ""
     name, sep, ref = path.partition("@") if "@" in path else path.rpartition("/")
     if not (name and sep and ref) or (sep == "/" and not ref.isdigit()):

@@ -1,0 +1,79 @@
+"""How documents and label sets are read, wherever they are kept: tables and label-description files from paths
+or MLflow artifact URIs, and the text columns of a document joined into the one text the encoder reads."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import mlflow
+import pandas as pd
+import yaml
+
+from registry.errors import DataError
+
+_REMOTE_SCHEMES = ("runs:/", "models:/", "dbfs:/", "mlflow-artifacts:/")
+
+
+def _local_path(uri: str) -> Path:
+    """MLflow artifact URIs are downloaded; plain paths and file:// URIs are used in place."""
+    if uri.startswith(_REMOTE_SCHEMES):
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    if not path.exists():
+        raise DataError(f"data file not found: {uri}")
+    return path
+
+
+def read_table(uri: str) -> pd.DataFrame:
+    """CSV, JSONL/JSON or Parquet by file suffix; an empty file is an error, not an empty frame."""
+    path = _local_path(uri)
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(f"data file is empty: {uri}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq") or path.is_dir():
+            frame = pd.read_parquet(path)
+        elif suffix in (".jsonl", ".ndjson"):
+            frame = pd.read_json(path, lines=True)
+        elif suffix == ".json":
+            frame = pd.read_json(path)
+        else:
+            frame = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        raise DataError(f"cannot read {uri}: {exc}") from exc
+    if frame.empty:
+        raise DataError(f"data file has no rows: {uri}")
+    return frame
+
+
+def load_label_descriptions(uri: str) -> dict[str, str]:
+    """A YAML or JSON mapping label -> description; both must be non-empty strings."""
+    path = _local_path(uri)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DataError(f"label file {uri} is not valid YAML/JSON: {exc}") from exc
+    if not isinstance(raw, dict) or not raw:
+        raise DataError(f"label file {uri} must be a non-empty mapping of label -> description")
+    bad = [str(k) for k, v in raw.items() if not isinstance(v, str) or not v.strip() or not str(k).strip()]
+    if bad:
+        raise DataError(f"label file {uri}: labels without a text description: {bad}")
+    return {str(k).strip(): " ".join(v.split()) for k, v in raw.items()}
+
+
+def parse_columns(spec: str | Sequence[str]) -> list[str]:
+    """'title,body' -> ['title', 'body']."""
+    cols = [c.strip() for c in spec.split(",")] if isinstance(spec, str) else list(spec)
+    cols = [c for c in cols if c]
+    if not cols:
+        raise DataError("text_columns is empty")
+    return cols
+
+
+def join_text(frame: pd.DataFrame, text_columns: Sequence[str]) -> pd.Series:
+    """Join the text columns with '. ', skipping empty parts, so titles and bodies read as one document."""
+    missing = [c for c in text_columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"text column(s) {missing} not in data; columns are {list(frame.columns)}")
+    parts = frame[list(text_columns)].astype("string").fillna("")
+    return parts.apply(lambda row: ". ".join(p.strip() for p in row if p and p.strip()), axis=1).astype(str)
