@@ -1,4 +1,5 @@
 """python -m lifecycle reconcile [--once | --watch] | rollback | history | configure  --model-name NAME"""
+
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,10 @@ from dataclasses import asdict
 import mlflow
 
 from lifecycle.config import DEFAULT_DEPLOY_TARGET, ONNX_ON_PROMOTION, WATCH_INTERVAL_S
-from registry.conventions import DEFAULT_MODEL_NAME
-from registry.cli import ArgumentParser, cli_entry, model_name_arg, positive
-from registry.errors import ConfigError
 from mlprojects.onnx_model.quantize import MODES
+from registry.cli import ArgumentParser, cli_entry, model_name_arg, positive
+from registry.conventions import DEFAULT_MODEL_NAME
+from registry.errors import ConfigError
 from registry.tracking import setup
 
 
@@ -36,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--confidence", help="interval level, e.g. 0.95")
     conf.add_argument("--keep-archived", help="previous champions kept in the Archived stage")
     conf.add_argument("--deploy-target", help="deployment target for the champion (default local)")
-    conf.add_argument("--onnx-export", choices=[*MODES, "none", "off"],
-                      help=f"ONNX export of each new champion (default {ONNX_ON_PROMOTION}; none = fp32, off = no export)")
+    conf.add_argument(
+        "--onnx-export",
+        choices=[*MODES, "none", "off"],
+        help=f"ONNX export of each new champion (default {ONNX_ON_PROMOTION}; none = fp32, off = no export)",
+    )
     for sp in (rec, conf, *[sub.choices[n] for n in ("rollback", "history")]):
         sp.add_argument("--model-name", type=model_name_arg, default=DEFAULT_MODEL_NAME)
     return p
@@ -88,8 +92,17 @@ def configure(args) -> int:
     setup(args.model_name)
     client = mlflow.MlflowClient()
     _registered(args.model_name)
-    keys = ("data", "labels", "text_columns", "label_column", "margin", "min_f1_macro", "bootstrap", "confidence",
-            "keep_archived")
+    keys = (
+        "data",
+        "labels",
+        "text_columns",
+        "label_column",
+        "margin",
+        "min_f1_macro",
+        "bootstrap",
+        "confidence",
+        "keep_archived",
+    )
     changes = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.deploy_target:
         from serving.targets import get_target

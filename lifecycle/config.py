@@ -1,5 +1,6 @@
 """The controller's defaults; per-model values (margin, bootstrap, archived versions kept...) live in
 registered-model tags (`registry.settings`) and are changed with `python -m lifecycle configure`."""
+
 from __future__ import annotations
 
 import os
@@ -17,6 +18,8 @@ def lifecycle_db_url() -> str:
     """SQL database for the controller's lease and history: LIFECYCLE_DB, else the tracking store itself."""
     url = os.environ.get("LIFECYCLE_DB") or tracking_uri()
     if "://" not in url or url.split(":", 1)[0] in ("http", "https", "databricks", "file"):
-        raise ConfigError(f"the tracking store {url} is not a SQL database; set LIFECYCLE_DB to a SQLAlchemy URL "
-                          "(e.g. postgresql://... or sqlite:///lifecycle.db) for the controller's lease and history")
+        raise ConfigError(
+            f"the tracking store {url} is not a SQL database; set LIFECYCLE_DB to a SQLAlchemy URL "
+            "(e.g. postgresql://... or sqlite:///lifecycle.db) for the controller's lease and history"
+        )
     return url

@@ -3,6 +3,7 @@
 Holds the model's lease while acting; records every decision as version tags, in the version's model card and
 in a controller MLflow run in the model's experiment.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -18,21 +19,27 @@ from mlflow.exceptions import MlflowException
 
 from lifecycle import actions as A
 from lifecycle import db, history
+from lifecycle.config import DEFAULT_DEPLOY_TARGET, LEASE_TTL_S, ONNX_ON_PROMOTION, WATCH_INTERVAL_S
 from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease, LeaseLost
 from lifecycle.planner import Action, decide, plan
 from lifecycle.state import RegistryState, read_state
-from lifecycle.config import DEFAULT_DEPLOY_TARGET, LEASE_TTL_S, ONNX_ON_PROMOTION, WATCH_INTERVAL_S
-from registry.settings import KEEP_ARCHIVED
 from mlprojects.evaluation.bootstrap import paired_bootstrap
-from registry.errors import ConfigError, PlatformError
-from mlprojects.evaluation.judging import (EvalData, Evaluation, ModelError, evaluate_model, load_eval_data, log_evaluation,
-                                   log_model_metrics)
-from registry.tracking import log_json, setup
+from mlprojects.evaluation.judging import (
+    EvalData,
+    Evaluation,
+    ModelError,
+    evaluate_model,
+    load_eval_data,
+    log_evaluation,
+    log_model_metrics,
+)
 from registry import conventions as C
+from registry.errors import ConfigError, PlatformError
 from registry.model_card import refresh_cards
-from registry.settings import ModelSettings, read_settings
+from registry.settings import KEEP_ARCHIVED, ModelSettings, read_settings
 from registry.stages import client_stages_enabled
+from registry.tracking import log_json, setup
 from serving.targets import get_target
 
 
@@ -147,8 +154,10 @@ class Controller:
         """Judge one candidate against the champion on the configured dataset; promote or reject it."""
         settings = self.settings()
         if settings is None:
-            reason = ("no evaluation configuration for this model: run `python -m lifecycle configure "
-                      f"--model-name {self.name} --eval-data URI --eval-labels URI`")
+            reason = (
+                "no evaluation configuration for this model: run `python -m lifecycle configure "
+                f"--model-name {self.name} --eval-data URI --eval-labels URI`"
+            )
             A.block(self.ctx, version, reason)
             raise ConfigError(f"version {version} waits: {reason}")
         try:
@@ -158,8 +167,13 @@ class Controller:
             raise
         champion = self.state().champion
         champ_ev = self.evaluation(champion, data, settings) if champion else None
-        tags = {C.TAG_REQUESTED_BY: requested_by, C.TAG_ACTOR: self.actor, C.TAG_DECIDED_AT: A._now(),
-                C.TAG_MARGIN: str(settings.margin), C.TAG_CONTROLLER_RUN: mlflow.active_run().info.run_id}
+        tags = {
+            C.TAG_REQUESTED_BY: requested_by,
+            C.TAG_ACTOR: self.actor,
+            C.TAG_DECIDED_AT: A._now(),
+            C.TAG_MARGIN: str(settings.margin),
+            C.TAG_CONTROLLER_RUN: mlflow.active_run().info.run_id,
+        }
         try:
             cand_ev = self.evaluation(version, data, settings)
         except ModelError as exc:
@@ -170,18 +184,41 @@ class Controller:
             return
         paired = None
         if champ_ev is not None:
-            paired = paired_bootstrap(data.y_true, cand_ev.y_pred, champ_ev.y_pred, settings.bootstrap,
-                                      confidence=settings.confidence)
-            tags.update({C.TAG_COMPARED_WITH: champion, C.TAG_CHAMPION_F1: f"{champ_ev.report['f1_macro']:.4f}",
-                         C.TAG_GAIN_CI: f"[{paired['low']:+.4f}, {paired['high']:+.4f}]"})
-        decision = decide(cand_ev.report["f1_macro"], champ_ev.report["f1_macro"] if champ_ev else None, paired,
-                          settings.margin, settings.min_f1_macro, settings.confidence)
-        tags.update({**cand_ev.version_tags(), C.TAG_CANDIDATE_F1: f"{cand_ev.report['f1_macro']:.4f}",
-                     C.TAG_REASON: decision.reason})
+            paired = paired_bootstrap(
+                data.y_true, cand_ev.y_pred, champ_ev.y_pred, settings.bootstrap, confidence=settings.confidence
+            )
+            tags.update(
+                {
+                    C.TAG_COMPARED_WITH: champion,
+                    C.TAG_CHAMPION_F1: f"{champ_ev.report['f1_macro']:.4f}",
+                    C.TAG_GAIN_CI: f"[{paired['low']:+.4f}, {paired['high']:+.4f}]",
+                }
+            )
+        decision = decide(
+            cand_ev.report["f1_macro"],
+            champ_ev.report["f1_macro"] if champ_ev else None,
+            paired,
+            settings.margin,
+            settings.min_f1_macro,
+            settings.confidence,
+        )
+        tags.update(
+            {
+                **cand_ev.version_tags(),
+                C.TAG_CANDIDATE_F1: f"{cand_ev.report['f1_macro']:.4f}",
+                C.TAG_REASON: decision.reason,
+            }
+        )
         self._log_decision(version, champion, cand_ev, champ_ev, paired, decision)
         if decision.promote:
-            intent = A.new_intent("promote", version=version, previous=champion, actor=self.actor,
-                                  tags={**tags, C.TAG_DECISION: "promoted"}, onnx=self.onnx_on_promotion())
+            intent = A.new_intent(
+                "promote",
+                version=version,
+                previous=champion,
+                actor=self.actor,
+                tags={**tags, C.TAG_DECISION: "promoted"},
+                onnx=self.onnx_on_promotion(),
+            )
             A.write_intent(self.ctx, intent)
             checkpoint("promote.intent")
             exported = A.promote(self.ctx, intent)
@@ -200,8 +237,9 @@ class Controller:
 
     def evaluation(self, version: str, data: EvalData, settings: ModelSettings) -> Evaluation:
         if version not in self._evaluations:
-            self._evaluations[version] = evaluate_model(f"models:/{self.name}/{version}", data, settings.bootstrap,
-                                                        confidence=settings.confidence)
+            self._evaluations[version] = evaluate_model(
+                f"models:/{self.name}/{version}", data, settings.bootstrap, confidence=settings.confidence
+            )
         return self._evaluations[version]
 
     # -- records --------------------------------------------------------------------------------------------
@@ -209,13 +247,16 @@ class Controller:
         """Mark FAILED the RUNNING controller runs of this model that no process will end: a controller killed
         mid-pass (SIGKILL, power loss) leaves its run open, and while we hold the lease no other one is acting."""
         experiments = {os.environ.get("MLFLOW_EXPERIMENT_ID")} - {None}
-        if (named := self.client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME") or self.name)):
+        if named := self.client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME") or self.name):
             experiments.add(named.experiment_id)
         ours = mlflow.active_run().info.run_id if mlflow.active_run() else None
         for run in self.client.search_runs(sorted(experiments), "attributes.status = 'RUNNING'") if experiments else []:
             if run.data.tags.get("lifecycle.model_name") == self.name and run.info.run_id != ours:
-                self.client.set_tag(run.info.run_id, "lifecycle.orphaned",
-                                    f"its controller ended without closing it; marked failed by {self.actor}")
+                self.client.set_tag(
+                    run.info.run_id,
+                    "lifecycle.orphaned",
+                    f"its controller ended without closing it; marked failed by {self.actor}",
+                )
                 self.client.set_terminated(run.info.run_id, "FAILED")
                 self.note(f"marked the controller run {run.info.run_id} of a killed controller as failed")
 
@@ -229,13 +270,28 @@ class Controller:
         log_model_metrics(cand_ev, f"models:/{self.name}/{version}")
         metrics = {f"v{version}_candidate_f1_macro": cand_ev.report["f1_macro"]}
         if champ_ev is not None:
-            metrics.update({f"v{version}_champion_f1_macro": champ_ev.report["f1_macro"],
-                            f"v{version}_gain": paired["gain"], f"v{version}_gain_low": paired["low"],
-                            f"v{version}_gain_high": paired["high"]})
+            metrics.update(
+                {
+                    f"v{version}_champion_f1_macro": champ_ev.report["f1_macro"],
+                    f"v{version}_gain": paired["gain"],
+                    f"v{version}_gain_low": paired["low"],
+                    f"v{version}_gain_high": paired["high"],
+                }
+            )
         mlflow.log_metrics({k: float(np.round(v, 6)) for k, v in metrics.items()})
-        log_json({"version": version, "champion": champion, "decision": "promoted" if decision.promote else "rejected",
-                  "reason": decision.reason, "metrics": metrics, "paired_bootstrap": paired, "actor": self.actor,
-                  "at": A._now()}, f"decisions/v{version}.json")
+        log_json(
+            {
+                "version": version,
+                "champion": champion,
+                "decision": "promoted" if decision.promote else "rejected",
+                "reason": decision.reason,
+                "metrics": metrics,
+                "paired_bootstrap": paired,
+                "actor": self.actor,
+                "at": A._now(),
+            },
+            f"decisions/v{version}.json",
+        )
 
     def note(self, line: str) -> None:
         self.log.append(line)

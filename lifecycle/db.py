@@ -2,6 +2,7 @@
 
 Any SQLAlchemy URL works (SQLite file, PostgreSQL...); MLflow ignores tables it does not know.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,7 +16,8 @@ from lifecycle.config import lifecycle_db_url
 metadata = MetaData()
 
 leases = Table(
-    "lifecycle_leases", metadata,
+    "lifecycle_leases",
+    metadata,
     Column("model_name", String(256), primary_key=True),
     Column("holder", String(256), nullable=False),
     Column("acquired_at", Float, nullable=False),
@@ -23,7 +25,8 @@ leases = Table(
 )
 
 history = Table(
-    "lifecycle_history", metadata,
+    "lifecycle_history",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("model_name", String(256), nullable=False, index=True),
     Column("action", String(32), nullable=False),  # promote | rollback

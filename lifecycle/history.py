@@ -1,4 +1,5 @@
 """Which version was champion when: MLflow keeps no such record, so the controller appends one per change."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,31 @@ from sqlalchemy.exc import IntegrityError
 from lifecycle.db import history
 
 
-def record(eng: Engine, model_name: str, action: str, version: str, previous: str | None, actor: str,
-           intent_id: str, detail: dict | None = None) -> None:
+def record(
+    eng: Engine,
+    model_name: str,
+    action: str,
+    version: str,
+    previous: str | None,
+    actor: str,
+    intent_id: str,
+    detail: dict | None = None,
+) -> None:
     """Append a champion change; the intent id makes a resumed action's second attempt a no-op."""
     try:
         with eng.begin() as conn:
-            conn.execute(insert(history).values(model_name=model_name, action=action, version=str(version),
-                                                previous_version=previous, at=time.time(), actor=actor,
-                                                intent_id=intent_id, detail=json.dumps(detail or {})))
+            conn.execute(
+                insert(history).values(
+                    model_name=model_name,
+                    action=action,
+                    version=str(version),
+                    previous_version=previous,
+                    at=time.time(),
+                    actor=actor,
+                    intent_id=intent_id,
+                    detail=json.dumps(detail or {}),
+                )
+            )
     except IntegrityError:
         pass
 
@@ -52,15 +70,19 @@ def rollback_target(entries: list[dict]) -> str | None:
 
 def format_table(entries: list[dict]) -> str:
     """One line per reign: version, from, until, how it became champion."""
+
     def when(t: float) -> str:
         return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
     lines = [f"{'version':>7}  {'champion from':<23}  {'until':<23}  how"]
     for i, entry in enumerate(entries):
         until = when(entries[i + 1]["at"]) if i + 1 < len(entries) else "now"
-        how = entry["action"] + (f" (from version {entry['previous_version']})" if entry["previous_version"] else
-                                 " (first champion)")
+        how = entry["action"] + (
+            f" (from version {entry['previous_version']})" if entry["previous_version"] else " (first champion)"
+        )
         reason = json.loads(entry["detail"] or "{}").get("reason")
-        lines.append(f"{entry['version']:>7}  {when(entry['at']):<23}  {until:<23}  {how} by {entry['actor']}"
-                     + (f": {reason}" if reason else ""))
+        lines.append(
+            f"{entry['version']:>7}  {when(entry['at']):<23}  {until:<23}  {how} by {entry['actor']}"
+            + (f": {reason}" if reason else "")
+        )
     return "\n".join(lines)

@@ -1,9 +1,8 @@
 """The one place for defaults. Every default runs offline on the embedded MiniLM encoder and a local SQLite MLflow."""
+
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
 from registry.locations import REPO_ROOT
 
@@ -91,9 +90,10 @@ class PBTConfig:
     max_failures: int = 1  # retries of a crashed trial (from its last checkpoint)
     ray_address: str = ""  # "": a local Ray; "auto" or host:port joins a running cluster
     local_num_cpus: int = 2
-    object_store_bytes: int = 100 * 1024 ** 2
+    object_store_bytes: int = 100 * 1024**2
     storage_path: str = ""  # "": Ray's default (~/ray_results)
     test_hook_fail_trials: str = ""  # test hook: "once" crashes each trial's first attempt, "always" every one
+
 
 # --- GRPO hyperparameters ---
 # Where the platform departs from trl.GRPOConfig's defaults, and why (tests assert every other default is TRL's).
@@ -172,6 +172,7 @@ class OnnxConfig:
 
 
 ONNX_MODEL_SUFFIX = "-onnx"  # the export of model `m` is registered as `m-onnx`
+
 
 # --- pipeline (issue 8): the demo's budget, under 10 minutes on 2 CPU cores -------------------------------
 @dataclass(frozen=True)

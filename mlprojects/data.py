@@ -1,18 +1,18 @@
 """Read documents and label files, normalise them to (text, labels) rows, and split them reproducibly."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from registry.documents import join_text, load_label_descriptions, parse_columns, read_table
 from registry.errors import DataError
+
 
 def parse_label_value(value, delimiter: str = "|") -> list[str] | None:
     """A list/array, a JSON array string, a delimiter-separated string or a single label -> list of labels."""
@@ -146,10 +146,19 @@ class Splits:
         return {"train": self.fit, "validation": self.validation, "test": self.test}
 
 
-def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label_column: str,
-                val_data: str | None = None, test_data: str | None = None, val_fraction: float = 0.15,
-                test_fraction: float = 0.2, seed: int = 42, delimiter: str = "|",
-                soft_label_column: str | None = None) -> Splits:
+def load_splits(
+    data: str,
+    labels: str,
+    text_columns: str | Sequence[str],
+    label_column: str,
+    val_data: str | None = None,
+    test_data: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 42,
+    delimiter: str = "|",
+    soft_label_column: str | None = None,
+) -> Splits:
     """Read, normalise and split into fit / validation / test.
 
     Files given for validation or test are used as they are; otherwise those splits are stratified, seeded
@@ -158,7 +167,9 @@ def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label
         if not given and not 0.0 < share < 1.0:
             raise DataError(f"{name} must be between 0 and 1 (exclusive), got {share}")
     if not (val_data or test_data) and val_fraction + test_fraction >= 1.0:
-        raise DataError(f"val_fraction + test_fraction must leave data to train on, got {val_fraction} + {test_fraction}")
+        raise DataError(
+            f"val_fraction + test_fraction must leave data to train on, got {val_fraction} + {test_fraction}"
+        )
     descriptions = load_label_descriptions(labels)
     columns = parse_columns(text_columns)
 
@@ -173,8 +184,10 @@ def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label
         seen = pool["text"] if val is None else pd.concat([pool["text"], val["text"]])
         shared = int(content_hashes(test["text"]).isin(set(content_hashes(seen))).sum())
         if shared:
-            raise DataError(f"{shared} of {len(test)} test_data document(s) also in the training or validation "
-                            "data (same text): the test split must hold documents nothing trains or selects on")
+            raise DataError(
+                f"{shared} of {len(test)} test_data document(s) also in the training or validation "
+                "data (same text): the test split must hold documents nothing trains or selects on"
+            )
     if test is None:
         test_share = test_fraction if splittable else 0.0
         pool, test = stratified_split(pool, test_share, seed) if test_share else (pool, pool.iloc[0:0])
@@ -187,8 +200,14 @@ def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label
     return Splits(pool, val, test, descriptions)
 
 
-def split_pools(raw: pd.DataFrame, text_columns: str | Sequence[str], label_column: str,
-                shares: dict[str, float], seed: int, delimiter: str = "|") -> dict[str, pd.DataFrame]:
+def split_pools(
+    raw: pd.DataFrame,
+    text_columns: str | Sequence[str],
+    label_column: str,
+    shares: dict[str, float],
+    seed: int,
+    delimiter: str = "|",
+) -> dict[str, pd.DataFrame]:
     """Raw rows cut into named, label-stratified, disjoint pools; `shares` are fractions of all rows, in order,
     and the last pool takes the rest (e.g. {"test": 0.2, "production": 0.35, "initial": 0.45})."""
     prepared = prepare(raw, parse_columns(text_columns), label_column, delimiter).assign(row=np.arange(len(raw)))

@@ -9,6 +9,7 @@ split and promotes or rejects it. Re-running is safe: every run adds versions; t
 
     mlflow run . -e pipeline --env-manager local
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,15 +26,15 @@ from rich.console import Console
 from rich.table import Table
 
 from mlprojects import config as C
-from registry.conventions import DEFAULT_MODEL_NAME
-from registry.locations import REPO_ROOT
 from mlprojects.data import prepare, split_pools
-from registry.documents import parse_columns, read_table
-from registry.cli import ArgumentParser, cli_entry, db_url_arg, int_arg, model_name_arg, non_negative, positive
-from registry.errors import PlatformError
-from registry.tracking import setup
 from registry import conventions as RC
+from registry.cli import ArgumentParser, cli_entry, db_url_arg, int_arg, model_name_arg, non_negative, positive
+from registry.conventions import DEFAULT_MODEL_NAME
+from registry.documents import parse_columns, read_table
+from registry.errors import PlatformError
+from registry.locations import REPO_ROOT
 from registry.lookup import versions_of
+from registry.tracking import setup
 from serving.feedback.simulate import rate_through_endpoint
 from serving.local_server import free_port, wait_until_healthy
 
@@ -52,10 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-epochs", type=positive(int_arg), default=C.PIPELINE.max_epochs)
     p.add_argument("--grpo-epochs", type=positive(int_arg), default=C.PIPELINE.grpo_epochs)
     p.add_argument("--rounds", type=positive(int_arg), default=C.PIPELINE.rounds, help="feedback → GRPO → judge loops")
-    p.add_argument("--seed", type=non_negative(int_arg), default=C.PIPELINE.seed,
-                   help="pools, splits and simulated users")
-    p.add_argument("--feedback-db", type=db_url_arg, default="",
-                   help="SQLAlchemy URL of the feedback store (default: its own)")
+    p.add_argument(
+        "--seed", type=non_negative(int_arg), default=C.PIPELINE.seed, help="pools, splits and simulated users"
+    )
+    p.add_argument(
+        "--feedback-db", type=db_url_arg, default="", help="SQLAlchemy URL of the feedback store (default: its own)"
+    )
     return p
 
 
@@ -69,8 +72,14 @@ class Steps:
         """The entry point's run id; a failed optional step is reported and the pipeline goes on (None)."""
         console.rule(f"[bold]{title}")
         start = time.time()
-        submitted = mlflow.projects.run(str(REPO_ROOT), entry_point=entry, parameters=params, env_manager="local",
-                                        experiment_id=self.experiment_id, synchronous=False)
+        submitted = mlflow.projects.run(
+            str(REPO_ROOT),
+            entry_point=entry,
+            parameters=params,
+            env_manager="local",
+            experiment_id=self.experiment_id,
+            synchronous=False,
+        )
         mlflow.MlflowClient().set_tag(submitted.run_id, "mlflow.parentRunId", self.parent)
         if not submitted.wait():
             if required:
@@ -94,8 +103,16 @@ def alias_version(name: str, alias: str) -> str | None:
 def rate_champion(model_name: str, frame: pd.DataFrame, feedback_db: str, seed: int) -> dict:
     """Serve the champion on 127.0.0.1 and let simulated users rate its answers on `frame` through HTTP."""
     port = free_port()
-    cmd = [sys.executable, "-m", "serving", "serve", "--model", f"models:/{model_name}@{RC.CHAMPION}",
-           "--port", str(port)] + (["--feedback-db", feedback_db] if feedback_db else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "serving",
+        "serve",
+        "--model",
+        f"models:/{model_name}@{RC.CHAMPION}",
+        "--port",
+        str(port),
+    ] + (["--feedback-db", feedback_db] if feedback_db else [])
     server = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -134,10 +151,19 @@ def summary(model_name: str) -> pd.DataFrame:
         for v in sorted(versions_of(client, name), key=lambda v: int(v.version)):
             tags = v.tags
             f1 = tags.get("eval.f1_macro") or tags.get(RC.TAG_CANDIDATE_F1) or ""
-            rows.append({"model": name, "version": int(v.version), "kind": tags.get(RC.TAG_KIND, ""),
-                         "parent": tags.get(RC.TAG_PARENT_VERSION, ""), "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
-                         "stage": v.current_stage, "f1_macro": f1[:6],
-                         "decision": tags.get(RC.TAG_DECISION, ""), "reason": tags.get(RC.TAG_REASON, "")[:60]})
+            rows.append(
+                {
+                    "model": name,
+                    "version": int(v.version),
+                    "kind": tags.get(RC.TAG_KIND, ""),
+                    "parent": tags.get(RC.TAG_PARENT_VERSION, ""),
+                    "aliases": ",".join(sorted(by_version.get(str(v.version), []))),
+                    "stage": v.current_stage,
+                    "f1_macro": f1[:6],
+                    "decision": tags.get(RC.TAG_DECISION, ""),
+                    "reason": tags.get(RC.TAG_REASON, "")[:60],
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -149,9 +175,11 @@ def print_summary(table: pd.DataFrame, timings: dict, rounds: dict, uri: str) ->
         view.add_row(*map(str, row))
     console.print(view)
     for number, r in rounds.items():
-        console.print(f"Round {number}: champion v{r['champion']} served {r['scored']} new documents (exactly right "
-                      f"{r['served_exactly_right']:.0%}, mean score {r['mean_score']:.2f}); GRPO child v{r['challenger']} "
-                      f"{r['decision'] or 'undecided'}: {r['reason']}")
+        console.print(
+            f"Round {number}: champion v{r['champion']} served {r['scored']} new documents (exactly right "
+            f"{r['served_exactly_right']:.0%}, mean score {r['mean_score']:.2f}); GRPO child v{r['challenger']} "
+            f"{r['decision'] or 'undecided'}: {r['reason']}"
+        )
     console.print("Step times (s): " + ", ".join(f"{k} {v}" for k, v in timings.items()))
     console.print(f"\nOpen the results: [bold]mlflow ui --backend-store-uri {uri}[/bold] (then http://127.0.0.1:5000)")
 
@@ -166,35 +194,54 @@ def main(argv: list[str] | None = None) -> int:
         started = time.time()
         pools = write_pools(args, Path(tmp))
         text = {"text_columns": args.text_columns, "label_column": args.label_column}
-        sft_run = steps.run("1. validate + SFT with PBT on the initial pool", "sft", data=str(pools["initial"]),
-                            test_data=str(pools["test"]), val_fraction=C.PIPELINE.val_fraction, labels=args.labels,
-                            model_name=name, encoder=args.encoder, tune="pbt", pbt_trials=args.pbt_trials,
-                            max_epochs=args.max_epochs, storage_path=str(C.PIPELINE_RAY_RESULTS), seed=args.seed,
-                            **text)
+        sft_run = steps.run(
+            "1. validate + SFT with PBT on the initial pool",
+            "sft",
+            data=str(pools["initial"]),
+            test_data=str(pools["test"]),
+            val_fraction=C.PIPELINE.val_fraction,
+            labels=args.labels,
+            model_name=name,
+            encoder=args.encoder,
+            tune="pbt",
+            pbt_trials=args.pbt_trials,
+            max_epochs=args.max_epochs,
+            storage_path=str(C.PIPELINE_RAY_RESULTS),
+            seed=args.seed,
+            **text,
+        )
         steps.run("2. lifecycle: champion, its ONNX export, clones, deploy", "lifecycle", model_name=name)
         champion = alias_version(name, RC.CHAMPION)
         if champion is None:
-            raise PlatformError(f"no champion after the first reconcile; see `python -m lifecycle history --model-name {name}`")
+            raise PlatformError(
+                f"no champion after the first reconcile; see `python -m lifecycle history --model-name {name}`"
+            )
         eval_data, eval_labels = f"runs:/{sft_run}/data/test.parquet", f"runs:/{sft_run}/labels.json"
-        steps.run("3. evaluate the champion on the test split", "evaluate", model_uri=f"models:/{name}/{champion}",
-                  data=eval_data, labels=eval_labels)
-        production = prepare(read_table(str(pools["production"])), parse_columns(args.text_columns),
-                             args.label_column)
+        steps.run(
+            "3. evaluate the champion on the test split",
+            "evaluate",
+            model_uri=f"models:/{name}/{champion}",
+            data=eval_data,
+            labels=eval_labels,
+        )
+        production = prepare(read_table(str(pools["production"])), parse_columns(args.text_columns), args.label_column)
         served = {}
         for number, rows in enumerate(np.array_split(np.arange(len(production)), args.rounds), start=1):
             served[number] = feedback_round(steps, args, number, production.iloc[rows], eval_data, eval_labels)
 
         table = summary(name)
         mlflow.log_table(table, "summary.json")
-        mlflow.log_dict({"timings_s": steps.timings, "total_s": round(time.time() - started, 1), "rounds": served},
-                        "pipeline.json")
+        mlflow.log_dict(
+            {"timings_s": steps.timings, "total_s": round(time.time() - started, 1), "rounds": served}, "pipeline.json"
+        )
         mlflow.log_metric("total_seconds", time.time() - started)
         print_summary(table, steps.timings, served, uri)
     return 0
 
 
-def feedback_round(steps: Steps, args: argparse.Namespace, number: int, traffic: pd.DataFrame, eval_data: str,
-                   eval_labels: str) -> dict:
+def feedback_round(
+    steps: Steps, args: argparse.Namespace, number: int, traffic: pd.DataFrame, eval_data: str, eval_labels: str
+) -> dict:
     """One turn of the loop: users rate the champion on new documents, GRPO learns from all feedback so far, the
     controller judges the child on the test split."""
     name = args.model_name
@@ -211,8 +258,13 @@ def feedback_round(steps: Steps, args: argparse.Namespace, number: int, traffic:
         grpo_params["feedback_uri"] = args.feedback_db
     steps.run(f"{number + 3}b. round {number}: GRPO on the feedback", "grpo", **grpo_params)
     challenger = alias_version(name, RC.CHALLENGER)
-    steps.run(f"{number + 3}c. round {number}: evaluate the GRPO challenger on the test split", "evaluate",
-              model_uri=f"models:/{name}/{challenger}", data=eval_data, labels=eval_labels)
+    steps.run(
+        f"{number + 3}c. round {number}: evaluate the GRPO challenger on the test split",
+        "evaluate",
+        model_uri=f"models:/{name}/{challenger}",
+        data=eval_data,
+        labels=eval_labels,
+    )
     steps.run(f"{number + 3}d. round {number}: lifecycle compares, promotes or rejects", "lifecycle", model_name=name)
     tags = mlflow.MlflowClient().get_model_version(name, challenger).tags
     served.update(challenger=challenger, decision=tags.get(RC.TAG_DECISION, ""), reason=tags.get(RC.TAG_REASON, ""))

@@ -1,8 +1,9 @@
 """Stage `sft`: validate the data, fine-tune the dual encoder (LoRA), log everything, register the model.
 
-    mlflow run . -e sft --env-manager local -P data=... -P labels=...
-    mlflow run . -e sft --env-manager local -P tune=pbt -P pbt_trials=4     # Population Based Training (Ray Tune)
+mlflow run . -e sft --env-manager local -P data=... -P labels=...
+mlflow run . -e sft --env-manager local -P tune=pbt -P pbt_trials=4     # Population Based Training (Ray Tune)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,18 +14,18 @@ from pathlib import Path
 import mlflow
 
 from mlprojects import config as C
-from registry.conventions import DEFAULT_MODEL_NAME
 from mlprojects.data import Splits, load_splits
-from registry.documents import parse_columns
-from registry.cli import ArgumentParser, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
-from registry.errors import DataError
 from mlprojects.evaluation.plots import hyperparameter_trajectories, training_curves
-from registry.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
+from mlprojects.model.registered import example_output, log_classifier
 from mlprojects.training.trainer import train_classifier
 from registry import conventions as RC
-from mlprojects.model.registered import log_classifier
+from registry.cli import ArgumentParser, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
+from registry.conventions import DEFAULT_MODEL_NAME
+from registry.documents import parse_columns
+from registry.errors import DataError
 from registry.log_model import register
 from registry.settings import init_from_sft_run
+from registry.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
 
 
 def range_arg(value: str) -> tuple[float, float]:
@@ -62,14 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focal-gamma", type=non_negative(), default=d.focal_gamma)
     p.add_argument("--pooling", default=d.pooling, choices=["mean", "cls"])
     p.add_argument("--max-length", type=positive(int_arg), default=d.max_length)
-    p.add_argument("--min-examples", type=non_negative(int_arg), default=d.min_examples, help="gate: examples needed per label")
+    p.add_argument(
+        "--min-examples", type=non_negative(int_arg), default=d.min_examples, help="gate: examples needed per label"
+    )
     p.add_argument("--seed", type=non_negative(int_arg), default=d.seed)
     t = p.add_argument_group("tuning (Population Based Training with Ray Tune)")
     b = C.PBTConfig()
     t.add_argument("--tune", default="none", choices=["none", "pbt"], help="none: one configuration, no Ray")
     t.add_argument("--pbt-trials", type=positive(int_arg), default=b.population, help="population size (>= 2)")
-    t.add_argument("--perturbation-interval", type=positive(int_arg), default=b.perturbation_interval,
-                   help="epochs or steps (--perturbation-unit) between exploit/explore steps")
+    t.add_argument(
+        "--perturbation-interval",
+        type=positive(int_arg),
+        default=b.perturbation_interval,
+        help="epochs or steps (--perturbation-unit) between exploit/explore steps",
+    )
     t.add_argument("--perturbation-unit", default=b.perturbation_unit, help="epochs or steps (optimiser steps)")
     t.add_argument("--mutations", default=",".join(b.mutations), help="comma list of hyperparameters to mutate")
     t.add_argument("--lr-range", type=range_arg, default=b.learning_rate, help="LOW,HIGH (log-uniform)")
@@ -78,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ray-address", default=b.ray_address, help="'auto' or host:port joins a cluster; '': local")
     t.add_argument("--cpus-per-trial", type=positive(), default=b.cpus_per_trial)
     t.add_argument("--gpus-per-trial", type=non_negative(), default=b.gpus_per_trial)
-    t.add_argument("--max-failures", type=non_negative(int_arg), default=b.max_failures, help="retries of a crashed trial")
+    t.add_argument(
+        "--max-failures", type=non_negative(int_arg), default=b.max_failures, help="retries of a crashed trial"
+    )
     t.add_argument("--storage-path", default=b.storage_path, help="Ray's trial checkpoints (default ~/ray_results)")
     t.add_argument("--resume", default="", help="experiment path of an interrupted tuning run to restore")
     t.add_argument("--test-hook-fail-trials", default="", choices=["", "once", "always"], help=argparse.SUPPRESS)
@@ -92,13 +101,21 @@ def config_from_args(args: argparse.Namespace) -> C.TrainConfig:
 def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
     from mlprojects.training.pbt import validate_config
 
-    pbt = C.PBTConfig(population=args.pbt_trials, perturbation_interval=args.perturbation_interval,
-                      perturbation_unit=args.perturbation_unit.strip(),
-                      mutations=tuple(parse_columns(args.mutations)), learning_rate=args.lr_range,
-                      weight_decay=args.weight_decay_range, warmup_ratio=args.warmup_range,
-                      ray_address=args.ray_address.strip(), cpus_per_trial=args.cpus_per_trial,
-                      gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
-                      storage_path=args.storage_path, test_hook_fail_trials=args.test_hook_fail_trials)
+    pbt = C.PBTConfig(
+        population=args.pbt_trials,
+        perturbation_interval=args.perturbation_interval,
+        perturbation_unit=args.perturbation_unit.strip(),
+        mutations=tuple(parse_columns(args.mutations)),
+        learning_rate=args.lr_range,
+        weight_decay=args.weight_decay_range,
+        warmup_ratio=args.warmup_range,
+        ray_address=args.ray_address.strip(),
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures,
+        storage_path=args.storage_path,
+        test_hook_fail_trials=args.test_hook_fail_trials,
+    )
     validate_config(pbt)
     return pbt
 
@@ -107,14 +124,20 @@ def check_gate(splits: Splits, min_examples: int) -> None:
     """Run the great-expectations gate, log its result, stop the stage (nothing registered) if it fails."""
     from validation import validate_training_data
 
-    result = validate_training_data(splits.fit, list(splits.descriptions), min_examples=min_examples,
-                                    val=splits.validation if len(splits.validation) else None,
-                                    test=splits.test if len(splits.test) else None)
+    result = validate_training_data(
+        splits.fit,
+        list(splits.descriptions),
+        min_examples=min_examples,
+        val=splits.validation if len(splits.validation) else None,
+        test=splits.test if len(splits.test) else None,
+    )
     log_json(result.details, "validation/training_data_result.json")
     mlflow.set_tag("validation.training_data", "passed" if result.success else "failed")
     if not result.success:
-        raise DataError("training data failed validation, nothing was trained or registered:\n"
-                        + "\n".join(f"- {f}" for f in result.failures))
+        raise DataError(
+            "training data failed validation, nothing was trained or registered:\n"
+            + "\n".join(f"- {f}" for f in result.failures)
+        )
 
 
 @cli_entry
@@ -124,17 +147,35 @@ def main(argv: list[str] | None = None) -> int:
     pbt = pbt_config_from_args(args) if args.tune == "pbt" else None  # a bad tuning config fails here, first
     text_columns = parse_columns(args.text_columns)
     uri = setup(args.model_name)
-    splits = load_splits(args.data, args.labels, text_columns, args.label_column, args.val_data or None,
-                         args.test_data or None, cfg.val_fraction, cfg.test_fraction, cfg.seed,
-                         args.label_delimiter, cfg.soft_label_column)
+    splits = load_splits(
+        args.data,
+        args.labels,
+        text_columns,
+        args.label_column,
+        args.val_data or None,
+        args.test_data or None,
+        cfg.val_fraction,
+        cfg.test_fraction,
+        cfg.seed,
+        args.label_delimiter,
+        cfg.soft_label_column,
+    )
     train, val, descriptions = splits.fit, splits.validation, splits.descriptions
     with mlflow.start_run(run_name="sft-pbt" if pbt else "sft") as run:
         mlflow.set_tag("stage", "sft")
-        log_params_once({**cfg.to_params(), "data": args.data, "labels": args.labels,
-                           "text_columns": ",".join(text_columns), "label_column": args.label_column,
-                           "val_data": args.val_data or f"split {cfg.val_fraction}",
-                           "test_data": args.test_data or f"split {cfg.test_fraction}", "model_name": args.model_name,
-                           "tune": args.tune})
+        log_params_once(
+            {
+                **cfg.to_params(),
+                "data": args.data,
+                "labels": args.labels,
+                "text_columns": ",".join(text_columns),
+                "label_column": args.label_column,
+                "val_data": args.val_data or f"split {cfg.val_fraction}",
+                "test_data": args.test_data or f"split {cfg.test_fraction}",
+                "model_name": args.model_name,
+                "tune": args.tune,
+            }
+        )
         digest = log_dataset(train, args.data, "train", "training")
         val_digest = log_dataset(val, args.val_data or args.data, "validation", "validation")
         test_digest = log_dataset(splits.test, args.test_data or args.data, "test", "testing")
@@ -142,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         check_gate(splits, cfg.min_examples)
         mlflow.log_dict(descriptions, "labels.json")
         if pbt:
-            classifier, best, hparam_tags = tune_classifier(cfg, pbt, train, val, descriptions, text_columns,
-                                                            run.info.run_id, args.resume or None)
+            classifier, best, hparam_tags = tune_classifier(
+                cfg, pbt, train, val, descriptions, text_columns, run.info.run_id, args.resume or None
+            )
         else:
             classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
             mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
@@ -151,21 +193,42 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items() if not k.startswith("hp_")})
         test = classifier.f1_scores(splits.test)  # reported only: nothing above chose anything by it
         mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
-        version = publish(classifier, splits, text_columns, args.model_name, {
-            RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "sft", RC.TAG_DATA_DIGEST: digest,
-            RC.TAG_VALIDATION_DIGEST: val_digest, RC.TAG_TEST_DIGEST: test_digest, RC.TAG_ENCODER: cfg.encoder,
-            **hparam_tags})
+        version = publish(
+            classifier,
+            splits,
+            text_columns,
+            args.model_name,
+            {
+                RC.TAG_SOURCE_RUN: run.info.run_id,
+                RC.TAG_KIND: "sft",
+                RC.TAG_DATA_DIGEST: digest,
+                RC.TAG_VALIDATION_DIGEST: val_digest,
+                RC.TAG_TEST_DIGEST: test_digest,
+                RC.TAG_ENCODER: cfg.encoder,
+                **hparam_tags,
+            },
+        )
         init_from_sft_run(mlflow.MlflowClient(), args.model_name, run.info.run_id)
-    print(f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}, "
-          f"alias {RC.CHALLENGER}); "
-          f"test F1-macro {test['f1_macro']:.3f} on {len(splits.test)} held-out documents "
-          f"(validation {best['f1_macro']:.3f} at epoch {int(best['epoch'])}, used for selection).\n"
-          f"See it: mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)")
+    print(
+        f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}, "
+        f"alias {RC.CHALLENGER}); "
+        f"test F1-macro {test['f1_macro']:.3f} on {len(splits.test)} held-out documents "
+        f"(validation {best['f1_macro']:.3f} at epoch {int(best['epoch'])}, used for selection).\n"
+        f"See it: mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)"
+    )
     return 0
 
 
-def tune_classifier(cfg: C.TrainConfig, pbt: C.PBTConfig, train, val, descriptions: dict[str, str],
-                    text_columns: list[str], run_id: str, resume: str | None):
+def tune_classifier(
+    cfg: C.TrainConfig,
+    pbt: C.PBTConfig,
+    train,
+    val,
+    descriptions: dict[str, str],
+    text_columns: list[str],
+    run_id: str,
+    resume: str | None,
+):
     """PBT over the population (each trial a child run); log its history; the best checkpoint as a Classifier."""
     from mlprojects.training.pbt import best_classifier, run_tuning
 
@@ -175,8 +238,18 @@ def tune_classifier(cfg: C.TrainConfig, pbt: C.PBTConfig, train, val, descriptio
 
     if resume:
         mlflow.set_tag("pbt.resumed_from", resume)
-    outcome = run_tuning(cfg, pbt, train, val, descriptions, "pbt", parent_run_id=run_id,
-                         name=f"sft-pbt-{run_id}", resume=resume, on_start=announce)
+    outcome = run_tuning(
+        cfg,
+        pbt,
+        train,
+        val,
+        descriptions,
+        "pbt",
+        parent_run_id=run_id,
+        name=f"sft-pbt-{run_id}",
+        resume=resume,
+        on_start=announce,
+    )
     if len(outcome.perturbations):
         mlflow.log_table(outcome.perturbations, "pbt/perturbations.json")
     mlflow.log_table(outcome.trials, "pbt/trials.json")
@@ -197,8 +270,9 @@ def publish(classifier, splits: Splits, text_columns: list[str], model_name: str
             frame.to_parquet(path)
             mlflow.log_artifact(str(path), "data")
         example = splits.validation[["text"]].head(3).reset_index(drop=True)
-        info = log_classifier(classifier.save(Path(tmp) / "classifier"), text_columns, example,
-                              example_output(classifier, example))
+        info = log_classifier(
+            classifier.save(Path(tmp) / "classifier"), text_columns, example, example_output(classifier, example)
+        )
     return register(info.model_uri, model_name, tags)
 
 

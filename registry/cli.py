@@ -1,5 +1,6 @@
 """What every command line shares: a bad value is one line and exit 2, `--log-level`, and argparse types that
 check a value where it is parsed, before any work."""
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,13 @@ class ArgumentParser(argparse.ArgumentParser):
     def __init__(self, *args, log_level: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         if log_level:
-            self.add_argument("--log-level", default="INFO", type=str.upper,
-                              choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="how much the libraries log")
+            self.add_argument(
+                "--log-level",
+                default="INFO",
+                type=str.upper,
+                choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                help="how much the libraries log",
+            )
 
     def add_subparsers(self, **kwargs):
         kwargs.setdefault("parser_class", _SubcommandParser)
@@ -106,26 +112,32 @@ def _typed(kind: Callable[[str], float], value: str) -> float:
     try:
         return kind(value)
     except (TypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a finite {'integer' if kind is int_arg else 'number'}") from None
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a finite {'integer' if kind is int_arg else 'number'}"
+        ) from None
 
 
 def positive(kind: Callable[[str], float] = finite_float) -> Callable[[str], float]:
     """A number > 0 of `kind` (int_arg or finite_float)."""
+
     def check(value: str) -> float:
         number = _typed(kind, value)
         if number <= 0:
             raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
         return number
+
     return check
 
 
 def non_negative(kind: Callable[[str], float] = finite_float) -> Callable[[str], float]:
     """A number >= 0 of `kind` (int_arg or finite_float)."""
+
     def check(value: str) -> float:
         number = _typed(kind, value)
         if number < 0:
             raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
         return number
+
     return check
 
 
@@ -139,8 +151,10 @@ def fraction(value: str) -> float:
 
 def optional(kind: Callable[[str], object]) -> Callable[[str], object]:
     """`kind`, except that '' (an MLproject parameter left empty) stays '' (use the default)."""
+
     def check(value: str) -> object:
         return value if value == "" else kind(value)
+
     return check
 
 
@@ -154,7 +168,7 @@ def model_name_arg(value: str) -> str:
 
 def registered_uri_arg(value: str) -> str:
     """`models:/<name>/<version>` or `models:/<name>@<alias>` with a valid name (existence is checked later)."""
-    path = value[len("models:/"):] if value.startswith("models:/") else ""
+    path = value[len("models:/") :] if value.startswith("models:/") else ""
     name, sep, ref = path.partition("@") if "@" in path else path.rpartition("/")
     if not (name and sep and ref) or (sep == "/" and not ref.isdigit()):
         raise argparse.ArgumentTypeError(f"expected models:/<name>/<version> or models:/<name>@<alias>, got {value!r}")

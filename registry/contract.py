@@ -4,6 +4,7 @@ Input: a DataFrame with `text` (or the model's configured text columns). Params:
 (dict or JSON string: classify against a new label set, zero-shot) and `threshold` (one threshold for all
 labels). Output: `labels` (list), `top_label` (str), `scores` (dict label -> probability).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ def input_texts(frame: pd.DataFrame, text_columns: Sequence[str]) -> list[str]:
     elif all(c in frame.columns for c in text_columns):
         columns = list(text_columns)
     else:
-        raise ContractError(f"input needs a 'text' column or the columns {list(text_columns)}; "
-                            f"got {list(frame.columns)}")
+        raise ContractError(
+            f"input needs a 'text' column or the columns {list(text_columns)}; got {list(frame.columns)}"
+        )
     parts = frame[columns].astype("string").fillna("")
     return [". ".join(p.strip() for p in row if p and p.strip()) for row in parts.itertuples(index=False)]
 
@@ -44,8 +46,11 @@ def parse_params(params: dict[str, Any] | None) -> tuple[dict[str, str] | None, 
         except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
             raise ContractError(f"label_descriptions is not valid JSON: {exc}") from None
     if descriptions is not None:
-        if not isinstance(descriptions, dict) or not descriptions or not all(
-                isinstance(v, str) and v.strip() for v in descriptions.values()):
+        if (
+            not isinstance(descriptions, dict)
+            or not descriptions
+            or not all(isinstance(v, str) and v.strip() for v in descriptions.values())
+        ):
             raise ContractError("label_descriptions must be a non-empty mapping of label -> description")
     threshold = params.get("threshold")
     if threshold is not None and threshold != "":
@@ -60,20 +65,27 @@ def parse_params(params: dict[str, Any] | None) -> tuple[dict[str, str] | None, 
     return descriptions, threshold
 
 
-def format_predictions(probs: np.ndarray, labels: Sequence[str], thresholds: np.ndarray,
-                       single_label: bool = False) -> pd.DataFrame:
+def format_predictions(
+    probs: np.ndarray, labels: Sequence[str], thresholds: np.ndarray, single_label: bool = False
+) -> pd.DataFrame:
     """One row per document: thresholded labels (or the arg-max for single-label models), top label, scores."""
     top = probs.argmax(1) if len(labels) else np.zeros(len(probs), dtype=int)
     rows = []
     for i, p in enumerate(probs):
         chosen = [labels[top[i]]] if single_label else [l for l, s, t in zip(labels, p, thresholds) if s >= t]
-        rows.append({"labels": chosen, "top_label": labels[top[i]],
-                     "scores": {l: round(float(s), 6) for l, s in zip(labels, p)}})
+        rows.append(
+            {
+                "labels": chosen,
+                "top_label": labels[top[i]],
+                "scores": {l: round(float(s), 6) for l, s in zip(labels, p)},
+            }
+        )
     return pd.DataFrame(rows, columns=["labels", "top_label", "scores"])
 
 
-def resolve_labels(own_labels: Sequence[str], own_thresholds: np.ndarray, descriptions: dict | None,
-                   threshold: float | None) -> tuple[list[str], np.ndarray]:
+def resolve_labels(
+    own_labels: Sequence[str], own_thresholds: np.ndarray, descriptions: dict | None, threshold: float | None
+) -> tuple[list[str], np.ndarray]:
     """Label names and thresholds for this call: a new label set uses `threshold` (or 0.5) for every label."""
     labels = list(descriptions) if descriptions else list(own_labels)
     if threshold is not None:

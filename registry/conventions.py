@@ -1,4 +1,5 @@
 """Names every stage agrees on: aliases (the source of truth), the stages they mirror, and lineage tags."""
+
 from __future__ import annotations
 
 CHAMPION = "champion"  # serving

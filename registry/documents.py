@@ -1,5 +1,6 @@
 """How documents and label sets are read, wherever they are kept: tables and label-description files from paths
 or MLflow artifact URIs, and the text columns of a document joined into the one text the encoder reads."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,7 @@ def _local_path(uri: str) -> Path:
     """MLflow artifact URIs are downloaded; plain paths and file:// URIs are used in place."""
     if uri.startswith(_REMOTE_SCHEMES):
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+    path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
     if not path.exists():
         raise DataError(f"data file not found: {uri}")
     return path

@@ -1,4 +1,5 @@
 """Errors users can act on: each message is meant for the person running a command (one line, no traceback)."""
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """Where things are kept: the tracking store, artifacts and the feedback store; each an environment variable
 away from a remote service, and a file in the repository by default so everything runs offline."""
+
 from __future__ import annotations
 
 import os

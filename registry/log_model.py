@@ -1,4 +1,5 @@
 """Log a saved classifier as an MLflow pyfunc (models-from-code) and register it with lineage tags."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,7 +19,6 @@ from registry.errors import ConfigError
 from registry.locations import REPO_ROOT
 from registry.model_card import publish
 from registry.stages import client_stages_enabled
-
 
 
 def signature(text_columns: list[str], example_output: pd.DataFrame) -> ModelSignature:
@@ -41,8 +41,10 @@ def public_pin(package: str, installed: str | None) -> str:
     try:
         return f"{package}=={Version(installed).public}"
     except InvalidVersion:
-        raise ConfigError(f"cannot pin requirement {package!r}: version {installed!r} is not a PEP 440 version "
-                          "any package index can serve") from None
+        raise ConfigError(
+            f"cannot pin requirement {package!r}: version {installed!r} is not a PEP 440 version "
+            "any package index can serve"
+        ) from None
 
 
 def _installed(package: str) -> str | None:
@@ -68,15 +70,24 @@ def onnx_requirements() -> list[str]:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def log_pyfunc(python_model: Path, artifacts: dict[str, str], requirements: list[str], text_columns: list[str],
-               example: pd.DataFrame, example_output: pd.DataFrame, code_paths: list[str], name: str = "model",
-               model_config: dict | None = None):
+def log_pyfunc(
+    python_model: Path,
+    artifacts: dict[str, str],
+    requirements: list[str],
+    text_columns: list[str],
+    example: pd.DataFrame,
+    example_output: pd.DataFrame,
+    code_paths: list[str],
+    name: str = "model",
+    model_config: dict | None = None,
+):
     """Log a models-from-code pyfunc into the active run with the code it imports (so every version carries its
     own code and loads after ours has moved on); returns MLflow's ModelInfo."""
     return mlflow.pyfunc.log_model(

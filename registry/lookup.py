@@ -1,4 +1,5 @@
 """Resolve model URIs to what stages need: (name, version), a local classifier directory, its metadata."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -57,7 +58,7 @@ def _models_uri(model_uri: str) -> tuple[str, str, str] | None:
     '.', so Unity Catalog's `catalog.schema.model` passes whole."""
     if not model_uri.startswith("models:/"):
         return None
-    path = model_uri[len("models:/"):].strip("/")
+    path = model_uri[len("models:/") :].strip("/")
     if "@" in path:
         name, alias = path.split("@", 1)
         return name, "@", alias

@@ -2,16 +2,16 @@
 
 The first `sft` run of a model writes them from its held-out split; `python -m lifecycle configure` changes them.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
 from mlflow import MlflowClient
 
+from registry import conventions as C
 from registry.cli import finite_float
 from registry.errors import ConfigError
-from registry import conventions as C
-
 
 EVAL_MARGIN = 0.0  # F1-macro gain a challenger needs, on top of a paired bootstrap that excludes 0
 EVAL_MIN_F1_MACRO = 0.0  # gate for any champion
@@ -86,5 +86,11 @@ def init_from_sft_run(client: MlflowClient, name: str, run_id: str) -> ModelSett
     selects on) and label set."""
     if read_settings(client, name) is not None:
         return None
-    return write_settings(client, name, data=f"runs:/{run_id}/data/test.parquet",
-                          labels=f"runs:/{run_id}/labels.json", text_columns="text", label_column="labels")
+    return write_settings(
+        client,
+        name,
+        data=f"runs:/{run_id}/data/test.parquet",
+        labels=f"runs:/{run_id}/labels.json",
+        text_columns="text",
+        label_column="labels",
+    )

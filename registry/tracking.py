@@ -1,4 +1,5 @@
 """MLflow set-up and the small logging helpers stages share (datasets, per-epoch metrics, figures)."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,11 @@ def setup(model_name: str | None = None) -> str:
     chosen = os.environ.get("MLFLOW_EXPERIMENT_ID")  # by `mlflow run` or the caller, unless an earlier setup here
     if os.environ.get("MLFLOW_RUN_ID") or (chosen and chosen not in _SET_HERE):
         if os.environ.get("MLFLOW_EXPERIMENT_ID") == DEFAULT_EXPERIMENT_ID:
-            log.warning("this run is in MLflow's Default experiment; `mlflow run ... --experiment-name %s` keeps "
-                        "every run of the model in one experiment", experiment)
+            log.warning(
+                "this run is in MLflow's Default experiment; `mlflow run ... --experiment-name %s` keeps "
+                "every run of the model in one experiment",
+                experiment,
+            )
         return uri
     client = mlflow.MlflowClient()
     if client.get_experiment_by_name(experiment) is None:

@@ -1,9 +1,10 @@
 """`python -m serving serve | deploy`: the local endpoint, and deployments (local or Azure ML, with --dry-run).
 
-    python -m serving serve --model models:/tax-doc-classifier@champion --port 5001 [--api-key-env VAR]
-        (a `@champion` endpoint follows the local deployment target: promotions and rollbacks swap its model)
-    python -m serving deploy --target azureml --model models:/tax-doc-classifier@champion --dry-run --out DIR
+python -m serving serve --model models:/tax-doc-classifier@champion --port 5001 [--api-key-env VAR]
+    (a `@champion` endpoint follows the local deployment target: promotions and rollbacks swap its model)
+python -m serving deploy --target azureml --model models:/tax-doc-classifier@champion --dry-run --out DIR
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,15 +12,16 @@ import json
 import os
 import sys
 
-from serving.config import SERVE_HOST, SERVE_PORT, deploy_dir
 from registry.cli import ArgumentParser, cli_entry, db_url_arg, finite_float, int_arg, positive, registered_uri_arg
 from registry.errors import ConfigError
+from serving.config import SERVE_HOST, SERVE_PORT, deploy_dir
 from serving.endpoint import EndpointSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m serving", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog="python -m serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="serve one model over HTTP (MLflow-compatible /invocations)")
     limits = EndpointSettings()
@@ -29,20 +31,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key-env", default="", help="name of the environment variable holding the API key")
     s.add_argument("--max-body-bytes", type=positive(int_arg), default=limits.max_body_bytes)
     s.add_argument("--max-rows", type=positive(int_arg), default=limits.max_rows, help="documents per request")
-    s.add_argument("--max-labels", type=positive(int_arg), default=limits.max_labels,
-                   help="label_descriptions per request")
-    s.add_argument("--request-timeout", type=positive(finite_float), default=limits.request_timeout_s,
-                   help="seconds a prediction may take (503 after)")
-    s.add_argument("--max-pending", type=positive(int_arg), default=limits.max_pending,
-                   help="predictions running or queued at once; more are answered 503 (Retry-After) at once")
-    s.add_argument("--feedback-db", type=db_url_arg, default="",
-                   help="SQLAlchemy URL of the feedback store (default: its own)")
-    s.add_argument("--no-follow", action="store_true",
-                   help="serve the version the URI names now, even when a local deployment of its champion changes")
+    s.add_argument(
+        "--max-labels", type=positive(int_arg), default=limits.max_labels, help="label_descriptions per request"
+    )
+    s.add_argument(
+        "--request-timeout",
+        type=positive(finite_float),
+        default=limits.request_timeout_s,
+        help="seconds a prediction may take (503 after)",
+    )
+    s.add_argument(
+        "--max-pending",
+        type=positive(int_arg),
+        default=limits.max_pending,
+        help="predictions running or queued at once; more are answered 503 (Retry-After) at once",
+    )
+    s.add_argument(
+        "--feedback-db", type=db_url_arg, default="", help="SQLAlchemy URL of the feedback store (default: its own)"
+    )
+    s.add_argument(
+        "--no-follow",
+        action="store_true",
+        help="serve the version the URI names now, even when a local deployment of its champion changes",
+    )
     d = sub.add_parser("deploy", help="deploy a registered version to a target")
     d.add_argument("--target", default="local", choices=["local", "azureml"])
-    d.add_argument("--model", required=True, type=registered_uri_arg,
-                   help="models:/<name>@<alias> or models:/<name>/<version>")
+    d.add_argument(
+        "--model", required=True, type=registered_uri_arg, help="models:/<name>@<alias> or models:/<name>/<version>"
+    )
     d.add_argument("--config", default="", help="YAML settings of the target (Azure ML: workspace, endpoint...)")
     d.add_argument("--dry-run", action="store_true", help="write the deployment files and print the plan only")
     d.add_argument("--out", default="azureml-deployment", help="where --dry-run writes its files")
@@ -71,17 +87,31 @@ def serve(args: argparse.Namespace) -> int:
     if deployed and deployed != model.version:  # what the local target deployed, not an alias not yet deployed
         model = _load(f"models:/{model.name}/{deployed}")
     slot = ModelSlot(model)
-    settings = EndpointSettings(api_key=api_key, max_body_bytes=args.max_body_bytes, feedback_db=args.feedback_db or None,
-                                max_rows=args.max_rows, max_labels=args.max_labels,
-                                request_timeout_s=args.request_timeout, max_pending=args.max_pending)
+    settings = EndpointSettings(
+        api_key=api_key,
+        max_body_bytes=args.max_body_bytes,
+        feedback_db=args.feedback_db or None,
+        max_rows=args.max_rows,
+        max_labels=args.max_labels,
+        request_timeout_s=args.request_timeout,
+        max_pending=args.max_pending,
+    )
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
     follower = DeploymentFollower(slot, model.name, deploy_dir(), _load).start(url) if follows else None
-    print(f"serving {model.name} version {model.version} on http://{args.host}:{args.port}"
-          f" (auth: {'API key' if api_key else 'none'}"
-          f"{'; follows local deployments' if follower else ''})", flush=True)
+    print(
+        f"serving {model.name} version {model.version} on http://{args.host}:{args.port}"
+        f" (auth: {'API key' if api_key else 'none'}"
+        f"{'; follows local deployments' if follower else ''})",
+        flush=True,
+    )
     try:
-        uvicorn.run(create_app(slot, settings), host=args.host, port=args.port, log_level="warning",
-                    http=deadline_protocol(settings.header_timeout_s))
+        uvicorn.run(
+            create_app(slot, settings),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            http=deadline_protocol(settings.header_timeout_s),
+        )
     finally:
         if follower:
             follower.stop()

@@ -5,11 +5,12 @@
 Scoring is an iterator pandas UDF. With `env_manager=local` (the default) each Python worker loads the pyfunc
 once and keeps it for every later task and batch (Spark reuses its Python workers), and the pyfunc embeds its
 label descriptions once per loaded model; the cores are shared out over the tasks that run at once
-(tasks x inference threads = cores), so the workers do not fight over them. Any other `env_manager` (virtualenv, uv, conda)
-goes through `mlflow.pyfunc.spark_udf`, which rebuilds the model's environment and serves it per task.
+(tasks x inference threads = cores), so the workers do not fight over them. Any other `env_manager` (virtualenv,
+uv, conda) goes through `mlflow.pyfunc.spark_udf`, which rebuilds the model's environment and serves it per task.
 Output columns: the input's, `predicted_labels`, `top_label`, `scores` (map label -> probability),
 `model_name`, `model_version`, `scored_at` (UTC, one timestamp per run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,11 @@ from typing import Iterator
 import mlflow
 import pandas as pd
 
-from serving.config import BATCH_ARROW_RECORDS, BATCH_ENV_MANAGER, BATCH_SPARK_MASTER
-from registry.documents import parse_columns
 from registry.cli import ArgumentParser, cli_entry, int_arg, registered_uri_arg
-from registry.errors import ConfigError, DataError
 from registry.contract import ContractError, parse_params, to_params
+from registry.documents import parse_columns
+from registry.errors import ConfigError, DataError
+from serving.config import BATCH_ARROW_RECORDS, BATCH_ENV_MANAGER, BATCH_SPARK_MASTER
 
 RESULT_TYPE = "struct<labels: array<string>, top_label: string, scores: map<string, double>>"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json", ".jsonl": "json"}
@@ -38,13 +39,16 @@ def spark_session(master: str, arrow_records: int = BATCH_ARROW_RECORDS):
     from pyspark.sql import SparkSession  # pyspark is heavy: imported only by the stage that needs it
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return (SparkSession.builder.master(master).appName("batch_score")
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(arrow_records)))
-            .config("spark.python.worker.reuse", "true")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.session.timeZone", "UTC")
-            .getOrCreate())
+    return (
+        SparkSession.builder.master(master)
+        .appName("batch_score")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(arrow_records)))
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
 
 
 _MODELS: dict[tuple, object] = {}  # per Python worker: (model path, threads) -> loaded pyfunc
@@ -56,8 +60,9 @@ def cached_model(path: str, threads: int | None):
     key = (path, threads)
     if key not in _MODELS:
         config = mlflow.models.Model.load(path).flavors["python_function"].get("model_config") or {}
-        _MODELS[key] = mlflow.pyfunc.load_model(path, model_config={"threads": threads}
-                                                if threads and "threads" in config else None)
+        _MODELS[key] = mlflow.pyfunc.load_model(
+            path, model_config={"threads": threads} if threads and "threads" in config else None
+        )
         torch = sys.modules.get("torch")  # imported by a torch pyfunc only
         if threads and torch is not None:
             torch.set_num_threads(threads)
@@ -111,19 +116,28 @@ def read_input(spark, path: str, fmt: str | None = None):
 
 def text_columns_for(frame_columns: list[str], requested: list[str], model_columns: list[str]) -> list[str]:
     """The columns handed to the model: the requested ones, else `text`, else the model's own text columns."""
-    for candidate in ([requested] if requested else [["text"], model_columns]):
+    for candidate in [requested] if requested else [["text"], model_columns]:
         if candidate and all(c in frame_columns for c in candidate):
             return candidate
     if requested:
-        raise DataError(f"text column(s) {[c for c in requested if c not in frame_columns]} not in the input; "
-                        f"it has {frame_columns}")
+        raise DataError(
+            f"text column(s) {[c for c in requested if c not in frame_columns]} not in the input; "
+            f"it has {frame_columns}"
+        )
     alternative = f" or the columns {model_columns}" if model_columns else ""
     raise DataError(f"input needs a 'text' column{alternative}; it has {frame_columns}")
 
 
-def score(spark, model_name: str, version: str, source, text_columns: list[str],
-          label_descriptions: dict | None = None, threshold: float | None = None,
-          env_manager: str = BATCH_ENV_MANAGER):
+def score(
+    spark,
+    model_name: str,
+    version: str,
+    source,
+    text_columns: list[str],
+    label_descriptions: dict | None = None,
+    threshold: float | None = None,
+    env_manager: str = BATCH_ENV_MANAGER,
+):
     """`source` with the prediction columns added (lazy: nothing runs until it is written)."""
     from pyspark.sql import functions as F
 
@@ -134,18 +148,21 @@ def score(spark, model_name: str, version: str, source, text_columns: list[str],
         threads = local_threads(spark, source.rdd.getNumPartitions())
         udf = cached_udf(mlflow.artifacts.download_artifacts(uri), params, threads)
     else:
-        udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=RESULT_TYPE, env_manager=env_manager,
-                                      params=params or None)
+        udf = mlflow.pyfunc.spark_udf(
+            spark, uri, result_type=RESULT_TYPE, env_manager=env_manager, params=params or None
+        )
     inputs = F.struct(*[F.col(c).cast("string").alias("text" if len(text_columns) == 1 else c) for c in text_columns])
     scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    return (source.withColumn("_prediction", udf(inputs))
-            .withColumn("predicted_labels", F.col("_prediction.labels"))
-            .withColumn("top_label", F.col("_prediction.top_label"))
-            .withColumn("scores", F.col("_prediction.scores"))
-            .drop("_prediction")
-            .withColumn("model_name", F.lit(model_name))
-            .withColumn("model_version", F.lit(str(version)))
-            .withColumn("scored_at", F.lit(scored_at).cast("timestamp")))
+    return (
+        source.withColumn("_prediction", udf(inputs))
+        .withColumn("predicted_labels", F.col("_prediction.labels"))
+        .withColumn("top_label", F.col("_prediction.top_label"))
+        .withColumn("scores", F.col("_prediction.scores"))
+        .drop("_prediction")
+        .withColumn("model_name", F.lit(model_name))
+        .withColumn("model_version", F.lit(str(version)))
+        .withColumn("scored_at", F.lit(scored_at).cast("timestamp"))
+    )
 
 
 def model_text_columns(model_name: str, version: str) -> list[str]:
@@ -156,9 +173,10 @@ def model_text_columns(model_name: str, version: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="batch_score", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-uri", required=True, type=registered_uri_arg, help="models:/<name>@<alias> or models:/<name>/<version>")
+    p = ArgumentParser(prog="batch_score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--model-uri", required=True, type=registered_uri_arg, help="models:/<name>@<alias> or models:/<name>/<version>"
+    )
     p.add_argument("--input", required=True, help="CSV (with header), Parquet or JSON lines; file or directory")
     p.add_argument("--output", required=True, help="Parquet directory (overwritten)")
     p.add_argument("--spark-master", default=BATCH_SPARK_MASTER)
@@ -166,19 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-format", default="", help="csv | parquet | json (default: from the extension)")
     p.add_argument("--label-descriptions", default="", help="YAML/JSON label file: score against a new label set")
     p.add_argument("--threshold", default="", help="one threshold for every label")
-    p.add_argument("--env-manager", default=BATCH_ENV_MANAGER, choices=["local", "virtualenv", "uv", "conda"],
-                   help="local: this interpreter, the model cached per Python worker; else MLflow rebuilds the "
-                        "model's environment")
-    p.add_argument("--arrow-records", type=int_arg, default=BATCH_ARROW_RECORDS,
-                   help="documents per pyfunc call (spark.sql.execution.arrow.maxRecordsPerBatch)")
+    p.add_argument(
+        "--env-manager",
+        default=BATCH_ENV_MANAGER,
+        choices=["local", "virtualenv", "uv", "conda"],
+        help="local: this interpreter, the model cached per Python worker; else MLflow rebuilds the "
+        "model's environment",
+    )
+    p.add_argument(
+        "--arrow-records",
+        type=int_arg,
+        default=BATCH_ARROW_RECORDS,
+        help="documents per pyfunc call (spark.sql.execution.arrow.maxRecordsPerBatch)",
+    )
     return p
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     from registry.documents import load_label_descriptions
-    from registry.tracking import log_params_once, setup
     from registry.lookup import model_name_of
+    from registry.tracking import log_params_once, setup
     from serving.azureml.bundle import resolve_version
 
     args = build_parser().parse_args(argv)
@@ -194,15 +220,27 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(str(exc)) from None
     spark = spark_session(args.spark_master, args.arrow_records)
     with mlflow.start_run(run_name="batch_score"):
-        log_params_once({"model_uri": args.model_uri, "model_version": version, "input": args.input,
-                         "output": args.output, "spark_master": args.spark_master, "env_manager": args.env_manager,
-                         "arrow_records": args.arrow_records})
+        log_params_once(
+            {
+                "model_uri": args.model_uri,
+                "model_version": version,
+                "input": args.input,
+                "output": args.output,
+                "spark_master": args.spark_master,
+                "env_manager": args.env_manager,
+                "arrow_records": args.arrow_records,
+            }
+        )
         source = read_input(spark, args.input, args.input_format or None)
-        columns = text_columns_for(source.columns, parse_columns(args.text_columns) if args.text_columns else [],
-                                   model_text_columns(name, version))
+        columns = text_columns_for(
+            source.columns,
+            parse_columns(args.text_columns) if args.text_columns else [],
+            model_text_columns(name, version),
+        )
         start = time.perf_counter()
-        score(spark, name, version, source, columns, descriptions, threshold, args.env_manager
-              ).write.mode("overwrite").parquet(args.output)
+        score(spark, name, version, source, columns, descriptions, threshold, args.env_manager).write.mode(
+            "overwrite"
+        ).parquet(args.output)
         seconds = time.perf_counter() - start
         rows = spark.read.parquet(args.output).count()
         mlflow.log_metrics({"rows": rows, "seconds": seconds, "docs_per_s": rows / max(seconds, 1e-9)})

@@ -1,4 +1,5 @@
 """Serving defaults: the local endpoint, the local deployment target, Spark batch scoring, Azure ML."""
+
 from __future__ import annotations
 
 import os

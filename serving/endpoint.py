@@ -3,6 +3,7 @@
 Every predicted document gets a prediction id; the last predictions are kept in memory so feedback can refer
 to them by id alone. Bad requests get a 4xx JSON `{"error": ...}`; nothing a client sends can crash the server.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -149,8 +150,12 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
             raise Rejected(408, f"the body did not arrive within {settings.body_timeout_s:g} s") from None
         except ClientDisconnect:
             client = request.client.host if request.client else "a client"
-            log.warning("%s disconnected after %d bytes of its %s body; request dropped", client,
-                        sum(map(len, chunks)), request.url.path)
+            log.warning(
+                "%s disconnected after %d bytes of its %s body; request dropped",
+                client,
+                sum(map(len, chunks)),
+                request.url.path,
+            )
             raise Rejected(400, "client disconnected before the body was complete") from None
         return b"".join(chunks)
 
@@ -165,19 +170,26 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
         body = await read_body(request)
         model = slot.current
         if pending >= settings.max_pending:  # shed load: a queue this long only adds latency for everyone
-            return JSONResponse({"error": f"server busy: {pending} predictions in progress; retry shortly"},
-                                status_code=503, headers={"Retry-After": "1"})
+            return JSONResponse(
+                {"error": f"server busy: {pending} predictions in progress; retry shortly"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         pending += 1
         try:
             frame, params = parse_request(body, settings.max_rows, settings.max_labels)
-            predictions = await asyncio.wait_for(run_in_threadpool(predict, model.pyfunc, frame, params),
-                                                 settings.request_timeout_s)
+            predictions = await asyncio.wait_for(
+                run_in_threadpool(predict, model.pyfunc, frame, params), settings.request_timeout_s
+            )
         except PayloadError as exc:
             return error(exc.status, str(exc))
         except asyncio.TimeoutError:
             log.warning("a prediction of %d document(s) took longer than %g s", len(frame), settings.request_timeout_s)
-            return error(503, f"the prediction took longer than {settings.request_timeout_s:g} s; send fewer documents "
-                              "or labels per request")
+            return error(
+                503,
+                f"the prediction took longer than {settings.request_timeout_s:g} s; send fewer documents "
+                "or labels per request",
+            )
         except Exception as exc:  # noqa: BLE001 - a request must never take the server down
             if is_client_error(exc):
                 return error(400, client_message(exc))
@@ -187,8 +199,10 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
             pending -= 1
         texts = _texts(frame, model.pyfunc)
         for p, text in zip(predictions, texts):
-            recent.add(p["prediction_id"], {"text": text, "labels": p["labels"], "scores": p["scores"],
-                                            "model_version": model.version})  # the swap may change the model
+            recent.add(
+                p["prediction_id"],
+                {"text": text, "labels": p["labels"], "scores": p["scores"], "model_version": model.version},
+            )  # the swap may change the model
         return {"predictions": predictions, "model": model.info}
 
     @app.post("/feedback")
@@ -255,18 +269,28 @@ def feedback_record(payload: dict, recent: RecentPredictions, model: LoadedModel
     known = recent.get(prediction_id)
     if known is None:
         if not isinstance(payload.get("text"), str) or not isinstance(payload.get("predicted_labels"), list):
-            raise PayloadError(f"prediction {prediction_id[:200]} is not in this server's memory: send 'text' and "
-                               "'predicted_labels' with the feedback")
+            raise PayloadError(
+                f"prediction {prediction_id[:200]} is not in this server's memory: send 'text' and "
+                "'predicted_labels' with the feedback"
+            )
         scores = payload.get("scores") or {}
         if not scores_ok(scores):
             raise PayloadError("'scores' must map label names to numbers from 0 to 1")
-        known, label_names = {"text": payload["text"], "labels": payload["predicted_labels"], "scores": scores}, \
-            list(model.labels)
+        known, label_names = (
+            {"text": payload["text"], "labels": payload["predicted_labels"], "scores": scores},
+            list(model.labels),
+        )
     else:
         label_names = list(known["scores"])
-    record = {"prediction_id": prediction_id, "model_name": model.name,
-              "model_version": known.get("model_version", model.version),  # the version that answered, if known
-              "text": known["text"], "predicted_labels": known["labels"], "scores": known["scores"],
-              "score": score, "corrected_labels": corrected, "source": source or "endpoint"}
+    record = {
+        "prediction_id": prediction_id,
+        "model_name": model.name,
+        "model_version": known.get("model_version", model.version),  # the version that answered, if known
+        "text": known["text"],
+        "predicted_labels": known["labels"],
+        "scores": known["scores"],
+        "score": score,
+        "corrected_labels": corrected,
+        "source": source or "endpoint",
+    }
     return record, label_names
-

@@ -1,4 +1,5 @@
 """Start-up helpers for a local endpoint process: a free loopback port, and waiting until it answers /health."""
+
 from __future__ import annotations
 
 import socket

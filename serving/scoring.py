@@ -5,6 +5,7 @@ Accepts MLflow's scoring payloads (`dataframe_records`, `dataframe_split`, `inst
 MLflow's forms is MLflow's own (`mlflow.pyfunc.scoring_server.infer_and_parse_data`). Needs only pandas and
 mlflow-skinny, because `score.py` carries a copy of this file into the Azure deployment.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,7 +45,7 @@ def decode_json(body: bytes | str) -> dict:
         except UnicodeDecodeError as exc:
             raise PayloadError(f"body is not valid UTF-8: {exc}") from None
     if not body.strip():
-        raise PayloadError("empty body: send a JSON object such as {\"dataframe_records\": [{\"text\": \"...\"}]}")
+        raise PayloadError('empty body: send a JSON object such as {"dataframe_records": [{"text": "..."}]}')
     try:
         payload = json.loads(body)
     except RecursionError:
@@ -56,15 +57,17 @@ def decode_json(body: bytes | str) -> dict:
     return payload
 
 
-def parse_request(body: bytes | str | dict, max_rows: int | None = None,
-                  max_labels: int | None = None) -> tuple[pd.DataFrame, dict]:
+def parse_request(
+    body: bytes | str | dict, max_rows: int | None = None, max_labels: int | None = None
+) -> tuple[pd.DataFrame, dict]:
     """(input frame, pyfunc params) from a scoring request in MLflow's or Azure ML's format; more than
     `max_rows` documents or `max_labels` labels are refused before anything is parsed or embedded."""
     payload = body if isinstance(body, dict) else decode_json(body)
     formats = [k for k in (*MLFLOW_FORMATS, AZURE_FORMAT) if k in payload]
     if len(formats) != 1:
-        raise PayloadError(f"the body needs exactly one of {[*MLFLOW_FORMATS, AZURE_FORMAT]}; "
-                           f"got keys {sorted(payload)}")
+        raise PayloadError(
+            f"the body needs exactly one of {[*MLFLOW_FORMATS, AZURE_FORMAT]}; got keys {sorted(payload)}"
+        )
     params = _params(payload.get(PARAMS_KEY))
     if formats[0] == AZURE_FORMAT:
         data = _azure_input(payload[AZURE_FORMAT])
@@ -98,23 +101,28 @@ def _check_limits(data: dict, params: dict, max_rows: int | None, max_labels: in
         except (ValueError, RecursionError):
             raise PayloadError("params.label_descriptions is not valid JSON (or is nested too deeply)") from None
     if max_labels is not None and isinstance(descriptions, dict) and len(descriptions) > max_labels:
-        raise TooManyLabels(f"label_descriptions has {len(descriptions)} labels; this server embeds at most "
-                            f"{max_labels} per request")
+        raise TooManyLabels(
+            f"label_descriptions has {len(descriptions)} labels; this server embeds at most {max_labels} per request"
+        )
 
 
 def _azure_input(value: Any) -> dict:
     """Azure ML's `input_data` as the MLflow format it corresponds to."""
     if isinstance(value, dict) and "data" in value:  # split orient: {columns, index, data}
-        return {"dataframe_split": {k: v for k, v in value.items() if k in ("columns", "index", "data")},
-                PARAMS_KEY: value.get(PARAMS_KEY)}
+        return {
+            "dataframe_split": {k: v for k, v in value.items() if k in ("columns", "index", "data")},
+            PARAMS_KEY: value.get(PARAMS_KEY),
+        }
     if isinstance(value, dict):  # columns: {"text": [...]}
         return {"inputs": {k: v for k, v in value.items() if k != PARAMS_KEY}, PARAMS_KEY: value.get(PARAMS_KEY)}
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return {"dataframe_records": [{"text": v} for v in value]}
     if isinstance(value, list):
         return {"dataframe_records": value}
-    raise PayloadError("input_data must be {columns, data}, {column: [values]}, a list of records or a list of texts; "
-                       f"got {type(value).__name__}")
+    raise PayloadError(
+        "input_data must be {columns, data}, {column: [values]}, a list of records or a list of texts; "
+        f"got {type(value).__name__}"
+    )
 
 
 def _mlflow_parse(data: dict) -> pd.DataFrame:
@@ -127,7 +135,9 @@ def _mlflow_parse(data: dict) -> pd.DataFrame:
         raise PayloadError("cannot read the input as a table: it is nested too deeply") from None
     except (MlflowException, ValueError, TypeError, KeyError, AttributeError) as exc:
         message = exc.message if isinstance(exc, MlflowException) else str(exc)
-        raise PayloadError(f"cannot read the input as a table: {message.splitlines()[0] if message else exc!r}") from None
+        raise PayloadError(
+            f"cannot read the input as a table: {message.splitlines()[0] if message else exc!r}"
+        ) from None
     if not isinstance(frame, pd.DataFrame):
         try:
             frame = pd.DataFrame(frame)
@@ -159,8 +169,11 @@ def check_texts(model, frame: pd.DataFrame) -> None:
             continue
         for row, value in enumerate(frame[column], start=1):
             if not isinstance(value, str):
-                got = "nothing (every row needs the same columns)" if value is None or (
-                    isinstance(value, float) and value != value) else type(value).__name__
+                got = (
+                    "nothing (every row needs the same columns)"
+                    if value is None or (isinstance(value, float) and value != value)
+                    else type(value).__name__
+                )
                 raise PayloadError(f"document {row}: '{column}' must be a string, got {got}")
 
 
@@ -168,8 +181,15 @@ def predict(model, frame: pd.DataFrame, params: dict) -> list[dict]:
     """Score and give every document a prediction id (what feedback refers to)."""
     check_texts(model, frame)
     out = model.predict(frame, params=params or None)
-    return [{"prediction_id": uuid.uuid4().hex, "labels": list(row.labels), "top_label": row.top_label,
-             "scores": {k: float(v) for k, v in row.scores.items()}} for row in out.itertuples(index=False)]
+    return [
+        {
+            "prediction_id": uuid.uuid4().hex,
+            "labels": list(row.labels),
+            "top_label": row.top_label,
+            "scores": {k: float(v) for k, v in row.scores.items()},
+        }
+        for row in out.itertuples(index=False)
+    ]
 
 
 def client_message(exc: Exception) -> str:

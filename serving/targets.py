@@ -1,4 +1,5 @@
 """The deployment-target interface the lifecycle controller deploys through (local now; Azure ML by config)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,7 +34,10 @@ class DeploymentTarget(Protocol):
 
 
 # Target name -> "module:Class"; imported on use so the Azure SDK is only loaded for the Azure target.
-TARGETS: dict[str, str] = {"local": "serving.local_target:LocalTarget", "azureml": "serving.azureml.target:AzureMLTarget"}
+TARGETS: dict[str, str] = {
+    "local": "serving.local_target:LocalTarget",
+    "azureml": "serving.azureml.target:AzureMLTarget",
+}
 
 
 def get_target(name: str, **options) -> DeploymentTarget:

@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny randomly initialised BERT encoder (seconds, not minutes) and a temp MLflow store."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,14 @@ def tiny_encoder(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tiny-encoder")
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("minilm"))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
@@ -63,5 +70,9 @@ def small_dataset(tmp_path, demo_frame) -> dict:
     """120 demo documents + the demo label file, written as a CSV: enough for the gate and a 2-epoch SFT."""
     path = tmp_path / "small.csv"
     demo_frame.head(120).to_csv(path, index=False)
-    return {"data": str(path), "labels": str(REPO / "data" / "demo" / "labels.yaml"),
-            "text_columns": "title,body", "label_column": "labels"}
+    return {
+        "data": str(path),
+        "labels": str(REPO / "data" / "demo" / "labels.yaml"),
+        "text_columns": "title,body",
+        "label_column": "labels",
+    }

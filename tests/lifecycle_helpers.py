@@ -1,4 +1,5 @@
 """Helpers for the lifecycle tests: a trained tiny classifier, and variants of it registered as new versions."""
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,22 @@ import pandas as pd
 from tests.conftest import REPO, use_mlflow_store
 
 
-def register_variant(classifier_dir: Path, name: str, workdir: Path, *, thresholds: float | None = None,
-                     corrupt: bool = False, alias: str | None = "challenger") -> str:
+def register_variant(
+    classifier_dir: Path,
+    name: str,
+    workdir: Path,
+    *,
+    thresholds: float | None = None,
+    corrupt: bool = False,
+    alias: str | None = "challenger",
+) -> str:
     """Log a copy of a saved Classifier (optionally with every threshold replaced, or its weights corrupted)
     as a new registered version; returns the version."""
     from mlprojects.model.classifier import Classifier
-    from registry.contract import format_predictions
-    from registry.tracking import setup
     from mlprojects.model.registered import log_classifier
+    from registry.contract import format_predictions
     from registry.log_model import register
+    from registry.tracking import setup
 
     target = workdir / f"variant-{len(list(workdir.glob('variant-*')))}"
     shutil.copytree(classifier_dir, target)
@@ -39,8 +47,11 @@ def register_variant(classifier_dir: Path, name: str, workdir: Path, *, threshol
     setup("variants")
     with mlflow.start_run(run_name="variant") as run:
         info = log_classifier(target, ["text"], example, output)
-    return str(register(info.model_uri, name, {"lineage.kind": "sft", "lineage.source_run_id": run.info.run_id},
-                        alias=alias).version)
+    return str(
+        register(
+            info.model_uri, name, {"lineage.kind": "sft", "lineage.source_run_id": run.info.run_id}, alias=alias
+        ).version
+    )
 
 
 def use_store(mp, root: Path, artifacts: Path | None = None) -> str:
@@ -56,10 +67,22 @@ def _child_env(extra: dict | None) -> dict:
 
 
 def lifecycle_cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lifecycle", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout, env=_child_env(env))
+    return subprocess.run(
+        [sys.executable, "-m", "lifecycle", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_child_env(env),
+    )
 
 
 def spawn_lifecycle(*args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lifecycle", *args], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=_child_env(env))
+    return subprocess.Popen(
+        [sys.executable, "-m", "lifecycle", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=_child_env(env),
+    )

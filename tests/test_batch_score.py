@@ -1,5 +1,6 @@
 """Spark batch scoring on local[2] (one SparkSession for the module), checked against the plain pyfunc, and the
 `batch_score` entry point through `mlflow run`."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,18 @@ def test_spark_scores_match_the_pyfunc_and_carry_model_and_time(served, spark, d
 
     expected_input = pd.read_csv(docs).sort_values("id").reset_index(drop=True)
     assert len(scored) == len(expected_input)
-    assert {"id", "title", "body", "labels", "predicted_labels", "top_label", "scores", "model_name",
-            "model_version", "scored_at"} <= set(scored.columns)
+    assert {
+        "id",
+        "title",
+        "body",
+        "labels",
+        "predicted_labels",
+        "top_label",
+        "scores",
+        "model_name",
+        "model_version",
+        "scored_at",
+    } <= set(scored.columns)
     assert set(scored["model_version"]) == {served.version} and set(scored["model_name"]) == {served.name}
     assert scored["scored_at"].nunique() == 1 and str(scored["scored_at"].dtype).startswith("datetime64")
 
@@ -99,13 +110,17 @@ def test_label_embeddings_are_computed_once_per_loaded_model(served):
 
 def test_batch_score_entry_point(served, docs, tmp_path):
     out = tmp_path / "entry-out"
-    proc = mlflow_run("batch_score", {"model_uri": f"models:/{served.name}@champion", "input": docs,
-                                      "output": str(out), "spark_master": "local[2]"}, served.tracking_uri)
+    proc = mlflow_run(
+        "batch_score",
+        {"model_uri": f"models:/{served.name}@champion", "input": docs, "output": str(out), "spark_master": "local[2]"},
+        served.tracking_uri,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"scored 24 documents with {served.name} version {served.version}" in proc.stdout
     assert len(pd.read_parquet(out)) == 24
-    run = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.run_name = 'batch_score'",
-                             output_format="list")[0]
+    run = mlflow.search_runs(
+        search_all_experiments=True, filter_string="attributes.run_name = 'batch_score'", output_format="list"
+    )[0]
     assert run.data.metrics["rows"] == 24 and run.data.params["model_version"] == served.version
 
 
@@ -115,11 +130,33 @@ def test_bad_column_is_one_readable_line(served, spark, tmp_path, capsys, monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", served.tracking_uri)
     path = tmp_path / "bad.csv"
     pd.DataFrame({"summary": ["x"]}).to_csv(path, index=False)
-    rc = main(["--model-uri", f"models:/{served.name}@champion", "--input", str(path), "--output",
-               str(tmp_path / "o"), "--spark-master", "local[2]"])
+    rc = main(
+        [
+            "--model-uri",
+            f"models:/{served.name}@champion",
+            "--input",
+            str(path),
+            "--output",
+            str(tmp_path / "o"),
+            "--spark-master",
+            "local[2]",
+        ]
+    )
     assert rc == 2 and "error: input needs a 'text' column or the columns ['title', 'body']" in capsys.readouterr().err
-    rc = main(["--model-uri", f"models:/{served.name}@champion", "--input", str(path), "--output",
-               str(tmp_path / "o"), "--spark-master", "local[2]", "--threshold", "abc"])
+    rc = main(
+        [
+            "--model-uri",
+            f"models:/{served.name}@champion",
+            "--input",
+            str(path),
+            "--output",
+            str(tmp_path / "o"),
+            "--spark-master",
+            "local[2]",
+            "--threshold",
+            "abc",
+        ]
+    )
     assert rc == 2 and "error: threshold must be a number in (0, 1), got 'abc'" in capsys.readouterr().err
 
 

@@ -1,4 +1,5 @@
 """The feedback store: good rows stored and bad rows rejected with reasons, CLI import/export, two writers at once."""
+
 import json
 import os
 import subprocess
@@ -14,8 +15,16 @@ LABELS = ["vat", "payroll", "audit"]
 
 
 def _record(pid: str, **changes) -> dict:
-    base = {"prediction_id": pid, "model_name": "clf", "model_version": "1", "text": f"document {pid}",
-            "predicted_labels": ["vat"], "score": 4, "corrected_labels": None, "source": "test"}
+    base = {
+        "prediction_id": pid,
+        "model_name": "clf",
+        "model_version": "1",
+        "text": f"document {pid}",
+        "predicted_labels": ["vat"],
+        "score": 4,
+        "corrected_labels": None,
+        "source": "test",
+    }
     return {**base, **changes}
 
 
@@ -74,26 +83,48 @@ def test_cli_import_export_round_trip(tmp_path, _cli):
     db = f"sqlite:///{tmp_path / 'fb.db'}"
     labels = REPO / "data" / "demo" / "labels.yaml"
     csv = tmp_path / "in.csv"
-    pd.DataFrame([
-        {**_record("c1"), "predicted_labels": "vat|tax_question", "corrected_labels": ""},
-        {**_record("c2"), "predicted_labels": '["payroll_tax"]', "corrected_labels": "[]", "score": "1"},
-        {**_record("c3"), "predicted_labels": "vat", "score": "five"},
-    ]).to_csv(csv, index=False)
+    pd.DataFrame(
+        [
+            {**_record("c1"), "predicted_labels": "vat|tax_question", "corrected_labels": ""},
+            {**_record("c2"), "predicted_labels": '["payroll_tax"]', "corrected_labels": "[]", "score": "1"},
+            {**_record("c3"), "predicted_labels": "vat", "score": "five"},
+        ]
+    ).to_csv(csv, index=False)
     proc = _cli("import", str(csv), "--labels", str(labels), db=db)
     assert proc.returncode == 0, proc.stderr
     assert "stored 2 of 3" in proc.stdout
     assert "rejected row 4: score must be an integer from 1 to 5" in proc.stderr  # row 1 is the header
 
-    proc = _cli("add", "--prediction-id", "c9", "--model-name", "clf", "--model-version", "1", "--text", "Payroll",
-                "--predicted-labels", "payroll_tax", "--score", "2", "--corrected-labels", "vat", "--labels", str(labels),
-                db=db)
+    proc = _cli(
+        "add",
+        "--prediction-id",
+        "c9",
+        "--model-name",
+        "clf",
+        "--model-version",
+        "1",
+        "--text",
+        "Payroll",
+        "--predicted-labels",
+        "payroll_tax",
+        "--score",
+        "2",
+        "--corrected-labels",
+        "vat",
+        "--labels",
+        str(labels),
+        db=db,
+    )
     assert proc.returncode == 0 and "stored 1 of 1" in proc.stdout, proc.stderr
 
     out = tmp_path / "out.jsonl"
     assert _cli("export", str(out), db=db).returncode == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["prediction_id"], r["predicted_labels"], r["corrected_labels"], r["score"]) for r in rows] == [
-        ("c1", ["vat", "tax_question"], None, 4), ("c2", ["payroll_tax"], [], 1), ("c9", ["payroll_tax"], ["vat"], 2)]
+        ("c1", ["vat", "tax_question"], None, 4),
+        ("c2", ["payroll_tax"], [], 1),
+        ("c9", ["payroll_tax"], ["vat"], 2),
+    ]
 
     # the export imports again into a fresh store; importing it twice stores nothing and says why
     db2 = f"sqlite:///{tmp_path / 'fb2.db'}"
@@ -112,7 +143,8 @@ from serving.feedback import FeedbackRecord, FeedbackStore
 store = FeedbackStore(sys.argv[1])
 name, n = sys.argv[2], int(sys.argv[3])
 for i in range(0, n, 5):  # batches and single adds interleaved with the other writer
-    report = store.add_many([FeedbackRecord(f"{name}-{j}", "clf", "1", f"text {j}", ["vat"], 3) for j in range(i, i + 4)])
+    batch = [FeedbackRecord(f"{name}-{j}", "clf", "1", f"text {j}", ["vat"], 3) for j in range(i, i + 4)]
+    report = store.add_many(batch)
     assert report.accepted == 4, report.lines()
     store.add(FeedbackRecord(f"{name}-{i + 4}", "clf", "1", "text", ["vat"], 5))
     store.add_many([FeedbackRecord("shared-0", "clf", "1", "text", ["vat"], 1)])  # both try the same id
@@ -123,8 +155,12 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     db = f"sqlite:///{tmp_path / 'fb.db'}"
     FeedbackStore(db)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, db, name, "40"], cwd=REPO, env=env,
-                              stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, db, name, "40"], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for name in ("a", "b")
+    ]
     for proc in procs:
         assert proc.wait(timeout=400) == 0, proc.stderr.read()
     ids = list(FeedbackStore(db).query()["prediction_id"])
@@ -138,13 +174,18 @@ def test_one_bad_value_never_costs_the_good_rows(tmp_path, _cli):
     db = f"sqlite:///{tmp_path / 'fb.db'}"
     labels = REPO / "data" / "demo" / "labels.yaml"
     csv = tmp_path / "in.csv"
-    pd.DataFrame([{**r, "predicted_labels": "vat"} for r in [
-        {**_record("ok1"), "scores": '{"vat": 0.7}'},
-        {**_record("float-score"), "score": "4.0"},
-        {**_record("high"), "scores": '{"vat": "high"}'},
-        {**_record("nan"), "scores": '{"vat": NaN}'},
-        {**_record("x" * 201)},
-    ]]).to_csv(csv, index=False)
+    pd.DataFrame(
+        [
+            {**r, "predicted_labels": "vat"}
+            for r in [
+                {**_record("ok1"), "scores": '{"vat": 0.7}'},
+                {**_record("float-score"), "score": "4.0"},
+                {**_record("high"), "scores": '{"vat": "high"}'},
+                {**_record("nan"), "scores": '{"vat": NaN}'},
+                {**_record("x" * 201)},
+            ]
+        ]
+    ).to_csv(csv, index=False)
     proc = _cli("import", str(csv), "--labels", str(labels), db=db)
     assert proc.returncode == 0 and "stored 2 of 5" in proc.stdout, proc.stderr
     assert proc.stderr.count("scores must map label names to numbers from 0 to 1") == 2
@@ -153,12 +194,17 @@ def test_one_bad_value_never_costs_the_good_rows(tmp_path, _cli):
     assert stored.loc["float-score", "score"] == 4 and stored.loc["ok1", "scores"] == {"vat": 0.7}
 
     jsonl = tmp_path / "in.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in [
-        {**_record("j-ok"), "scores": {"vat": 0.2}},
-        {**_record("j-null"), "scores": {"vat": None}},  # what an exported NaN looks like
-        {**_record("j-bool"), "score": True},
-        {**_record("j-source"), "source": {"app": "web"}},
-    ]))
+    jsonl.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {**_record("j-ok"), "scores": {"vat": 0.2}},
+                {**_record("j-null"), "scores": {"vat": None}},  # what an exported NaN looks like
+                {**_record("j-bool"), "score": True},
+                {**_record("j-source"), "source": {"app": "web"}},
+            ]
+        )
+    )
     proc = _cli("import", str(jsonl), "--labels", str(labels), db=db)
     assert proc.returncode == 0 and "stored 1 of 4" in proc.stdout, proc.stderr
     assert "row 3: score must be an integer from 1 to 5" in proc.stderr
@@ -171,8 +217,11 @@ def test_a_row_the_database_refuses_is_reported_and_the_others_stored(tmp_path, 
 
     store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.db'}")
     real = module._row_values
-    monkeypatch.setattr(module, "_row_values",
-                        lambda row: (_ for _ in ()).throw(ValueError("boom")) if row["prediction_id"] == "b" else real(row))
+    monkeypatch.setattr(
+        module,
+        "_row_values",
+        lambda row: (_ for _ in ()).throw(ValueError("boom")) if row["prediction_id"] == "b" else real(row),
+    )
     report = store.add_many([_record("a"), _record("b"), _record("c")], LABELS)
     assert report.accepted == 2 and report.lines() == ["row 2: cannot be stored: boom"]
     assert list(store.query()["prediction_id"]) == ["a", "c"]

@@ -1,5 +1,6 @@
 """The house drawn from the imports: no package imports one on a floor above it (docs: ARCHITECTURE in the README's
 map). Read from the source with `ast`, so function-local imports count too."""
+
 from __future__ import annotations
 
 import ast
@@ -54,8 +55,9 @@ def imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("module,path", modules(), ids=[m for m, _ in modules()])
 def test_no_import_runs_up_the_house(module, path):
     own = part(module)
-    wrong = sorted(name for name in imports(path)
-                   if (other := part(name)) and other != own and other not in ALLOWED[own])
+    wrong = sorted(
+        name for name in imports(path) if (other := part(name)) and other != own and other not in ALLOWED[own]
+    )
     assert not wrong, f"{module} ({own}) imports {wrong}"
 
 

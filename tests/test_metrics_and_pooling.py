@@ -1,4 +1,5 @@
 """Pooling, thresholds and F1 against hand-computed values, and F1 cross-checked with scikit-learn."""
+
 import numpy as np
 import pytest
 import torch

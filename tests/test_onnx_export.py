@@ -1,5 +1,6 @@
 """ONNX export end to end on a tiny SFT model: `mlflow run -e export_onnx`, lineage both ways, the pyfunc in a
 process where torch and transformers cannot be imported, parity gates that pass and fail, unexportable encoders."""
+
 import json
 import os
 import subprocess
@@ -18,8 +19,11 @@ from tests.conftest import REPO, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
 FRUIT = {"apple": "Apples, orchards and fruit harvests.", "bank": "Banks, loans and interest rates."}
-TEXTS = ["Is VAT due on our consulting invoices to Germany for 2022?", "Payroll tax memo for new hires",
-         "Transfer pricing documentation for the intercompany loan"]
+TEXTS = [
+    "Is VAT due on our consulting invoices to Germany for 2022?",
+    "Payroll tax memo for new hires",
+    "Transfer pricing documentation for the intercompany loan",
+]
 
 # Runs in a fresh interpreter: torch/transformers/peft imports raise before MLflow loads the model.
 NO_TORCH_SCRIPT = r"""
@@ -59,8 +63,20 @@ def source_model(registry_env, tiny_encoder, demo_frame, tmp_path_factory):
 
     data = tmp_path_factory.mktemp("onnx-data") / "small.csv"
     demo_frame.head(120).to_csv(data, index=False)
-    rc = sft_main(["--data", str(data), "--encoder", tiny_encoder, "--max-epochs", "1", "--min-examples", "2",
-                   "--model-name", "tiny-clf"])
+    rc = sft_main(
+        [
+            "--data",
+            str(data),
+            "--encoder",
+            tiny_encoder,
+            "--max-epochs",
+            "1",
+            "--min-examples",
+            "2",
+            "--model-name",
+            "tiny-clf",
+        ]
+    )
     assert rc == 0
     return "models:/tiny-clf/1"
 
@@ -100,17 +116,23 @@ def test_export_registers_onnx_version_with_lineage_both_ways(exported):
     requirements = mlflow.pyfunc.get_model_dependencies(exported, format="pip")
     packages = {line.split("==")[0] for line in open(requirements).read().split() if line}
     assert packages == {"mlflow", "onnxruntime", "tokenizers", "pandas", "numpy"}
-    graph = onnx.load(os.path.join(mlflow.artifacts.download_artifacts(exported), "artifacts", "onnx_classifier",
-                                   "model.onnx"))
+    graph = onnx.load(
+        os.path.join(mlflow.artifacts.download_artifacts(exported), "artifacts", "onnx_classifier", "model.onnx")
+    )
     assert "MatMulInteger" in {n.op_type for n in graph.graph.node}  # int8 weights
     dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
 
 
 def test_onnx_pyfunc_serves_the_contract_without_torch(exported, source_model, registry_env):
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, exported, json.dumps(TEXTS), json.dumps(FRUIT)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": registry_env})
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_SCRIPT, exported, json.dumps(TEXTS), json.dumps(FRUIT)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": registry_env},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["loaded"] == []
@@ -137,8 +159,18 @@ def _no_version(name: str) -> bool:
 def test_parity_gates_fail_and_nothing_is_registered(registry_env, source_model, capsys):
     from mlprojects.export_onnx import main
 
-    rc = main(["--model-uri", source_model, "--model-name", "strict-onnx",
-               "--min-int8-mean-cosine", "1.01", "--max-f1-drop", "-1"])
+    rc = main(
+        [
+            "--model-uri",
+            source_model,
+            "--model-name",
+            "strict-onnx",
+            "--min-int8-mean-cosine",
+            "1.01",
+            "--max-f1-drop",
+            "-1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "failed its parity gates, nothing was registered" in err
@@ -146,8 +178,9 @@ def test_parity_gates_fail_and_nothing_is_registered(registry_env, source_model,
     assert "F1-macro drop" in err and "paired bootstrap 95% interval [" in err and "> -1.0" in err
     assert "fp32 embedding parity" not in err
     assert _no_version("strict-onnx")
-    run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`onnx.parity` = 'failed'",
-                             output_format="list")[0]
+    run = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.`onnx.parity` = 'failed'", output_format="list"
+    )[0]
     assert run.data.params["model_name"] == "strict-onnx"
     assert "parity_int8_mean_cosine" in run.data.metrics
 
@@ -175,7 +208,9 @@ def test_a_tampered_graph_fails_the_fp32_gate(registry_env, source_model, monkey
     assert "fp32 embedding parity: min cosine" in err and "< 0.9999" in err
     assert _no_version("tampered-onnx")
     assert mlflow.MlflowClient().get_model_version("tiny-clf", "1").tags.get("lineage.onnx_version") in (
-        None, "tiny-clf-onnx/1")
+        None,
+        "tiny-clf-onnx/1",
+    )
 
 
 def test_the_fp32_export_reports_fp32_numbers(registry_env, source_model, capsys):
@@ -183,8 +218,18 @@ def test_the_fp32_export_reports_fp32_numbers(registry_env, source_model, capsys
     re-tunes its thresholds on the source run's validation split."""
     from mlprojects.export_onnx import main
 
-    rc = main(["--model-uri", source_model, "--model-name", "plain-onnx", "--quantization", "none",
-               "--thresholds", "validation"])
+    rc = main(
+        [
+            "--model-uri",
+            source_model,
+            "--model-name",
+            "plain-onnx",
+            "--quantization",
+            "none",
+            "--thresholds",
+            "validation",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "int8" not in out and "fp32 graph, min cosine to torch" in out
@@ -213,8 +258,8 @@ class _UnexportableEncoder(torch.nn.Module):
 def test_an_encoder_the_exporter_cannot_handle_is_a_clear_error(tiny_encoder, tmp_path):
     from transformers import AutoTokenizer
 
-    from mlprojects.model.classifier import Classifier
     from mlprojects.config import OnnxConfig
+    from mlprojects.model.classifier import Classifier
     from mlprojects.model.encoder import DualEncoder
     from mlprojects.onnx_model.export import ExportError, export_classifier
 
@@ -227,15 +272,21 @@ def test_an_encoder_the_exporter_cannot_handle_is_a_clear_error(tiny_encoder, tm
 
 def test_static_quantisation_is_calibrated_on_text(tiny_encoder, tmp_path):
     """Static QDQ: activation ranges from real documents (QuantizeLinear nodes with fixed scales)."""
-    from mlprojects.model.classifier import Classifier
     from mlprojects.config import OnnxConfig
+    from mlprojects.model.classifier import Classifier
     from mlprojects.model.encoder import DualEncoder, load_encoder
     from mlprojects.onnx_model.export import export_classifier
 
     encoder, tokenizer = load_encoder(tiny_encoder)
     classifier = Classifier(DualEncoder(encoder, tokenizer).eval(), FRUIT, np.full(2, 0.5))
-    result = export_classifier(classifier, tmp_path / "out", OnnxConfig(quantization="static", max_f1_drop=1.0),
-                               TEXTS, [["bank"]] * 3, TEXTS * 4)
+    result = export_classifier(
+        classifier,
+        tmp_path / "out",
+        OnnxConfig(quantization="static", max_f1_drop=1.0),
+        TEXTS,
+        [["bank"]] * 3,
+        TEXTS * 4,
+    )
     graph = onnx.load(str(result.directory / "model.onnx"))
     assert "QuantizeLinear" in {n.op_type for n in graph.graph.node}
     assert result.parity.fp32_min_cosine >= 0.9999
@@ -252,8 +303,10 @@ def test_gate_failures_name_each_gate_and_its_value():
     failures = gate_failures(bad, 0.9999, 0.99, 0.005, 0.9)
     assert failures[0] == "fp32 embedding parity: min cosine 0.999100 < 0.9999"
     assert failures[1] == "int8 embedding parity: mean cosine 0.950000 < 0.99"
-    assert failures[2] == ("F1-macro drop 0.1000 (0.8000 -> 0.7000), paired bootstrap 95% interval "
-                           "[0.0500, 0.1500]: lower bound 0.0500 > 0.005")
+    assert failures[2] == (
+        "F1-macro drop 0.1000 (0.8000 -> 0.7000), paired bootstrap 95% interval "
+        "[0.0500, 0.1500]: lower bound 0.0500 > 0.005"
+    )
     assert failures[3] == "decision agreement with torch 0.8500 < 0.9 (same label set on 34 of 40 documents)"
     assert bad.f1_macro_drop == pytest.approx(0.1)
 
@@ -272,8 +325,13 @@ def test_the_fp32_fallback_is_held_to_fp32_gates_and_reports_fp32_numbers():
     fp32 = _report(precision="fp32", fp32=0.99995, mean=0.98)  # no int8 gate for a graph never quantised
     assert gate_failures(fp32, 0.9999, 0.99, 0.005, 0.9) == []
     assert "int8" not in " ".join(fp32.metrics()) and "int8" not in fp32.summary()
-    assert set(fp32.metrics()) >= {"parity_fp32_mean_cosine", "parity_fp32_min_cosine", "decision_agreement",
-                                   "f1_macro_drop_low", "f1_macro_drop_high"}
+    assert set(fp32.metrics()) >= {
+        "parity_fp32_mean_cosine",
+        "parity_fp32_min_cosine",
+        "decision_agreement",
+        "f1_macro_drop_low",
+        "f1_macro_drop_high",
+    }
     assert "int8 mean cosine 0.99500" in _report().summary()
     assert fp32.summary().startswith("fp32 graph, min cosine to torch 0.999950; F1-macro 0.8000 -> 0.7970")
 

@@ -1,5 +1,6 @@
 """The controller exports each new champion to ONNX as part of promoting it (tiny encoder, real SQLite registry):
 `<name>-onnx@champion` always names the current champion's export, or nothing when it has none."""
+
 from __future__ import annotations
 
 import functools
@@ -8,9 +9,9 @@ import pytest
 from mlflow import MlflowClient
 
 from lifecycle import actions as A
+from lifecycle.config import ONNX_ON_PROMOTION
 from lifecycle.controller import Controller
 from mlprojects import config as C
-from lifecycle.config import ONNX_ON_PROMOTION
 from registry.aliases import aliases
 
 
@@ -22,8 +23,23 @@ def champion(mlflow_env, tiny_encoder, demo_frame, tmp_path, monkeypatch):
     monkeypatch.setenv("LOCAL_DEPLOY_DIR", str(tmp_path / "deployments"))
     data = tmp_path / "small.csv"
     demo_frame.head(120).to_csv(data, index=False)
-    assert sft_main(["--data", str(data), "--encoder", tiny_encoder, "--max-epochs", "1", "--min-examples", "2",
-                     "--model-name", "promo"]) == 0
+    assert (
+        sft_main(
+            [
+                "--data",
+                str(data),
+                "--encoder",
+                tiny_encoder,
+                "--max-epochs",
+                "1",
+                "--min-examples",
+                "2",
+                "--model-name",
+                "promo",
+            ]
+        )
+        == 0
+    )
     log = Controller("promo").reconcile()
     return log
 
@@ -33,8 +49,9 @@ def promote(version: str, onnx: str | None) -> str | None:
     controller = Controller("promo")
     assert controller.lease.try_acquire()
     with controller.lease:
-        intent = A.new_intent("promote", version=version, previous=controller.state().champion, actor="test",
-                              tags={}, onnx=onnx)
+        intent = A.new_intent(
+            "promote", version=version, previous=controller.state().champion, actor="test", tags={}, onnx=onnx
+        )
         A.write_intent(controller.ctx, intent)
         return A.promote(controller.ctx, intent)
 

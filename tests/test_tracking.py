@@ -1,4 +1,5 @@
 """tracking.setup when several processes start at once (e.g. four lifecycle controllers on a new store)."""
+
 from __future__ import annotations
 
 import mlflow

@@ -1,4 +1,5 @@
 """Bootstrap intervals over documents, as pure numpy functions (seeded, so decisions are reproducible)."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -19,8 +20,9 @@ def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n: int = 1000, seed: int = 0,
-                        confidence: float = 0.95, label_names=None) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    y_true: np.ndarray, y_pred: np.ndarray, n: int = 1000, seed: int = 0, confidence: float = 0.95, label_names=None
+) -> dict[str, tuple[float, float]]:
     """Percentile intervals for every score of `multilabel_report`: 'f1_macro', ..., 'per_label.<label>.f1'
     (supports are counts, not scores, and get none)."""
     samples: dict[str, list[float]] = {}
@@ -31,17 +33,27 @@ def bootstrap_intervals(y_true: np.ndarray, y_pred: np.ndarray, n: int = 1000, s
     return {key: _interval(np.asarray(values), confidence) for key, values in samples.items()}
 
 
-def paired_bootstrap(y_true: np.ndarray, pred_a: np.ndarray, pred_b: np.ndarray, n: int = 1000, seed: int = 0,
-                     confidence: float = 0.95,
-                     metric: Callable[[np.ndarray, np.ndarray], float] = lambda t, p: f1_summary(t, p)["f1_macro"]
-                     ) -> dict[str, float]:
+def paired_bootstrap(
+    y_true: np.ndarray,
+    pred_a: np.ndarray,
+    pred_b: np.ndarray,
+    n: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    metric: Callable[[np.ndarray, np.ndarray], float] = lambda t, p: f1_summary(t, p)["f1_macro"],
+) -> dict[str, float]:
     """Gain of model A over model B, both scored on the same resampled documents (pairing removes the noise
     both share). Returns the observed gain, its interval, and the share of resamples where A is not better."""
-    diffs = np.array([metric(y_true[idx], pred_a[idx]) - metric(y_true[idx], pred_b[idx])
-                      for idx in resamples(len(y_true), n, seed)])
+    diffs = np.array(
+        [metric(y_true[idx], pred_a[idx]) - metric(y_true[idx], pred_b[idx]) for idx in resamples(len(y_true), n, seed)]
+    )
     low, high = _interval(diffs, confidence)
-    return {"gain": metric(y_true, pred_a) - metric(y_true, pred_b), "low": low, "high": high,
-            "p_not_better": float((diffs <= 0).mean())}
+    return {
+        "gain": metric(y_true, pred_a) - metric(y_true, pred_b),
+        "low": low,
+        "high": high,
+        "p_not_better": float((diffs <= 0).mean()),
+    }
 
 
 def _flatten(report: dict, prefix: str = "") -> dict[str, float]:

@@ -2,6 +2,7 @@
 
 Used by the `evaluate` stage and by the lifecycle controller, so both report the same numbers.
 """
+
 from __future__ import annotations
 
 import functools
@@ -14,9 +15,9 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+from mlprojects.data import multi_hot, prepare
 from mlprojects.evaluation import plots
 from mlprojects.evaluation.bootstrap import bootstrap_intervals
-from mlprojects.data import multi_hot, prepare
 from registry.documents import load_label_descriptions, parse_columns, read_table
 from registry.errors import DataError, PlatformError
 from registry.tracking import log_json
@@ -56,7 +57,7 @@ class Evaluation:
         for label, scores in self.report["per_label"].items():
             out.update({f"{k}_{label}": float(v) for k, v in scores.items()})
         for key, (low, high) in self.intervals.items():  # 'f1_macro' or 'per_label.<label>.<score>'
-            name = key if "." not in key else f"{key.rsplit('.', 1)[1]}_{key[len('per_label.'):key.rfind('.')]}"
+            name = key if "." not in key else f"{key.rsplit('.', 1)[1]}_{key[len('per_label.') : key.rfind('.')]}"
             out[f"{name}_low"], out[f"{name}_high"] = low, high
         return out
 
@@ -68,8 +69,13 @@ class Evaluation:
         return tags
 
 
-def load_eval_data(data: str, labels: str | dict[str, str], text_columns: str = "text",
-                   label_column: str = "labels", delimiter: str = "|") -> EvalData:
+def load_eval_data(
+    data: str,
+    labels: str | dict[str, str],
+    text_columns: str = "text",
+    label_column: str = "labels",
+    delimiter: str = "|",
+) -> EvalData:
     """Read and normalise the dataset, then run its great-expectations gate; DataError if the gate fails.
     `labels`: a label file (URI) or the label -> description mapping itself."""
     from validation import validate_evaluation_data
@@ -123,11 +129,20 @@ def _metric():
     return evaluate.load(MULTILABEL_F1)
 
 
-def score(data: EvalData, y_pred: np.ndarray, scores: np.ndarray, n_bootstrap: int = 1000, seed: int = 0,
-          confidence: float = 0.95) -> Evaluation:
+def score(
+    data: EvalData,
+    y_pred: np.ndarray,
+    scores: np.ndarray,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> Evaluation:
     """Metrics through the local `evaluate` module, and their bootstrap intervals over documents."""
-    report = _metric().compute(predictions=y_pred.astype(int).tolist(), references=data.y_true.astype(int).tolist(),
-                               label_names=data.label_names)
+    report = _metric().compute(
+        predictions=y_pred.astype(int).tolist(),
+        references=data.y_true.astype(int).tolist(),
+        label_names=data.label_names,
+    )
     intervals = bootstrap_intervals(data.y_true, y_pred, n_bootstrap, seed, confidence, data.label_names)
     return Evaluation(report, intervals, y_pred, scores, data)
 
@@ -139,8 +154,14 @@ def load_model(model_uri: str):
         raise ModelError(f"{model_uri} does not load: {type(exc).__name__}: {exc}") from exc
 
 
-def evaluate_model(model_uri: str, data: EvalData, n_bootstrap: int = 1000, seed: int = 0,
-                   confidence: float = 0.95, zero_shot: bool = False) -> Evaluation:
+def evaluate_model(
+    model_uri: str,
+    data: EvalData,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    zero_shot: bool = False,
+) -> Evaluation:
     """Load, predict and score; a model that fails to load or predict raises ModelError."""
     model = load_model(model_uri)
     try:
@@ -181,11 +202,15 @@ def _label_lists(data: EvalData) -> list[list[str]]:
 def log_evaluation(ev: Evaluation, prefix: str = "") -> None:
     """Metrics, the full report and the plots into the active MLflow run (under `prefix`, e.g. 'v3/')."""
     mlflow.log_metrics({f"{prefix.replace('/', '_')}{k}": v for k, v in ev.metrics().items()})
-    log_json({"report": ev.report, "intervals": ev.intervals, "dataset": ev.data.source, "digest": ev.data.digest},
-             f"{prefix}evaluation/metrics.json")
+    log_json(
+        {"report": ev.report, "intervals": ev.intervals, "dataset": ev.data.source, "digest": ev.data.digest},
+        f"{prefix}evaluation/metrics.json",
+    )
     labels, y_true = ev.data.label_names, ev.data.y_true
-    for name, fig in (("confusion_matrices", plots.confusion_matrices(y_true, ev.y_pred, labels)),
-                      ("precision_recall", plots.precision_recall_curves(y_true, ev.scores, labels)),
-                      ("threshold_curves", plots.threshold_curves(y_true, ev.scores, labels))):
+    for name, fig in (
+        ("confusion_matrices", plots.confusion_matrices(y_true, ev.y_pred, labels)),
+        ("precision_recall", plots.precision_recall_curves(y_true, ev.scores, labels)),
+        ("threshold_curves", plots.threshold_curves(y_true, ev.scores, labels)),
+    ):
         mlflow.log_figure(fig, f"{prefix}evaluation/{name}.png")
         plots.plt.close(fig)

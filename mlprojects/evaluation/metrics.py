@@ -1,4 +1,5 @@
 """Multi-label metrics and per-label threshold tuning, as pure numpy functions (fast enough for every epoch)."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -64,6 +65,8 @@ def multilabel_report(y_true: np.ndarray, y_pred: np.ndarray, label_names: Seque
     """Everything the evaluation stage reports: the F1 summary, subset accuracy and per-label scores."""
     names = list(label_names) if label_names is not None else [str(j) for j in range(y_true.shape[1])]
     precision, recall, f1, support = f1_per_label(y_true, y_pred)
-    per_label = {n: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                 for n, p, r, f, s in zip(names, precision, recall, f1, support)}
+    per_label = {
+        n: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for n, p, r, f, s in zip(names, precision, recall, f1, support)
+    }
     return {**f1_summary(y_true, y_pred), "subset_accuracy": subset_accuracy(y_true, y_pred), "per_label": per_label}

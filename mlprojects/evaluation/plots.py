@@ -1,4 +1,5 @@
 """Figures people would rather look at than tables; each returns a matplotlib Figure to log with mlflow."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -47,11 +48,15 @@ def grpo_curves(history: list[dict]):
     mean = [h["reward_mean"] for h in history]
     std = [h["reward_std"] for h in history]
     axes[0].plot(steps, mean, label="mean")
-    axes[0].fill_between(steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2,
-                         label="± std in group")
+    axes[0].fill_between(
+        steps, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)], alpha=0.2, label="± std in group"
+    )
     axes[0].legend()
-    for ax, key, title in zip(axes, ("reward_mean", "kl", "clip_fraction", "entropy"),
-                              ("reward", "KL(policy ‖ reference), k3", "clip fraction", "entropy (nats/label)")):
+    for ax, key, title in zip(
+        axes,
+        ("reward_mean", "kl", "clip_fraction", "entropy"),
+        ("reward", "KL(policy ‖ reference), k3", "clip fraction", "entropy (nats/label)"),
+    ):
         if key != "reward_mean":
             ax.plot(steps, [h[key] for h in history])
         ax.set(xlabel="step", title=f"GRPO: {title}")
@@ -79,8 +84,15 @@ def confusion_matrices(y_true, y_pred, labels: list[str]):
         ax.imshow(cm, cmap="Blues")
         for (r, c), v in np.ndenumerate(cm):
             ax.text(c, r, str(v), ha="center", va="center", color="black")
-        ax.set(title=label, xticks=[0, 1], yticks=[0, 1], xticklabels=["no", "yes"], yticklabels=["no", "yes"],
-               xlabel="predicted", ylabel="true")
+        ax.set(
+            title=label,
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=["no", "yes"],
+            yticklabels=["no", "yes"],
+            xlabel="predicted",
+            ylabel="true",
+        )
     fig.tight_layout()
     return fig
 
@@ -109,7 +121,7 @@ def threshold_curves(y_true, scores, labels: list[str], thresholds=None):
 
     fig, axes = _grid(len(labels))
     for j, (ax, label) in enumerate(zip(axes, labels)):
-        f1 = [f1_per_label(y_true[:, j:j + 1], scores[:, j:j + 1] >= t)[2][0] for t in DEFAULT_THRESHOLD_GRID]
+        f1 = [f1_per_label(y_true[:, j : j + 1], scores[:, j : j + 1] >= t)[2][0] for t in DEFAULT_THRESHOLD_GRID]
         ax.plot(DEFAULT_THRESHOLD_GRID, f1, marker=".")
         if thresholds is not None:
             ax.axvline(float(np.asarray(thresholds)[j]), color="grey", linestyle="--")

@@ -1,4 +1,5 @@
 """A trained dual encoder with its label set and thresholds: what is saved, registered and served."""
+
 from __future__ import annotations
 
 import json
@@ -83,5 +84,10 @@ class Classifier:
         tokenizer = AutoTokenizer.from_pretrained(directory / ENCODER_DIR)
         model = DualEncoder(encoder, tokenizer, meta["pooling"], meta["max_length"], meta["scale"], meta["bias"])
         model.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
-        return cls(model, meta["label_descriptions"], np.asarray(meta["thresholds"]), meta["single_label"],
-                   meta["text_columns"])
+        return cls(
+            model,
+            meta["label_descriptions"],
+            np.asarray(meta["thresholds"]),
+            meta["single_label"],
+            meta["text_columns"],
+        )

@@ -2,6 +2,7 @@
 
 No classification head: the label set is whatever descriptions are passed in, so new labels work zero-shot.
 """
+
 from __future__ import annotations
 
 import copy
@@ -55,8 +56,15 @@ def lora_target_modules(model_type: str) -> list[str]:
 class DualEncoder(nn.Module):
     """Shared encoder + pooling + L2 norm; logits = scale · cos + bias, scale learnt in log space (as in CLIP)."""
 
-    def __init__(self, encoder: nn.Module, tokenizer, pooling: str = "mean", max_length: int = 128,
-                 init_scale: float = 20.0, init_bias: float = -6.0):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tokenizer,
+        pooling: str = "mean",
+        max_length: int = 128,
+        init_scale: float = 20.0,
+        init_bias: float = -6.0,
+    ):
         super().__init__()
         if pooling not in POOLERS:
             raise ConfigError(f"pooling must be one of {sorted(POOLERS)}, got '{pooling}'")
@@ -76,8 +84,9 @@ class DualEncoder(nn.Module):
         return self.log_scale.exp().clamp(max=100.0)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         return {k: v.to(self.device) for k, v in batch.items()}
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
@@ -102,8 +111,9 @@ class DualEncoder(nn.Module):
         self.eval()
         order = np.argsort([len(t) for t in texts], kind="stable")
         out = torch.empty((len(texts), 0))
-        chunks = [self.encode([texts[i] for i in order[s:s + batch_size]]).cpu()
-                  for s in range(0, len(texts), batch_size)]
+        chunks = [
+            self.encode([texts[i] for i in order[s : s + batch_size]]).cpu() for s in range(0, len(texts), batch_size)
+        ]
         if chunks:
             out = torch.cat(chunks)[torch.as_tensor(np.argsort(order))]
         self.train(was_training)

@@ -5,6 +5,7 @@ r' largest singular directions: exact when r' ≥ rank(B·A), the best rank-r' a
 when it is smaller. Extra rows of A are small random values and the matching columns of B are zero, so the
 update is unchanged and the new directions still receive gradients (as in LoRA's own initialisation).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,9 @@ import torch
 _A, _B = "lora_A", "lora_B"
 
 
-def resize_lora_pair(a: torch.Tensor, b: torch.Tensor, alpha: float, new_r: int,
-                     generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def resize_lora_pair(
+    a: torch.Tensor, b: torch.Tensor, alpha: float, new_r: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(A [r, in], B [out, r]) at scaling alpha/r -> (A' [new_r, in], B' [out, new_r]) at scaling alpha/new_r."""
     if new_r < 1:
         raise ValueError(f"LoRA rank must be >= 1, got {new_r}")
@@ -42,7 +44,9 @@ def lora_rank(state: dict[str, torch.Tensor]) -> int | None:
     return ranks.pop() if ranks else None
 
 
-def resize_lora_state(state: dict[str, torch.Tensor], alpha: float, new_r: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def resize_lora_state(
+    state: dict[str, torch.Tensor], alpha: float, new_r: int, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """A copy of a trainable state (DualEncoder.trainable_state) with every lora_A/lora_B pair at rank new_r."""
     generator = torch.Generator().manual_seed(seed)
     out = dict(state)

@@ -1,4 +1,5 @@
 """Models-from-code definition of the torch dual-encoder pyfunc (MLflow logs this file, not a pickle)."""
+
 from __future__ import annotations
 
 import mlflow

@@ -1,5 +1,6 @@
 """The torch classifier as a registered MLflow model: logged with the code it runs, loaded back to train further
 (GRPO) or to export (ONNX)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,11 +19,24 @@ PYFUNC_FILE = Path(__file__).with_name("pyfunc.py")
 MODEL_CODE = [str(Path(mlprojects.__file__).parent), str(Path(registry.__file__).parent)]
 
 
-def log_classifier(directory: str | Path, text_columns: list[str], example: pd.DataFrame,
-                   example_output: pd.DataFrame, name: str = "model"):
+def log_classifier(
+    directory: str | Path,
+    text_columns: list[str],
+    example: pd.DataFrame,
+    example_output: pd.DataFrame,
+    name: str = "model",
+):
     """Log a saved Classifier as the torch pyfunc into the active run; returns MLflow's ModelInfo."""
-    return log_pyfunc(PYFUNC_FILE, {"classifier": str(directory)}, torch_requirements(), text_columns, example,
-                      example_output, MODEL_CODE, name)
+    return log_pyfunc(
+        PYFUNC_FILE,
+        {"classifier": str(directory)},
+        torch_requirements(),
+        text_columns,
+        example,
+        example_output,
+        MODEL_CODE,
+        name,
+    )
 
 
 def load_classifier(model_uri: str, device: str | None = None) -> Classifier:

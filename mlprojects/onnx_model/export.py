@@ -1,6 +1,7 @@
 """Torch classifier -> ONNX package: export encoder+pooling+L2 norm as one graph, fuse, quantise to int8,
 tune the export's own thresholds, check parity with the torch model, precompute the label embeddings.
 Nothing here touches MLflow."""
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,22 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from mlprojects.model.classifier import Classifier
 from mlprojects.config import OnnxConfig
-from registry.errors import PlatformError
-from mlprojects.model.encoder import POOLERS
 from mlprojects.data import multi_hot
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import POOLERS
 from mlprojects.onnx_model.parity import ParityReport, check_parity, own_thresholds
 from mlprojects.onnx_model.quantize import TextCalibrationReader, quantize
-from mlprojects.onnx_model.runtime import (LABEL_EMB_FILE, META_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxClassifier,
-                                     OnnxEncoder, load_tokenizer)
+from mlprojects.onnx_model.runtime import (
+    LABEL_EMB_FILE,
+    META_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    OnnxClassifier,
+    OnnxEncoder,
+    load_tokenizer,
+)
+from registry.errors import PlatformError
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # ONNX Runtime's transformer optimiser knows these encoder families by its "bert" fusion patterns.
@@ -70,19 +78,29 @@ def export_graph(classifier: Classifier, path: Path, opset: int) -> tuple[Path, 
     attention = getattr(encoder.config, "_attn_implementation", None)
     if attention and hasattr(encoder, "set_attn_implementation"):
         encoder.set_attn_implementation("eager")
-    sample = classifier.model.tokenizer(["an example document", "a second, longer example document"],
-                                        padding=True, return_tensors="pt")
+    sample = classifier.model.tokenizer(
+        ["an example document", "a second, longer example document"], padding=True, return_tensors="pt"
+    )
     names = [n for n in INPUTS if n in sample]
     graph = EmbeddingGraph(encoder, classifier.model.pooling, names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"embeddings": {0: "batch"}}
     try:
         with torch.no_grad():
-            torch.onnx.export(graph, tuple(sample[n] for n in names), str(path), dynamo=False, input_names=names,
-                              output_names=["embeddings"], dynamic_axes=axes, opset_version=opset)
+            torch.onnx.export(
+                graph,
+                tuple(sample[n] for n in names),
+                str(path),
+                dynamo=False,
+                input_names=names,
+                output_names=["embeddings"],
+                dynamic_axes=axes,
+                opset_version=opset,
+            )
     except Exception as exc:  # any exporter failure means this encoder cannot be served as ONNX
         reason = (str(exc).strip().splitlines() or [""])[-1][:500]  # the last line names the cause
-        raise ExportError(f"cannot export encoder '{type(encoder).__name__}' to ONNX: "
-                          f"{type(exc).__name__}: {reason}") from exc
+        raise ExportError(
+            f"cannot export encoder '{type(encoder).__name__}' to ONNX: {type(exc).__name__}: {reason}"
+        ) from exc
     finally:
         if attention and hasattr(encoder, "set_attn_implementation"):
             encoder.set_attn_implementation(attention)
@@ -96,8 +114,13 @@ def fuse(source: Path, target: Path, config) -> bool:
         return False
     from onnxruntime.transformers.optimizer import optimize_model
 
-    optimized = optimize_model(str(source), model_type=model_type, num_heads=config.num_attention_heads,
-                               hidden_size=config.hidden_size, opt_level=1)
+    optimized = optimize_model(
+        str(source),
+        model_type=model_type,
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=1,
+    )
     optimized.save_model_to_file(str(target))
     return True
 
@@ -110,9 +133,16 @@ def _torch_size_mb(classifier: Classifier) -> float:
     return round(sum(p.numel() * p.element_size() for p in classifier.model.encoder.parameters()) / 2**20, 2)
 
 
-def export_classifier(classifier: Classifier, out_dir: str | Path, cfg: OnnxConfig, eval_texts: Sequence[str],
-                      eval_labels: Sequence[Sequence[str]], calibration_texts: Sequence[str],
-                      tuning_texts: Sequence[str] = (), tuning_labels: Sequence[Sequence[str]] = ()) -> ExportResult:
+def export_classifier(
+    classifier: Classifier,
+    out_dir: str | Path,
+    cfg: OnnxConfig,
+    eval_texts: Sequence[str],
+    eval_labels: Sequence[Sequence[str]],
+    calibration_texts: Sequence[str],
+    tuning_texts: Sequence[str] = (),
+    tuning_labels: Sequence[Sequence[str]] = (),
+) -> ExportResult:
     """Build the ONNX package in `out_dir`; raises ExportError naming the failed gate (then `out_dir` is
     left empty) so the caller registers nothing. With `cfg.thresholds == "validation"` the export's thresholds
     are tuned on `tuning_*` (the validation split) with its own scores; otherwise, or without them, it keeps
@@ -140,25 +170,42 @@ def export_classifier(classifier: Classifier, out_dir: str | Path, cfg: OnnxConf
         if precision == "fp32":
             shutil.copyfile(graph, final)
         else:
-            reader = (TextCalibrationReader(OnnxEncoder(graph, tokenizer, pad_id, cfg.threads), calibration_texts)
-                      if cfg.quantization == "static" else None)
+            reader = (
+                TextCalibrationReader(OnnxEncoder(graph, tokenizer, pad_id, cfg.threads), calibration_texts)
+                if cfg.quantization == "static"
+                else None
+            )
             quantize(graph, final, cfg.quantization, reader)
         steps["quantization"] = cfg.quantization
         progress.update()
         fp32_encoder = OnnxEncoder(fp32, tokenizer, pad_id, cfg.threads, cfg.batch_size)
-        encoder = fp32_encoder if precision == "fp32" else OnnxEncoder(final, tokenizer, pad_id, cfg.threads,
-                                                                         cfg.batch_size)
+        encoder = (
+            fp32_encoder if precision == "fp32" else OnnxEncoder(final, tokenizer, pad_id, cfg.threads, cfg.batch_size)
+        )
         label_emb = encoder.embed(list(classifier.label_descriptions.values()))
-        onnx_clf = OnnxClassifier(encoder, classifier.label_descriptions, label_emb, classifier.thresholds,
-                                  float(classifier.model.scale), float(classifier.model.bias),
-                                  classifier.single_label, tuple(classifier.text_columns))
+        onnx_clf = OnnxClassifier(
+            encoder,
+            classifier.label_descriptions,
+            label_emb,
+            classifier.thresholds,
+            float(classifier.model.scale),
+            float(classifier.model.bias),
+            classifier.single_label,
+            tuple(classifier.text_columns),
+        )
         retune = cfg.thresholds == "validation" and len(tuning_texts) > 0 and not classifier.single_label
         if retune:
-            onnx_clf.thresholds = own_thresholds(multi_hot(tuning_labels, classifier.labels),
-                                                 onnx_clf.predict_proba(list(tuning_texts)), classifier.thresholds,
-                                                 classifier.single_label)
-        steps["thresholds"] = (f"tuned on {len(tuning_texts)} validation documents with the export's scores"
-                               if retune else "the torch model's")
+            onnx_clf.thresholds = own_thresholds(
+                multi_hot(tuning_labels, classifier.labels),
+                onnx_clf.predict_proba(list(tuning_texts)),
+                classifier.thresholds,
+                classifier.single_label,
+            )
+        steps["thresholds"] = (
+            f"tuned on {len(tuning_texts)} validation documents with the export's scores"
+            if retune
+            else "the torch model's"
+        )
         parity = check_parity(classifier, fp32_encoder, onnx_clf, precision, eval_texts, eval_labels, cfg)
         progress.update()
         progress.close()
@@ -166,16 +213,31 @@ def export_classifier(classifier: Classifier, out_dir: str | Path, cfg: OnnxConf
         if precision == "int8":
             sizes["onnx_int8"] = _size_mb(final)
         if not parity.passed:
-            raise ExportError(f"ONNX {precision} export failed its parity gates, nothing was registered:\n"
-                              + "\n".join(f"- {f}" for f in parity.failures), parity, sizes)
+            raise ExportError(
+                f"ONNX {precision} export failed its parity gates, nothing was registered:\n"
+                + "\n".join(f"- {f}" for f in parity.failures),
+                parity,
+                sizes,
+            )
         shutil.copyfile(final, out_dir / MODEL_FILE)
         shutil.copyfile(tmp / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
     np.save(out_dir / LABEL_EMB_FILE, label_emb)
-    meta = {"labels": classifier.labels, "label_descriptions": classifier.label_descriptions,
-            "thresholds": [float(t) for t in onnx_clf.thresholds], "single_label": classifier.single_label,
-            "text_columns": list(classifier.text_columns), "scale": onnx_clf.scale, "bias": onnx_clf.bias,
-            "pooling": classifier.model.pooling, "max_length": classifier.model.max_length, "pad_id": pad_id,
-            "input_names": input_names, "threads": cfg.threads, "batch_size": cfg.batch_size, "steps": steps,
-            "precision": precision}
+    meta = {
+        "labels": classifier.labels,
+        "label_descriptions": classifier.label_descriptions,
+        "thresholds": [float(t) for t in onnx_clf.thresholds],
+        "single_label": classifier.single_label,
+        "text_columns": list(classifier.text_columns),
+        "scale": onnx_clf.scale,
+        "bias": onnx_clf.bias,
+        "pooling": classifier.model.pooling,
+        "max_length": classifier.model.max_length,
+        "pad_id": pad_id,
+        "input_names": input_names,
+        "threads": cfg.threads,
+        "batch_size": cfg.batch_size,
+        "steps": steps,
+        "precision": precision,
+    }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return ExportResult(out_dir, parity, sizes, steps)

@@ -5,6 +5,7 @@ three-split rule: the gates judge on the model's evaluation data (the `eval.data
 split); thresholds re-tuned for the export (`thresholds=validation`) come from the source SFT run's
 `data/validation.parquet`; static quantisation is calibrated on its `data/train.parquet`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,18 +21,18 @@ from mlflow.exceptions import MlflowException
 
 from mlprojects import config as C
 from mlprojects.data import prepare
-from registry.documents import parse_columns, read_table
-from registry.errors import ConfigError, DataError
+from mlprojects.model.registered import load_classifier
 from mlprojects.onnx_model.export import ExportError, ExportResult, export_classifier
-from registry.tracking import log_json, log_params_once
+from mlprojects.onnx_model.registered import log_onnx_classifier
 from registry import conventions as RC
 from registry.aliases import remove_alias
 from registry.contract import format_predictions
-from mlprojects.onnx_model.registered import log_onnx_classifier
+from registry.documents import parse_columns, read_table
+from registry.errors import ConfigError, DataError
 from registry.log_model import register
-from mlprojects.model.registered import load_classifier
 from registry.lookup import versions_of
 from registry.settings import read_settings
+from registry.tracking import log_json, log_params_once
 
 log = logging.getLogger(__name__)
 LINEAGE_DEPTH = 8  # parents followed to find a split (GRPO children and clones log none of their own)
@@ -49,8 +50,10 @@ def source_version(client: MlflowClient, model_uri: str) -> ModelVersion:
     from mlflow.store.artifact.utils.models import get_model_name_and_version
 
     if not model_uri.startswith("models:/"):
-        raise ConfigError(f"model_uri must name a registered model (models:/<name>/<version> or "
-                          f"models:/<name>@<alias>), got '{model_uri}'")
+        raise ConfigError(
+            f"model_uri must name a registered model (models:/<name>/<version> or "
+            f"models:/<name>@<alias>), got '{model_uri}'"
+        )
     try:
         name, version = get_model_name_and_version(client, model_uri)
         return client.get_model_version(name, version)
@@ -90,8 +93,10 @@ def gate_data(client: MlflowClient, source: ModelVersion) -> tuple[pd.DataFrame,
         return labelled(frame, settings.data), settings.data
     frame = lineage_data(client, source, "test")
     if frame is None:
-        raise DataError(f"{source.name} version {source.version} has no evaluation data for the parity gates: "
-                        "configure it (python -m lifecycle configure --eval-data ...) or pass eval_data")
+        raise DataError(
+            f"{source.name} version {source.version} has no evaluation data for the parity gates: "
+            "configure it (python -m lifecycle configure --eval-data ...) or pass eval_data"
+        )
     return labelled(frame, "the SFT run's test split"), "the SFT run's test split"
 
 
@@ -111,8 +116,16 @@ def source_classifier(source: ModelVersion):
         raise ConfigError(f"cannot export {source.name} version {source.version}: {exc}") from exc
 
 
-def export_version(client: MlflowClient, source: ModelVersion, classifier, cfg: C.OnnxConfig, onnx_name: str,
-                   evaluation: pd.DataFrame, eval_source: str, role: str = "") -> Published:
+def export_version(
+    client: MlflowClient,
+    source: ModelVersion,
+    classifier,
+    cfg: C.OnnxConfig,
+    onnx_name: str,
+    evaluation: pd.DataFrame,
+    eval_source: str,
+    role: str = "",
+) -> Published:
     """Export, gate, log and register one version; ExportError (nothing registered) when a gate fails."""
     tuning = lineage_data(client, source, "validation") if cfg.thresholds == "validation" else None
     tuning = None if tuning is None else labelled(tuning, "validation split")
@@ -120,14 +133,30 @@ def export_version(client: MlflowClient, source: ModelVersion, classifier, cfg: 
     calibration = evaluation if calibration is None else calibration
     calibration_texts = list(calibration["text"].sample(min(cfg.calibration_docs, len(calibration)), random_state=0))
     # nested under the controller's run; under `mlflow run` no run is active yet and the stage's own resumes
-    with mlflow.start_run(run_name="export_onnx", nested=mlflow.active_run() is not None) as run, tempfile.TemporaryDirectory() as tmp:
-        log_params_once({**vars(cfg), "source_model": source.name, "source_version": source.version,
-                         "eval_data": eval_source, "model_name": onnx_name,
-                         "threshold_data": "validation split" if tuning is not None else "torch thresholds"})
+    with (
+        mlflow.start_run(run_name="export_onnx", nested=mlflow.active_run() is not None) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        log_params_once(
+            {
+                **vars(cfg),
+                "source_model": source.name,
+                "source_version": source.version,
+                "eval_data": eval_source,
+                "model_name": onnx_name,
+                "threshold_data": "validation split" if tuning is not None else "torch thresholds",
+            }
+        )
         try:
-            result = export_classifier(classifier, Path(tmp) / "onnx_classifier", cfg, list(evaluation["text"]),
-                                       list(evaluation["labels"]), calibration_texts,
-                                       *((list(tuning["text"]), list(tuning["labels"])) if tuning is not None else ()))
+            result = export_classifier(
+                classifier,
+                Path(tmp) / "onnx_classifier",
+                cfg,
+                list(evaluation["text"]),
+                list(evaluation["labels"]),
+                calibration_texts,
+                *((list(tuning["text"]), list(tuning["labels"])) if tuning is not None else ()),
+            )
         except ExportError as exc:
             mlflow.set_tag("onnx.parity", "failed" if exc.parity else "export failed")
             if exc.parity:
@@ -136,22 +165,48 @@ def export_version(client: MlflowClient, source: ModelVersion, classifier, cfg: 
         parity = result.parity
         mlflow.set_tag("onnx.parity", "passed")
         mlflow.log_metrics(parity.metrics() | {f"size_mb_{k}": v for k, v in result.sizes_mb.items()})
-        log_json({"sizes_mb": result.sizes_mb, "steps": result.steps, "precision": parity.precision,
-                  **parity.metrics(), "n_eval_docs": parity.n_texts, "eval_data": eval_source},
-                 "onnx/parity_report.json")
+        log_json(
+            {
+                "sizes_mb": result.sizes_mb,
+                "steps": result.steps,
+                "precision": parity.precision,
+                **parity.metrics(),
+                "n_eval_docs": parity.n_texts,
+                "eval_data": eval_source,
+            },
+            "onnx/parity_report.json",
+        )
         example = evaluation[["text"]].head(3).reset_index(drop=True)
         probs = classifier.predict_proba(list(example["text"]))
-        info = log_onnx_classifier(result.directory, classifier.text_columns, example,
-                                   format_predictions(probs, classifier.labels, classifier.thresholds,
-                                                      classifier.single_label), cfg.threads)
-        version = register(info.model_uri, onnx_name, {
-            RC.TAG_KIND: "onnx", RC.TAG_PARENT_VERSION: source.version, RC.TAG_SOURCE_MODEL: source.name,
-            RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_ENCODER: source.tags.get(RC.TAG_ENCODER),
-            RC.TAG_DATA_DIGEST: source.tags.get(RC.TAG_DATA_DIGEST), RC.TAG_ONNX_PRECISION: parity.precision},
-            alias=None)
-    client.update_model_version(onnx_name, version.version, description=(
-        f"ONNX {parity.precision} export of {source.name} version {source.version}{f' ({role})' if role else ''}. "
-        f"Parity on {eval_source}: {parity.summary()}. Thresholds: {result.steps['thresholds']}."))
+        info = log_onnx_classifier(
+            result.directory,
+            classifier.text_columns,
+            example,
+            format_predictions(probs, classifier.labels, classifier.thresholds, classifier.single_label),
+            cfg.threads,
+        )
+        version = register(
+            info.model_uri,
+            onnx_name,
+            {
+                RC.TAG_KIND: "onnx",
+                RC.TAG_PARENT_VERSION: source.version,
+                RC.TAG_SOURCE_MODEL: source.name,
+                RC.TAG_SOURCE_RUN: run.info.run_id,
+                RC.TAG_ENCODER: source.tags.get(RC.TAG_ENCODER),
+                RC.TAG_DATA_DIGEST: source.tags.get(RC.TAG_DATA_DIGEST),
+                RC.TAG_ONNX_PRECISION: parity.precision,
+            },
+            alias=None,
+        )
+    client.update_model_version(
+        onnx_name,
+        version.version,
+        description=(
+            f"ONNX {parity.precision} export of {source.name} version {source.version}{f' ({role})' if role else ''}. "
+            f"Parity on {eval_source}: {parity.summary()}. Thresholds: {result.steps['thresholds']}."
+        ),
+    )
     client.set_model_version_tag(source.name, source.version, RC.TAG_ONNX_VERSION, f"{onnx_name}/{version.version}")
     return Published(onnx_name, str(version.version), result)
 
@@ -163,8 +218,11 @@ def existing_export(client: MlflowClient, source: ModelVersion, onnx_name: str) 
         versions = versions_of(client, onnx_name)
     except MlflowException:
         return None
-    found = [v for v in versions if v.tags.get(RC.TAG_SOURCE_MODEL) == source.name
-             and v.tags.get(RC.TAG_PARENT_VERSION) == str(source.version)]
+    found = [
+        v
+        for v in versions
+        if v.tags.get(RC.TAG_SOURCE_MODEL) == source.name and v.tags.get(RC.TAG_PARENT_VERSION) == str(source.version)
+    ]
     return str(max(int(v.version) for v in found)) if found else None
 
 
@@ -189,8 +247,9 @@ def export_champion(client: MlflowClient, name: str, version: str, quantization:
     attempts = [] if refused else [cfg] + ([replace(cfg, quantization="none")] if quantization != "none" else [])
     for attempt in attempts:
         try:
-            published = export_version(client, source, classifier, attempt, onnx_name, evaluation, where,
-                                       role=RC.CHAMPION)
+            published = export_version(
+                client, source, classifier, attempt, onnx_name, evaluation, where, role=RC.CHAMPION
+            )
         except ExportError as exc:
             refused.append("; ".join(exc.parity.failures) if exc.parity else str(exc))
             log.warning("ONNX export of %s version %s refused: %s", name, version, exc)

@@ -3,6 +3,7 @@ never torch or transformers. Same contract as the torch pyfunc (`registry.contra
 
 Threads: `mlflow.pyfunc.load_model(uri, model_config={"threads": 4})`; default from the package (0 = all cores).
 """
+
 from __future__ import annotations
 
 import mlflow
@@ -18,8 +19,9 @@ class OnnxDualEncoderPyfunc(PythonModel):
 
     def load_context(self, context) -> None:
         threads = (context.model_config or {}).get("threads")
-        self.classifier = OnnxClassifier.load(context.artifacts["onnx_classifier"],
-                                              None if threads is None else int(threads))
+        self.classifier = OnnxClassifier.load(
+            context.artifacts["onnx_classifier"], None if threads is None else int(threads)
+        )
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         clf = self.classifier

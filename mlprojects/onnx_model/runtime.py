@@ -2,6 +2,7 @@
 
 Shared by the exporter (parity gates, label embeddings) and the ONNX pyfunc, so both embed text the same way.
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,9 @@ def probabilities(doc_emb: np.ndarray, label_emb: np.ndarray, scale: float, bias
 class OnnxEncoder:
     """Texts -> L2-normalised embeddings through the exported graph, batched by length (little padding)."""
 
-    def __init__(self, model_path: str | Path, tokenizer: Tokenizer, pad_id: int = 0, threads: int = 0,
-                 batch_size: int = 32):
+    def __init__(
+        self, model_path: str | Path, tokenizer: Tokenizer, pad_id: int = 0, threads: int = 0, batch_size: int = 32
+    ):
         self.session = session(model_path, threads)
         self.tokenizer = tokenizer
         self.pad_id = pad_id
@@ -65,9 +67,9 @@ class OnnxEncoder:
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
         for row, e in enumerate(encodings):
-            ids[row, :len(e.ids)] = e.ids
-            mask[row, :len(e.ids)] = 1
-            types[row, :len(e.ids)] = e.type_ids
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = 1
+            types[row, : len(e.ids)] = e.type_ids
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         return {k: v for k, v in feed.items() if k in self.input_names}
 
@@ -79,8 +81,10 @@ class OnnxEncoder:
         if not encodings:
             return np.zeros((0, self.dim), dtype=np.float32)
         order = np.argsort([len(e.ids) for e in encodings] if by_length else np.zeros(len(encodings)), kind="stable")
-        chunks = [self.session.run(None, self.feed([encodings[i] for i in order[s:s + size]]))[0]
-                  for s in range(0, len(order), size)]
+        chunks = [
+            self.session.run(None, self.feed([encodings[i] for i in order[s : s + size]]))[0]
+            for s in range(0, len(order), size)
+        ]
         return np.concatenate(chunks)[np.argsort(order)]
 
 
@@ -103,8 +107,9 @@ class OnnxClassifier:
 
     def predict_proba(self, texts: Sequence[str], label_descriptions: dict[str, str] | None = None) -> np.ndarray:
         """Own labels use the precomputed embeddings; a new label set is embedded by the ONNX encoder."""
-        label_emb = (self.encoder.embed(list(label_descriptions.values())) if label_descriptions
-                     else self.label_embeddings)
+        label_emb = (
+            self.encoder.embed(list(label_descriptions.values())) if label_descriptions else self.label_embeddings
+        )
         if not texts:
             return np.zeros((0, len(label_emb)), dtype=np.float32)
         return probabilities(self.encoder.embed(texts), label_emb, self.scale, self.bias)
@@ -114,8 +119,20 @@ class OnnxClassifier:
         directory = Path(directory)
         meta = json.loads((directory / META_FILE).read_text())
         tokenizer = load_tokenizer(directory / TOKENIZER_FILE, meta["max_length"])
-        encoder = OnnxEncoder(directory / MODEL_FILE, tokenizer, meta["pad_id"],
-                              meta["threads"] if threads is None else threads, meta["batch_size"])
-        return cls(encoder, meta["label_descriptions"], np.load(directory / LABEL_EMB_FILE),
-                   np.asarray(meta["thresholds"]), meta["scale"], meta["bias"], meta["single_label"],
-                   tuple(meta["text_columns"]))
+        encoder = OnnxEncoder(
+            directory / MODEL_FILE,
+            tokenizer,
+            meta["pad_id"],
+            meta["threads"] if threads is None else threads,
+            meta["batch_size"],
+        )
+        return cls(
+            encoder,
+            meta["label_descriptions"],
+            np.load(directory / LABEL_EMB_FILE),
+            np.asarray(meta["thresholds"]),
+            meta["scale"],
+            meta["bias"],
+            meta["single_label"],
+            tuple(meta["text_columns"]),
+        )

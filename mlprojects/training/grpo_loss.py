@@ -7,6 +7,7 @@ and a "sequence" is one label vector (all of equal length, so the completion mas
 Shapes: logits [B, L] (one row per document), samples/log-probs [B, G, L] (G generations per document),
 rewards/advantages [B, G].
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 ADV_EPS = 1e-4  # TRL's constant in (r - mean) / (std + eps)
 
 
-def sample_label_sets(logits: torch.Tensor, num_generations: int, temperature: float = 1.0,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_label_sets(
+    logits: torch.Tensor, num_generations: int, temperature: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """G label sets per document from Bernoulli(sigmoid(logits / T)): float 0/1 tensor [B, G, L]."""
     probs = torch.sigmoid(logits.detach() / temperature).unsqueeze(1).expand(-1, num_generations, -1)
     return torch.bernoulli(probs, generator=generator)
@@ -73,9 +75,17 @@ class GRPOLoss:
     ratio_mean: float
 
 
-def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor | None,
-              advantages: torch.Tensor, epsilon: float = 0.2, epsilon_high: float | None = None,
-              beta: float = 0.0, loss_type: str = "dapo", importance_sampling_level: str = "token") -> GRPOLoss:
+def grpo_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    ref_logps: torch.Tensor | None,
+    advantages: torch.Tensor,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+    beta: float = 0.0,
+    loss_type: str = "dapo",
+    importance_sampling_level: str = "token",
+) -> GRPOLoss:
     """Clipped-ratio surrogate + beta · k3 KL, aggregated as TRL's `loss_type`.
 
     logps/old_logps/ref_logps: [N, L] per-label log-probs of N sampled label sets (documents × generations
@@ -91,8 +101,9 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     if importance_sampling_level == "sequence":
         log_ratio = log_ratio.mean(-1, keepdim=True)
     elif importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
-        raise ValueError(f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, "
-                         f"got {importance_sampling_level!r}")
+        raise ValueError(
+            f"importance_sampling_level must be one of {IMPORTANCE_SAMPLING_LEVELS}, got {importance_sampling_level!r}"
+        )
     coef_1 = torch.exp(log_ratio)
     coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
     adv = advantages.unsqueeze(1)

@@ -7,6 +7,7 @@ document's group, and the clipped surrogate + beta · KL(policy ‖ reference) i
 them: a correction is a full label, and a supervised term learns it in one step where sampled rewards need
 many. The reference is frozen: its logits are computed once, up front.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,13 +18,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mlprojects.model.classifier import Classifier
 from mlprojects.config import GRPOParams
-from registry.errors import ConfigError, TrainingError
-from mlprojects.training.grpo_loss import (bernoulli_entropy, correction_loss, group_advantages, grpo_loss, label_logps,
-                                  sample_label_sets)
+from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import add_lora
+from mlprojects.training.grpo_loss import (
+    bernoulli_entropy,
+    correction_loss,
+    group_advantages,
+    grpo_loss,
+    label_logps,
+    sample_label_sets,
+)
 from mlprojects.training.rewards import FeedbackTarget, reward
+from registry.errors import ConfigError, TrainingError
 
 
 @dataclass
@@ -58,24 +65,36 @@ def docs_per_step(params: GRPOParams) -> int:
     if params.num_generations < 2:
         raise ConfigError("num_generations must be at least 2: advantages compare samples within a group")
     if params.per_device_train_batch_size % params.num_generations:
-        raise ConfigError(f"per_device_train_batch_size ({params.per_device_train_batch_size}) must be a multiple "
-                          f"of num_generations ({params.num_generations}), as in TRL")
+        raise ConfigError(
+            f"per_device_train_batch_size ({params.per_device_train_batch_size}) must be a multiple "
+            f"of num_generations ({params.num_generations}), as in TRL"
+        )
     return params.per_device_train_batch_size // params.num_generations
 
 
 class GRPOTrainer:
     """Owns the policy, its optimiser and schedule, the feedback targets and the reference's logits."""
 
-    def __init__(self, policy: Classifier, reference: Classifier, texts: Sequence[str],
-                 targets: Sequence[FeedbackTarget], params: GRPOParams):
+    def __init__(
+        self,
+        policy: Classifier,
+        reference: Classifier,
+        texts: Sequence[str],
+        targets: Sequence[FeedbackTarget],
+        params: GRPOParams,
+    ):
         if policy.labels != reference.labels:
             raise ConfigError(f"policy labels {policy.labels} differ from reference labels {reference.labels}")
         if not texts or len(texts) != len(targets):
             raise ConfigError("GRPO needs at least one feedback document, with one target each")
         self.policy, self.params = policy, params
         self.texts, self.targets = list(texts), list(targets)
-        self.corrected = torch.as_tensor(np.stack([t.corrected if t.corrected is not None else np.full_like(
-            t.predicted, np.nan) for t in self.targets]), dtype=torch.float32)
+        self.corrected = torch.as_tensor(
+            np.stack(
+                [t.corrected if t.corrected is not None else np.full_like(t.predicted, np.nan) for t in self.targets]
+            ),
+            dtype=torch.float32,
+        )
         self.label_texts = list(policy.label_descriptions.values())
         self.ref_logits = logits_of(reference, self.texts)
         self.batch_docs = docs_per_step(params)
@@ -94,7 +113,7 @@ class GRPOTrainer:
         while True:
             order = self.rng.permutation(len(self.texts))
             for s in range(0, len(order), self.batch_docs):
-                yield order[s:s + self.batch_docs]
+                yield order[s : s + self.batch_docs]
 
     def _policy_logits(self, idx: np.ndarray) -> torch.Tensor:
         # eval mode: no dropout, so old/new log-probs and the KL compare the same function
@@ -106,8 +125,9 @@ class GRPOTrainer:
         p = self.params
         logits = self._policy_logits(idx)
         samples = sample_label_sets(logits, p.num_generations, p.temperature, self.generator)  # [B, G, L]
-        rewards = torch.as_tensor(np.stack([reward(samples[b].numpy(), self.targets[i])
-                                            for b, i in enumerate(idx)]), dtype=torch.float32)
+        rewards = torch.as_tensor(
+            np.stack([reward(samples[b].numpy(), self.targets[i]) for b, i in enumerate(idx)]), dtype=torch.float32
+        )
         advantages = group_advantages(rewards, p.scale_rewards).reshape(-1)
         n_labels = samples.shape[-1]
         old_logps = label_logps(logits.detach(), samples, p.temperature).reshape(-1, n_labels)
@@ -116,8 +136,17 @@ class GRPOTrainer:
             if it:
                 logits = self._policy_logits(idx)
             logps = label_logps(logits, samples, p.temperature).reshape(-1, n_labels)
-            out = grpo_loss(logps, old_logps, ref_logps, advantages, p.epsilon, p.epsilon_high, p.beta,
-                            p.loss_type, p.importance_sampling_level)
+            out = grpo_loss(
+                logps,
+                old_logps,
+                ref_logps,
+                advantages,
+                p.epsilon,
+                p.epsilon_high,
+                p.beta,
+                p.loss_type,
+                p.importance_sampling_level,
+            )
             supervised = correction_loss(logits, self.corrected[idx], p.temperature)
             loss = out.loss + p.sft_weight * supervised
             if not torch.isfinite(loss):
@@ -127,12 +156,16 @@ class GRPOTrainer:
             torch.nn.utils.clip_grad_norm_(self.policy.model.parameters(), p.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
-        return {"loss": float(loss.detach()), "supervised_loss": float(supervised.detach()),
-                "reward_mean": float(rewards.mean()),
-                "reward_std": float(rewards.std(dim=1).mean()) if p.num_generations > 1 else 0.0,
-                "frac_reward_zero_std": float((rewards.std(dim=1) < 1e-8).float().mean()),
-                "kl": out.kl, "clip_fraction": out.clip_fraction,
-                "entropy": float(bernoulli_entropy(logits.detach(), p.temperature).mean())}
+        return {
+            "loss": float(loss.detach()),
+            "supervised_loss": float(supervised.detach()),
+            "reward_mean": float(rewards.mean()),
+            "reward_std": float(rewards.std(dim=1).mean()) if p.num_generations > 1 else 0.0,
+            "frac_reward_zero_std": float((rewards.std(dim=1) < 1e-8).float().mean()),
+            "kl": out.kl,
+            "clip_fraction": out.clip_fraction,
+            "entropy": float(bernoulli_entropy(logits.detach(), p.temperature).mean()),
+        }
 
     def train(self, on_step: Callable[[int, dict], None] | None = None) -> GRPOResult:
         history = []

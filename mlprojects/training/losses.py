@@ -1,4 +1,5 @@
 """SFT losses of the dual encoder, as pure functions of logits, cosines and targets."""
+
 from __future__ import annotations
 
 import torch

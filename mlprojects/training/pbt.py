@@ -1,9 +1,11 @@
 """Population Based Training of the SFT stage with Ray Tune: search space, trial function, tuner, and its history.
 
 One Ray `training_iteration` is `perturbation_interval` epochs or optimiser steps. Each trial checkpoints its full
-trainer state (LoRA weights, scale/bias, optimizer, schedule, data order and position) with the hyperparameters it was trained with, so an exploit
-really continues the better trial's weights; a changed LoRA rank is carried over by SVD (`lora_resize`).
+trainer state (LoRA weights, scale/bias, optimizer, schedule, data order and position) with the hyperparameters it
+was trained with, so an exploit really continues the better trial's weights; a changed LoRA rank is carried over
+by SVD (`lora_resize`).
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +57,9 @@ def validate_config(pbt: PBTConfig) -> None:
     if pbt.perturbation_unit not in UNITS:
         raise ConfigError(f"perturbation_unit must be one of {UNITS}, got {pbt.perturbation_unit!r}")
     if pbt.perturbation_interval < 1:
-        raise ConfigError(f"perturbation_interval must be >= 1 {pbt.perturbation_unit[:-1]}, "
-                          f"got {pbt.perturbation_interval}")
+        raise ConfigError(
+            f"perturbation_interval must be >= 1 {pbt.perturbation_unit[:-1]}, got {pbt.perturbation_interval}"
+        )
     if not 0 < pbt.quantile_fraction <= 0.5:
         raise ConfigError(f"quantile_fraction must be in (0, 0.5], got {pbt.quantile_fraction}")
     if pbt.cpus_per_trial < 0 or pbt.gpus_per_trial < 0 or pbt.cpus_per_trial + pbt.gpus_per_trial == 0:
@@ -74,9 +77,11 @@ def search_space(pbt: PBTConfig, mutations: bool = False) -> dict:
     value (a `tune.choice` would be scaled by 0.8/1.2 and leave the allowed set)."""
     from ray import tune
 
-    domains = {"learning_rate": tune.loguniform(*pbt.learning_rate),
-               "weight_decay": tune.uniform(*pbt.weight_decay),
-               "warmup_ratio": tune.uniform(*pbt.warmup_ratio)}
+    domains = {
+        "learning_rate": tune.loguniform(*pbt.learning_rate),
+        "weight_decay": tune.uniform(*pbt.weight_decay),
+        "warmup_ratio": tune.uniform(*pbt.warmup_ratio),
+    }
     for name in CHOICES:
         domains[name] = list(getattr(pbt, name)) if mutations else tune.choice(list(getattr(pbt, name)))
     return {name: domains[name] for name in pbt.mutations}
@@ -109,10 +114,19 @@ def start_ray(pbt: PBTConfig) -> bool:
             raise ConfigError(f"cannot join the Ray cluster at {pbt.ray_address}: {exc}") from exc
         return True
     repo = str(Path(mlprojects.__file__).resolve().parent.parent)
-    ray.init(num_cpus=pbt.local_num_cpus, num_gpus=int(torch.cuda.is_available()), include_dashboard=False,
-             object_store_memory=pbt.object_store_bytes, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
-                                       "TOKENIZERS_PARALLELISM": "false"}})
+    ray.init(
+        num_cpus=pbt.local_num_cpus,
+        num_gpus=int(torch.cuda.is_available()),
+        include_dashboard=False,
+        object_store_memory=pbt.object_store_bytes,
+        configure_logging=False,
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
+                "TOKENIZERS_PARALLELISM": "false",
+            }
+        },
+    )
     return True
 
 
@@ -153,14 +167,19 @@ def load_trial_state(checkpoint) -> dict:
 
 def build_trainer(cfg: TrainConfig, data: TrialData, state: dict | None = None):
     """A trainer for `cfg`, continued from a checkpoint's trainer state when given (resizing LoRA if needed)."""
-    from mlprojects.model.lora_resize import lora_rank, resize_lora_state
     from mlprojects.model.encoder import build_model
+    from mlprojects.model.lora_resize import lora_rank, resize_lora_state
     from mlprojects.training.trainer import SFTTrainer, make_split
 
     torch.manual_seed(cfg.seed)
     names = list(data.descriptions)
-    trainer = SFTTrainer(build_model(cfg), list(data.descriptions.values()), make_split(data.train, names),
-                         make_split(data.val, names), cfg)
+    trainer = SFTTrainer(
+        build_model(cfg),
+        list(data.descriptions.values()),
+        make_split(data.train, names),
+        make_split(data.val, names),
+        cfg,
+    )
     if state is not None:
         same_rank = lora_rank(state["model"]) == cfg.lora_r
         if not same_rank:
@@ -186,11 +205,24 @@ def train_trial(config: dict, data: TrialData) -> None:
                 record = trainer.train_epoch()
         val = trainer.validate()
         thresholds = [float(t) for t in val.pop("thresholds")]
-        metrics = {**record, **val, "epoch": trainer.epoch, "step": trainer.scheduler.last_epoch,
-                   **{HP_PREFIX + k: float(v) for k, v in config.items()}}
+        metrics = {
+            **record,
+            **val,
+            "epoch": trainer.epoch,
+            "step": trainer.scheduler.last_epoch,
+            **{HP_PREFIX + k: float(v) for k, v in config.items()},
+        }
         with tempfile.TemporaryDirectory() as directory:
-            torch.save({"trainer": trainer.state(), "hparams": dict(config), "thresholds": thresholds,
-                        "metrics": metrics, "single_label": trainer.single_label}, Path(directory) / STATE_FILE)
+            torch.save(
+                {
+                    "trainer": trainer.state(),
+                    "hparams": dict(config),
+                    "thresholds": thresholds,
+                    "metrics": metrics,
+                    "single_label": trainer.single_label,
+                },
+                Path(directory) / STATE_FILE,
+            )
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
 
@@ -217,9 +249,14 @@ def _scheduler(pbt: PBTConfig, search: str):
         return None  # FIFO: every sampled configuration trains to the end
     from ray.tune.schedulers import PopulationBasedTraining
 
-    return PopulationBasedTraining(time_attr="training_iteration", perturbation_interval=1,
-                                   hyperparam_mutations=search_space(pbt, mutations=True), quantile_fraction=pbt.quantile_fraction,
-                                   resample_probability=pbt.resample_probability, synch=pbt.synch)
+    return PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=1,
+        hyperparam_mutations=search_space(pbt, mutations=True),
+        quantile_fraction=pbt.quantile_fraction,
+        resample_probability=pbt.resample_probability,
+        synch=pbt.synch,
+    )
 
 
 def _callbacks(parent_run_id: str | None):
@@ -232,9 +269,14 @@ def _callbacks(parent_run_id: str | None):
     run = mlflow.MlflowClient().get_run(parent_run_id)
     experiment = mlflow.MlflowClient().get_experiment(run.info.experiment_id).name
     # params at trial end: PBT changes a trial's config, and MLflow params cannot change value
-    return [MLflowLoggerCallback(tracking_uri=mlflow.get_tracking_uri(), experiment_name=experiment,
-                                 tags={"mlflow.parentRunId": parent_run_id, "stage": "sft-pbt-trial"},
-                                 log_params_on_trial_end=True)]
+    return [
+        MLflowLoggerCallback(
+            tracking_uri=mlflow.get_tracking_uri(),
+            experiment_name=experiment,
+            tags={"mlflow.parentRunId": parent_run_id, "stage": "sft-pbt-trial"},
+            log_params_on_trial_end=True,
+        )
+    ]
 
 
 def storage_root(pbt: PBTConfig) -> str:
@@ -242,13 +284,21 @@ def storage_root(pbt: PBTConfig) -> str:
     return str(Path(pbt.storage_path or "~/ray_results").expanduser().resolve())
 
 
-def make_tuner(cfg: TrainConfig, pbt: PBTConfig, data: TrialData, search: str = "pbt",
-               parent_run_id: str | None = None, name: str | None = None, resume: str | None = None):
+def make_tuner(
+    cfg: TrainConfig,
+    pbt: PBTConfig,
+    data: TrialData,
+    search: str = "pbt",
+    parent_run_id: str | None = None,
+    name: str | None = None,
+    resume: str | None = None,
+):
     """A new Tuner, or the interrupted one at `resume` (same trainable, same data)."""
     from ray import tune
 
-    trainable = tune.with_resources(tune.with_parameters(train_trial, data=data),
-                                    {"cpu": pbt.cpus_per_trial, "gpu": pbt.gpus_per_trial})
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=data), {"cpu": pbt.cpus_per_trial, "gpu": pbt.gpus_per_trial}
+    )
     if resume:
         resume = str(Path(resume).expanduser())
         if not tune.Tuner.can_restore(resume):
@@ -257,18 +307,32 @@ def make_tuner(cfg: TrainConfig, pbt: PBTConfig, data: TrialData, search: str = 
     return tune.Tuner(
         trainable,
         param_space=search_space(pbt),
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=pbt.population,
-                                    scheduler=_scheduler(pbt, search), reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=storage_root(pbt), verbose=1,
-                                  callbacks=_callbacks(parent_run_id),
-                                  failure_config=tune.FailureConfig(max_failures=pbt.max_failures),
-                                  checkpoint_config=tune.CheckpointConfig(checkpoint_score_attribute=METRIC,
-                                                                          checkpoint_score_order=MODE)))
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, num_samples=pbt.population, scheduler=_scheduler(pbt, search), reuse_actors=True
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_root(pbt),
+            verbose=1,
+            callbacks=_callbacks(parent_run_id),
+            failure_config=tune.FailureConfig(max_failures=pbt.max_failures),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
+        ),
+    )
 
 
-def run_tuning(cfg: TrainConfig, pbt: PBTConfig, train: pd.DataFrame, val: pd.DataFrame,
-               descriptions: dict[str, str], search: str = "pbt", parent_run_id: str | None = None,
-               name: str = "sft-tune", resume: str | None = None, on_start=None) -> TuneOutcome:
+def run_tuning(
+    cfg: TrainConfig,
+    pbt: PBTConfig,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    descriptions: dict[str, str],
+    search: str = "pbt",
+    parent_run_id: str | None = None,
+    name: str = "sft-tune",
+    resume: str | None = None,
+    on_start=None,
+) -> TuneOutcome:
     """Validate, start Ray, tune, and return the best checkpoint with the population's history.
 
     `on_start(experiment_path)` is called before the first trial (e.g. to tell the user how to resume)."""
@@ -279,8 +343,15 @@ def run_tuning(cfg: TrainConfig, pbt: PBTConfig, train: pd.DataFrame, val: pd.Da
     if search not in SEARCHES:
         raise ConfigError(f"search must be one of {SEARCHES}, got '{search}'")
     validate_config(pbt)
-    data = TrialData(_base(cfg), train, val, descriptions, pbt.perturbation_interval, pbt.test_hook_fail_trials,
-                     pbt.perturbation_unit)
+    data = TrialData(
+        _base(cfg),
+        train,
+        val,
+        descriptions,
+        pbt.perturbation_interval,
+        pbt.test_hook_fail_trials,
+        pbt.perturbation_unit,
+    )
     started = start_ray(pbt)
     t0 = time.perf_counter()
     try:
@@ -306,8 +377,10 @@ def _outcome(results, cfg: TrainConfig, wall_s: float) -> TuneOutcome:
         raise TrainingError(f"all {len(results)} trials failed, nothing registered; first error: {first}")
     unfinished = [r for r in ok if r.metrics.get("epoch", 0) < cfg.max_epochs]
     if unfinished:
-        raise TrainingError(f"tuning stopped before every trial finished ({len(unfinished)} unfinished), "
-                            f"nothing registered; resume it with --resume {path}")
+        raise TrainingError(
+            f"tuning stopped before every trial finished ({len(unfinished)} unfinished), "
+            f"nothing registered; resume it with --resume {path}"
+        )
     scored = [(m[METRIC], i, r, c) for i, r in enumerate(ok) for c, m in r.best_checkpoints or [] if METRIC in m]
     if not scored:
         raise TrainingError(f"no trial left a checkpoint in {path}, nothing registered")
@@ -315,8 +388,14 @@ def _outcome(results, cfg: TrainConfig, wall_s: float) -> TuneOutcome:
     # every report carries a checkpoint, so the checkpoints' metrics are each trial's history; Ray's
     # `metrics_dataframe` (read back from the logger files) was sometimes empty right after fit()
     trials = pd.DataFrame([{**m, "trial_id": trial_id(r)} for r in results for _, m in r.best_checkpoints or []])
-    return TuneOutcome(path, trial_id(best_result), load_trial_state(best_ckpt), trials,
-                       perturbations(path, [trial_id(r) for r in results]), wall_s)
+    return TuneOutcome(
+        path,
+        trial_id(best_result),
+        load_trial_state(best_ckpt),
+        trials,
+        perturbations(path, [trial_id(r) for r in results]),
+        wall_s,
+    )
 
 
 def trial_id(result) -> str:
@@ -336,10 +415,16 @@ def perturbations(experiment_path: str, trial_ids: list[str]) -> pd.DataFrame:
     for line in log.read_text().splitlines() if log.exists() else []:
         target, source, target_iter, source_iter, before, after = json.loads(line)
         idx = lambda tag: int(str(tag).split("_", 1)[0])  # noqa: E731
-        rows.append({"trial": by_index.get(idx(target), target), "cloned_from": by_index.get(idx(source), source),
-                     "iteration": target_iter, "source_iteration": source_iter,
-                     **{f"before.{k}": v for k, v in before.items() if k in MUTABLE},
-                     **{f"after.{k}": v for k, v in after.items() if k in MUTABLE}})
+        rows.append(
+            {
+                "trial": by_index.get(idx(target), target),
+                "cloned_from": by_index.get(idx(source), source),
+                "iteration": target_iter,
+                "source_iteration": source_iter,
+                **{f"before.{k}": v for k, v in before.items() if k in MUTABLE},
+                **{f"after.{k}": v for k, v in after.items() if k in MUTABLE},
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -352,5 +437,10 @@ def best_classifier(cfg: TrainConfig, outcome: TuneOutcome, descriptions: dict[s
     torch.manual_seed(best_cfg.seed)
     model = build_model(best_cfg)
     model.load_trainable_state(outcome.best_state["trainer"]["model"])
-    return Classifier(model, dict(descriptions), np.asarray(outcome.best_state["thresholds"]),
-                      outcome.best_state["single_label"], text_columns)
+    return Classifier(
+        model,
+        dict(descriptions),
+        np.asarray(outcome.best_state["thresholds"]),
+        outcome.best_state["single_label"],
+        text_columns,
+    )

@@ -14,6 +14,7 @@ Both F1s are 1 for two empty sets (predicting "none of these" when none apply is
 (corrections in [0, 1], scores in [−1, 1]) but advantages are normalised per document, so only the ranking of
 a document's G samples matters.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,8 +53,12 @@ def reward(samples: np.ndarray, target: FeedbackTarget) -> np.ndarray:
     return score_sign(target.score) * set_f1(samples, target.predicted)
 
 
-def targets_from_feedback(predicted: Sequence[Sequence[str]], scores: Sequence[int],
-                          corrected: Sequence[Sequence[str] | None], label_names: Sequence[str]) -> list[FeedbackTarget]:
+def targets_from_feedback(
+    predicted: Sequence[Sequence[str]],
+    scores: Sequence[int],
+    corrected: Sequence[Sequence[str] | None],
+    label_names: Sequence[str],
+) -> list[FeedbackTarget]:
     """Feedback columns (label names) -> FeedbackTargets over `label_names`; unknown labels are an error upstream."""
     index = {name: i for i, name in enumerate(label_names)}
 
@@ -62,5 +67,6 @@ def targets_from_feedback(predicted: Sequence[Sequence[str]], scores: Sequence[i
         vec[[index[l] for l in labels]] = 1.0
         return vec
 
-    return [FeedbackTarget(hot(p), int(s), None if c is None else hot(c))
-            for p, s, c in zip(predicted, scores, corrected)]
+    return [
+        FeedbackTarget(hot(p), int(s), None if c is None else hot(c)) for p, s, c in zip(predicted, scores, corrected)
+    ]

@@ -1,4 +1,5 @@
 """The SFT loop: one configuration, epoch by epoch, so Ray Tune can drive and checkpoint it too."""
+
 from __future__ import annotations
 
 import contextlib
@@ -11,10 +12,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mlprojects.config import TrainConfig
-from registry.errors import TrainingError
-from mlprojects.training.losses import sft_loss
 from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
 from mlprojects.model.encoder import DualEncoder
+from mlprojects.training.losses import sft_loss
+from registry.errors import TrainingError
 
 
 @dataclass
@@ -35,14 +36,22 @@ class FitResult:
 class SFTTrainer:
     """Owns model, optimiser and schedule; `state()`/`load_state()` make a full checkpoint for PBT exploit."""
 
-    def __init__(self, model: DualEncoder, label_texts: list[str], train: Split, val: Split, cfg: TrainConfig,
-                 total_epochs: int | None = None):
+    def __init__(
+        self,
+        model: DualEncoder,
+        label_texts: list[str],
+        train: Split,
+        val: Split,
+        cfg: TrainConfig,
+        total_epochs: int | None = None,
+    ):
         self.model, self.label_texts, self.train_split, self.val_split, self.cfg = model, label_texts, train, val, cfg
         self.single_label = bool((train.targets.sum(1) == 1).all())
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
-        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                           lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
         steps = math.ceil(len(train.texts) / cfg.batch_size / cfg.grad_accum_steps) * (total_epochs or cfg.max_epochs)
         from transformers import get_linear_schedule_with_warmup
 
@@ -58,10 +67,21 @@ class SFTTrainer:
 
     def _loss(self, logits, cos, idx_or_split, split: Split):
         targets = torch.as_tensor(split.targets[idx_or_split], device=logits.device)
-        soft = None if split.soft_targets is None else torch.as_tensor(split.soft_targets[idx_or_split],
-                                                                         device=logits.device)
-        return sft_loss(logits.float(), cos.float(), targets, soft, self.cfg.contrastive_weight, self.cfg.margin,
-                        self.cfg.pos_weight, self.cfg.focal_gamma)
+        soft = (
+            None
+            if split.soft_targets is None
+            else torch.as_tensor(split.soft_targets[idx_or_split], device=logits.device)
+        )
+        return sft_loss(
+            logits.float(),
+            cos.float(),
+            targets,
+            soft,
+            self.cfg.contrastive_weight,
+            self.cfg.margin,
+            self.cfg.pos_weight,
+            self.cfg.focal_gamma,
+        )
 
     def train_epoch(self) -> dict[str, float]:
         """Train to the end of the current epoch (the rest of it, when a checkpoint stopped mid-epoch)."""
@@ -84,7 +104,7 @@ class SFTTrainer:
         cfg, split = self.cfg, self.train_split
         if self.order is None:  # a new epoch: its batch order is part of the checkpoint
             self.order, self.cursor = self.rng.permutation(len(split.texts)), 0
-        batches = [self.order[s:s + cfg.batch_size] for s in range(0, len(self.order), cfg.batch_size)]
+        batches = [self.order[s : s + cfg.batch_size] for s in range(0, len(self.order), cfg.batch_size)]
         done, loss_sum, seen = 0, 0.0, 0
         self.optimizer.zero_grad()
         progress = tqdm(total=len(batches), initial=self.cursor, desc=f"epoch {self.epoch + 1}", leave=False)
@@ -95,8 +115,10 @@ class SFTTrainer:
                 logits, cos = self.model([split.texts[i] for i in idx], self.label_texts)
             loss, _ = self._loss(logits, cos, idx, split)
             if not torch.isfinite(loss):
-                raise TrainingError(f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
-                                    "lower the learning rate or check the data")
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
+                    "lower the learning rate or check the data"
+                )
             (loss / cfg.grad_accum_steps).backward()
             if step % cfg.grad_accum_steps == 0 or step == len(batches):
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -126,9 +148,16 @@ class SFTTrainer:
     def state(self) -> dict:
         """Everything to continue exactly here, mid-epoch included: weights, optimiser, schedule, data order and
         the CPU random state (dropout masks)."""
-        return {"model": self.model.trainable_state(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "order": self.order,
-                "cursor": self.cursor, "rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        return {
+            "model": self.model.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "order": self.order,
+            "cursor": self.cursor,
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
 
     def load_state(self, state: dict, optimizer: bool = True) -> None:
         """Restore a checkpoint; `optimizer=False` keeps fresh moments (e.g. after the LoRA rank changed)."""
@@ -148,12 +177,16 @@ class SFTTrainer:
         self.scheduler.base_lrs = [self.cfg.learning_rate] * len(self.optimizer.param_groups)
         factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         for group in self.optimizer.param_groups:
-            group.update(initial_lr=self.cfg.learning_rate, lr=self.cfg.learning_rate * factor,
-                         weight_decay=self.cfg.weight_decay)
+            group.update(
+                initial_lr=self.cfg.learning_rate,
+                lr=self.cfg.learning_rate * factor,
+                weight_decay=self.cfg.weight_decay,
+            )
 
 
-def fit(trainer: SFTTrainer, max_epochs: int, patience: int,
-        on_epoch: Callable[[int, dict], None] | None = None) -> FitResult:
+def fit(
+    trainer: SFTTrainer, max_epochs: int, patience: int, on_epoch: Callable[[int, dict], None] | None = None
+) -> FitResult:
     """Early stopping on validation F1-macro; the best epoch's weights are restored at the end."""
     best: tuple[float, int, dict, np.ndarray, dict] | None = None
     history = []
@@ -183,8 +216,14 @@ def make_split(frame, label_names: list[str]) -> Split:
     return Split(list(frame["text"]), hard, soft)
 
 
-def train_classifier(cfg: TrainConfig, train, val, label_descriptions: dict[str, str], text_columns: list[str],
-                     on_epoch: Callable[[int, dict], None] | None = None):
+def train_classifier(
+    cfg: TrainConfig,
+    train,
+    val,
+    label_descriptions: dict[str, str],
+    text_columns: list[str],
+    on_epoch: Callable[[int, dict], None] | None = None,
+):
     """Fine-tune one configuration and return (Classifier with tuned thresholds, FitResult)."""
     from mlprojects.model.classifier import Classifier
     from mlprojects.model.encoder import build_model
@@ -192,8 +231,9 @@ def train_classifier(cfg: TrainConfig, train, val, label_descriptions: dict[str,
     torch.manual_seed(cfg.seed)
     names = list(label_descriptions)
     model = build_model(cfg)
-    trainer = SFTTrainer(model, list(label_descriptions.values()), make_split(train, names),
-                         make_split(val, names), cfg)
+    trainer = SFTTrainer(
+        model, list(label_descriptions.values()), make_split(train, names), make_split(val, names), cfg
+    )
     result = fit(trainer, cfg.max_epochs, cfg.patience, on_epoch)
     classifier = Classifier(model, dict(label_descriptions), result.thresholds, trainer.single_label, text_columns)
     return classifier, result

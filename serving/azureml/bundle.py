@@ -1,5 +1,6 @@
 """What an Azure ML deployment is made of: the MLflow model files, the code directory (score.py + the shared
 request parser) and a conda environment derived from the model's own requirements."""
+
 from __future__ import annotations
 
 import re
@@ -93,5 +94,8 @@ def conda_environment(model_dir: Path) -> dict:
     if env_file.exists():
         python = str(yaml.safe_load(env_file.read_text()).get("python", python))
     pip = scoring_requirements(model_dir)
-    return {"name": "dual-encoder-scoring", "channels": ["conda-forge"],
-            "dependencies": [f"python={python}", "pip", {"pip": pip}]}
+    return {
+        "name": "dual-encoder-scoring",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={python}", "pip", {"pip": pip}],
+    }

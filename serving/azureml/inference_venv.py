@@ -4,6 +4,7 @@ with the platform's), with a model's scoring requirements: runs score.py locally
     python -m serving.azureml.inference_venv .venv-azmlinfsrv --model models:/<name>@champion
 Created once; later calls install only requirements it does not have yet.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -5,6 +5,7 @@ loads the MLflow pyfunc from AZUREML_MODEL_DIR once; `run(raw)` reads MLflow's o
 and answers with the platform's contract: {"predictions": [{prediction_id, labels, top_label, scores}], "model"}.
 Bad requests get a 400 with {"error": ...}.
 """
+
 import logging
 import os
 import sys

@@ -1,11 +1,13 @@
 """Multi-label F1 as a local HF `evaluate` module (the hub's "f1" cannot be downloaded here).
 
-    metric = evaluate.load("mlprojects/evaluation/metric_modules/multilabel_f1")   # or MULTILABEL_F1 from mlprojects.evaluation.judging
+    # the path, or MULTILABEL_F1 from mlprojects.evaluation.judging
+    metric = evaluate.load("mlprojects/evaluation/metric_modules/multilabel_f1")
     metric.compute(predictions=[[0, 1, 1]], references=[[0, 1, 0]], label_names=["a", "b", "c"])
 
 Inputs are multi-hot rows (one 0/1 per label). The maths is `mlprojects.evaluation.metrics.multilabel_report`
 (pure numpy, shared with the bootstrap), so the module and the intervals can never disagree.
 """
+
 import datasets
 import evaluate
 import numpy as np
@@ -31,10 +33,12 @@ class MultilabelF1(evaluate.Metric):
             description=_DESCRIPTION,
             citation="",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({
-                "predictions": datasets.Sequence(datasets.Value("int32")),
-                "references": datasets.Sequence(datasets.Value("int32")),
-            }),
+            features=datasets.Features(
+                {
+                    "predictions": datasets.Sequence(datasets.Value("int32")),
+                    "references": datasets.Sequence(datasets.Value("int32")),
+                }
+            ),
             reference_urls=["https://scikit-learn.org/stable/modules/model_evaluation.html#multilabel-ranking-metrics"],
         )
 
