@@ -27,6 +27,7 @@ from registry.cli import ArgumentParser, cli_entry, int_arg, registered_uri_arg
 from registry.contract import ContractError, parse_params, to_params
 from registry.documents import parse_columns
 from registry.errors import ConfigError, DataError
+from registry.loading import load_pyfunc
 from serving.config import BATCH_ARROW_RECORDS, BATCH_ENV_MANAGER, BATCH_SPARK_MASTER
 
 RESULT_TYPE = "struct<labels: array<string>, top_label: string, scores: map<string, double>>"
@@ -60,9 +61,7 @@ def cached_model(path: str, threads: int | None):
     key = (path, threads)
     if key not in _MODELS:
         config = mlflow.models.Model.load(path).flavors["python_function"].get("model_config") or {}
-        _MODELS[key] = mlflow.pyfunc.load_model(
-            path, model_config={"threads": threads} if threads and "threads" in config else None
-        )
+        _MODELS[key] = load_pyfunc(path, model_config={"threads": threads} if threads and "threads" in config else None)
         torch = sys.modules.get("torch")  # imported by a torch pyfunc only
         if threads and torch is not None:
             torch.set_num_threads(threads)

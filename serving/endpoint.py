@@ -21,6 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from registry.loading import load_pyfunc
 from serving.follow import ModelSlot
 from serving.scoring import PayloadError, client_message, decode_json, is_client_error, parse_request, predict
 from validation.feedback_rules import scores_ok
@@ -51,9 +52,9 @@ def load_model(model_uri: str) -> LoadedModel:
     resolved = get_model_name_and_version(client, model_uri) if model_uri.startswith("models:/") else ()
     if len(resolved) == 2:
         name, version = resolved
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        pyfunc = load_pyfunc(f"models:/{name}/{version}")
     else:  # not a registered version: models:/m-<id> (a logged model), runs:/..., a local path
-        pyfunc = mlflow.pyfunc.load_model(model_uri)
+        pyfunc = load_pyfunc(model_uri)
         name = model_uri
         version = getattr(pyfunc.metadata, "model_id", None) or pyfunc.metadata.run_id or "unregistered"
     return LoadedModel(pyfunc, name, str(version), own_labels(pyfunc))

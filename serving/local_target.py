@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import mlflow
 import requests
 
+from registry.loading import load_pyfunc
 from serving.config import LOCAL_SWAP_TIMEOUT_S, deploy_dir
 from serving.follow import record_path, running_endpoints, smoke_check
 from serving.targets import Deployment
@@ -46,7 +46,7 @@ class LocalTarget:
             return current
         uri = f"models:/{model_name}/{version}"
         try:
-            smoke_check(mlflow.pyfunc.load_model(uri))
+            smoke_check(load_pyfunc(uri))
         except RuntimeError as exc:
             raise RuntimeError(f"{uri}: {exc}") from None
         deployment = Deployment(

@@ -20,6 +20,7 @@ from mlprojects.evaluation import plots
 from mlprojects.evaluation.bootstrap import bootstrap_intervals
 from registry.documents import load_label_descriptions, parse_columns, read_table
 from registry.errors import DataError, PlatformError
+from registry.loading import load_pyfunc
 from registry.tracking import log_json
 
 MULTILABEL_F1 = str(Path(__file__).with_name("metric_modules") / "multilabel_f1")
@@ -149,7 +150,7 @@ def score(
 
 def load_model(model_uri: str):
     try:
-        return mlflow.pyfunc.load_model(model_uri)
+        return load_pyfunc(model_uri)
     except Exception as exc:  # MLflow raises many kinds: missing artifacts, bad code, corrupt weights
         raise ModelError(f"{model_uri} does not load: {type(exc).__name__}: {exc}") from exc
 
