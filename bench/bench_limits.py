@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -115,12 +116,19 @@ def endpoint(model_uri: str, feedback_db: str, *args: str):
         proc.wait(30)
 
 
-def load(url: str, route: str, bodies: list[dict], concurrency: int) -> dict:
-    """Every body once, from `concurrency` threads; latency per request (ms) and the answers' status codes."""
+def load(url: str, route: str, bodies: list[dict], concurrency: int, keep_alive: bool = False) -> dict:
+    """Every body once, from `concurrency` threads; latency per request (ms) and the answers' status codes.
+    `keep_alive`: each client thread keeps one connection (a `requests.Session`), as a real client would; else
+    every request opens a new connection (the client's own cost is then part of each latency)."""
+    local = threading.local()
 
     def one(body: dict) -> tuple[float, int]:
+        client = requests
+        if keep_alive:
+            client = getattr(local, "session", None) or requests.Session()
+            local.session = client
         start = time.perf_counter()
-        status = requests.post(f"{url}{route}", json=body, timeout=300).status_code
+        status = client.post(f"{url}{route}", json=body, timeout=300).status_code
         return 1000 * (time.perf_counter() - start), status
 
     start = time.perf_counter()
@@ -133,6 +141,7 @@ def load(url: str, route: str, bodies: list[dict], concurrency: int) -> dict:
     return {
         "route": route,
         "concurrency": concurrency,
+        "keep_alive": keep_alive,
         "requests": len(bodies),
         "statuses": statuses,
         "throughput_rps": len(bodies) / wall,
@@ -206,24 +215,25 @@ def main(argv: list[str] | None = None) -> int:
                     print(json.dumps(run), flush=True)
             if args.skip_feedback:
                 continue
-            db = f"sqlite:///{tmp}/feedback-{repeat}.db"
-            with endpoint(model_uri, db) as url:  # a fresh server: its first /feedback is measured too
-                bodies = [
-                    {
-                        "prediction_id": f"r{repeat}-{i}",
-                        "score": 1 + i % 5,
-                        "text": texts[i % len(texts)],
-                        "predicted_labels": [labels[i % len(labels)]],
-                        "corrected_labels": [labels[0]],
-                        "scores": {labels[i % len(labels)]: 0.8},
-                    }
-                    for i in range(args.feedback)
-                ]
-                run = load(url, "/feedback", bodies, 8)
-            stored = FeedbackStore(db).query()
-            run.update({"rows_stored": len(stored), "rows_lost": run["statuses"].get("201", 0) - len(stored)})
-            results["feedback"].append(run)
-            print(json.dumps(run), flush=True)
+            for keep_alive in (True, False) if repeat % 2 == 0 else (False, True):
+                db = f"sqlite:///{tmp}/feedback-{repeat}-{int(keep_alive)}.db"
+                with endpoint(model_uri, db) as url:  # a fresh server: its first /feedback is measured too
+                    bodies = [
+                        {
+                            "prediction_id": f"r{repeat}-{i}",
+                            "score": 1 + i % 5,
+                            "text": texts[i % len(texts)],
+                            "predicted_labels": [labels[i % len(labels)]],
+                            "corrected_labels": [labels[0]],
+                            "scores": {labels[i % len(labels)]: 0.8},
+                        }
+                        for i in range(args.feedback)
+                    ]
+                    run = load(url, "/feedback", bodies, 8, keep_alive)
+                stored = FeedbackStore(db).query()
+                run.update({"rows_stored": len(stored), "rows_lost": run["statuses"].get("201", 0) - len(stored)})
+                results["feedback"].append(run)
+                print(json.dumps(run), flush=True)
     inv = results["invocations"]
     results["summary"] = {
         "invocations_p99_ms": {c: summary(inv[c], "p99_ms") for c in inv},
@@ -231,13 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         "p99_ratio_32_over_1": [b["p99_ms"] / a["p99_ms"] for a, b in zip(inv["1"], inv["32"])],
         "invocations_served_p99_ms": {c: summary(inv[c], "served_p99_ms") for c in inv},
     }
-    if results["feedback"]:
-        results["summary"].update(
-            {
-                k: summary(results["feedback"], k.removeprefix("feedback_"))
-                for k in ("feedback_p50_ms", "feedback_p99_ms", "feedback_first_ms")
-            }
-        )
+    for keep_alive, name in ((True, "feedback_keep_alive"), (False, "feedback_new_connection")):
+        runs = [r for r in results["feedback"] if r["keep_alive"] == keep_alive]
+        if runs:
+            results["summary"][name] = {k: summary(runs, k) for k in ("p50_ms", "p99_ms", "first_ms", "rows_lost")}
     results["machine"]["loadavg_after"] = os.getloadavg()
     out = Path(args.out or RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)
