@@ -11,7 +11,7 @@ import pandas as pd
 import registry.contract
 from registry.loading import load_pyfunc
 
-MODEL_FILE = '''
+MODEL_FILE = """
 import mlflow
 import pandas as pd
 from mlflow.pyfunc import PythonModel
@@ -28,7 +28,7 @@ class Old(PythonModel):
 
 
 mlflow.models.set_model(Old())
-'''
+"""
 
 
 def test_a_model_loads_its_own_copy_of_a_package_this_process_has_imported(mlflow_env, tmp_path):
