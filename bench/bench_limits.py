@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,10 @@ from bench.bench_serving import percentile, zero_shot_model
 from bench.madewithml import load_split
 from registry.locations import REPO_ROOT
 from serving.feedback import FeedbackStore
-from serving.local_server import free_port, wait_until_healthy
+from serving.feedback.store import COLUMNS
+from serving.local_server import local_endpoint
+from validation.feedback_data import validate_feedback
+from validation.feedback_rules import record_reasons
 
 RESULTS = REPO_ROOT / "bench" / "results" / "limits.json"
 VALIDATION_RESULTS = REPO_ROOT / "bench" / "results" / "feedback_validation.json"
@@ -61,14 +63,9 @@ def validation_baseline(records: int) -> dict:
         return times
 
     def gx(record: dict) -> None:
-        from serving.feedback.store import COLUMNS
-        from validation.feedback_data import validate_feedback
-
         validate_feedback(pd.DataFrame([record], columns=COLUMNS), ["vat", "payroll"])
 
     def plain(record: dict) -> None:
-        from validation.feedback_rules import record_reasons
-
         record_reasons(record, ["vat", "payroll"])
 
     out = {}
@@ -86,33 +83,10 @@ def validation_baseline(records: int) -> dict:
 
 @contextmanager
 def endpoint(model_uri: str, feedback_db: str, *args: str):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serving",
-            "serve",
-            "--model",
-            model_uri,
-            "--port",
-            str(port),
-            "--feedback-db",
-            feedback_db,
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    options = ["--feedback-db", feedback_db, *args]
+    with local_endpoint(model_uri, *options, log_level="WARNING", env=env, timeout=300) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def load(url: str, route: str, bodies: list[dict], concurrency: int) -> dict:
