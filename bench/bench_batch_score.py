@@ -30,6 +30,7 @@ from bench.madewithml import load_split
 from mlprojects.config import OnnxConfig, TrainConfig
 from mlprojects.onnx_model.export import export_classifier
 from mlprojects.onnx_model.registered import log_onnx_classifier
+from registry.cli import ArgumentParser
 from registry.log_model import register
 from serving.batch_score import RESULT_TYPE, score, spark_session
 
@@ -83,7 +84,7 @@ def spark_run(version: str, path: str, out: Path, shipped: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=2400)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--partitions", type=int, default=1, help="input partitions (files) Spark reads")

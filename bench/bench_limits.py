@@ -28,6 +28,7 @@ import requests
 
 from bench.bench_serving import percentile, zero_shot_model
 from bench.madewithml import load_split
+from registry.cli import ArgumentParser
 from registry.locations import REPO_ROOT
 from serving.feedback import FeedbackStore
 from serving.feedback.store import COLUMNS
@@ -131,7 +132,7 @@ def summary(runs: list[dict], key: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--requests", type=int, default=40, help="requests at concurrency 1 (8x as many at 32)")
     p.add_argument("--feedback", type=int, default=400, help="feedback requests per fresh server")

@@ -40,6 +40,7 @@ from mlprojects.onnx_model.pyfunc import OnnxDualEncoderPyfunc
 from mlprojects.onnx_model.quantize import TextCalibrationReader, quantize
 from mlprojects.onnx_model.runtime import OnnxClassifier, OnnxEncoder, load_tokenizer, probabilities
 from mlprojects.training.trainer import train_classifier
+from registry.cli import ArgumentParser
 
 RESULTS = Path(__file__).with_name("results") / "onnx.json"
 PYFUNC_RESULTS = Path(__file__).with_name("results") / "onnx_pyfunc.json"
@@ -310,7 +311,7 @@ def pyfunc_suite(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=["pyfunc", "graphs"], default="pyfunc")
     p.add_argument(
         "--epochs",

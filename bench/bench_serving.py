@@ -31,6 +31,7 @@ from mlprojects.config import TrainConfig
 from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import build_model
 from mlprojects.model.registered import log_classifier
+from registry.cli import ArgumentParser
 from registry.conventions import TAG_KIND
 from registry.locations import REPO_ROOT
 from registry.log_model import register
@@ -143,7 +144,7 @@ def bench_batch(model_uri: str, texts: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=64, help="requests at concurrency 1 (twice as many at 8)")
     p.add_argument("--batch-docs", type=int, default=600)
     p.add_argument("--model-uri", default="", help="benchmark this registered torch model instead")

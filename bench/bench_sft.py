@@ -30,7 +30,7 @@ from mlprojects.data import multi_hot, stratified_split
 from mlprojects.evaluation.metrics import decide, f1_summary
 from mlprojects.model.encoder import build_model
 from mlprojects.training.trainer import train_classifier
-from registry.cli import cli_entry
+from registry.cli import ArgumentParser, cli_entry
 from registry.errors import ConfigError
 from registry.tracking import setup
 
@@ -141,9 +141,7 @@ def log_to_mlflow(report: dict, out: Path) -> None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="bench_sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(prog="bench_sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {METHODS}")
     p.add_argument("--out", default=str(RESULTS / "sft.json"))
