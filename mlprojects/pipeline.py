@@ -21,6 +21,7 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from rich.console import Console
 from rich.table import Table
 
@@ -80,7 +81,7 @@ class Steps:
             experiment_id=self.experiment_id,
             synchronous=False,
         )
-        mlflow.MlflowClient().set_tag(submitted.run_id, "mlflow.parentRunId", self.parent)
+        mlflow.MlflowClient().set_tag(submitted.run_id, MLFLOW_PARENT_RUN_ID, self.parent)
         if not submitted.wait():
             if required:
                 raise PlatformError(f"step '{title}' ({entry}) failed; see run {submitted.run_id} in the MLflow UI")

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     train, val, descriptions = splits.fit, splits.validation, splits.descriptions
     with mlflow.start_run(run_name="sft-pbt" if pbt else "sft") as run:
-        mlflow.set_tag("stage", "sft")
+        mlflow.set_tag(RC.TAG_STAGE, "sft")
         log_params_once(
             {
                 **cfg.to_params(),

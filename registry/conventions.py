@@ -83,6 +83,7 @@ TAG_DEPLOY_TARGET = "deploy.target"  # which DeploymentTarget serves the champio
 TAG_ONNX_ON_PROMOTION = "lifecycle.onnx_export"  # quantisation of the export made on promotion, or "off"
 
 # Run tags.
+TAG_STAGE = "stage"  # the entry point that made the run: sft, sft-pbt-trial (MLflow's own names: MLFLOW_*)
 TAG_TRAINING_DATA_GATE = "validation.training_data"  # sft: passed | failed
 TAG_PBT_EXPERIMENT = "pbt.experiment_path"  # sft --tune pbt: Ray's state, what --resume takes
 TAG_PBT_RESUMED_FROM = "pbt.resumed_from"

@@ -123,7 +123,7 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     recent = RecentPredictions(settings.remember)
     pending = 0  # predictions admitted and not yet answered (read and written on the event loop only)
 
-    # opened with the app: a first /feedback would otherwise pay for the imports and the schema (~100 ms)
+    # opened with the app: a first /feedback would otherwise pay for the schema (~100 ms)
     feedback_store = FeedbackStore(settings.feedback_db or feedback_db_url())
 
     def store_feedback(record: dict, label_names: list[str]) -> None:

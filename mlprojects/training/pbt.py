@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 import mlprojects
 import registry
@@ -28,6 +29,7 @@ from mlprojects.model.encoder import build_model
 from mlprojects.model.lora_resize import lora_rank, resize_lora_state
 from mlprojects.training.faults import FAULT_ENV, crash_if_asked, fault_mode
 from mlprojects.training.trainer import SFTTrainer, make_split
+from registry.conventions import TAG_STAGE
 from registry.errors import ConfigError, TrainingError
 
 STATE_FILE = "trainer_state.pt"
@@ -260,7 +262,7 @@ def _callbacks(parent_run_id: str | None):
         MLflowLoggerCallback(
             tracking_uri=mlflow.get_tracking_uri(),
             experiment_name=experiment,
-            tags={"mlflow.parentRunId": parent_run_id, "stage": "sft-pbt-trial"},
+            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, TAG_STAGE: "sft-pbt-trial"},
             log_params_on_trial_end=True,
         )
     ]
