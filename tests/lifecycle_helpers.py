@@ -31,7 +31,9 @@ def register_variant(
     as a new registered version; returns the version."""
     target = workdir / f"variant-{len(list(workdir.glob('variant-*')))}"
     shutil.copytree(classifier_dir, target)
-    clf = Classifier.load(target, "cpu")  # answers the example as the model was before the changes below
+    # the unchanged model answers the example, loaded from the original: a loaded model's weights are mapped
+    # from its files, and `corrupt` overwrites the copy's
+    clf = Classifier.load(classifier_dir, "cpu")
     if thresholds is not None:
         meta = json.loads((target / "classifier.json").read_text())
         meta["thresholds"] = [thresholds] * len(meta["thresholds"])
