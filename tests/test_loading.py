@@ -37,6 +37,7 @@ def test_a_model_loads_its_own_copy_of_a_package_this_process_has_imported(mlflo
     (old / "__init__.py").write_text("")
     (old / "contract.py").write_text('LAYOUT = "before the move"\n')
     (tmp_path / "model.py").write_text(MODEL_FILE)
+    mlflow.set_experiment("loading")  # not an experiment id left active by an earlier test's store
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="m", python_model=str(tmp_path / "model.py"), code_paths=[str(old)])
 
