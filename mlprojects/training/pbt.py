@@ -19,10 +19,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 import mlprojects
 import registry
 from mlprojects.config import PBTConfig, TrainConfig
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import build_model
+from mlprojects.model.lora_resize import lora_rank, resize_lora_state
+from mlprojects.training.faults import FAULT_ENV, crash_if_asked, fault_mode
+from mlprojects.training.trainer import SFTTrainer, make_split
+from registry.conventions import TAG_STAGE
 from registry.errors import ConfigError, TrainingError
 
 STATE_FILE = "trainer_state.pt"
@@ -66,8 +73,7 @@ def validate_config(pbt: PBTConfig) -> None:
         raise ConfigError("cpus_per_trial/gpus_per_trial must be >= 0 and not both 0")
     if not pbt.ray_address and pbt.cpus_per_trial > pbt.local_num_cpus:
         raise ConfigError(f"cpus_per_trial {pbt.cpus_per_trial} exceeds the local Ray's {pbt.local_num_cpus} CPUs")
-    if pbt.test_hook_fail_trials not in ("", "once", "always"):
-        raise ConfigError(f"test_hook_fail_trials must be '', 'once' or 'always', got {pbt.test_hook_fail_trials!r}")
+    fault_mode()  # the test hook's setting, checked with the rest
 
 
 def search_space(pbt: PBTConfig, mutations: bool = False) -> dict:
@@ -124,6 +130,7 @@ def start_ray(pbt: PBTConfig) -> bool:
             "env_vars": {
                 "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
                 "TOKENIZERS_PARALLELISM": "false",
+                **({FAULT_ENV: os.environ[FAULT_ENV]} if FAULT_ENV in os.environ else {}),  # a test hook's setting
             }
         },
     )
@@ -139,25 +146,11 @@ class TrialData:
     val: pd.DataFrame
     descriptions: dict[str, str]
     interval: int
-    fail_hook: str = ""
     unit: str = "epochs"  # of `interval`: "epochs" or "steps"
 
 
 def trial_config(base: dict, hparams: dict) -> TrainConfig:
     return TrainConfig.from_dict({**base, **hparams})
-
-
-def _test_hook(mode: str, restored: bool) -> None:
-    """Test hook: crash a trial on purpose so failure handling can be tested with real Ray."""
-    from ray import tune
-
-    if mode == "always":
-        raise RuntimeError("test hook: trial crashed on purpose")
-    if mode == "once" and not restored:
-        marker = Path(tune.get_context().get_trial_dir()) / "test_hook_crashed"
-        if not marker.exists():
-            marker.touch()
-            raise RuntimeError("test hook: trial crashed once on purpose")
 
 
 def load_trial_state(checkpoint) -> dict:
@@ -167,10 +160,6 @@ def load_trial_state(checkpoint) -> dict:
 
 def build_trainer(cfg: TrainConfig, data: TrialData, state: dict | None = None):
     """A trainer for `cfg`, continued from a checkpoint's trainer state when given (resizing LoRA if needed)."""
-    from mlprojects.model.encoder import build_model
-    from mlprojects.model.lora_resize import lora_rank, resize_lora_state
-    from mlprojects.training.trainer import SFTTrainer, make_split
-
     torch.manual_seed(cfg.seed)
     names = list(data.descriptions)
     trainer = SFTTrainer(
@@ -195,7 +184,7 @@ def train_trial(config: dict, data: TrialData) -> None:
     torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
     cfg = trial_config(data.base, config)
     checkpoint = tune.get_checkpoint()
-    _test_hook(data.fail_hook, checkpoint is not None)
+    crash_if_asked(tune.get_context().get_trial_dir(), checkpoint is not None)
     trainer = build_trainer(cfg, data, load_trial_state(checkpoint)["trainer"] if checkpoint else None)
     while trainer.epoch < cfg.max_epochs:
         if data.unit == "steps":
@@ -273,7 +262,7 @@ def _callbacks(parent_run_id: str | None):
         MLflowLoggerCallback(
             tracking_uri=mlflow.get_tracking_uri(),
             experiment_name=experiment,
-            tags={"mlflow.parentRunId": parent_run_id, "stage": "sft-pbt-trial"},
+            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, TAG_STAGE: "sft-pbt-trial"},
             log_params_on_trial_end=True,
         )
     ]
@@ -349,7 +338,6 @@ def run_tuning(
         val,
         descriptions,
         pbt.perturbation_interval,
-        pbt.test_hook_fail_trials,
         pbt.perturbation_unit,
     )
     started = start_ray(pbt)
@@ -430,9 +418,6 @@ def perturbations(experiment_path: str, trial_ids: list[str]) -> pd.DataFrame:
 
 def best_classifier(cfg: TrainConfig, outcome: TuneOutcome, descriptions: dict[str, str], text_columns: list[str]):
     """The best trial's checkpoint as a Classifier, at the hyperparameters it was trained with."""
-    from mlprojects.model.classifier import Classifier
-    from mlprojects.model.encoder import build_model
-
     best_cfg = trial_config(_base(cfg), outcome.best_hparams)
     torch.manual_seed(best_cfg.seed)
     model = build_model(best_cfg)
