@@ -18,6 +18,8 @@ _REMOTE_SCHEMES = ("runs:/", "models:/", "dbfs:/", "mlflow-artifacts:/")
 
 def _local_path(uri: str) -> Path:
     """MLflow artifact URIs are downloaded; plain paths and file:// URIs are used in place."""
+    if not uri.strip():  # Path("") is the working directory, which would be read as a Parquet dataset
+        raise DataError("no data file given (the path is empty)")
     if uri.startswith(_REMOTE_SCHEMES):
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)

@@ -143,3 +143,8 @@ def test_pools_are_disjoint_stratified_and_cover_every_row(demo_frame):
     assert len(pools["test"]) == pytest.approx(0.2 * len(demo_frame), abs=4)  # multi-label rows: sizes drift a little
     labels = lambda f: {l for ls in f["labels"] for l in ls.split("|")}  # noqa: E731
     assert labels(pools["test"]) == labels(pools["production"]) == labels(demo_frame)
+
+
+def test_an_empty_path_is_refused_not_read_as_the_working_directory():
+    with pytest.raises(DataError, match="no data file given"):
+        read_table("")
