@@ -8,7 +8,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_OFFLINE := 1
 
-.PHONY: install demo test test-slow java ui clean azmlinfsrv-venv
+.PHONY: install demo lint test test-slow java ui clean azmlinfsrv-venv
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -33,7 +33,11 @@ java:
 demo: install
 	mlflow run . -e pipeline --env-manager local --experiment-name tax-doc-classifier
 
-test: install
+lint: install  # ruff's rules and format, configured in pyproject.toml
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: install lint
 	$(PY) -m pytest -q
 
 test-slow: install

@@ -10,6 +10,7 @@ result struct read into three columns). A new SparkSession per Spark
 run, started before the clock, so each run pays for its Python workers and model loads. Writes
 bench/results/batch_score.json with the machine's load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,10 @@ import pandas as pd
 from bench.bench_onnx import trained_classifier
 from bench.madewithml import load_split
 from mlprojects.config import OnnxConfig, TrainConfig
-from mlprojects.onnx_export import export_classifier
-from registry.contract import format_predictions
-from registry.log_model import log_onnx_classifier, register
+from mlprojects.onnx_model.export import export_classifier
+from mlprojects.onnx_model.registered import log_onnx_classifier
+from registry.cli import ArgumentParser
+from registry.log_model import register
 from serving.batch_score import RESULT_TYPE, score, spark_session
 
 RESULTS = Path(__file__).with_name("results") / "batch_score.json"
@@ -40,12 +42,11 @@ def registered_onnx_model(workdir: Path, texts: list[str], labels: list, threads
     """The untrained MiniLM (same graph and speed as a fine-tuned one) exported to int8 and registered."""
     _, test, descriptions = load_split()
     classifier, _ = trained_classifier(TrainConfig(encoder="minilm", max_epochs=0, patience=1), test, descriptions)
-    result = export_classifier(classifier, workdir / "onnx", OnnxConfig(max_f1_drop=1, min_agreement=0),
-                               texts[:64], labels[:64], texts[:64])
-    example = pd.DataFrame({"text": texts[:2]})
-    output = format_predictions(classifier.predict_proba(texts[:2]), classifier.labels, classifier.thresholds)
+    result = export_classifier(
+        classifier, workdir / "onnx", OnnxConfig(max_f1_drop=1, min_agreement=0), texts[:64], labels[:64], texts[:64]
+    )
     with mlflow.start_run():
-        info = log_onnx_classifier(result.directory, ["text"], example, output, threads)
+        info = log_onnx_classifier(result.directory, texts[:2], threads)
     return str(register(info.model_uri, NAME, {}, alias=None).version)
 
 
@@ -66,12 +67,16 @@ def spark_run(version: str, path: str, out: Path, shipped: bool) -> float:
         else:  # MLflow's spark_udf as batch_score called it before
             from pyspark.sql import functions as F
 
-            udf = mlflow.pyfunc.spark_udf(spark, f"models:/{NAME}/{version}", result_type=RESULT_TYPE,
-                                          env_manager="local")
-            scored = (source.withColumn("_prediction", udf(F.struct(F.col("text"))))
-                      .withColumn("predicted_labels", F.col("_prediction.labels"))
-                      .withColumn("top_label", F.col("_prediction.top_label"))
-                      .withColumn("scores", F.col("_prediction.scores")).drop("_prediction"))
+            udf = mlflow.pyfunc.spark_udf(
+                spark, f"models:/{NAME}/{version}", result_type=RESULT_TYPE, env_manager="local"
+            )
+            scored = (
+                source.withColumn("_prediction", udf(F.struct(F.col("text"))))
+                .withColumn("predicted_labels", F.col("_prediction.labels"))
+                .withColumn("top_label", F.col("_prediction.top_label"))
+                .withColumn("scores", F.col("_prediction.scores"))
+                .drop("_prediction")
+            )
         scored.write.mode("overwrite").parquet(str(out))
         return time.perf_counter() - t0
     finally:
@@ -79,7 +84,7 @@ def spark_run(version: str, path: str, out: Path, shipped: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=2400)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--partitions", type=int, default=1, help="input partitions (files) Spark reads")
@@ -101,23 +106,40 @@ def main(argv: list[str] | None = None) -> dict:
         for repeat in range(args.repeats):
             for kind in ("pandas_pyfunc", "batch_score_spark", "spark_udf_before"):
                 load = os.getloadavg()[0]
-                seconds = (pandas_run(uri, frame[["text"]]) if kind == "pandas_pyfunc" else
-                           spark_run(version, path, workdir / f"out-{kind}-{repeat}", kind == "batch_score_spark"))
-                runs.append({"repeat": repeat, "kind": kind, "seconds": round(seconds, 2),
-                             "docs_per_s": round(args.docs / seconds, 1), "loadavg_1m": load})
+                seconds = (
+                    pandas_run(uri, frame[["text"]])
+                    if kind == "pandas_pyfunc"
+                    else spark_run(version, path, workdir / f"out-{kind}-{repeat}", kind == "batch_score_spark")
+                )
+                runs.append(
+                    {
+                        "repeat": repeat,
+                        "kind": kind,
+                        "seconds": round(seconds, 2),
+                        "docs_per_s": round(args.docs / seconds, 1),
+                        "loadavg_1m": load,
+                    }
+                )
                 print(runs[-1], flush=True)
     summary = {}
     for kind in ("pandas_pyfunc", "batch_score_spark", "spark_udf_before"):
         rates = [r["docs_per_s"] for r in runs if r["kind"] == kind]
         summary[kind] = {"docs_per_s_median": float(np.median(rates)), "docs_per_s_all": rates}
     for kind in ("batch_score_spark", "spark_udf_before"):
-        ratios = [s["docs_per_s"] / p["docs_per_s"] for s, p in zip(
-            [r for r in runs if r["kind"] == kind], [r for r in runs if r["kind"] == "pandas_pyfunc"])]
+        ratios = [
+            s["docs_per_s"] / p["docs_per_s"]
+            for s, p in zip([r for r in runs if r["kind"] == kind], [r for r in runs if r["kind"] == "pandas_pyfunc"])
+        ]
         summary[kind]["x_pandas_per_repeat"] = [round(x, 2) for x in ratios]
-    report = {"command": " ".join(["python -m bench.bench_batch_score", *(sys.argv[1:] if argv is None else argv)]),
-              "machine": {"cpus": os.cpu_count(), "spark_master": "local[2]"}, "docs": args.docs,
-              "partitions": args.partitions,
-              "model": "all-MiniLM-L6-v2 (untrained) ONNX int8 pyfunc", "runs": runs, "summary": summary}
+    report = {
+        "command": " ".join(["python -m bench.bench_batch_score", *(sys.argv[1:] if argv is None else argv)]),
+        "machine": {"cpus": os.cpu_count(), "spark_master": "local[2]"},
+        "docs": args.docs,
+        "partitions": args.partitions,
+        "model": "all-MiniLM-L6-v2 (untrained) ONNX int8 pyfunc",
+        "runs": runs,
+        "summary": summary,
+    }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2))
     print(json.dumps(summary, indent=2))

@@ -7,6 +7,7 @@ Results -> bench/results/inference_log.json.
 
     python -m bench.bench_inference_log [--repeats 3] [--requests 200] [--docs 1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,9 @@ import pandas as pd
 
 from bench.bench_limits import endpoint, load, summary
 from bench.bench_serving import zero_shot_model
-from bench.machine import machine_info, write_results
+from bench.machine import new_results, write_results
 from bench.madewithml import load_split
-from mlprojects.config import REPO_ROOT
+from registry.locations import REPO_ROOT
 from serving.inference_log import read_window
 
 RESULTS = REPO_ROOT / "bench" / "results" / "inference_log.json"
@@ -38,8 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
-    results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-               "settings": vars(args), "off": [], "on": []}
+    results = new_results(settings=vars(args), off=[], on=[])
     train, test, descriptions = load_split()
     texts = list(pd.concat([train, test])["text"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -48,12 +48,15 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.set_experiment("bench-inference-log")
         model_uri = zero_shot_model(descriptions, Path(tmp))
         for repeat in range(args.repeats):
-            bodies = [{"inputs": {"text": [texts[(repeat * 997 + i * args.docs + j) % len(texts)]
-                                           for j in range(args.docs)]}} for i in range(args.requests)]
-            for mode in (("off", "on") if repeat % 2 == 0 else ("on", "off")):
+            bodies = [
+                {"inputs": {"text": [texts[(repeat * 997 + i * args.docs + j) % len(texts)] for j in range(args.docs)]}}
+                for i in range(args.requests)
+            ]
+            for mode in ("off", "on") if repeat % 2 == 0 else ("on", "off"):
                 log_url = f"sqlite:///{tmp}/log-{repeat}.db"
-                with endpoint(model_uri, f"sqlite:///{tmp}/feedback.db", "--inference-log",
-                              log_url if mode == "on" else "off") as url:
+                with endpoint(
+                    model_uri, f"sqlite:///{tmp}/feedback.db", "--inference-log", log_url if mode == "on" else "off"
+                ) as url:
                     load(url, "/invocations", bodies[:8], args.concurrency)  # warm-up
                     run = load(url, "/invocations", bodies, args.concurrency)
                 if mode == "on":
@@ -63,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
                 results[mode].append(run)
                 print(mode, json.dumps(run), flush=True)
     ratios = [on["throughput_rps"] / off["throughput_rps"] for on, off in zip(results["on"], results["off"])]
-    results["summary"] = {"throughput_ratio_on_over_off": ratios, "ratio_mean": sum(ratios) / len(ratios),
-                          "throughput_rps": {m: summary(results[m], "throughput_rps") for m in ("off", "on")},
-                          "p99_ms": {m: summary(results[m], "p99_ms") for m in ("off", "on")}}
+    results["summary"] = {
+        "throughput_ratio_on_over_off": ratios,
+        "ratio_mean": sum(ratios) / len(ratios),
+        "throughput_rps": {m: summary(results[m], "throughput_rps") for m in ("off", "on")},
+        "p99_ms": {m: summary(results[m], "p99_ms") for m in ("off", "on")},
+    }
     print(json.dumps(results["summary"], indent=1))
     write_results(results, args.out)
     return 0

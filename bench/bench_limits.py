@@ -6,6 +6,7 @@ side; the bundled MiniLM with a zero-shot head on Made With ML texts. Results ->
     python -m bench.bench_limits [--repeats 3] [--requests 40] [--feedback 400]
     python -m bench.bench_limits --validation   # per-record feedback validation: plain rules vs the GX suite
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,9 +14,9 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,9 +29,13 @@ import requests
 
 from bench.bench_serving import percentile, zero_shot_model
 from bench.madewithml import load_split
-from mlprojects.config import REPO_ROOT
+from registry.cli import ArgumentParser
+from registry.locations import REPO_ROOT
 from serving.feedback import FeedbackStore
-from serving.local_server import free_port, wait_until_healthy
+from serving.feedback.store import COLUMNS
+from serving.local_server import local_endpoint
+from validation.feedback_data import validate_feedback
+from validation.feedback_rules import record_reasons
 
 RESULTS = REPO_ROOT / "bench" / "results" / "limits.json"
 VALIDATION_RESULTS = REPO_ROOT / "bench" / "results" / "feedback_validation.json"
@@ -39,56 +44,66 @@ VALIDATION_RESULTS = REPO_ROOT / "bench" / "results" / "feedback_validation.json
 def validation_baseline(records: int) -> dict:
     """Milliseconds per single-record validation, in this process, first call (imports included) and the rest:
     the plain rules the /feedback route uses vs the great-expectations suite it ran before."""
+
     def timed(check) -> list[float]:
         times = []
         for i in range(records):
-            record = {"prediction_id": f"p{i}", "model_name": "m", "model_version": "1", "text": "t",
-                      "predicted_labels": ["vat"], "scores": {"vat": 0.8}, "score": 4, "corrected_labels": None,
-                      "source": "bench"}
+            record = {
+                "prediction_id": f"p{i}",
+                "model_name": "m",
+                "model_version": "1",
+                "text": "t",
+                "predicted_labels": ["vat"],
+                "scores": {"vat": 0.8},
+                "score": 4,
+                "corrected_labels": None,
+                "source": "bench",
+            }
             start = time.perf_counter()
             check(record)
             times.append(1000 * (time.perf_counter() - start))
         return times
 
     def gx(record: dict) -> None:
-        from serving.feedback.store import COLUMNS
-        from validation.feedback_data import validate_feedback
-
         validate_feedback(pd.DataFrame([record], columns=COLUMNS), ["vat", "payroll"])
 
     def plain(record: dict) -> None:
-        from validation.feedback_rules import record_reasons
-
         record_reasons(record, ["vat", "payroll"])
 
     out = {}
     for name, check in (("plain", plain), ("great_expectations", gx)):
         times = timed(check)
-        out[name] = {"first_ms": times[0], "p50_ms": percentile(times[1:], 50), "p99_ms": percentile(times[1:], 99),
-                     "records": records, "loadavg_1m": os.getloadavg()[0]}
+        out[name] = {
+            "first_ms": times[0],
+            "p50_ms": percentile(times[1:], 50),
+            "p99_ms": percentile(times[1:], 99),
+            "records": records,
+            "loadavg_1m": os.getloadavg()[0],
+        }
     return out
 
 
 @contextmanager
 def endpoint(model_uri: str, feedback_db: str, *args: str):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--model", model_uri, "--port", str(port),
-                             "--feedback-db", feedback_db, *args], cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    options = ["--feedback-db", feedback_db, *args]
+    with local_endpoint(model_uri, *options, log_level="WARNING", env=env, timeout=300) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
-def load(url: str, route: str, bodies: list[dict], concurrency: int) -> dict:
-    """Every body once, from `concurrency` threads; latency per request (ms) and the answers' status codes."""
+def load(url: str, route: str, bodies: list[dict], concurrency: int, keep_alive: bool = False) -> dict:
+    """Every body once, from `concurrency` threads; latency per request (ms) and the answers' status codes.
+    `keep_alive`: each client thread keeps one connection (a `requests.Session`), as a real client would; else
+    every request opens a new connection (the client's own cost is then part of each latency)."""
+    local = threading.local()
+
     def one(body: dict) -> tuple[float, int]:
+        client = requests
+        if keep_alive:
+            client = getattr(local, "session", None) or requests.Session()
+            local.session = client
         start = time.perf_counter()
-        status = requests.post(f"{url}{route}", json=body, timeout=300).status_code
+        status = client.post(f"{url}{route}", json=body, timeout=300).status_code
         return 1000 * (time.perf_counter() - start), status
 
     start = time.perf_counter()
@@ -98,21 +113,35 @@ def load(url: str, route: str, bodies: list[dict], concurrency: int) -> dict:
     latencies = [ms for ms, _ in results]
     served = [ms for ms, status in results if status < 300]
     statuses = {str(s): sum(1 for _, x in results if x == s) for s in sorted({s for _, s in results})}
-    return {"route": route, "concurrency": concurrency, "requests": len(bodies), "statuses": statuses,
-            "throughput_rps": len(bodies) / wall, "p50_ms": percentile(latencies, 50),
-            "p99_ms": percentile(latencies, 99), "max_ms": max(latencies), "first_ms": latencies[0],
-            "served_p50_ms": percentile(served, 50), "served_p99_ms": percentile(served, 99),
-            "loadavg_1m": os.getloadavg()[0]}
+    return {
+        "route": route,
+        "concurrency": concurrency,
+        "keep_alive": keep_alive,
+        "requests": len(bodies),
+        "statuses": statuses,
+        "throughput_rps": len(bodies) / wall,
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+        "first_ms": latencies[0],
+        "served_p50_ms": percentile(served, 50),
+        "served_p99_ms": percentile(served, 99),
+        "loadavg_1m": os.getloadavg()[0],
+    }
 
 
 def summary(runs: list[dict], key: str) -> dict:
     values = [r[key] for r in runs]
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--requests", type=int, default=40, help="requests at concurrency 1 (8x as many at 32)")
     p.add_argument("--feedback", type=int, default=400, help="feedback requests per fresh server")
@@ -122,9 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     if args.validation:
-        results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "machine": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg()},
-                   "validation": validation_baseline(50)}
+        results = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "loadavg_before": os.getloadavg()},
+            "validation": validation_baseline(50),
+        }
         Path(args.out or VALIDATION_RESULTS).write_text(json.dumps(results, indent=2))
         print(json.dumps(results, indent=1))
         return 0
@@ -132,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     train, test, descriptions = load_split()
     texts = list(pd.concat([train, test])["text"])
-    results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before},
-               "max_pending": args.max_pending or "default",
-               "invocations": {"1": [], "32": []}, "feedback": []}
+    results = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before},
+        "max_pending": args.max_pending or "default",
+        "invocations": {"1": [], "32": []},
+        "feedback": [],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
@@ -145,25 +179,36 @@ def main(argv: list[str] | None = None) -> int:
         for repeat in range(args.repeats):
             serve_args = ["--max-pending", str(args.max_pending)] if args.max_pending else []
             with endpoint(model_uri, f"sqlite:///{tmp}/warm-{repeat}.db", *serve_args) as url:
-                docs = [{"inputs": {"text": [texts[(repeat * 997 + i) % len(texts)]]}} for i in range(8 * args.requests)]
+                docs = [
+                    {"inputs": {"text": [texts[(repeat * 997 + i) % len(texts)]]}} for i in range(8 * args.requests)
+                ]
                 load(url, "/invocations", docs[:3], 1)  # warm-up
-                for concurrency in ((1, 32) if repeat % 2 == 0 else (32, 1)):
+                for concurrency in (1, 32) if repeat % 2 == 0 else (32, 1):
                     n = args.requests * (8 if concurrency == 32 else 1)
                     run = load(url, "/invocations", docs[:n], concurrency)
                     results["invocations"][str(concurrency)].append(run)
                     print(json.dumps(run), flush=True)
             if args.skip_feedback:
                 continue
-            db = f"sqlite:///{tmp}/feedback-{repeat}.db"
-            with endpoint(model_uri, db) as url:  # a fresh server: its first /feedback is measured too
-                bodies = [{"prediction_id": f"r{repeat}-{i}", "score": 1 + i % 5, "text": texts[i % len(texts)],
-                           "predicted_labels": [labels[i % len(labels)]], "corrected_labels": [labels[0]],
-                           "scores": {labels[i % len(labels)]: 0.8}} for i in range(args.feedback)]
-                run = load(url, "/feedback", bodies, 8)
-            stored = FeedbackStore(db).query()
-            run.update({"rows_stored": len(stored), "rows_lost": run["statuses"].get("201", 0) - len(stored)})
-            results["feedback"].append(run)
-            print(json.dumps(run), flush=True)
+            for keep_alive in (True, False) if repeat % 2 == 0 else (False, True):
+                db = f"sqlite:///{tmp}/feedback-{repeat}-{int(keep_alive)}.db"
+                with endpoint(model_uri, db) as url:  # a fresh server: its first /feedback is measured too
+                    bodies = [
+                        {
+                            "prediction_id": f"r{repeat}-{i}",
+                            "score": 1 + i % 5,
+                            "text": texts[i % len(texts)],
+                            "predicted_labels": [labels[i % len(labels)]],
+                            "corrected_labels": [labels[0]],
+                            "scores": {labels[i % len(labels)]: 0.8},
+                        }
+                        for i in range(args.feedback)
+                    ]
+                    run = load(url, "/feedback", bodies, 8, keep_alive)
+                stored = FeedbackStore(db).query()
+                run.update({"rows_stored": len(stored), "rows_lost": run["statuses"].get("201", 0) - len(stored)})
+                results["feedback"].append(run)
+                print(json.dumps(run), flush=True)
     inv = results["invocations"]
     results["summary"] = {
         "invocations_p99_ms": {c: summary(inv[c], "p99_ms") for c in inv},
@@ -171,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
         "p99_ratio_32_over_1": [b["p99_ms"] / a["p99_ms"] for a, b in zip(inv["1"], inv["32"])],
         "invocations_served_p99_ms": {c: summary(inv[c], "served_p99_ms") for c in inv},
     }
-    if results["feedback"]:
-        results["summary"].update({k: summary(results["feedback"], k.removeprefix("feedback_"))
-                                   for k in ("feedback_p50_ms", "feedback_p99_ms", "feedback_first_ms")})
+    for keep_alive, name in ((True, "feedback_keep_alive"), (False, "feedback_new_connection")):
+        runs = [r for r in results["feedback"] if r["keep_alive"] == keep_alive]
+        if runs:
+            results["summary"][name] = {k: summary(runs, k) for k in ("p50_ms", "p99_ms", "first_ms", "rows_lost")}
     results["machine"]["loadavg_after"] = os.getloadavg()
     out = Path(args.out or RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,13 +4,14 @@
     python -m bench.bench_onnx --suite graphs [--epochs 2]
 
 `pyfunc` (default): the served models side by side in one process: the torch pyfunc against the ONNX pyfunc
-(int8 as shipped and the variants tried: fused, 4-bit MatMulNBits, ONNX Runtime's default thread spinning) and against the
-reference route (optimum-onnx export + ONNX Runtime's quantiser presets, run in its own environment given by
-`--optimum-python`), calls of 32 documents and of 1, variants alternating within each round, every round's
-ratio to torch and the machine's load kept. Writes bench/results/onnx_pyfunc.json.
+(int8 as shipped and the variants tried: fused, 4-bit MatMulNBits, ONNX Runtime's default thread spinning)
+and against the reference route (optimum-onnx export + ONNX Runtime's quantiser presets, run in its own
+environment given by `--optimum-python`), calls of 32 documents and of 1, variants alternating within each
+round, every round's ratio to torch and the machine's load kept. Writes bench/results/onnx_pyfunc.json.
 `graphs`: the encoders alone (no pyfunc), quality (mean cosine, F1) and speed; bench/results/onnx.json.
 Torch and ONNX Runtime get the same thread count.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,15 +29,18 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.madewithml import load_split
-from mlprojects.classifier import Classifier
 from mlprojects.config import OnnxConfig, TrainConfig
 from mlprojects.data import stratified_split
-from mlprojects.model import build_model
-from mlprojects.onnx_export import export_graph, fuse
-from mlprojects.onnx_parity import f1_macro, row_cosines
-from mlprojects.onnx_quantize import TextCalibrationReader, quantize
-from mlprojects.onnx_runtime import OnnxEncoder, load_tokenizer, probabilities
-from mlprojects.train import train_classifier
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import build_model
+from mlprojects.model.registered import log_classifier
+from mlprojects.onnx_model.export import export_classifier, export_graph, fuse
+from mlprojects.onnx_model.parity import f1_macro, row_cosines
+from mlprojects.onnx_model.pyfunc import OnnxDualEncoderPyfunc
+from mlprojects.onnx_model.quantize import TextCalibrationReader, quantize
+from mlprojects.onnx_model.runtime import OnnxClassifier, OnnxEncoder, load_tokenizer, probabilities
+from mlprojects.training.trainer import train_classifier
+from registry.cli import ArgumentParser
 
 RESULTS = Path(__file__).with_name("results") / "onnx.json"
 PYFUNC_RESULTS = Path(__file__).with_name("results") / "onnx_pyfunc.json"
@@ -46,7 +50,7 @@ def timed_batches(embed: Callable[[list[str]], object], texts: Sequence[str], ba
     """Wall and CPU time per batch, in the given order (texts arrive as they come; no global sort)."""
     wall, cpu = [], []
     for start in range(0, len(texts), batch):
-        chunk = list(texts[start:start + batch])
+        chunk = list(texts[start : start + batch])
         t0, c0 = time.perf_counter(), time.process_time()
         embed(chunk)
         wall.append(time.perf_counter() - t0)
@@ -72,7 +76,9 @@ def measure(variants: dict[str, Callable], texts: Sequence[str], rounds: int) ->
             out.setdefault(name, {})[key] = {
                 "docs_per_s": round(len(sample) / run["wall"], 1),
                 "docs_per_cpu_s": round(len(sample) / max(run["cpu"], 1e-9), 1),
-                "p50_ms": round(float(np.percentile(lat, 50)), 2), "p95_ms": round(float(np.percentile(lat, 95)), 2)}
+                "p50_ms": round(float(np.percentile(lat, 50)), 2),
+                "p95_ms": round(float(np.percentile(lat, 95)), 2),
+            }
     return out
 
 
@@ -106,8 +112,9 @@ def trained_classifier(cfg: TrainConfig, train, descriptions: dict[str, str]):
             val_f1 = result.best_metrics["f1_macro"]
         else:
             single = bool(train["labels"].map(len).eq(1).all())
-            classifier = Classifier(build_model(cfg, lora=False), dict(descriptions), np.full(len(descriptions), 0.5),
-                                    single, ["text"])
+            classifier = Classifier(
+                build_model(cfg, lora=False), dict(descriptions), np.full(len(descriptions), 0.5), single, ["text"]
+            )
             val_f1 = None
         return Classifier.load(classifier.save(Path(tmp) / "classifier"), "cpu"), val_f1
 
@@ -122,7 +129,7 @@ class PooledEncoder(OnnxEncoder):
         order = np.argsort([len(e.ids) for e in encodings], kind="stable")
         chunks = []
         for s in range(0, len(order), size):
-            feed = self.feed([encodings[i] for i in order[s:s + size]])
+            feed = self.feed([encodings[i] for i in order[s : s + size]])
             hidden = self.session.run(None, feed)[0]
             mask = feed["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1e-9)
@@ -134,8 +141,7 @@ def nbits(source: Path, target: Path) -> Path:
     """4-bit weight-only MatMulNBits (block 32, symmetric): needs the optional `onnx-ir` package."""
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=4, block_size=32, is_symmetric=True,
-                                     accuracy_level=4)
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(source)), bits=4, block_size=32, is_symmetric=True, accuracy_level=4)
     quantizer.process()
     quantizer.model.save_model_to_file(str(target))
     return target
@@ -146,8 +152,13 @@ def optimum_graphs(python: str, encoder_dir: Path, workdir: Path) -> dict[str, P
     import subprocess
 
     out = workdir / "optimum"
-    subprocess.run([python, str(Path(__file__).with_name("optimum_route.py")), str(encoder_dir), str(out)],
-                   check=True, capture_output=True, text=True, timeout=1200)
+    subprocess.run(
+        [python, str(Path(__file__).with_name("optimum_route.py")), str(encoder_dir), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     return {k: Path(v) for k, v in json.loads((out / "route.json").read_text())["graphs"].items()}
 
 
@@ -156,12 +167,12 @@ def pyfunc_rounds(predictors: dict[str, Callable], texts: Sequence[str], rounds:
     p50 latency over calls of 1, with the 1-minute load average at the round's start."""
     import pandas as pd
 
-    b32 = [pd.DataFrame({"text": list(texts[s:s + 32])}) for s in range(0, len(texts) - 31, 32)]
+    b32 = [pd.DataFrame({"text": list(texts[s : s + 32])}) for s in range(0, len(texts) - 31, 32)]
     b1 = [pd.DataFrame({"text": [t]}) for t in texts[:40]]
     names, out = list(predictors), {"rounds": []}
     for r in tqdm(range(rounds), desc="pyfunc rounds"):
         record = {"loadavg_1m": os.getloadavg()[0], "variants": {}}
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             predict = predictors[name]
             predict(b1[0])  # warm
             t0 = time.perf_counter()
@@ -173,13 +184,16 @@ def pyfunc_rounds(predictors: dict[str, Callable], texts: Sequence[str], rounds:
                 t1 = time.perf_counter()
                 predict(frame)
                 lat.append(time.perf_counter() - t1)
-            record["variants"][name] = {"docs_per_s_b32": round(docs_s, 1),
-                                        "p50_ms_b1": round(1000 * float(np.median(lat)), 2)}
+            record["variants"][name] = {
+                "docs_per_s_b32": round(docs_s, 1),
+                "p50_ms_b1": round(1000 * float(np.median(lat)), 2),
+            }
         out["rounds"].append(record)
     summary = {}
     for name in names:
-        ratios32 = [r["variants"][name]["docs_per_s_b32"] / r["variants"]["torch_fp32"]["docs_per_s_b32"]
-                    for r in out["rounds"]]
+        ratios32 = [
+            r["variants"][name]["docs_per_s_b32"] / r["variants"]["torch_fp32"]["docs_per_s_b32"] for r in out["rounds"]
+        ]
         ratios1 = [r["variants"]["torch_fp32"]["p50_ms_b1"] / r["variants"][name]["p50_ms_b1"] for r in out["rounds"]]
         summary[name] = {
             "docs_per_s_b32_median": float(np.median([r["variants"][name]["docs_per_s_b32"] for r in out["rounds"]])),
@@ -187,7 +201,8 @@ def pyfunc_rounds(predictors: dict[str, Callable], texts: Sequence[str], rounds:
             "x_torch_b32_median": round(float(np.median(ratios32)), 2),
             "x_torch_b32_range": [round(min(ratios32), 2), round(max(ratios32), 2)],
             "x_torch_b1_latency_median": round(float(np.median(ratios1)), 2),
-            "x_torch_b1_latency_range": [round(min(ratios1), 2), round(max(ratios1), 2)]}
+            "x_torch_b1_latency_range": [round(min(ratios1), 2), round(max(ratios1), 2)],
+        }
     out["summary"] = summary
     return out
 
@@ -195,13 +210,6 @@ def pyfunc_rounds(predictors: dict[str, Callable], texts: Sequence[str], rounds:
 def pyfunc_suite(args) -> dict:
     """The served models side by side: torch pyfunc, ONNX pyfuncs, the optimum reference route."""
     import mlflow
-
-    from mlprojects.config import OnnxConfig
-    from mlprojects.onnx_export import export_classifier
-    from mlprojects.onnx_runtime import OnnxClassifier
-    from registry.contract import format_predictions
-    from registry.log_model import log_classifier
-    from registry.onnx_pyfunc import OnnxDualEncoderPyfunc
 
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
@@ -213,13 +221,17 @@ def pyfunc_suite(args) -> dict:
         workdir = Path(tmp)
         mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
         encoder_dir = classifier.save(workdir / "classifier") / "encoder"
-        example = pd_frame(texts[:2])
         with mlflow.start_run():
-            info = log_classifier(workdir / "classifier", ["text"], example, format_predictions(
-                classifier.predict_proba(texts[:2]), classifier.labels, classifier.thresholds))
+            info = log_classifier(classifier, texts[:2], saved=workdir / "classifier")
         torch_model = mlflow.pyfunc.load_model(info.model_uri)
-        shipped = export_classifier(classifier, workdir / "int8", OnnxConfig(threads=args.threads, max_f1_drop=1,
-                                                                             min_agreement=0), texts, labels, texts[:64])
+        shipped = export_classifier(
+            classifier,
+            workdir / "int8",
+            OnnxConfig(threads=args.threads, max_f1_drop=1, min_agreement=0),
+            texts,
+            labels,
+            texts[:64],
+        )
         tokenizer = tokenizer_of(classifier, workdir)
         fp32, _ = export_graph(classifier, workdir / "fp32.onnx", OnnxConfig().opset)
         fused = workdir / "fused.onnx"
@@ -238,36 +250,60 @@ def pyfunc_suite(args) -> dict:
 
         def pyfunc_over(encoder) -> Callable:
             model = OnnxDualEncoderPyfunc()
-            model.classifier = OnnxClassifier(encoder, dict(descriptions), encoder.embed(label_texts),
-                                              classifier.thresholds, scale, bias, classifier.single_label, ("text",))
+            model.classifier = OnnxClassifier(
+                encoder,
+                dict(descriptions),
+                encoder.embed(label_texts),
+                classifier.thresholds,
+                scale,
+                bias,
+                classifier.single_label,
+                ("text",),
+            )
             return lambda frame: model.predict(None, frame)
 
         shipped_encoder = OnnxClassifier.load(shipped.directory, threads=args.threads).encoder
-        predictors: dict[str, Callable] = {"torch_fp32": torch_model.predict,
-                                           "onnx_int8_shipped": pyfunc_over(shipped_encoder)}
+        predictors: dict[str, Callable] = {
+            "torch_fp32": torch_model.predict,
+            "onnx_int8_shipped": pyfunc_over(shipped_encoder),
+        }
         predictors |= {n: pyfunc_over(OnnxEncoder(g, tokenizer, pad, args.threads)) for n, g in graphs.items()}
-        predictors["onnx_int8_spinning"] = pyfunc_over(spinning(shipped.directory / "model.onnx", tokenizer, pad,
-                                                                args.threads))
+        predictors["onnx_int8_spinning"] = pyfunc_over(
+            spinning(shipped.directory / "model.onnx", tokenizer, pad, args.threads)
+        )
         predictors |= {n: pyfunc_over(PooledEncoder(g, tokenizer, pad, args.threads)) for n, g in pooled.items()}
         reference = classifier.model.embed(texts).numpy()
         quality = {}
         for name, predict in predictors.items():
             scores = predict(pd_frame(texts))["scores"]
             probs = np.array([[row[l] for l in classifier.labels] for row in scores])
-            quality[name] = {"f1_macro": round(f1_macro(probs, labels, classifier.labels, classifier.thresholds,
-                                                        classifier.single_label), 4)}
-        for name, enc in [("onnx_int8_shipped", shipped_encoder)] + [
-                (n, OnnxEncoder(g, tokenizer, pad, args.threads)) for n, g in graphs.items()] + [
-                (n, PooledEncoder(g, tokenizer, pad, args.threads)) for n, g in pooled.items()]:
+            quality[name] = {
+                "f1_macro": round(
+                    f1_macro(probs, labels, classifier.labels, classifier.thresholds, classifier.single_label), 4
+                )
+            }
+        for name, enc in (
+            [("onnx_int8_shipped", shipped_encoder)]
+            + [(n, OnnxEncoder(g, tokenizer, pad, args.threads)) for n, g in graphs.items()]
+            + [(n, PooledEncoder(g, tokenizer, pad, args.threads)) for n, g in pooled.items()]
+        ):
             quality[name]["mean_cosine"] = round(float(row_cosines(reference, enc.embed(texts)).mean()), 5)
         sizes = {n: round(Path(g).stat().st_size / 2**20, 1) for n, g in {**graphs, **pooled}.items()}
         sizes["onnx_int8_shipped"] = round((shipped.directory / "model.onnx").stat().st_size / 2**20, 1)
         timing = pyfunc_rounds(predictors, texts, args.rounds)
-    report = {"command": " ".join(["python -m bench.bench_onnx", *(sys.argv[1:] if args.argv is None else args.argv)]),
-              "machine": {"cpus": os.cpu_count(), "threads": args.threads, "loadavg_before": load_before,
-                          "loadavg_after": os.getloadavg()},
-              "model": {"encoder": "all-MiniLM-L6-v2", "epochs": args.epochs, "n_test": len(texts)},
-              "sizes_mb": sizes, "quality": quality, **timing}
+    report = {
+        "command": " ".join(["python -m bench.bench_onnx", *(sys.argv[1:] if args.argv is None else args.argv)]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
+        "model": {"encoder": "all-MiniLM-L6-v2", "epochs": args.epochs, "n_test": len(texts)},
+        "sizes_mb": sizes,
+        "quality": quality,
+        **timing,
+    }
     Path(args.output or PYFUNC_RESULTS).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output or PYFUNC_RESULTS).write_text(json.dumps(report, indent=2))
     print(json.dumps({"summary": timing["summary"], "quality": quality}, indent=2))
@@ -275,10 +311,15 @@ def pyfunc_suite(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=["pyfunc", "graphs"], default="pyfunc")
-    p.add_argument("--epochs", type=int, default=None, help="SFT epochs; 0 = the untrained encoder, zero-shot "
-                   "(same graph and speed; default 0 for pyfunc, 2 for graphs)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="SFT epochs; 0 = the untrained encoder, zero-shot "
+        "(same graph and speed; default 0 for pyfunc, 2 for graphs)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime intra-op threads")
     p.add_argument("--rounds", type=int, default=None, help="default 5 (pyfunc), 3 (graphs)")
     p.add_argument("--optimum-python", default="", help="python of an environment with optimum-onnx")
@@ -306,21 +347,33 @@ def main(argv: list[str] | None = None) -> dict:
         workdir = Path(tmp)
         graphs = build_graphs(classifier, workdir, list(train["text"].sample(128, random_state=0)), args.threads)
         tokenizer = tokenizer_of(classifier, workdir)
-        encoders = {n: OnnxEncoder(g, tokenizer, int(classifier.model.tokenizer.pad_token_id or 0), args.threads)
-                    for n, g in graphs.items()}
+        encoders = {
+            n: OnnxEncoder(g, tokenizer, int(classifier.model.tokenizer.pad_token_id or 0), args.threads)
+            for n, g in graphs.items()
+        }
         reference = classifier.model.embed(texts).numpy()
         label_texts = list(descriptions.values())
-        quality = {"torch_fp32": {"mean_cosine": 1.0, "f1_macro": f1_macro(
-            classifier.predict_proba(texts), labels, names, thresholds, single)}}
+        quality = {
+            "torch_fp32": {
+                "mean_cosine": 1.0,
+                "f1_macro": f1_macro(classifier.predict_proba(texts), labels, names, thresholds, single),
+            }
+        }
         for name, enc in encoders.items():
             emb = enc.embed(texts)
-            probs = probabilities(emb, enc.embed(label_texts), float(classifier.model.scale), float(classifier.model.bias))
+            probs = probabilities(
+                emb, enc.embed(label_texts), float(classifier.model.scale), float(classifier.model.bias)
+            )
             cos = row_cosines(reference, emb)
-            quality[name] = {"mean_cosine": round(float(cos.mean()), 5), "min_cosine": round(float(cos.min()), 5),
-                             "f1_macro": f1_macro(probs, labels, names, thresholds, single)}
+            quality[name] = {
+                "mean_cosine": round(float(cos.mean()), 5),
+                "min_cosine": round(float(cos.min()), 5),
+                "f1_macro": f1_macro(probs, labels, names, thresholds, single),
+            }
         sizes = {n: round(g.stat().st_size / 2**20, 1) for n, g in graphs.items()}
-        sizes["torch_fp32"] = round(sum(p.numel() * p.element_size()
-                                        for p in classifier.model.encoder.parameters()) / 2**20, 1)
+        sizes["torch_fp32"] = round(
+            sum(p.numel() * p.element_size() for p in classifier.model.encoder.parameters()) / 2**20, 1
+        )
         variants: dict[str, Callable] = {"torch_fp32": lambda b: classifier.model.embed(b, batch_size=32)}
         variants |= {n: (lambda b, e=e: e.embed(b, batch_size=32)) for n, e in encoders.items()}
         variants["int8_dynamic_unbucketed"] = lambda b, e=encoders["int8_dynamic"]: e.embed(b, 32, by_length=False)
@@ -328,8 +381,11 @@ def main(argv: list[str] | None = None) -> dict:
         if args.threads > 1:  # the same pair on one thread: what the second core adds
             torch.set_num_threads(1)
             one = OnnxEncoder(graphs["int8_dynamic"], tokenizer, threads=1)
-            single_thread = measure({"torch_fp32_1_thread": variants["torch_fp32"],
-                                     "int8_dynamic_1_thread": lambda b: one.embed(b, 32)}, texts, args.rounds)
+            single_thread = measure(
+                {"torch_fp32_1_thread": variants["torch_fp32"], "int8_dynamic_1_thread": lambda b: one.embed(b, 32)},
+                texts,
+                args.rounds,
+            )
             timings |= single_thread
             torch.set_num_threads(args.threads)
 
@@ -340,15 +396,29 @@ def main(argv: list[str] | None = None) -> dict:
         t["cpu_speedup_vs_torch_batch_32"] = round(t["batch_32"]["docs_per_cpu_s"] / base["docs_per_cpu_s"], 2)
     report = {
         "command": " ".join(["python -m bench.bench_onnx", *(sys.argv[1:] if argv is None else argv)]),
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "loadavg_before": load_before,
-                    "loadavg_after": os.getloadavg()},
-        "model": {"encoder": "all-MiniLM-L6-v2" + (" + LoRA (SFT, merged)" if args.epochs else " (untrained, zero-shot)"), "epochs": args.epochs, "train_s": round(train_s, 1),
-                  "val_f1_macro": val_f1, "n_test": len(texts)},
-        "sizes_mb": sizes, "quality": quality, "timings": timings,
-        "goal": {"int8_speedup_batch_32": timings["int8_dynamic"]["speedup_vs_torch_batch_32"],
-                 "int8_f1_drop_points": round(100 * (quality["torch_fp32"]["f1_macro"]
-                                                     - quality["int8_dynamic"]["f1_macro"]), 2),
-                 "torch_docs_per_s_batch_32": torch_b32["docs_per_s"]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "threads": args.threads,
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
+        "model": {
+            "encoder": "all-MiniLM-L6-v2" + (" + LoRA (SFT, merged)" if args.epochs else " (untrained, zero-shot)"),
+            "epochs": args.epochs,
+            "train_s": round(train_s, 1),
+            "val_f1_macro": val_f1,
+            "n_test": len(texts),
+        },
+        "sizes_mb": sizes,
+        "quality": quality,
+        "timings": timings,
+        "goal": {
+            "int8_speedup_batch_32": timings["int8_dynamic"]["speedup_vs_torch_batch_32"],
+            "int8_f1_drop_points": round(
+                100 * (quality["torch_fp32"]["f1_macro"] - quality["int8_dynamic"]["f1_macro"]), 2
+            ),
+            "torch_docs_per_s_batch_32": torch_b32["docs_per_s"],
+        },
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2))

@@ -5,6 +5,7 @@ zero-shot head (serving cost does not depend on training). Results -> bench/resu
 
     python -m bench.bench_serving [--requests 64] [--batch-docs 600] [--model-uri models:/name/1]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,28 +27,35 @@ import pandas as pd
 import requests
 
 from bench.madewithml import load_split
-from mlprojects.config import REPO_ROOT
-from serving.local_server import free_port, wait_until_healthy
+from mlprojects.config import TrainConfig
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import build_model
+from mlprojects.model.registered import log_classifier
+from registry.cli import ArgumentParser
+from registry.conventions import TAG_KIND
+from registry.locations import REPO_ROOT
+from registry.log_model import register
+from registry.lookup import resolve_version
+from serving.azureml.bundle import serving_artifact
+from serving.batch_score import score, spark_session
+from serving.local_server import local_endpoint
 
 RESULTS = REPO_ROOT / "bench" / "results" / "serving.json"
 
 
+def zero_shot_classifier(descriptions: dict[str, str]) -> Classifier:
+    """The bundled MiniLM with its zero-shot head: frozen encoder, thresholds 0.5 (serving cost does not depend
+    on training)."""
+    return Classifier(
+        build_model(TrainConfig(encoder="minilm"), lora=False), descriptions, np.full(len(descriptions), 0.5)
+    )
+
+
 def zero_shot_model(descriptions: dict[str, str], root: Path) -> str:
-    """Log and register the bundled MiniLM as a torch pyfunc (frozen encoder, thresholds 0.5); its URI."""
-    from mlprojects.classifier import Classifier
-    from mlprojects.config import TrainConfig
-    from mlprojects.model import build_model
-    from registry.log_model import log_classifier, register
-
-    classifier = Classifier(build_model(TrainConfig(encoder="minilm"), lora=False), descriptions,
-                            np.full(len(descriptions), 0.5))
-    example = pd.DataFrame({"text": ["Transformers for text classification."]})
-    from registry.contract import format_predictions
-
-    output = format_predictions(classifier.predict_proba(list(example["text"])), classifier.labels, classifier.thresholds)
+    """Log and register the zero-shot classifier as a torch pyfunc; its URI."""
     with mlflow.start_run(run_name="bench-serving-model"):
-        info = log_classifier(classifier.save(root / "classifier"), ["text"], example, output)
-    version = register(info.model_uri, "bench-serving", {"lineage.kind": "bench"}).version
+        info = log_classifier(zero_shot_classifier(descriptions), ["Transformers for text classification."])
+    version = register(info.model_uri, "bench-serving", {TAG_KIND: "bench"}).version
     return f"models:/bench-serving/{version}"
 
 
@@ -55,10 +63,24 @@ def onnx_model(torch_uri: str, eval_frame: pd.DataFrame, tmp: Path) -> str | Non
     """The same model exported by the `export_onnx` stage; None when no ONNX version ended up linked to it."""
     data = tmp / "eval.csv"
     eval_frame.assign(labels=eval_frame["labels"].map("|".join))[["text", "labels"]].to_csv(data, index=False)
-    subprocess.run([sys.executable, "-m", "mlprojects.export_onnx", "--model-uri", torch_uri, "--eval-data", str(data),
-                    "--text-columns", "text", "--label-column", "labels"], cwd=REPO_ROOT, check=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    from serving.azureml.bundle import resolve_version, serving_artifact
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlprojects.export_onnx",
+            "--model-uri",
+            torch_uri,
+            "--eval-data",
+            str(data),
+            "--text-columns",
+            "text",
+            "--label-column",
+            "labels",
+        ],
+        cwd=REPO_ROOT,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
 
     name, version = resolve_version(torch_uri)
     artifact = serving_artifact(name, version)
@@ -85,30 +107,24 @@ def endpoint_load(url: str, texts: list[str], concurrency: int, n_requests: int)
     with ThreadPoolExecutor(concurrency) as pool:
         latencies = list(pool.map(one, range(n_requests)))
     wall = time.perf_counter() - start
-    return {"concurrency": concurrency, "requests": n_requests, "throughput_rps": n_requests / wall,
-            "p50_ms": 1000 * percentile(latencies, 50), "p99_ms": 1000 * percentile(latencies, 99),
-            "mean_ms": 1000 * statistics.fmean(latencies)}
+    return {
+        "concurrency": concurrency,
+        "requests": n_requests,
+        "throughput_rps": n_requests / wall,
+        "p50_ms": 1000 * percentile(latencies, 50),
+        "p99_ms": 1000 * percentile(latencies, 99),
+        "mean_ms": 1000 * statistics.fmean(latencies),
+    }
 
 
 def bench_endpoint(model_uri: str, texts: list[str], n_requests: int) -> list[dict]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--model", model_uri, "--port", str(port)],
-                            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    with local_endpoint(model_uri, log_level="WARNING", env=env, timeout=300) as (url, _):
         return [endpoint_load(url, texts, c, n_requests * (2 if c > 1 else 1)) for c in (1, 8)]
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def bench_batch(model_uri: str, texts: list[str]) -> dict:
     """docs/s over the same documents: plain pyfunc.predict on one pandas frame vs Spark local[2] (write included)."""
-    from serving.batch_score import score, spark_session
-    from serving.azureml.bundle import resolve_version
-
     frame = pd.DataFrame({"text": texts})
     start = time.perf_counter()
     mlflow.pyfunc.load_model(model_uri).predict(frame)
@@ -122,13 +138,18 @@ def bench_batch(model_uri: str, texts: list[str]) -> dict:
         score(spark, name, version, source, ["text"]).write.parquet(str(Path(tmp) / "out"))
         spark_s = time.perf_counter() - start
     spark.stop()
-    return {"docs": len(texts), "pandas_pyfunc_docs_per_s": len(texts) / pandas_s,
-            "spark_local2_docs_per_s": len(texts) / spark_s, "pandas_seconds": pandas_s, "spark_seconds": spark_s,
-            "note": "both include loading the model (Spark: once per task, 2 tasks)"}
+    return {
+        "docs": len(texts),
+        "pandas_pyfunc_docs_per_s": len(texts) / pandas_s,
+        "spark_local2_docs_per_s": len(texts) / spark_s,
+        "pandas_seconds": pandas_s,
+        "spark_seconds": spark_s,
+        "note": "both include loading the model (Spark: once per task, 2 tasks)",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=64, help="requests at concurrency 1 (twice as many at 8)")
     p.add_argument("--batch-docs", type=int, default=600)
     p.add_argument("--model-uri", default="", help="benchmark this registered torch model instead")
@@ -148,10 +169,13 @@ def main(argv: list[str] | None = None) -> int:
         models = {"torch": torch_uri}
         if onnx_uri := onnx_model(torch_uri, test, Path(tmp)):
             models["onnx"] = onnx_uri
-        results = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                               "loadavg_before": load_before},
-                   "models": models, "endpoint": {}, "batch": {}}
+        results = {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before},
+            "models": models,
+            "endpoint": {},
+            "batch": {},
+        }
         for flavour, model_uri in models.items():
             print(f"endpoint, {flavour}: {model_uri}", flush=True)
             results["endpoint"][flavour] = bench_endpoint(model_uri, texts, args.requests)

@@ -1,4 +1,4 @@
-"""SFT benchmark on the real Made With ML dataset (issue 2): the fine-tuned dual encoder against two baselines.
+"""SFT benchmark on the real Made With ML dataset: the fine-tuned dual encoder against two baselines.
 
     python -m bench.bench_sft                       # all three methods, TrainConfig defaults
     python -m bench.bench_sft --set learning_rate=2e-3 --set max_epochs=15 --methods sft --out /tmp/x.json
@@ -7,6 +7,7 @@ Split: `bench.madewithml.load_split()` (stratified 80/20, seed 42). The SFT mode
 stopping, thresholds) is a stratified 15% of the 80% part; the 20% test part is only used for final scoring.
 The data is single-label, so every method's decision is the arg-max label.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,13 +27,20 @@ from bench.machine import machine_info
 from bench.madewithml import SEED, load_split
 from mlprojects.config import TrainConfig
 from mlprojects.data import multi_hot, stratified_split
-from mlprojects.errors import ConfigError, cli_entry
-from mlprojects.metrics import decide, f1_summary
+from mlprojects.evaluation.metrics import decide, f1_summary
+from mlprojects.model.encoder import build_model
+from mlprojects.training.trainer import train_classifier
+from registry.cli import ArgumentParser, cli_entry
+from registry.errors import ConfigError
+from registry.tracking import setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("sft", "zero_shot", "logreg")
-TITLES = {"sft": "SFT dual encoder (MiniLM + LoRA)", "zero_shot": "Zero-shot cosine, untrained MiniLM",
-          "logreg": "Frozen MiniLM + logistic regression"}
+TITLES = {
+    "sft": "SFT dual encoder (MiniLM + LoRA)",
+    "zero_shot": "Zero-shot cosine, untrained MiniLM",
+    "logreg": "Frozen MiniLM + logistic regression",
+}
 
 
 def argmax_scores(scores: np.ndarray, test: pd.DataFrame, names: list[str]) -> dict[str, float]:
@@ -46,19 +54,21 @@ def print_epoch(epoch: int, record: dict) -> None:
 
 
 def run_sft(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict:
-    from mlprojects.train import train_classifier
-
     fit_part, val = stratified_split(train, cfg.val_fraction, cfg.seed)
     classifier, result = train_classifier(cfg, fit_part, val, descriptions, ["text"], on_epoch=print_epoch)
     probs = classifier.predict_proba(list(test["text"]))
-    return {**argmax_scores(probs, test, list(descriptions)), "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history), "val_f1_macro": result.best_metrics["f1_macro"],
-            "history": result.history, "n_fit": len(fit_part), "n_val": len(val)}
+    return {
+        **argmax_scores(probs, test, list(descriptions)),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "val_f1_macro": result.best_metrics["f1_macro"],
+        "history": result.history,
+        "n_fit": len(fit_part),
+        "n_val": len(val),
+    }
 
 
 def run_zero_shot(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict:
-    from mlprojects.model import build_model
-
     model = build_model(cfg, lora=False)
     cos = model.embed(list(test["text"])) @ model.embed(list(descriptions.values())).T
     return argmax_scores(cos.numpy(), test, list(descriptions))
@@ -68,13 +78,19 @@ def run_logreg(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> d
     """Frozen encoder embeddings -> multinomial logistic regression; C chosen by 5-fold CV (F1-macro) on the 80%."""
     from sklearn.linear_model import LogisticRegressionCV
 
-    from mlprojects.model import build_model
-
     model = build_model(cfg, lora=False)
     names = list(descriptions)
     y = np.array([names.index(ls[0]) for ls in train["labels"]])
-    clf = LogisticRegressionCV(Cs=10, cv=5, l1_ratios=(0.0,), scoring="f1_macro", class_weight="balanced",
-                               max_iter=5000, random_state=cfg.seed, use_legacy_attributes=False)
+    clf = LogisticRegressionCV(
+        Cs=10,
+        cv=5,
+        l1_ratios=(0.0,),
+        scoring="f1_macro",
+        class_weight="balanced",
+        max_iter=5000,
+        random_state=cfg.seed,
+        use_legacy_attributes=False,
+    )
     clf.fit(model.embed(list(train["text"])).numpy(), y)
     scores = np.zeros((len(test), len(names)))
     scores[:, clf.classes_] = clf.predict_proba(model.embed(list(test["text"])).numpy())
@@ -101,16 +117,16 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def markdown_table(results: dict[str, dict]) -> str:
     rows = ["| Method | F1-macro | F1-weighted | Wall time (train + predict) |", "|---|---|---|---|"]
-    rows += [f"| {TITLES[m]} | {r['f1_macro']:.3f} | {r['f1_weighted']:.3f} | {r['wall_s']:.0f} s |"
-             for m, r in results.items()]
+    rows += [
+        f"| {TITLES[m]} | {r['f1_macro']:.3f} | {r['f1_weighted']:.3f} | {r['wall_s']:.0f} s |"
+        for m, r in results.items()
+    ]
     return "\n".join(rows)
 
 
 def log_to_mlflow(report: dict, out: Path) -> None:
     """One run per benchmark in a local store (MLFLOW_TRACKING_URI, default a SQLite file under /tmp)."""
     import mlflow
-
-    from mlprojects.tracking import setup
 
     os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:////tmp/bench_mlflow/mlflow.db")
     os.environ.setdefault("MLFLOW_ARTIFACT_ROOT", "file:///tmp/bench_mlflow/artifacts")
@@ -125,14 +141,17 @@ def log_to_mlflow(report: dict, out: Path) -> None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="bench_sft", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(prog="bench_sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {METHODS}")
     p.add_argument("--out", default=str(RESULTS / "sft.json"))
     p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads; 1 is several times faster than 2 on a shared, loaded machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads; 1 is several times faster than 2 on a shared, loaded machine",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -146,11 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         results[method] = RUNNERS[method](cfg, train, test, descriptions)
         results[method]["wall_s"] = round(time.perf_counter() - start, 1)
-        print(f"{method}: F1-macro {results[method]['f1_macro']:.3f} in {results[method]['wall_s']} s",
-              file=sys.stderr)
-    report = {"dataset": "madewithml", "split": {"test_size": 0.2, "seed": SEED, "n_train": len(train),
-                                                 "n_test": len(test)},
-              "config": cfg.to_params(), "machine": machine_info(), "results": results}
+        print(f"{method}: F1-macro {results[method]['f1_macro']:.3f} in {results[method]['wall_s']} s", file=sys.stderr)
+    report = {
+        "dataset": "madewithml",
+        "split": {"test_size": 0.2, "seed": SEED, "n_train": len(train), "n_test": len(test)},
+        "config": cfg.to_params(),
+        "machine": machine_info(),
+        "results": results,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=float))

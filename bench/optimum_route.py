@@ -8,6 +8,7 @@ because optimum-onnx pins transformers < 4.58:
 Writes OUT_DIR/<preset>/model*.onnx (inputs: input_ids, attention_mask, token_type_ids; output:
 last_hidden_state) and OUT_DIR/route.json; bench_onnx.py times them beside ours.
 """
+
 import json
 import sys
 import time
@@ -23,8 +24,10 @@ def main(encoder_dir: str, out_dir: str) -> None:
     model = ORTModelForFeatureExtraction.from_pretrained(encoder_dir, export=True)
     model.save_pretrained(out / "fp32")
     graphs = {"optimum_fp32": str(out / "fp32" / "model.onnx")}
-    presets = {"optimum_int8_avx512_vnni": AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True),
-               "optimum_int8_avx2": AutoQuantizationConfig.avx2(is_static=False, per_channel=True)}
+    presets = {
+        "optimum_int8_avx512_vnni": AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=True),
+        "optimum_int8_avx2": AutoQuantizationConfig.avx2(is_static=False, per_channel=True),
+    }
     for name, qconfig in presets.items():
         quantizer = ORTQuantizer.from_pretrained(out / "fp32")
         path = quantizer.quantize(save_dir=out / name, quantization_config=qconfig)

@@ -1,6 +1,7 @@
 """The controller's registry writes. Multi-step actions run from an intent record (registered-model tag
 `lifecycle.pending`) written first and cleared last; every step is idempotent, so resuming after a crash
 replays the intent to the end. Steps are ordered so a champion alias always exists once there was one."""
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from sqlalchemy.engine import Engine
 from lifecycle import history
 from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease
-from mlprojects.onnx_publish import export_champion, follow_champion
+from mlprojects.onnx_model.publish import export_champion, follow_champion
 from registry import conventions as C
 from registry.aliases import archive, remove_alias, retire_archived, set_alias, set_stage, set_tags
 from registry.lookup import versions_of
@@ -62,8 +63,16 @@ def promote(ctx: Context, intent: dict) -> str | None:
     if previous and previous != version:
         archive(ctx.client, ctx.name, previous)
     checkpoint("promote.archive")
-    history.record(ctx.engine, ctx.name, "promote", version, previous, intent["actor"], intent["id"],
-                   {"reason": intent["tags"].get(C.TAG_REASON)})
+    history.record(
+        ctx.engine,
+        ctx.name,
+        "promote",
+        version,
+        previous,
+        intent["actor"],
+        intent["id"],
+        {"reason": intent["tags"].get(C.TAG_REASON)},
+    )
     checkpoint("promote.history")
     set_tags(ctx.client, ctx.name, version, intent["tags"])
     checkpoint("promote.tags")
@@ -91,11 +100,28 @@ def rollback(ctx: Context, intent: dict) -> None:
     follow_champion(ctx.client, ctx.name, version)
     checkpoint("rollback.champion")
     archive(ctx.client, ctx.name, previous)
-    set_tags(ctx.client, ctx.name, previous, {C.TAG_DECISION: "rolled_back", C.TAG_ACTOR: intent["actor"],
-                                              C.TAG_DECIDED_AT: _now(), C.TAG_REASON: f"rolled back to {version}"})
+    set_tags(
+        ctx.client,
+        ctx.name,
+        previous,
+        {
+            C.TAG_DECISION: "rolled_back",
+            C.TAG_ACTOR: intent["actor"],
+            C.TAG_DECIDED_AT: _now(),
+            C.TAG_REASON: f"rolled back to {version}",
+        },
+    )
     checkpoint("rollback.archive")
-    history.record(ctx.engine, ctx.name, "rollback", version, previous, intent["actor"], intent["id"],
-                   {"reason": f"rollback from version {previous}"})
+    history.record(
+        ctx.engine,
+        ctx.name,
+        "rollback",
+        version,
+        previous,
+        intent["actor"],
+        intent["id"],
+        {"reason": f"rollback from version {previous}"},
+    )
     clear_intent(ctx)
 
 
@@ -108,11 +134,20 @@ def clone(ctx: Context, intent: dict) -> None:
     existing = {v.tags.get(C.TAG_ROLE): str(v.version) for v in versions if v.tags.get(C.TAG_INTENT) == intent["id"]}
     # copy_model_version copies the champion's tags: a copy whose intent tag is still the champion's was never tagged
     champion_intent = next((v.tags.get(C.TAG_INTENT) for v in versions if str(v.version) == parent), None)
-    untagged = sorted((str(v.version) for v in versions if v.source == f"models:/{ctx.name}/{parent}"
-                       and v.tags.get(C.TAG_INTENT) == champion_intent), key=int)
+    untagged = sorted(
+        (
+            str(v.version)
+            for v in versions
+            if v.source == f"models:/{ctx.name}/{parent}" and v.tags.get(C.TAG_INTENT) == champion_intent
+        ),
+        key=int,
+    )
     # clones of this champion made earlier (it was champion before a rollback): the same weights, re-used
-    earlier = {v.tags.get(C.TAG_ROLE): str(v.version) for v in sorted(versions, key=lambda v: int(v.version))
-               if v.tags.get(C.TAG_CLONE_OF) == parent and v.tags.get(C.TAG_RETIRED) != "true"}
+    earlier = {
+        v.tags.get(C.TAG_ROLE): str(v.version)
+        for v in sorted(versions, key=lambda v: int(v.version))
+        if v.tags.get(C.TAG_CLONE_OF) == parent and v.tags.get(C.TAG_RETIRED) != "true"
+    }
     for role in (C.REFERENCE, C.POLICY):
         version = existing.get(role) or earlier.get(role)
         if version is None:
@@ -128,8 +163,9 @@ def clone(ctx: Context, intent: dict) -> None:
         checkpoint(f"clone.{role}.claimed")
         for key in _inherited_decision_tags(ctx, version):
             ctx.client.delete_model_version_tag(ctx.name, version, key)
-        set_tags(ctx.client, ctx.name, version, {C.TAG_KIND: "clone", C.TAG_PARENT_VERSION: parent,
-                                                 C.TAG_CLONE_OF: parent})
+        set_tags(
+            ctx.client, ctx.name, version, {C.TAG_KIND: "clone", C.TAG_PARENT_VERSION: parent, C.TAG_CLONE_OF: parent}
+        )
         checkpoint(f"clone.{role}.copied")
         set_alias(ctx.client, ctx.name, role, version)
         checkpoint(f"clone.{role}.alias")
@@ -140,11 +176,19 @@ def deploy(ctx: Context, version: str) -> Deployment:
     ctx.lease.ensure()
     before = ctx.target.current(ctx.name)
     deployment = ctx.target.deploy(ctx.name, version)
-    set_tags(ctx.client, ctx.name, version, {"deploy.target": deployment.target, "deploy.status": deployment.status,
-                                             "deploy.at": _now()})
+    set_tags(
+        ctx.client,
+        ctx.name,
+        version,
+        {C.TAG_DEPLOY_TARGET: deployment.target, C.TAG_DEPLOY_STATUS: deployment.status, C.TAG_DEPLOY_AT: _now()},
+    )
     if before and before.version != str(version):  # its card must not say it still serves
-        set_tags(ctx.client, ctx.name, before.version, {"deploy.status": f"replaced by version {version}",
-                                                        "deploy.at": _now()})
+        set_tags(
+            ctx.client,
+            ctx.name,
+            before.version,
+            {C.TAG_DEPLOY_STATUS: f"replaced by version {version}", C.TAG_DEPLOY_AT: _now()},
+        )
     checkpoint("deploy.done")
     return deployment
 
@@ -165,7 +209,9 @@ def resume(ctx: Context, intent: dict) -> None:
 
 def _inherited_decision_tags(ctx: Context, version: str) -> list[str]:
     tags = ctx.client.get_model_version(ctx.name, version).tags
-    return [k for k in tags if k.startswith(("lifecycle.", "deploy.")) and k not in (C.TAG_ROLE, C.TAG_INTENT)]
+    return [
+        k for k in tags if k.startswith((C.LIFECYCLE_PREFIX, C.DEPLOY_PREFIX)) and k not in (C.TAG_ROLE, C.TAG_INTENT)
+    ]
 
 
 def _now() -> str:

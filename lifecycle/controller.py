@@ -3,9 +3,11 @@
 Holds the model's lease while acting; records every decision as version tags, in the version's model card and
 in a controller MLflow run in the model's experiment.
 """
+
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import signal
 import socket
@@ -19,23 +21,39 @@ from mlflow.exceptions import MlflowException
 
 from lifecycle import actions as A
 from lifecycle import db, history
+from lifecycle.config import (
+    DEFAULT_DEPLOY_TARGET,
+    LEASE_TTL_S,
+    ONNX_ON_PROMOTION,
+    RETRAIN_TIMEOUT_S,
+    WATCH_INTERVAL_S,
+)
 from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease, LeaseLost
 from lifecycle.planner import Action, decide, plan
 from lifecycle.retrain import run_grpo, situation
 from lifecycle.state import RegistryState, read_state
 from lifecycle.triggers import retrain_trigger
-from mlprojects import config as P
-from mlprojects.bootstrap import paired_bootstrap
-from mlprojects.errors import ConfigError, PlatformError
-from mlprojects.evaluation import (EvalData, Evaluation, ModelError, evaluate_model, load_eval_data, log_evaluation,
-                                   log_model_metrics)
-from mlprojects.tracking import log_json, setup
+from mlprojects.evaluation.bootstrap import paired_bootstrap
+from mlprojects.evaluation.judging import (
+    EvalData,
+    Evaluation,
+    ModelError,
+    evaluate_model,
+    load_eval_data,
+    log_evaluation,
+    log_model_metrics,
+)
 from registry import conventions as C
+from registry.errors import ConfigError, PlatformError
+from registry.locations import feedback_db_url
 from registry.model_card import refresh_cards
-from registry.settings import ModelSettings, read_retrain_settings, read_settings
+from registry.settings import KEEP_ARCHIVED, ModelSettings, read_retrain_settings, read_settings
 from registry.stages import client_stages_enabled
+from registry.tracking import log_json, setup
 from serving.targets import get_target
+
+log = logging.getLogger(__name__)
 
 
 def actor() -> str:
@@ -43,7 +61,7 @@ def actor() -> str:
 
 
 class Controller:
-    def __init__(self, model_name: str, lease_ttl: float = P.LEASE_TTL_S):
+    def __init__(self, model_name: str, lease_ttl: float = LEASE_TTL_S):
         setup(model_name)
         self.client = MlflowClient()
         client_stages_enabled(self.client)  # a bad stage setting stops here, before any write
@@ -55,7 +73,7 @@ class Controller:
         self.engine = db.engine()
         self.actor = actor()
         self.lease = Lease(self.engine, model_name, self.actor, lease_ttl)
-        self.target = get_target(tags.get(C.TAG_DEPLOY_TARGET, P.DEFAULT_DEPLOY_TARGET))
+        self.target = get_target(tags.get(C.TAG_DEPLOY_TARGET, DEFAULT_DEPLOY_TARGET))
         self.ctx = A.Context(self.client, model_name, self.engine, self.lease, self.actor, self.target)
         self.log: list[str] = []
         self._evaluations: dict[str, Evaluation] = {}
@@ -117,12 +135,12 @@ class Controller:
 
     def onnx_on_promotion(self) -> str | None:
         """The quantisation of a new champion's ONNX export, or None when the model is configured without one."""
-        mode = self.client.get_registered_model(self.name).tags.get(C.TAG_ONNX_ON_PROMOTION, P.ONNX_ON_PROMOTION)
+        mode = self.client.get_registered_model(self.name).tags.get(C.TAG_ONNX_ON_PROMOTION, ONNX_ON_PROMOTION)
         return None if mode == "off" else mode
 
     def keep_archived(self) -> int:
         settings = self.settings()
-        return settings.keep_archived if settings else P.KEEP_ARCHIVED
+        return settings.keep_archived if settings else KEEP_ARCHIVED
 
     # -- acting ---------------------------------------------------------------------------------------------
     def execute(self, action: Action) -> None:
@@ -152,30 +170,36 @@ class Controller:
         settings = read_retrain_settings(self.client, self.name)
         if not settings.auto or Action("retrain") in done or not self.state().champion:
             return []
-        trigger = retrain_trigger(settings, situation(self.client, self.name, self.engine, P.feedback_db_url()))
-        return [Action("retrain", detail={"kind": trigger.kind, "reason": trigger.reason,
-                                          "epochs": settings.grpo_epochs})] if trigger else []
+        trigger = retrain_trigger(settings, situation(self.client, self.name, self.engine, feedback_db_url()))
+        if trigger is None:
+            return []
+        return [
+            Action("retrain", detail={"kind": trigger.kind, "reason": trigger.reason, "epochs": settings.grpo_epochs})
+        ]
 
     def retrain(self, trigger: dict) -> None:
         """Record the trigger, run `grpo` (the lease held throughout); the next plan judges its challenger."""
         self.lease.ensure()
         trigger_id = history.record_trigger(self.engine, self.name, trigger["kind"], trigger["reason"], self.actor)
-        self.note(f"retraining with GRPO ({trigger['epochs']:g} epochs): {trigger['reason']}")
+        self.note(f"retraining with GRPO: {trigger['reason']}")
         before = set(self.state().versions)
-        run_id, ok = run_grpo(self.name, trigger["epochs"], trigger["reason"], mlflow.active_run().info.run_id,
-                              P.RETRAIN_TIMEOUT_S)
+        run_id, ok = run_grpo(
+            self.name, trigger["epochs"], trigger["reason"], mlflow.active_run().info.run_id, RETRAIN_TIMEOUT_S
+        )
         new = sorted(set(self.state().versions) - before, key=int)
         outcome = f"registered version {new[-1]}" if ok and new else "failed (see the run's output)"
         history.finish_trigger(self.engine, trigger_id, run_id, outcome)
-        mlflow.set_tag("lifecycle.retrain_run", run_id)
+        mlflow.set_tag(C.TAG_RETRAIN_RUN, run_id)
         self.note(f"retraining run {run_id}: {outcome}")
 
     def evaluate(self, version: str, requested_by: str) -> None:
         """Judge one candidate against the champion on the configured dataset; promote or reject it."""
         settings = self.settings()
         if settings is None:
-            reason = ("no evaluation configuration for this model: run `python -m lifecycle configure "
-                      f"--model-name {self.name} --eval-data URI --eval-labels URI`")
+            reason = (
+                "no evaluation configuration for this model: run `python -m lifecycle configure "
+                f"--model-name {self.name} --eval-data URI --eval-labels URI`"
+            )
             A.block(self.ctx, version, reason)
             raise ConfigError(f"version {version} waits: {reason}")
         try:
@@ -185,8 +209,13 @@ class Controller:
             raise
         champion = self.state().champion
         champ_ev = self.evaluation(champion, data, settings) if champion else None
-        tags = {C.TAG_REQUESTED_BY: requested_by, C.TAG_ACTOR: self.actor, C.TAG_DECIDED_AT: A._now(),
-                C.TAG_MARGIN: str(settings.margin), C.TAG_CONTROLLER_RUN: mlflow.active_run().info.run_id}
+        tags = {
+            C.TAG_REQUESTED_BY: requested_by,
+            C.TAG_ACTOR: self.actor,
+            C.TAG_DECIDED_AT: A._now(),
+            C.TAG_MARGIN: str(settings.margin),
+            C.TAG_CONTROLLER_RUN: mlflow.active_run().info.run_id,
+        }
         try:
             cand_ev = self.evaluation(version, data, settings)
         except ModelError as exc:
@@ -197,22 +226,45 @@ class Controller:
             return
         paired = None
         if champ_ev is not None:
-            paired = paired_bootstrap(data.y_true, cand_ev.y_pred, champ_ev.y_pred, settings.bootstrap,
-                                      confidence=settings.confidence)
-            tags.update({C.TAG_COMPARED_WITH: champion, C.TAG_CHAMPION_F1: f"{champ_ev.report['f1_macro']:.4f}",
-                         C.TAG_GAIN_CI: f"[{paired['low']:+.4f}, {paired['high']:+.4f}]"})
-        decision = decide(cand_ev.report["f1_macro"], champ_ev.report["f1_macro"] if champ_ev else None, paired,
-                          settings.margin, settings.min_f1_macro, settings.confidence)
-        tags.update({**cand_ev.version_tags(), C.TAG_CANDIDATE_F1: f"{cand_ev.report['f1_macro']:.4f}",
-                     C.TAG_REASON: decision.reason})
+            paired = paired_bootstrap(
+                data.y_true, cand_ev.y_pred, champ_ev.y_pred, settings.bootstrap, confidence=settings.confidence
+            )
+            tags.update(
+                {
+                    C.TAG_COMPARED_WITH: champion,
+                    C.TAG_CHAMPION_F1: f"{champ_ev.report['f1_macro']:.4f}",
+                    C.TAG_GAIN_CI: f"[{paired['low']:+.4f}, {paired['high']:+.4f}]",
+                }
+            )
+        decision = decide(
+            cand_ev.report["f1_macro"],
+            champ_ev.report["f1_macro"] if champ_ev else None,
+            paired,
+            settings.margin,
+            settings.min_f1_macro,
+            settings.confidence,
+        )
+        tags.update(
+            {
+                **cand_ev.version_tags(),
+                C.TAG_CANDIDATE_F1: f"{cand_ev.report['f1_macro']:.4f}",
+                C.TAG_REASON: decision.reason,
+            }
+        )
         self._log_decision(version, champion, cand_ev, champ_ev, paired, decision)
         if decision.promote:
-            intent = A.new_intent("promote", version=version, previous=champion, actor=self.actor,
-                                  tags={**tags, C.TAG_DECISION: "promoted"}, onnx=self.onnx_on_promotion())
+            intent = A.new_intent(
+                "promote",
+                version=version,
+                previous=champion,
+                actor=self.actor,
+                tags={**tags, C.TAG_DECISION: "promoted"},
+                onnx=self.onnx_on_promotion(),
+            )
             A.write_intent(self.ctx, intent)
             checkpoint("promote.intent")
             exported = A.promote(self.ctx, intent)
-            mlflow.set_tag("lifecycle.promoted", version)
+            mlflow.set_tag(C.TAG_PROMOTED, version)
             self.note(f"promoted version {version} to champion: {decision.reason}")
             if exported:
                 self.note(exported)
@@ -227,8 +279,9 @@ class Controller:
 
     def evaluation(self, version: str, data: EvalData, settings: ModelSettings) -> Evaluation:
         if version not in self._evaluations:
-            self._evaluations[version] = evaluate_model(f"models:/{self.name}/{version}", data, settings.bootstrap,
-                                                        confidence=settings.confidence)
+            self._evaluations[version] = evaluate_model(
+                f"models:/{self.name}/{version}", data, settings.bootstrap, confidence=settings.confidence
+            )
         return self._evaluations[version]
 
     # -- records --------------------------------------------------------------------------------------------
@@ -236,19 +289,22 @@ class Controller:
         """Mark FAILED the RUNNING controller runs of this model that no process will end: a controller killed
         mid-pass (SIGKILL, power loss) leaves its run open, and while we hold the lease no other one is acting."""
         experiments = {os.environ.get("MLFLOW_EXPERIMENT_ID")} - {None}
-        if (named := self.client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME") or self.name)):
+        if named := self.client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME") or self.name):
             experiments.add(named.experiment_id)
         ours = mlflow.active_run().info.run_id if mlflow.active_run() else None
         for run in self.client.search_runs(sorted(experiments), "attributes.status = 'RUNNING'") if experiments else []:
-            if run.data.tags.get("lifecycle.model_name") == self.name and run.info.run_id != ours:
-                self.client.set_tag(run.info.run_id, "lifecycle.orphaned",
-                                    f"its controller ended without closing it; marked failed by {self.actor}")
+            if run.data.tags.get(C.TAG_CONTROLLER_MODEL) == self.name and run.info.run_id != ours:
+                self.client.set_tag(
+                    run.info.run_id,
+                    C.TAG_ORPHANED,
+                    f"its controller ended without closing it; marked failed by {self.actor}",
+                )
                 self.client.set_terminated(run.info.run_id, "FAILED")
                 self.note(f"marked the controller run {run.info.run_id} of a killed controller as failed")
 
     def _controller_run(self):
         run = mlflow.start_run(run_name=f"lifecycle {self.name}")
-        mlflow.set_tags({"lifecycle.model_name": self.name, "lifecycle.actor": self.actor})
+        mlflow.set_tags({C.TAG_CONTROLLER_MODEL: self.name, C.TAG_ACTOR: self.actor})
         return run
 
     def _log_decision(self, version, champion, cand_ev, champ_ev, paired, decision) -> None:
@@ -256,17 +312,32 @@ class Controller:
         log_model_metrics(cand_ev, f"models:/{self.name}/{version}")
         metrics = {f"v{version}_candidate_f1_macro": cand_ev.report["f1_macro"]}
         if champ_ev is not None:
-            metrics.update({f"v{version}_champion_f1_macro": champ_ev.report["f1_macro"],
-                            f"v{version}_gain": paired["gain"], f"v{version}_gain_low": paired["low"],
-                            f"v{version}_gain_high": paired["high"]})
+            metrics.update(
+                {
+                    f"v{version}_champion_f1_macro": champ_ev.report["f1_macro"],
+                    f"v{version}_gain": paired["gain"],
+                    f"v{version}_gain_low": paired["low"],
+                    f"v{version}_gain_high": paired["high"],
+                }
+            )
         mlflow.log_metrics({k: float(np.round(v, 6)) for k, v in metrics.items()})
-        log_json({"version": version, "champion": champion, "decision": "promoted" if decision.promote else "rejected",
-                  "reason": decision.reason, "metrics": metrics, "paired_bootstrap": paired, "actor": self.actor,
-                  "at": A._now()}, f"decisions/v{version}.json")
+        log_json(
+            {
+                "version": version,
+                "champion": champion,
+                "decision": "promoted" if decision.promote else "rejected",
+                "reason": decision.reason,
+                "metrics": metrics,
+                "paired_bootstrap": paired,
+                "actor": self.actor,
+                "at": A._now(),
+            },
+            f"decisions/v{version}.json",
+        )
 
     def note(self, line: str) -> None:
         self.log.append(line)
-        print(f"[{self.name}] {line}", flush=True)
+        log.info("[%s] %s", self.name, line)
 
 
 def run_pass(controller: Controller) -> bool:
@@ -274,17 +345,17 @@ def run_pass(controller: Controller) -> bool:
     False when another controller holds the lease."""
     try:
         if controller.reconcile() is None:
-            print(f"[{controller.name}] another controller holds the lease", flush=True)
+            log.info("[%s] another controller holds the lease", controller.name)
             return False
     except PlatformError as exc:
-        print(f"[{controller.name}] error: {exc}", flush=True)
+        log.error("[%s] %s (retried on the next pass)", controller.name, exc)
     finally:
         while mlflow.active_run():
             mlflow.end_run()
     return True
 
 
-def watch(model_name: str, interval: float = P.WATCH_INTERVAL_S) -> None:
+def watch(model_name: str, interval: float = WATCH_INTERVAL_S) -> None:
     """Reconcile a pass every `interval` seconds until SIGTERM, which lets the pass in progress finish (and give
     the lease back) first."""
     controller = Controller(model_name)

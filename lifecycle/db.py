@@ -3,6 +3,7 @@ LIFECYCLE_DB.
 
 Any SQLAlchemy URL works (SQLite file, PostgreSQL...); MLflow ignores tables it does not know.
 """
+
 from __future__ import annotations
 
 import functools
@@ -11,41 +12,48 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, cr
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from mlprojects.config import lifecycle_db_url
+from lifecycle.config import lifecycle_db_url
 
 metadata = MetaData()
 
 leases = Table(
-    "lifecycle_leases", metadata,
+    "lifecycle_leases",
+    metadata,
     Column("model_name", String(256), primary_key=True),
     Column("holder", String(256), nullable=False),
     Column("acquired_at", Float, nullable=False),
     Column("expires_at", Float, nullable=False),
 )
 
-history = Table(
-    "lifecycle_history", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_name", String(256), nullable=False, index=True),
+
+def _records(name: str, *columns: Column) -> Table:
+    """A table of the controller's records about models: id, model name, time and actor, then `columns`."""
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("model_name", String(256), nullable=False, index=True),
+        Column("at", Float, nullable=False),
+        Column("actor", String(256), nullable=False),
+        *columns,
+    )
+
+
+history = _records(
+    "lifecycle_history",
     Column("action", String(32), nullable=False),  # promote | rollback
     Column("version", String(32), nullable=False),  # the champion from now on
     Column("previous_version", String(32)),
-    Column("at", Float, nullable=False),
-    Column("actor", String(256), nullable=False),
     Column("intent_id", String(64), unique=True),  # makes a resumed action's record idempotent
     Column("detail", Text),
 )
 
-triggers = Table(
-    "lifecycle_triggers", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_name", String(256), nullable=False, index=True),
+triggers = _records(
+    "lifecycle_triggers",
     Column("kind", String(32), nullable=False),  # feedback | degraded
     Column("reason", Text, nullable=False),
-    Column("at", Float, nullable=False),
-    Column("actor", String(256), nullable=False),
     Column("run_id", String(64)),  # the GRPO run it started
-    Column("outcome", Text),  # started | registered version N | failed: why
+    Column("outcome", Text),  # started | registered version N | failed (...)
 )
 
 

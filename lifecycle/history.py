@@ -1,4 +1,5 @@
 """Which version was champion when: MLflow keeps no such record, so the controller appends one per change."""
+
 from __future__ import annotations
 
 import json
@@ -12,14 +13,31 @@ from sqlalchemy.exc import IntegrityError
 from lifecycle.db import history, triggers
 
 
-def record(eng: Engine, model_name: str, action: str, version: str, previous: str | None, actor: str,
-           intent_id: str, detail: dict | None = None) -> None:
+def record(
+    eng: Engine,
+    model_name: str,
+    action: str,
+    version: str,
+    previous: str | None,
+    actor: str,
+    intent_id: str,
+    detail: dict | None = None,
+) -> None:
     """Append a champion change; the intent id makes a resumed action's second attempt a no-op."""
     try:
         with eng.begin() as conn:
-            conn.execute(insert(history).values(model_name=model_name, action=action, version=str(version),
-                                                previous_version=previous, at=time.time(), actor=actor,
-                                                intent_id=intent_id, detail=json.dumps(detail or {})))
+            conn.execute(
+                insert(history).values(
+                    model_name=model_name,
+                    action=action,
+                    version=str(version),
+                    previous_version=previous,
+                    at=time.time(),
+                    actor=actor,
+                    intent_id=intent_id,
+                    detail=json.dumps(detail or {}),
+                )
+            )
     except IntegrityError:
         pass
 
@@ -55,19 +73,25 @@ def format_table(entries: list[dict]) -> str:
     lines = [f"{'version':>7}  {'champion from':<23}  {'until':<23}  how"]
     for i, entry in enumerate(entries):
         until = _when(entries[i + 1]["at"]) if i + 1 < len(entries) else "now"
-        how = entry["action"] + (f" (from version {entry['previous_version']})" if entry["previous_version"] else
-                                 " (first champion)")
+        how = entry["action"] + (
+            f" (from version {entry['previous_version']})" if entry["previous_version"] else " (first champion)"
+        )
         reason = json.loads(entry["detail"] or "{}").get("reason")
-        lines.append(f"{entry['version']:>7}  {_when(entry['at']):<23}  {until:<23}  {how} by {entry['actor']}"
-                     + (f": {reason}" if reason else ""))
+        lines.append(
+            f"{entry['version']:>7}  {_when(entry['at']):<23}  {until:<23}  {how} by {entry['actor']}"
+            + (f": {reason}" if reason else "")
+        )
     return "\n".join(lines)
 
 
 def record_trigger(eng: Engine, model_name: str, kind: str, reason: str, actor: str) -> int:
     """Append a retraining trigger (before its run starts, so a crash still leaves the record); its id."""
     with eng.begin() as conn:
-        return conn.execute(insert(triggers).values(model_name=model_name, kind=kind, reason=reason, at=time.time(),
-                                                    actor=actor, outcome="started")).inserted_primary_key[0]
+        return conn.execute(
+            insert(triggers).values(
+                model_name=model_name, kind=kind, reason=reason, at=time.time(), actor=actor, outcome="started"
+            )
+        ).inserted_primary_key[0]
 
 
 def finish_trigger(eng: Engine, trigger_id: int, run_id: str | None, outcome: str) -> None:
@@ -85,8 +109,10 @@ def format_triggers(entries: list[dict]) -> str:
     """One line per retraining the controller started: when, why, and what came of it."""
     lines = [f"{'retrained at':<23}  {'trigger':<8}  outcome, reason"]
     for entry in entries:
-        lines.append(f"{_when(entry['at']):<23}  {entry['kind']:<8}  {entry['outcome']} (run {entry['run_id']}): "
-                     f"{entry['reason']}")
+        lines.append(
+            f"{_when(entry['at']):<23}  {entry['kind']:<8}  {entry['outcome']} (run {entry['run_id']}): "
+            f"{entry['reason']}"
+        )
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ every `poll_interval` seconds, for what no webhook reports: events missed while 
 transitions, feedback that should start a retraining. One worker, so passes never overlap in this process
 (MLflow's active experiment is process-wide); the lease keeps other processes out.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,7 @@ import mlflow
 
 from lifecycle.controller import Controller, run_pass
 from lifecycle.webhook import EVENTS, Refused, parse, verify
-from mlprojects.errors import PlatformError
+from registry.errors import PlatformError
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_048_576
@@ -128,9 +129,15 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         if self.path != "/health":
             return self._answer(404, {"error": "GET /health"})
-        self._answer(200, {"status": "ok", "models": sorted(self.server.managed),
-                           "answers": {str(k): v for k, v in sorted(self.server.answers.items())},
-                           "passes": dict(self.server.passes.passes)})
+        self._answer(
+            200,
+            {
+                "status": "ok",
+                "models": sorted(self.server.managed),
+                "answers": {str(k): v for k, v in sorted(self.server.answers.items())},
+                "passes": dict(self.server.passes.passes),
+            },
+        )
 
     def _answer(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -152,8 +159,13 @@ def register_webhook(client: mlflow.MlflowClient, url: str, secret: str) -> str:
         hook = client.update_webhook(existing[0].webhook_id, events=list(EVENTS), secret=secret, status="ACTIVE")
     else:
         name = "lifecycle-listener-" + url.split("//", 1)[-1].split("/", 1)[0].replace(":", "-")
-        hook = client.create_webhook(name=name, url=url, events=list(EVENTS), secret=secret,
-                                     description="python -m lifecycle listen: the controller reconciles on each event")
+        hook = client.create_webhook(
+            name=name,
+            url=url,
+            events=list(EVENTS),
+            secret=secret,
+            description="python -m lifecycle listen: the controller reconciles on each event",
+        )
     return hook.webhook_id
 
 
@@ -169,15 +181,26 @@ def reconcile_model(name: str) -> bool:
     return True
 
 
-def serve(models: list[str], host: str, port: int, secret: str, poll_interval_s: float, retry_s: float,
-          tolerance_s: float, run: Callable[[str], bool] = reconcile_model) -> None:
+def serve(
+    models: list[str],
+    host: str,
+    port: int,
+    secret: str,
+    poll_interval_s: float,
+    retry_s: float,
+    tolerance_s: float,
+    run: Callable[[str], bool] = reconcile_model,
+) -> None:
     """Receive and reconcile until SIGTERM or Ctrl-C; on SIGTERM the pass in progress is finished first."""
     passes = Passes(models, poll_interval_s, retry_s, run)
     server = Receiver((host, port), secret, passes, tolerance_s)
     signal.signal(signal.SIGTERM, lambda *_: passes.stop())
     threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True).start()
-    print(f"listening for MLflow registry webhooks on http://{host}:{port}/webhook for {', '.join(models)}; "
-          f"every model is also reconciled every {poll_interval_s:g} s", flush=True)
+    print(
+        f"listening for MLflow registry webhooks on http://{host}:{port}/webhook for {', '.join(models)}; "
+        f"every model is also reconciled every {poll_interval_s:g} s",
+        flush=True,
+    )
     try:
         passes.loop()
     finally:

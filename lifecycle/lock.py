@@ -5,6 +5,7 @@ that the primary key lets only one writer win), so it works the same on SQLite a
 expires: a controller killed while holding it blocks others for at most the TTL. A live holder renews it
 from a heartbeat thread and checks it is still the holder before each registry write (`ensure`).
 """
+
 from __future__ import annotations
 
 import threading
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from lifecycle.db import leases
-from mlprojects.errors import PlatformError
+from registry.errors import PlatformError
 
 
 class LeaseLost(PlatformError):
@@ -33,9 +34,14 @@ class Lease:
         now = time.time()
         values = {"holder": self.holder, "acquired_at": now, "expires_at": now + self.ttl}
         with self.engine.begin() as conn:
-            taken = conn.execute(update(leases).where(
-                leases.c.model_name == self.model_name,
-                or_(leases.c.expires_at < now, leases.c.holder == self.holder)).values(**values)).rowcount
+            taken = conn.execute(
+                update(leases)
+                .where(
+                    leases.c.model_name == self.model_name,
+                    or_(leases.c.expires_at < now, leases.c.holder == self.holder),
+                )
+                .values(**values)
+            ).rowcount
         if taken == 1:
             return True
         try:
@@ -47,9 +53,14 @@ class Lease:
 
     def renew(self) -> bool:
         with self.engine.begin() as conn:
-            ok = conn.execute(update(leases).where(
-                leases.c.model_name == self.model_name, leases.c.holder == self.holder).values(
-                expires_at=time.time() + self.ttl)).rowcount == 1
+            ok = (
+                conn.execute(
+                    update(leases)
+                    .where(leases.c.model_name == self.model_name, leases.c.holder == self.holder)
+                    .values(expires_at=time.time() + self.ttl)
+                ).rowcount
+                == 1
+            )
         self.lost = self.lost or not ok
         return ok
 
@@ -68,8 +79,11 @@ class Lease:
         if self._thread:
             self._thread.join()
         with self.engine.begin() as conn:
-            conn.execute(update(leases).where(leases.c.model_name == self.model_name,
-                                              leases.c.holder == self.holder).values(expires_at=0.0))
+            conn.execute(
+                update(leases)
+                .where(leases.c.model_name == self.model_name, leases.c.holder == self.holder)
+                .values(expires_at=0.0)
+            )
 
     def __enter__(self) -> "Lease":
         self._thread = threading.Thread(target=self._heartbeat, daemon=True, name="lease-heartbeat")

@@ -2,6 +2,7 @@
 
 No MLflow here, so every rule is unit-tested on hand-made states.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,8 +45,9 @@ def clones_in_sync(state: RegistryState) -> bool:
     if reference is None or state.aliases.get(C.POLICY) is None or reference not in state.versions:
         return False
     champ_tags = state.versions[champion].tags if champion in state.versions else {}
-    return (state.versions[reference].tags.get(C.TAG_PARENT_VERSION) == champion
-            or (champ_tags.get(C.TAG_KIND) == "grpo" and champ_tags.get(C.TAG_PARENT_VERSION) == reference))
+    return state.versions[reference].tags.get(C.TAG_PARENT_VERSION) == champion or (
+        champ_tags.get(C.TAG_KIND) == "grpo" and champ_tags.get(C.TAG_PARENT_VERSION) == reference
+    )
 
 
 def plan(state: RegistryState, deployed: str | None, keep_archived: int) -> list[Action]:
@@ -64,8 +66,9 @@ def plan(state: RegistryState, deployed: str | None, keep_archived: int) -> list
     return actions
 
 
-def decide(candidate_f1: float, champion_f1: float | None, paired: dict | None, margin: float,
-           min_f1: float, confidence: float) -> Decision:
+def decide(
+    candidate_f1: float, champion_f1: float | None, paired: dict | None, margin: float, min_f1: float, confidence: float
+) -> Decision:
     """Promote only a model that passes the gates and, against a champion, is better by `margin` with a
     paired-bootstrap interval of the gain above 0."""
     if candidate_f1 < min_f1:

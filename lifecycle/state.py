@@ -1,4 +1,5 @@
 """A snapshot of one registered model as the controller sees it: versions, stages, aliases, tags, intent."""
+
 from __future__ import annotations
 
 import json
@@ -37,12 +38,18 @@ class RegistryState:
     def archived(self) -> list[str]:
         """Archived versions holding no alias, newest first."""
         held = set(self.aliases.values())
-        return sorted((v for v, info in self.versions.items() if is_archived(info.stage, info.tags) and v not in held),
-                      key=int, reverse=True)
+        return sorted(
+            (v for v, info in self.versions.items() if is_archived(info.stage, info.tags) and v not in held),
+            key=int,
+            reverse=True,
+        )
 
 
 def read_state(client: MlflowClient, name: str) -> RegistryState:
     model = client.get_registered_model(name)
-    versions = {str(v.version): VersionInfo(str(v.version), v.current_stage, dict(v.tags))
-                for v in versions_of(client, name) if v.status == "READY"}
+    versions = {
+        str(v.version): VersionInfo(str(v.version), v.current_stage, dict(v.tags))
+        for v in versions_of(client, name)
+        if v.status == "READY"
+    }
     return RegistryState(name, versions, {a: str(v) for a, v in model.aliases.items()}, dict(model.tags))

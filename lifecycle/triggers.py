@@ -1,5 +1,6 @@
 """Pure decision: should the controller start a GRPO run by itself now, and why. No I/O: unit-tested on hand-made
 situations; `lifecycle.retrain` reads what it needs and starts the run."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,12 +35,15 @@ def retrain_trigger(settings: RetrainSettings, s: Situation) -> Trigger | None:
     if s.last_trigger is not None and s.now - s.last_trigger < settings.min_interval_s:
         return None
     after = f"since the last GRPO run ({_iso(s.since)})" if s.since is not None else "and no GRPO run yet"
-    if settings.on_degraded and s.verdict == "degraded" and s.verdict_at is not None and \
-            (s.since is None or s.verdict_at > s.since):
+    if (
+        settings.on_degraded
+        and s.verdict == "degraded"
+        and s.verdict_at is not None
+        and (s.since is None or s.verdict_at > s.since)
+    ):
         return Trigger("degraded", f"the monitor judged the champion degraded at {_iso(s.verdict_at)}, {after}")
     if s.new_feedback >= settings.min_feedback:
-        return Trigger("feedback", f"{s.new_feedback} new feedback records {after} "
-                                   f"(threshold {settings.min_feedback})")
+        return Trigger("feedback", f"{s.new_feedback} new feedback records {after} (threshold {settings.min_feedback})")
     return None
 
 

@@ -6,6 +6,7 @@ MLflow OSS 3.x (`mlflow server` on a SQL store) signs each delivery the Standard
 `<delivery id>.<timestamp>.<raw body>`, keyed by the webhook's secret as UTF-8 bytes. The body is
 `{"entity", "action", "timestamp", "data": {...}}`. Pure functions: no I/O, unit-tested on hand-made deliveries.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,12 @@ SIGNATURE_VERSION = "v1"
 
 # The registry events that can change what the controller must do: a new version, an alias set or removed (the
 # challenger, or a champion moved by hand), and a version tag the controller reads (the monitor's verdict).
-EVENTS = ("model_version.created", "model_version_alias.created", "model_version_alias.deleted",
-          "model_version_tag.set")
+EVENTS = (
+    "model_version.created",
+    "model_version_alias.created",
+    "model_version_alias.deleted",
+    "model_version_tag.set",
+)
 TAGS_THAT_MATTER = frozenset({C.TAG_MONITOR_VERDICT})
 
 
@@ -91,6 +96,9 @@ def parse(body: bytes, managed: frozenset[str] | set[str]) -> Event:
         key = data.get("key")
         return Event(kind, model, f"tag {key} set on version {version}", acts=key in TAGS_THAT_MATTER)
     if kind.startswith("model_version_alias."):
-        return Event(kind, model, f"alias {data.get('alias')} {payload['action']}"
-                     + (f" on version {version}" if version else ""))
+        return Event(
+            kind,
+            model,
+            f"alias {data.get('alias')} {payload['action']}" + (f" on version {version}" if version else ""),
+        )
     return Event(kind, model, f"version {version} created")

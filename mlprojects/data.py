@@ -1,86 +1,17 @@
 """Read documents and label files, normalise them to (text, labels) rows, and split them reproducibly."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from mlprojects.errors import DataError
-
-_REMOTE_SCHEMES = ("runs:/", "models:/", "dbfs:/", "mlflow-artifacts:/")
-
-
-def _local_path(uri: str) -> Path:
-    """MLflow artifact URIs are downloaded; plain paths and file:// URIs are used in place."""
-    if uri.startswith(_REMOTE_SCHEMES):
-        import mlflow
-
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
-    path = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
-    if not path.exists():
-        raise DataError(f"data file not found: {uri}")
-    return path
-
-
-def read_table(uri: str) -> pd.DataFrame:
-    """CSV, JSONL/JSON or Parquet by file suffix; an empty file is an error, not an empty frame."""
-    path = _local_path(uri)
-    if path.is_file() and path.stat().st_size == 0:
-        raise DataError(f"data file is empty: {uri}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq") or path.is_dir():
-            frame = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            frame = pd.read_json(path, lines=True)
-        elif suffix == ".json":
-            frame = pd.read_json(path)
-        else:
-            frame = pd.read_csv(path)
-    except (ValueError, pd.errors.ParserError, OSError) as exc:
-        raise DataError(f"cannot read {uri}: {exc}") from exc
-    if frame.empty:
-        raise DataError(f"data file has no rows: {uri}")
-    return frame
-
-
-def load_label_descriptions(uri: str) -> dict[str, str]:
-    """A YAML or JSON mapping label -> description; both must be non-empty strings."""
-    path = _local_path(uri)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DataError(f"label file {uri} is not valid YAML/JSON: {exc}") from exc
-    if not isinstance(raw, dict) or not raw:
-        raise DataError(f"label file {uri} must be a non-empty mapping of label -> description")
-    bad = [str(k) for k, v in raw.items() if not isinstance(v, str) or not v.strip() or not str(k).strip()]
-    if bad:
-        raise DataError(f"label file {uri}: labels without a text description: {bad}")
-    return {str(k).strip(): " ".join(v.split()) for k, v in raw.items()}
-
-
-def parse_columns(spec: str | Sequence[str]) -> list[str]:
-    """'title,body' -> ['title', 'body']."""
-    cols = [c.strip() for c in spec.split(",")] if isinstance(spec, str) else list(spec)
-    cols = [c for c in cols if c]
-    if not cols:
-        raise DataError("text_columns is empty")
-    return cols
-
-
-def join_text(frame: pd.DataFrame, text_columns: Sequence[str]) -> pd.Series:
-    """Join the text columns with '. ', skipping empty parts, so titles and bodies read as one document."""
-    missing = [c for c in text_columns if c not in frame.columns]
-    if missing:
-        raise DataError(f"text column(s) {missing} not in data; columns are {list(frame.columns)}")
-    parts = frame[list(text_columns)].astype("string").fillna("")
-    return parts.apply(lambda row: ". ".join(p.strip() for p in row if p and p.strip()), axis=1).astype(str)
+from registry.documents import join_text, load_label_descriptions, parse_columns, read_table
+from registry.errors import DataError
 
 
 def parse_label_value(value, delimiter: str = "|") -> list[str] | None:
@@ -215,10 +146,19 @@ class Splits:
         return {"train": self.fit, "validation": self.validation, "test": self.test}
 
 
-def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label_column: str,
-                val_data: str | None = None, test_data: str | None = None, val_fraction: float = 0.15,
-                test_fraction: float = 0.2, seed: int = 42, delimiter: str = "|",
-                soft_label_column: str | None = None) -> Splits:
+def load_splits(
+    data: str,
+    labels: str,
+    text_columns: str | Sequence[str],
+    label_column: str,
+    val_data: str | None = None,
+    test_data: str | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 42,
+    delimiter: str = "|",
+    soft_label_column: str | None = None,
+) -> Splits:
     """Read, normalise and split into fit / validation / test.
 
     Files given for validation or test are used as they are; otherwise those splits are stratified, seeded
@@ -227,7 +167,9 @@ def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label
         if not given and not 0.0 < share < 1.0:
             raise DataError(f"{name} must be between 0 and 1 (exclusive), got {share}")
     if not (val_data or test_data) and val_fraction + test_fraction >= 1.0:
-        raise DataError(f"val_fraction + test_fraction must leave data to train on, got {val_fraction} + {test_fraction}")
+        raise DataError(
+            f"val_fraction + test_fraction must leave data to train on, got {val_fraction} + {test_fraction}"
+        )
     descriptions = load_label_descriptions(labels)
     columns = parse_columns(text_columns)
 
@@ -242,8 +184,10 @@ def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label
         seen = pool["text"] if val is None else pd.concat([pool["text"], val["text"]])
         shared = int(content_hashes(test["text"]).isin(set(content_hashes(seen))).sum())
         if shared:
-            raise DataError(f"{shared} of {len(test)} test_data document(s) also in the training or validation "
-                            "data (same text): the test split must hold documents nothing trains or selects on")
+            raise DataError(
+                f"{shared} of {len(test)} test_data document(s) also in the training or validation "
+                "data (same text): the test split must hold documents nothing trains or selects on"
+            )
     if test is None:
         test_share = test_fraction if splittable else 0.0
         pool, test = stratified_split(pool, test_share, seed) if test_share else (pool, pool.iloc[0:0])
@@ -256,8 +200,14 @@ def load_splits(data: str, labels: str, text_columns: str | Sequence[str], label
     return Splits(pool, val, test, descriptions)
 
 
-def split_pools(raw: pd.DataFrame, text_columns: str | Sequence[str], label_column: str,
-                shares: dict[str, float], seed: int, delimiter: str = "|") -> dict[str, pd.DataFrame]:
+def split_pools(
+    raw: pd.DataFrame,
+    text_columns: str | Sequence[str],
+    label_column: str,
+    shares: dict[str, float],
+    seed: int,
+    delimiter: str = "|",
+) -> dict[str, pd.DataFrame]:
     """Raw rows cut into named, label-stratified, disjoint pools; `shares` are fractions of all rows, in order,
     and the last pool takes the rest (e.g. {"test": 0.2, "production": 0.35, "initial": 0.45})."""
     prepared = prepare(raw, parse_columns(text_columns), label_column, delimiter).assign(row=np.arange(len(raw)))

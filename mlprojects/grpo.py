@@ -10,9 +10,11 @@ overrides it): the policy's probabilities moved, so the reference's thresholds n
 stays unread. The result is registered as a new version tagged `lineage.kind=grpo` with
 `lineage.parent_version=<reference version>` and the `challenger` alias, for the lifecycle controller.
 """
+
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from dataclasses import fields
@@ -22,39 +24,64 @@ import mlflow
 import pandas as pd
 
 from mlprojects import config as C
-from mlprojects.data import prepare, read_table
-from mlprojects.errors import (ArgumentParser, ConfigError, DataError, cli_entry, int_arg,
-                              model_name_arg, non_negative, positive)
-from mlprojects.grpo_loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, SCALE_REWARDS
-from mlprojects.grpo_train import GRPOTrainer, docs_per_step, prepare_policy
-from mlprojects.plots import grpo_curves
-from mlprojects.rewards import targets_from_feedback
-from mlprojects.sft import example_output
-from mlprojects.tracking import log_epoch, log_json, log_params_once, setup
+from mlprojects.data import prepare
+from mlprojects.evaluation.plots import grpo_curves
+from mlprojects.model.registered import load_classifier, log_classifier
+from mlprojects.training.grpo_loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, SCALE_REWARDS
+from mlprojects.training.grpo_trainer import GRPOTrainer, docs_per_step, prepare_policy
+from mlprojects.training.rewards import targets_from_feedback
 from registry import conventions as RC
-from registry.log_model import log_classifier, register
-from registry.lookup import load_classifier
+from registry.cli import ArgumentParser, cli_entry, int_arg, model_name_arg, non_negative, positive
+from registry.conventions import DEFAULT_MODEL_NAME
+from registry.documents import read_table
+from registry.errors import ConfigError, DataError
+from registry.locations import feedback_db_url
+from registry.log_model import register
+from registry.lookup import resolve_version
+from registry.tracking import log_epoch, log_json, log_params_once, setup
+from serving.feedback import FeedbackStore
+from serving.feedback.io import FeedbackFileError, read_feedback_file
+
+log = logging.getLogger(__name__)
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
-POSITIVE = {"num_generations", "temperature", "epsilon", "num_iterations", "learning_rate", "max_grad_norm",
-            "num_train_epochs", "per_device_train_batch_size", "lora_r", "lora_alpha"}  # the others may be 0
+POSITIVE = {
+    "num_generations",
+    "temperature",
+    "epsilon",
+    "num_iterations",
+    "learning_rate",
+    "max_grad_norm",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "lora_r",
+    "lora_alpha",
+}  # the others may be 0
 VALIDATION_ARTIFACT = "data/validation.parquet"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="grpo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
+    p.add_argument("--model-name", type=model_name_arg, default=DEFAULT_MODEL_NAME)
     p.add_argument("--feedback-uri", default="", help="SQLAlchemy URL of the store, or a CSV/JSONL export")
-    p.add_argument("--validation-data", default="", help="labelled split to re-tune thresholds on (normalised "
-                   "text/labels Parquet); default: the reference's own validation split")
+    p.add_argument(
+        "--validation-data",
+        default="",
+        help="labelled split to re-tune thresholds on (normalised "
+        "text/labels Parquet); default: the reference's own validation split",
+    )
     types = {"int": non_negative(int_arg), "float": non_negative(), "float | None": _optional_float, "str": str}
     positives = {"int": positive(int_arg), "float": positive()}
-    choices = {"loss_type": LOSS_TYPES, "scale_rewards": SCALE_REWARDS,
-               "importance_sampling_level": IMPORTANCE_SAMPLING_LEVELS}
+    choices = {
+        "loss_type": LOSS_TYPES,
+        "scale_rewards": SCALE_REWARDS,
+        "importance_sampling_level": IMPORTANCE_SAMPLING_LEVELS,
+    }
     for f in fields(C.GRPOParams):  # every GRPO hyperparameter, under TRL's name: --num-generations, --beta, ...
         kind = positives[str(f.type)] if f.name in POSITIVE else types[str(f.type)]
-        p.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default, type=kind,
-                       choices=choices.get(f.name))
+        p.add_argument(
+            f"--{f.name.replace('_', '-')}", dest=f.name, default=f.default, type=kind, choices=choices.get(f.name)
+        )
     return p
 
 
@@ -64,11 +91,13 @@ def _optional_float(value: str) -> float | None:
 
 def alias_version(client: mlflow.MlflowClient, model_name: str, alias: str) -> str:
     try:
-        return client.get_model_version_by_alias(model_name, alias).version
-    except mlflow.exceptions.MlflowException as exc:
-        raise ConfigError(f"registered model '{model_name}' has no '{alias}' alias: GRPO trains the '{RC.POLICY}' "
-                          f"clone of the frozen '{RC.REFERENCE}' (the lifecycle controller creates both from the "
-                          "champion); nothing was trained or registered") from exc
+        return resolve_version(f"models:/{model_name}@{alias}", client)[1]
+    except ConfigError as exc:
+        raise ConfigError(
+            f"registered model '{model_name}' has no '{alias}' alias: GRPO trains the '{RC.POLICY}' "
+            f"clone of the frozen '{RC.REFERENCE}' (the lifecycle controller creates both from the "
+            "champion); nothing was trained or registered"
+        ) from exc
 
 
 def validation_split(client: mlflow.MlflowClient, model_name: str, version: str, override: str) -> pd.DataFrame:
@@ -78,17 +107,15 @@ def validation_split(client: mlflow.MlflowClient, model_name: str, version: str,
     try:
         return prepare(read_table(uri), ["text"], "labels")
     except (DataError, mlflow.exceptions.MlflowException, OSError) as exc:
-        raise DataError(f"no validation split to re-tune the policy's thresholds on ({uri}): pass --validation-data "
-                        "with a labelled file the reference was selected on; nothing was trained or registered") from exc
+        raise DataError(
+            f"no validation split to re-tune the policy's thresholds on ({uri}): pass --validation-data "
+            "with a labelled file the reference was selected on; nothing was trained or registered"
+        ) from exc
 
 
 def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) -> tuple[pd.DataFrame, dict]:
     """Feedback rows on `model_name` usable with `label_names`, and counts of what was left out and why."""
-    from serving.feedback import FeedbackStore
-
     if feedback_uri.lower().endswith(FILE_SUFFIXES):
-        from serving.feedback.io import FeedbackFileError, read_feedback_file
-
         try:
             records, first_row = read_feedback_file(feedback_uri)
         except FeedbackFileError as exc:
@@ -99,15 +126,19 @@ def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) ->
             frame = store.query(model_name=model_name)
             store.engine.dispose()
         for line in report.lines():
-            print(f"feedback left out: {line}", file=sys.stderr)
+            log.warning("feedback left out: %s", line)
         rejected = len(report.rejected)
     else:
         frame, rejected = FeedbackStore(feedback_uri).query(model_name=model_name), 0
     known = set(label_names)
     usable = frame["predicted_labels"].map(lambda ls: set(ls) <= known) & frame["corrected_labels"].map(
-        lambda ls: ls is None or set(ls) <= known)
-    counts = {"feedback_rejected": rejected, "feedback_other_label_set": int((~usable).sum()),
-              "feedback_used": int(usable.sum())}
+        lambda ls: ls is None or set(ls) <= known
+    )
+    counts = {
+        "feedback_rejected": rejected,
+        "feedback_other_label_set": int((~usable).sum()),
+        "feedback_used": int(usable.sum()),
+    }
     return frame[usable].reset_index(drop=True), counts
 
 
@@ -116,25 +147,35 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     params = C.GRPOParams(**{f.name: getattr(args, f.name) for f in fields(C.GRPOParams)})
     docs_per_step(params)  # group size and batch checked before any model is loaded
-    feedback_uri = args.feedback_uri or C.feedback_db_url()
+    feedback_uri = args.feedback_uri or feedback_db_url()
     uri = setup(args.model_name)
     client = mlflow.MlflowClient()
     ref_version = alias_version(client, args.model_name, RC.REFERENCE)
     policy_version = alias_version(client, args.model_name, RC.POLICY)
     with mlflow.start_run(run_name="grpo") as run:
-        log_params_once({**params.to_params(), "model_name": args.model_name, "feedback_uri": feedback_uri,
-                         "reference_version": ref_version, "policy_version": policy_version})
+        log_params_once(
+            {
+                **params.to_params(),
+                "model_name": args.model_name,
+                "feedback_uri": feedback_uri,
+                "reference_version": ref_version,
+                "policy_version": policy_version,
+            }
+        )
         validation = validation_split(client, args.model_name, ref_version, args.validation_data)
         reference = load_classifier(f"models:/{args.model_name}@{RC.REFERENCE}")
         feedback, counts = load_feedback(feedback_uri, args.model_name, reference.labels)
         mlflow.log_metrics(counts)
         if feedback.empty:
-            raise DataError(f"no usable feedback on '{args.model_name}' in {feedback_uri} ({counts}); "
-                            "nothing was trained or registered")
+            raise DataError(
+                f"no usable feedback on '{args.model_name}' in {feedback_uri} ({counts}); "
+                "nothing was trained or registered"
+            )
         policy = load_classifier(f"models:/{args.model_name}@{RC.POLICY}")
         digest = _log_feedback(feedback, feedback_uri)
-        targets = targets_from_feedback(feedback["predicted_labels"], feedback["score"],
-                                        feedback["corrected_labels"], reference.labels)
+        targets = targets_from_feedback(
+            feedback["predicted_labels"], feedback["score"], feedback["corrected_labels"], reference.labels
+        )
         trainer = GRPOTrainer(prepare_policy(policy, params), reference, list(feedback["text"]), targets, params)
         result = trainer.train(on_step=log_epoch)
         mlflow.log_figure(grpo_curves(result.history), "plots/grpo_curves.png")
@@ -147,30 +188,43 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             validation.to_parquet(Path(tmp) / "validation.parquet")  # the policy's clones re-tune on it too
             mlflow.log_artifact(str(Path(tmp) / "validation.parquet"), "data")
-            example = feedback[["text"]].head(3).reset_index(drop=True)
-            info = log_classifier(policy.save(Path(tmp) / "classifier"), policy.text_columns, example,
-                                  example_output(policy, example))
+        info = log_classifier(policy, list(feedback["text"].head(3)))
         encoder = client.get_model_version(args.model_name, ref_version).tags.get(RC.TAG_ENCODER)
-        version = register(info.model_uri, args.model_name, {
-            RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "grpo", RC.TAG_PARENT_VERSION: ref_version,
-            RC.TAG_DATA_DIGEST: digest, RC.TAG_ENCODER: encoder, "grpo.policy_version": policy_version})
-    print(f"\nRegistered {args.model_name} version {version.version} (GRPO child of reference version {ref_version}) "
-          f"as '{RC.CHALLENGER}'; {counts['feedback_used']} feedback records, {result.steps} steps, "
-          f"final reward {summary['final_reward_mean']:.3f}, KL {summary['final_kl']:.4f}; thresholds re-tuned on "
-          f"{len(validation)} validation documents (F1-macro there {summary['val_f1_macro_reference']:.3f} → "
-          f"{summary['val_f1_macro']:.3f}).\n"
-          f"See it: mlflow ui --backend-store-uri {uri}")
+        version = register(
+            info.model_uri,
+            args.model_name,
+            {
+                RC.TAG_SOURCE_RUN: run.info.run_id,
+                RC.TAG_KIND: "grpo",
+                RC.TAG_PARENT_VERSION: ref_version,
+                RC.TAG_DATA_DIGEST: digest,
+                RC.TAG_ENCODER: encoder,
+                RC.TAG_POLICY_VERSION: policy_version,
+            },
+        )
+    print(
+        f"\nRegistered {args.model_name} version {version.version} (GRPO child of reference version {ref_version}) "
+        f"as '{RC.CHALLENGER}'; {counts['feedback_used']} feedback records, {result.steps} steps, "
+        f"final reward {summary['final_reward_mean']:.3f}, KL {summary['final_kl']:.4f}; thresholds re-tuned on "
+        f"{len(validation)} validation documents (F1-macro there {summary['val_f1_macro_reference']:.3f} → "
+        f"{summary['val_f1_macro']:.3f}).\n"
+        f"See it: mlflow ui --backend-store-uri {uri}"
+    )
     return 0
 
 
 def _log_feedback(feedback: pd.DataFrame, source: str) -> str:
     """The feedback used, as an MLflow dataset (digest for lineage) and a file next to the run."""
-    flat = pd.DataFrame({
-        "prediction_id": feedback["prediction_id"], "model_version": feedback["model_version"],
-        "text": feedback["text"], "predicted_labels": feedback["predicted_labels"].map("|".join),
-        "score": feedback["score"],
-        "corrected_labels": feedback["corrected_labels"].map(lambda ls: None if ls is None else "|".join(ls)),
-    })
+    flat = pd.DataFrame(
+        {
+            "prediction_id": feedback["prediction_id"],
+            "model_version": feedback["model_version"],
+            "text": feedback["text"],
+            "predicted_labels": feedback["predicted_labels"].map("|".join),
+            "score": feedback["score"],
+            "corrected_labels": feedback["corrected_labels"].map(lambda ls: None if ls is None else "|".join(ls)),
+        }
+    )
     is_file = source.lower().endswith(FILE_SUFFIXES)  # a database URL is no dataset source MLflow resolves
     dataset = mlflow.data.from_pandas(flat, source=source if is_file else None, name="feedback")
     mlflow.log_input(dataset, context="training")

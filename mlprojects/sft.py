@@ -1,27 +1,36 @@
 """Stage `sft`: validate the data, fine-tune the dual encoder (LoRA), log everything, register the model.
 
-    mlflow run . -e sft --env-manager local -P data=... -P labels=...
-    mlflow run . -e sft --env-manager local -P tune=pbt -P pbt_trials=4     # Population Based Training (Ray Tune)
+mlflow run . -e sft --env-manager local -P data=... -P labels=...
+mlflow run . -e sft --env-manager local -P tune=pbt -P pbt_trials=4     # Population Based Training (Ray Tune)
 """
+
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
 
 import mlflow
 
+import validation
 from mlprojects import config as C
-from mlprojects.data import Splits, load_splits, parse_columns
-from mlprojects.errors import (ArgumentParser, DataError, cli_entry, fraction, int_arg,
-                              model_name_arg, non_negative, positive)
-from mlprojects.plots import hyperparameter_trajectories, training_curves
-from mlprojects.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
-from mlprojects.train import train_classifier
+from mlprojects.data import Splits, load_splits
+from mlprojects.evaluation.plots import hyperparameter_trajectories, training_curves
+from mlprojects.model.registered import log_classifier
+from mlprojects.training.pbt import best_classifier, run_tuning, validate_config
+from mlprojects.training.trainer import train_classifier
 from registry import conventions as RC
-from registry.log_model import log_classifier, register
+from registry.cli import ArgumentParser, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
+from registry.conventions import DEFAULT_MODEL_NAME
+from registry.documents import parse_columns
+from registry.errors import DataError
+from registry.log_model import register
 from registry.settings import init_from_sft_run
+from registry.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
+
+log = logging.getLogger(__name__)
 
 
 def range_arg(value: str) -> tuple[float, float]:
@@ -46,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="share of --data for validation")
     p.add_argument("--test-data", default="", help="test file (judges); else a stratified split of --data")
     p.add_argument("--test-fraction", type=fraction, default=d.test_fraction, help="share of --data for test")
-    p.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
+    p.add_argument("--model-name", type=model_name_arg, default=DEFAULT_MODEL_NAME)
     p.add_argument("--encoder", default=d.encoder, help="HF id or local path; default: bundled MiniLM")
     p.add_argument("--max-epochs", type=positive(int_arg), default=d.max_epochs)
     p.add_argument("--patience", type=non_negative(int_arg), default=d.patience)
@@ -59,14 +68,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--focal-gamma", type=non_negative(), default=d.focal_gamma)
     p.add_argument("--pooling", default=d.pooling, choices=["mean", "cls"])
     p.add_argument("--max-length", type=positive(int_arg), default=d.max_length)
-    p.add_argument("--min-examples", type=non_negative(int_arg), default=d.min_examples, help="gate: examples needed per label")
+    p.add_argument(
+        "--min-examples", type=non_negative(int_arg), default=d.min_examples, help="gate: examples needed per label"
+    )
     p.add_argument("--seed", type=non_negative(int_arg), default=d.seed)
     t = p.add_argument_group("tuning (Population Based Training with Ray Tune)")
     b = C.PBTConfig()
     t.add_argument("--tune", default="none", choices=["none", "pbt"], help="none: one configuration, no Ray")
     t.add_argument("--pbt-trials", type=positive(int_arg), default=b.population, help="population size (>= 2)")
-    t.add_argument("--perturbation-interval", type=positive(int_arg), default=b.perturbation_interval,
-                   help="epochs or steps (--perturbation-unit) between exploit/explore steps")
+    t.add_argument(
+        "--perturbation-interval",
+        type=positive(int_arg),
+        default=b.perturbation_interval,
+        help="epochs or steps (--perturbation-unit) between exploit/explore steps",
+    )
     t.add_argument("--perturbation-unit", default=b.perturbation_unit, help="epochs or steps (optimiser steps)")
     t.add_argument("--mutations", default=",".join(b.mutations), help="comma list of hyperparameters to mutate")
     t.add_argument("--lr-range", type=range_arg, default=b.learning_rate, help="LOW,HIGH (log-uniform)")
@@ -75,10 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ray-address", default=b.ray_address, help="'auto' or host:port joins a cluster; '': local")
     t.add_argument("--cpus-per-trial", type=positive(), default=b.cpus_per_trial)
     t.add_argument("--gpus-per-trial", type=non_negative(), default=b.gpus_per_trial)
-    t.add_argument("--max-failures", type=non_negative(int_arg), default=b.max_failures, help="retries of a crashed trial")
+    t.add_argument(
+        "--max-failures", type=non_negative(int_arg), default=b.max_failures, help="retries of a crashed trial"
+    )
     t.add_argument("--storage-path", default=b.storage_path, help="Ray's trial checkpoints (default ~/ray_results)")
     t.add_argument("--resume", default="", help="experiment path of an interrupted tuning run to restore")
-    t.add_argument("--test-hook-fail-trials", default="", choices=["", "once", "always"], help=argparse.SUPPRESS)
     return p
 
 
@@ -87,31 +103,40 @@ def config_from_args(args: argparse.Namespace) -> C.TrainConfig:
 
 
 def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
-    from mlprojects.pbt import validate_config
-
-    pbt = C.PBTConfig(population=args.pbt_trials, perturbation_interval=args.perturbation_interval,
-                      perturbation_unit=args.perturbation_unit.strip(),
-                      mutations=tuple(parse_columns(args.mutations)), learning_rate=args.lr_range,
-                      weight_decay=args.weight_decay_range, warmup_ratio=args.warmup_range,
-                      ray_address=args.ray_address.strip(), cpus_per_trial=args.cpus_per_trial,
-                      gpus_per_trial=args.gpus_per_trial, max_failures=args.max_failures,
-                      storage_path=args.storage_path, test_hook_fail_trials=args.test_hook_fail_trials)
+    pbt = C.PBTConfig(
+        population=args.pbt_trials,
+        perturbation_interval=args.perturbation_interval,
+        perturbation_unit=args.perturbation_unit.strip(),
+        mutations=tuple(parse_columns(args.mutations)),
+        learning_rate=args.lr_range,
+        weight_decay=args.weight_decay_range,
+        warmup_ratio=args.warmup_range,
+        ray_address=args.ray_address.strip(),
+        cpus_per_trial=args.cpus_per_trial,
+        gpus_per_trial=args.gpus_per_trial,
+        max_failures=args.max_failures,
+        storage_path=args.storage_path,
+    )
     validate_config(pbt)
     return pbt
 
 
 def check_gate(splits: Splits, min_examples: int) -> None:
     """Run the great-expectations gate, log its result, stop the stage (nothing registered) if it fails."""
-    from validation import validate_training_data
-
-    result = validate_training_data(splits.fit, list(splits.descriptions), min_examples=min_examples,
-                                    val=splits.validation if len(splits.validation) else None,
-                                    test=splits.test if len(splits.test) else None)
+    result = validation.validate_training_data(
+        splits.fit,
+        list(splits.descriptions),
+        min_examples=min_examples,
+        val=splits.validation if len(splits.validation) else None,
+        test=splits.test if len(splits.test) else None,
+    )
     log_json(result.details, "validation/training_data_result.json")
-    mlflow.set_tag("validation.training_data", "passed" if result.success else "failed")
+    mlflow.set_tag(RC.TAG_TRAINING_DATA_GATE, "passed" if result.success else "failed")
     if not result.success:
-        raise DataError("training data failed validation, nothing was trained or registered:\n"
-                        + "\n".join(f"- {f}" for f in result.failures))
+        raise DataError(
+            "training data failed validation, nothing was trained or registered:\n"
+            + "\n".join(f"- {f}" for f in result.failures)
+        )
 
 
 @cli_entry
@@ -121,17 +146,35 @@ def main(argv: list[str] | None = None) -> int:
     pbt = pbt_config_from_args(args) if args.tune == "pbt" else None  # a bad tuning config fails here, first
     text_columns = parse_columns(args.text_columns)
     uri = setup(args.model_name)
-    splits = load_splits(args.data, args.labels, text_columns, args.label_column, args.val_data or None,
-                         args.test_data or None, cfg.val_fraction, cfg.test_fraction, cfg.seed,
-                         args.label_delimiter, cfg.soft_label_column)
+    splits = load_splits(
+        args.data,
+        args.labels,
+        text_columns,
+        args.label_column,
+        args.val_data or None,
+        args.test_data or None,
+        cfg.val_fraction,
+        cfg.test_fraction,
+        cfg.seed,
+        args.label_delimiter,
+        cfg.soft_label_column,
+    )
     train, val, descriptions = splits.fit, splits.validation, splits.descriptions
     with mlflow.start_run(run_name="sft-pbt" if pbt else "sft") as run:
-        mlflow.set_tag("stage", "sft")
-        log_params_once({**cfg.to_params(), "data": args.data, "labels": args.labels,
-                           "text_columns": ",".join(text_columns), "label_column": args.label_column,
-                           "val_data": args.val_data or f"split {cfg.val_fraction}",
-                           "test_data": args.test_data or f"split {cfg.test_fraction}", "model_name": args.model_name,
-                           "tune": args.tune})
+        mlflow.set_tag(RC.TAG_STAGE, "sft")
+        log_params_once(
+            {
+                **cfg.to_params(),
+                "data": args.data,
+                "labels": args.labels,
+                "text_columns": ",".join(text_columns),
+                "label_column": args.label_column,
+                "val_data": args.val_data or f"split {cfg.val_fraction}",
+                "test_data": args.test_data or f"split {cfg.test_fraction}",
+                "model_name": args.model_name,
+                "tune": args.tune,
+            }
+        )
         digest = log_dataset(train, args.data, "train", "training")
         val_digest = log_dataset(val, args.val_data or args.data, "validation", "validation")
         test_digest = log_dataset(splits.test, args.test_data or args.data, "test", "testing")
@@ -139,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
         check_gate(splits, cfg.min_examples)
         mlflow.log_dict(descriptions, "labels.json")
         if pbt:
-            classifier, best, hparam_tags = tune_classifier(cfg, pbt, train, val, descriptions, text_columns,
-                                                            run.info.run_id, args.resume or None)
+            classifier, best, hparam_tags = tune_classifier(
+                cfg, pbt, train, val, descriptions, text_columns, run.info.run_id, args.resume or None
+            )
         else:
             classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
             mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
@@ -148,44 +192,73 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items() if not k.startswith("hp_")})
         test = classifier.f1_scores(splits.test)  # reported only: nothing above chose anything by it
         mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
-        version = publish(classifier, splits, text_columns, args.model_name, {
-            RC.TAG_SOURCE_RUN: run.info.run_id, RC.TAG_KIND: "sft", RC.TAG_DATA_DIGEST: digest,
-            RC.TAG_VALIDATION_DIGEST: val_digest, RC.TAG_TEST_DIGEST: test_digest, RC.TAG_ENCODER: cfg.encoder,
-            **hparam_tags})
+        version = publish(
+            classifier,
+            splits,
+            args.model_name,
+            {
+                RC.TAG_SOURCE_RUN: run.info.run_id,
+                RC.TAG_KIND: "sft",
+                RC.TAG_DATA_DIGEST: digest,
+                RC.TAG_VALIDATION_DIGEST: val_digest,
+                RC.TAG_TEST_DIGEST: test_digest,
+                RC.TAG_ENCODER: cfg.encoder,
+                **hparam_tags,
+            },
+        )
         init_from_sft_run(mlflow.MlflowClient(), args.model_name, run.info.run_id)
-    print(f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}, "
-          f"alias {RC.CHALLENGER}); "
-          f"test F1-macro {test['f1_macro']:.3f} on {len(splits.test)} held-out documents "
-          f"(validation {best['f1_macro']:.3f} at epoch {int(best['epoch'])}, used for selection).\n"
-          f"See it: mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)")
+    print(
+        f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}, "
+        f"alias {RC.CHALLENGER}); "
+        f"test F1-macro {test['f1_macro']:.3f} on {len(splits.test)} held-out documents "
+        f"(validation {best['f1_macro']:.3f} at epoch {int(best['epoch'])}, used for selection).\n"
+        f"See it: mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)"
+    )
     return 0
 
 
-def tune_classifier(cfg: C.TrainConfig, pbt: C.PBTConfig, train, val, descriptions: dict[str, str],
-                    text_columns: list[str], run_id: str, resume: str | None):
+def tune_classifier(
+    cfg: C.TrainConfig,
+    pbt: C.PBTConfig,
+    train,
+    val,
+    descriptions: dict[str, str],
+    text_columns: list[str],
+    run_id: str,
+    resume: str | None,
+):
     """PBT over the population (each trial a child run); log its history; the best checkpoint as a Classifier."""
-    from mlprojects.pbt import best_classifier, run_tuning
 
     def announce(path: str) -> None:
-        mlflow.set_tag("pbt.experiment_path", path)
-        print(f"Tuning state in {path}; an interrupted run resumes with --resume {path}", flush=True)
+        mlflow.set_tag(RC.TAG_PBT_EXPERIMENT, path)
+        log.info("tuning state in %s; an interrupted run resumes with --resume %s", path, path)
 
     if resume:
-        mlflow.set_tag("pbt.resumed_from", resume)
-    outcome = run_tuning(cfg, pbt, train, val, descriptions, "pbt", parent_run_id=run_id,
-                         name=f"sft-pbt-{run_id}", resume=resume, on_start=announce)
+        mlflow.set_tag(RC.TAG_PBT_RESUMED_FROM, resume)
+    outcome = run_tuning(
+        cfg,
+        pbt,
+        train,
+        val,
+        descriptions,
+        "pbt",
+        parent_run_id=run_id,
+        name=f"sft-pbt-{run_id}",
+        resume=resume,
+        on_start=announce,
+    )
     if len(outcome.perturbations):
         mlflow.log_table(outcome.perturbations, "pbt/perturbations.json")
     mlflow.log_table(outcome.trials, "pbt/trials.json")
     mlflow.log_figure(hyperparameter_trajectories(outcome.trials), "plots/pbt_trajectories.png")
     mlflow.log_metrics({"pbt_exploits": len(outcome.perturbations), "pbt_wall_s": outcome.wall_s})
-    mlflow.set_tag("pbt.best_trial", outcome.best_trial)
+    mlflow.set_tag(RC.TAG_PBT_BEST_TRIAL, outcome.best_trial)
     log_json(outcome.best_hparams, "pbt/best_hparams.json")
     classifier = best_classifier(cfg, outcome, descriptions, text_columns)
-    return classifier, outcome.best_metrics, {f"hparam.{k}": v for k, v in outcome.best_hparams.items()}
+    return classifier, outcome.best_metrics, {f"{RC.HPARAM_PREFIX}{k}": v for k, v in outcome.best_hparams.items()}
 
 
-def publish(classifier, splits: Splits, text_columns: list[str], model_name: str, tags: dict):
+def publish(classifier, splits: Splits, model_name: str, tags: dict):
     """Log thresholds, the three splits and the pyfunc into the active run; register it as a new version."""
     log_json(dict(zip(classifier.labels, map(float, classifier.thresholds))), "thresholds.json")
     with tempfile.TemporaryDirectory() as tmp:
@@ -193,18 +266,8 @@ def publish(classifier, splits: Splits, text_columns: list[str], model_name: str
             path = Path(tmp) / f"{name}.parquet"
             frame.to_parquet(path)
             mlflow.log_artifact(str(path), "data")
-        example = splits.validation[["text"]].head(3).reset_index(drop=True)
-        info = log_classifier(classifier.save(Path(tmp) / "classifier"), text_columns, example,
-                              example_output(classifier, example))
+    info = log_classifier(classifier, list(splits.validation["text"].head(3)))
     return register(info.model_uri, model_name, tags)
-
-
-def example_output(classifier, example):
-    """What the model answers for the input example: MLflow stores both with the model."""
-    from registry.contract import format_predictions
-
-    probs = classifier.predict_proba(list(example["text"]))
-    return format_predictions(probs, classifier.labels, classifier.thresholds, classifier.single_label)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ so every reader works without stages.
 MLflow quirk (#16734): `search_model_versions` returns versions with empty `aliases`, so aliases are always
 read from the registered model.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -76,11 +77,13 @@ def retire_archived(client: MlflowClient, name: str, keep: int) -> list[str]:
     their artifacts stay available; deleting a version is left to a person.
     """
     held = set(aliases(client, name).values())
-    archived = sorted((v for v in versions_of(client, name)
-                       if is_archived(v.current_stage, v.tags) and str(v.version) not in held),
-                      key=lambda v: int(v.version), reverse=True)
+    archived = sorted(
+        (v for v in versions_of(client, name) if is_archived(v.current_stage, v.tags) and str(v.version) not in held),
+        key=lambda v: int(v.version),
+        reverse=True,
+    )
     retired = []
-    for v in archived[max(keep, 0):]:
+    for v in archived[max(keep, 0) :]:
         client.set_model_version_tag(name, v.version, C.TAG_RETIRED, "true")
         if v.tags.get(C.TAG_ARCHIVED) is not None:
             client.delete_model_version_tag(name, v.version, C.TAG_ARCHIVED)

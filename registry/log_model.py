@@ -1,34 +1,34 @@
 """Log a saved classifier as an MLflow pyfunc (models-from-code) and register it with lineage tags."""
+
 from __future__ import annotations
 
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Sequence
 
 import mlflow
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import ModelSignature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from packaging.version import InvalidVersion, Version
 
-from mlprojects.config import REPO_ROOT
-from mlprojects.errors import ConfigError
 from registry import conventions as C
+from registry.aliases import set_alias
+from registry.contract import DESCRIPTIONS_PARAM, THRESHOLD_PARAM, Scorer, predict
+from registry.errors import ConfigError
+from registry.locations import REPO_ROOT
+from registry.model_card import publish
+from registry.stages import client_stages_enabled
 
-_TORCH_PYFUNC = Path(__file__).with_name("torch_pyfunc.py")
-_ONNX_PYFUNC = Path(__file__).with_name("onnx_pyfunc.py")
-CODE_PATHS = [str(REPO_ROOT / "mlprojects"), str(REPO_ROOT / "registry")]
 
-
-def signature(text_columns: list[str], example_output: pd.DataFrame) -> ModelSignature:
+def signature(text_columns: Sequence[str], example_output: pd.DataFrame) -> ModelSignature:
     """`text` or the configured text columns (each optional: one of the two forms is enough); the params."""
-    from mlflow.models import infer_signature
-
     columns = ["text"] + [c for c in text_columns if c != "text"]
     inputs = Schema([ColSpec("string", c, required=False) for c in columns])
     outputs = infer_signature(None, example_output).inputs
-    params = ParamSchema([ParamSpec("label_descriptions", "string", None), ParamSpec("threshold", "double", None)])
+    params = ParamSchema([ParamSpec(DESCRIPTIONS_PARAM, "string", None), ParamSpec(THRESHOLD_PARAM, "double", None)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
@@ -41,8 +41,10 @@ def public_pin(package: str, installed: str | None) -> str:
     try:
         return f"{package}=={Version(installed).public}"
     except InvalidVersion:
-        raise ConfigError(f"cannot pin requirement {package!r}: version {installed!r} is not a PEP 440 version "
-                          "any package index can serve") from None
+        raise ConfigError(
+            f"cannot pin requirement {package!r}: version {installed!r} is not a PEP 440 version "
+            "any package index can serve"
+        ) from None
 
 
 def _installed(package: str) -> str | None:
@@ -68,39 +70,38 @@ def onnx_requirements() -> list[str]:
 
 def git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-def _log_pyfunc(python_model: Path, artifacts: dict[str, str], requirements: list[str], text_columns: list[str],
-                example: pd.DataFrame, example_output: pd.DataFrame, name: str, model_config: dict | None = None):
+def log_pyfunc(
+    python_model: Path,
+    artifacts: dict[str, str],
+    requirements: list[str],
+    model: Scorer,
+    example_texts: Sequence[str],
+    code_paths: list[str],
+    name: str = "model",
+    model_config: dict | None = None,
+):
+    """Log a models-from-code pyfunc into the active run with the code it imports (so every version carries its
+    own code and loads after ours has moved on); returns MLflow's ModelInfo. `model` is what the pyfunc loads,
+    in memory: its answer to `example_texts` (through the contract's predict path) is the logged example and
+    gives the output schema."""
+    example = pd.DataFrame({"text": list(example_texts)})
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(python_model),
         artifacts=artifacts,
-        code_paths=CODE_PATHS,
-        signature=signature(text_columns, example_output),
+        code_paths=code_paths,
+        signature=signature(model.text_columns, predict(model, example)),
         input_example=example,
         pip_requirements=requirements,
         model_config=model_config,
     )
-
-
-def log_classifier(classifier_dir: str | Path, text_columns: list[str], example: pd.DataFrame,
-                   example_output: pd.DataFrame, name: str = "model"):
-    """Log the torch pyfunc into the active run; returns MLflow's ModelInfo."""
-    return _log_pyfunc(_TORCH_PYFUNC, {"classifier": str(classifier_dir)}, torch_requirements(), text_columns,
-                       example, example_output, name)
-
-
-def log_onnx_classifier(package_dir: str | Path, text_columns: list[str], example: pd.DataFrame,
-                        example_output: pd.DataFrame, threads: int = 0, name: str = "model"):
-    """Log the ONNX pyfunc (a package from `mlprojects.onnx_export`) into the active run; returns ModelInfo.
-    `threads` (0 = all cores) can be overridden at load: `load_model(uri, model_config={"threads": n})`."""
-    return _log_pyfunc(_ONNX_PYFUNC, {"onnx_classifier": str(package_dir)}, onnx_requirements(), text_columns,
-                       example, example_output, name, {"threads": int(threads)})
 
 
 def register(model_uri: str, model_name: str, tags: dict[str, str], alias: str | None = C.CHALLENGER) -> ModelVersion:
@@ -109,10 +110,6 @@ def register(model_uri: str, model_name: str, tags: dict[str, str], alias: str |
     New versions are candidates: they get the `challenger` alias (and the Staging stage) for the controller. The
     registered model gets its description the first time, the version its model card.
     """
-    from registry.aliases import set_alias
-    from registry.model_card import publish
-    from registry.stages import client_stages_enabled
-
     client = mlflow.MlflowClient()
     client_stages_enabled(client)  # a bad stage setting stops here, before anything is registered
     tags = {C.TAG_GIT_COMMIT: git_commit(), **{k: str(v) for k, v in tags.items() if v is not None}}

@@ -4,6 +4,7 @@ A card is rendered from the version's own tags (lineage, evaluation, decision, d
 stage that made the version and the controller that judges and deploys it refresh it the same way, and a card
 never says what the tags do not.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,9 +28,12 @@ def model_description(name: str, meta: dict) -> str:
     columns = ", ".join(meta.get("text_columns") or ["text"])
     kind = "single-label (arg-max)" if meta.get("single_label") else "multi-label"
     rows = "\n".join(f"| `{label}` | {_cell(text)} |" for label, text in labels.items())
-    export = ("\n\n**ONNX export** (onnxruntime, no torch) of the torch model named in each version's "
-              "`lineage.source_model`; registered only when its parity gates against the torch model pass."
-              if "input_names" in meta else "")
+    export = (
+        "\n\n**ONNX export** (onnxruntime, no torch) of the torch model named in each version's "
+        "`lineage.source_model`; registered only when its parity gates against the torch model pass."
+        if "input_names" in meta
+        else ""
+    )
     return _fit(f"""**{name}**: a semantic dual-encoder document classifier, {kind}, over {len(labels)} labels.
 A shared transformer encoder (LoRA adapters) embeds the document ({columns}) and each label description; the
 scaled cosine similarity through a sigmoid is the probability of that label. A new label set is classified
@@ -71,25 +75,53 @@ def render_card(name: str, version: str, tags: dict, aliases: dict[str, str], st
     """The Markdown card of one version, from its tags and the model's aliases (pure)."""
     kind = tags.get(C.TAG_KIND, "")
     parent = tags.get(C.TAG_PARENT_VERSION)
-    origin = {"sft": "fine-tuned (SFT) from the encoder",
-              "grpo": f"GRPO child of reference version {parent}",
-              "clone": f"**clone** of champion version {tags.get(C.TAG_CLONE_OF, parent)}"
-                       + (f", role `{tags[C.TAG_ROLE]}`" if tags.get(C.TAG_ROLE) else "")
-                       + ": the same weights, kept for GRPO",
-              "onnx": f"ONNX export of {tags.get(C.TAG_SOURCE_MODEL, '')} version {parent}"}.get(kind, kind or "unknown")
-    parts = [f"### {name} version {version}", f"**Origin**: {origin}  ", f"**Status**: {status(version, stage, tags, aliases)}"]
-    data = [(k[len("lineage."):], v) for k, v in sorted(tags.items()) if k.startswith("lineage.") and "digest" in k]
+    origin = {
+        "sft": "fine-tuned (SFT) from the encoder",
+        "grpo": f"GRPO child of reference version {parent}",
+        "clone": f"**clone** of champion version {tags.get(C.TAG_CLONE_OF, parent)}"
+        + (f", role `{tags[C.TAG_ROLE]}`" if tags.get(C.TAG_ROLE) else "")
+        + ": the same weights, kept for GRPO",
+        "onnx": f"ONNX export of {tags.get(C.TAG_SOURCE_MODEL, '')} version {parent}",
+    }.get(kind, kind or "unknown")
+    parts = [
+        f"### {name} version {version}",
+        f"**Origin**: {origin}  ",
+        f"**Status**: {status(version, stage, tags, aliases)}",
+    ]
+    data = [
+        (k[len(C.LINEAGE_PREFIX) :], v)
+        for k, v in sorted(tags.items())
+        if k.startswith(C.LINEAGE_PREFIX) and "digest" in k
+    ]
     if data:
-        parts += ["", "**Data** (digests)", "", "| data | digest |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in data]
-    metrics = [(m, tags[f"{C.TAG_EVAL_PREFIX}{m}"], tags.get(f"{C.TAG_EVAL_PREFIX}{m}_ci", ""))
-               for m in SUMMARY if f"{C.TAG_EVAL_PREFIX}{m}" in tags]
+        parts += ["", "**Data** (digests)", "", "| data | digest |", "|---|---|"] + [
+            f"| {k} | `{v}` |" for k, v in data
+        ]
+    metrics = [
+        (m, tags[f"{C.TAG_EVAL_PREFIX}{m}"], tags.get(f"{C.TAG_EVAL_PREFIX}{m}_ci", ""))
+        for m in SUMMARY
+        if f"{C.TAG_EVAL_PREFIX}{m}" in tags
+    ]
     if metrics:
-        parts += ["", "**Test-split metrics**" + (f" on {_cell(tags[C.TAG_EVAL_DATA_USED])}"
-                                                  if C.TAG_EVAL_DATA_USED in tags else ""), "",
-                  "| metric | value | interval |", "|---|---|---|"] + [f"| {m} | {v} | {ci} |" for m, v, ci in metrics]
-    lineage = [(label, tags[key]) for label, key in (
-        ("source run", C.TAG_SOURCE_RUN), ("parent version", C.TAG_PARENT_VERSION), ("encoder", C.TAG_ENCODER),
-        ("git commit", C.TAG_GIT_COMMIT), ("ONNX export", C.TAG_ONNX_VERSION)) if tags.get(key)]
+        parts += [
+            "",
+            "**Test-split metrics**"
+            + (f" on {_cell(tags[C.TAG_EVAL_DATA_USED])}" if C.TAG_EVAL_DATA_USED in tags else ""),
+            "",
+            "| metric | value | interval |",
+            "|---|---|---|",
+        ] + [f"| {m} | {v} | {ci} |" for m, v, ci in metrics]
+    lineage = [
+        (label, tags[key])
+        for label, key in (
+            ("source run", C.TAG_SOURCE_RUN),
+            ("parent version", C.TAG_PARENT_VERSION),
+            ("encoder", C.TAG_ENCODER),
+            ("git commit", C.TAG_GIT_COMMIT),
+            ("ONNX export", C.TAG_ONNX_VERSION),
+        )
+        if tags.get(key)
+    ]
     if lineage:
         parts += ["", "**Lineage**", ""] + [f"- {label}: `{value}`" for label, value in lineage]
     if tags.get(C.TAG_DECISION) or tags.get(C.TAG_BLOCKED):
@@ -97,15 +129,21 @@ def render_card(name: str, version: str, tags: dict, aliases: dict[str, str], st
         if tags.get(C.TAG_DECISION):
             parts.append(f"- {tags[C.TAG_DECISION]}: {_cell(tags.get(C.TAG_REASON, ''))}")
         if tags.get(C.TAG_COMPARED_WITH):
-            parts.append(f"- against champion version {tags[C.TAG_COMPARED_WITH]} (F1-macro "
-                         f"{tags.get(C.TAG_CHAMPION_F1, '?')}), gain interval {tags.get(C.TAG_GAIN_CI, '?')}, "
-                         f"margin {tags.get(C.TAG_MARGIN, '?')}")
+            parts.append(
+                f"- against champion version {tags[C.TAG_COMPARED_WITH]} (F1-macro "
+                f"{tags.get(C.TAG_CHAMPION_F1, '?')}), gain interval {tags.get(C.TAG_GAIN_CI, '?')}, "
+                f"margin {tags.get(C.TAG_MARGIN, '?')}"
+            )
         if tags.get(C.TAG_BLOCKED):
             parts.append(f"- waiting: {_cell(tags[C.TAG_BLOCKED])}")
         if tags.get(C.TAG_DECIDED_AT):
             parts.append(f"- at {tags[C.TAG_DECIDED_AT]} by {tags.get(C.TAG_ACTOR, '?')}")
-    if tags.get("deploy.target"):
-        parts += ["", f"**Deployment**: {tags['deploy.status']} on `{tags['deploy.target']}` at {tags.get('deploy.at', '?')}"]
+    if tags.get(C.TAG_DEPLOY_TARGET):
+        parts += [
+            "",
+            f"**Deployment**: {tags[C.TAG_DEPLOY_STATUS]} on `{tags[C.TAG_DEPLOY_TARGET]}` at "
+            f"{tags.get(C.TAG_DEPLOY_AT, '?')}",
+        ]
     return _fit("\n".join(parts))
 
 
@@ -144,4 +182,4 @@ def _cell(text: str) -> str:
 
 
 def _fit(text: str) -> str:
-    return text if len(text) <= MAX_CHARS else text[:MAX_CHARS - 2] + " …"
+    return text if len(text) <= MAX_CHARS else text[: MAX_CHARS - 2] + " …"

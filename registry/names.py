@@ -4,6 +4,7 @@ MLflow refuses '/' and ':' only at registration (after training); a name with a 
 strings of searches, a tab or newline registers but never resolves in a URI, '@' reads as an alias. Unity
 Catalog (`databricks-uc` registries) wants `catalog.schema.model`.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,9 @@ def check_model_name(name: str, registry_uri: str | None = None) -> str:
         raise InvalidModelName(f"model name {name!r} starts or ends with whitespace")
     bad = sorted({c for c in name if c in FORBIDDEN or not c.isprintable()})
     if bad:
-        raise InvalidModelName(f"model name {name!r} contains {', '.join(map(repr, bad))}; use letters, digits, "
-                               "'-', '_', '.' and spaces")
+        raise InvalidModelName(
+            f"model name {name!r} contains {', '.join(map(repr, bad))}; use letters, digits, '-', '_', '.' and spaces"
+        )
     if len(name) > MAX_LENGTH:
         raise InvalidModelName(f"model name is {len(name)} characters long; at most {MAX_LENGTH}")
     if name in (".", "..") or name.startswith("../") or "/../" in name:
@@ -38,8 +40,10 @@ def check_model_name(name: str, registry_uri: str | None = None) -> str:
     if (registry_uri or "").startswith("databricks-uc"):
         parts = name.split(".")
         if len(parts) != 3 or not all(UC_PART.match(p) for p in parts):
-            raise InvalidModelName(f"model name {name!r}: a Unity Catalog registry needs catalog.schema.model, "
-                                   "each part letters, digits, '_' or '-'")
+            raise InvalidModelName(
+                f"model name {name!r}: a Unity Catalog registry needs catalog.schema.model, "
+                "each part letters, digits, '_' or '-'"
+            )
     return name
 
 

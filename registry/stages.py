@@ -1,6 +1,7 @@
 """Whether this registry has the deprecated stages: Unity Catalog (`databricks-uc`) has none and refuses every
 stage call, so there aliases and tags alone carry the lifecycle. Decided from the registry URI; the
 `REGISTRY_STAGES` setting (on | off | auto) overrides it."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,7 @@ import os
 import mlflow
 from mlflow import MlflowClient
 
-from mlprojects.errors import ConfigError
+from registry.errors import ConfigError
 
 STAGES_SETTING = "REGISTRY_STAGES"
 MODES = ("auto", "on", "off")
@@ -23,9 +24,11 @@ def registry_kind(registry_uri: str) -> str:
     named = head.lower() in WITHOUT_STAGES + ("databricks",)  # `databricks-uc` alone is a complete URI
     scheme = head.split("+", 1)[0].lower() if (colon and len(head) > 1) or named else ""  # else a path
     if scheme not in WITH_STAGES + WITHOUT_STAGES:
-        raise ConfigError(f"unknown registry kind {scheme!r} in registry URI {registry_uri!r}; known: "
-                          f"{', '.join(k for k in WITH_STAGES + WITHOUT_STAGES if k)} "
-                          f"(or set {STAGES_SETTING}=on|off)")
+        raise ConfigError(
+            f"unknown registry kind {scheme!r} in registry URI {registry_uri!r}; known: "
+            f"{', '.join(k for k in WITH_STAGES + WITHOUT_STAGES if k)} "
+            f"(or set {STAGES_SETTING}=on|off)"
+        )
     return scheme
 
 

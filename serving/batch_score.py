@@ -5,11 +5,12 @@
 Scoring is an iterator pandas UDF. With `env_manager=local` (the default) each Python worker loads the pyfunc
 once and keeps it for every later task and batch (Spark reuses its Python workers), and the pyfunc embeds its
 label descriptions once per loaded model; the cores are shared out over the tasks that run at once
-(tasks x inference threads = cores), so the workers do not fight over them. Any other `env_manager` (virtualenv, uv, conda)
-goes through `mlflow.pyfunc.spark_udf`, which rebuilds the model's environment and serves it per task.
+(tasks x inference threads = cores), so the workers do not fight over them. Any other `env_manager` (virtualenv,
+uv, conda) goes through `mlflow.pyfunc.spark_udf`, which rebuilds the model's environment and serves it per task.
 Output columns: the input's, `predicted_labels`, `top_label`, `scores` (map label -> probability),
 `model_name`, `model_version`, `scored_at` (UTC, one timestamp per run).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,28 +23,36 @@ from typing import Iterator
 import mlflow
 import pandas as pd
 
-from mlprojects import config as C
-from mlprojects.data import parse_columns
-from mlprojects.errors import ArgumentParser, ConfigError, DataError, cli_entry, int_arg, registered_uri_arg
-from registry.contract import ContractError, parse_params, to_params
+from registry.cli import ArgumentParser, cli_entry, int_arg, registered_uri_arg
+from registry.contract import LABELS, OUTPUT_COLUMNS, SCORES, TOP_LABEL, ContractError, parse_params, to_params
+from registry.conventions import CHAMPION, DEFAULT_MODEL_NAME
+from registry.documents import load_label_descriptions, parse_columns
+from registry.errors import ConfigError, DataError
+from registry.loading import load_pyfunc
+from registry.lookup import model_name_of, resolve_version
+from registry.tracking import log_params_once, setup
+from serving.config import BATCH_ARROW_RECORDS, BATCH_ENV_MANAGER, BATCH_SPARK_MASTER
 
-RESULT_TYPE = "struct<labels: array<string>, top_label: string, scores: map<string, double>>"
+RESULT_TYPE = f"struct<{LABELS}: array<string>, {TOP_LABEL}: string, {SCORES}: map<string, double>>"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json", ".jsonl": "json"}
 
 
-def spark_session(master: str, arrow_records: int = C.BATCH_ARROW_RECORDS):
+def spark_session(master: str, arrow_records: int = BATCH_ARROW_RECORDS):
     """A session whose Python workers run this interpreter (so they see the same packages) and are reused
     between tasks (so a loaded model is too)."""
     from pyspark.sql import SparkSession  # pyspark is heavy: imported only by the stage that needs it
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    return (SparkSession.builder.master(master).appName("batch_score")
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(arrow_records)))
-            .config("spark.python.worker.reuse", "true")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.session.timeZone", "UTC")
-            .getOrCreate())
+    return (
+        SparkSession.builder.master(master)
+        .appName("batch_score")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(arrow_records)))
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
 
 
 _MODELS: dict[tuple, object] = {}  # per Python worker: (model path, threads) -> loaded pyfunc
@@ -55,8 +64,7 @@ def cached_model(path: str, threads: int | None):
     key = (path, threads)
     if key not in _MODELS:
         config = mlflow.models.Model.load(path).flavors["python_function"].get("model_config") or {}
-        _MODELS[key] = mlflow.pyfunc.load_model(path, model_config={"threads": threads}
-                                                if threads and "threads" in config else None)
+        _MODELS[key] = load_pyfunc(path, model_config={"threads": threads} if threads and "threads" in config else None)
         torch = sys.modules.get("torch")  # imported by a torch pyfunc only
         if threads and torch is not None:
             torch.set_num_threads(threads)
@@ -71,8 +79,7 @@ def cached_udf(path: str, params: dict | None, threads: int | None):
     def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = cached_model(path, threads)
         for frame in batches:
-            out = model.predict(frame, params=params or None)
-            yield pd.DataFrame({"labels": out["labels"], "top_label": out["top_label"], "scores": out["scores"]})
+            yield model.predict(frame, params=params or None)[list(OUTPUT_COLUMNS)]
 
     # Non-deterministic, so the optimiser cannot copy the call into each of the columns read from its result
     # (which would score every document once per output column).
@@ -110,19 +117,28 @@ def read_input(spark, path: str, fmt: str | None = None):
 
 def text_columns_for(frame_columns: list[str], requested: list[str], model_columns: list[str]) -> list[str]:
     """The columns handed to the model: the requested ones, else `text`, else the model's own text columns."""
-    for candidate in ([requested] if requested else [["text"], model_columns]):
+    for candidate in [requested] if requested else [["text"], model_columns]:
         if candidate and all(c in frame_columns for c in candidate):
             return candidate
     if requested:
-        raise DataError(f"text column(s) {[c for c in requested if c not in frame_columns]} not in the input; "
-                        f"it has {frame_columns}")
+        raise DataError(
+            f"text column(s) {[c for c in requested if c not in frame_columns]} not in the input; "
+            f"it has {frame_columns}"
+        )
     alternative = f" or the columns {model_columns}" if model_columns else ""
     raise DataError(f"input needs a 'text' column{alternative}; it has {frame_columns}")
 
 
-def score(spark, model_name: str, version: str, source, text_columns: list[str],
-          label_descriptions: dict | None = None, threshold: float | None = None,
-          env_manager: str = C.BATCH_ENV_MANAGER):
+def score(
+    spark,
+    model_name: str,
+    version: str,
+    source,
+    text_columns: list[str],
+    label_descriptions: dict | None = None,
+    threshold: float | None = None,
+    env_manager: str = BATCH_ENV_MANAGER,
+):
     """`source` with the prediction columns added (lazy: nothing runs until it is written)."""
     from pyspark.sql import functions as F
 
@@ -133,18 +149,21 @@ def score(spark, model_name: str, version: str, source, text_columns: list[str],
         threads = local_threads(spark, source.rdd.getNumPartitions())
         udf = cached_udf(mlflow.artifacts.download_artifacts(uri), params, threads)
     else:
-        udf = mlflow.pyfunc.spark_udf(spark, uri, result_type=RESULT_TYPE, env_manager=env_manager,
-                                      params=params or None)
+        udf = mlflow.pyfunc.spark_udf(
+            spark, uri, result_type=RESULT_TYPE, env_manager=env_manager, params=params or None
+        )
     inputs = F.struct(*[F.col(c).cast("string").alias("text" if len(text_columns) == 1 else c) for c in text_columns])
     scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    return (source.withColumn("_prediction", udf(inputs))
-            .withColumn("predicted_labels", F.col("_prediction.labels"))
-            .withColumn("top_label", F.col("_prediction.top_label"))
-            .withColumn("scores", F.col("_prediction.scores"))
-            .drop("_prediction")
-            .withColumn("model_name", F.lit(model_name))
-            .withColumn("model_version", F.lit(str(version)))
-            .withColumn("scored_at", F.lit(scored_at).cast("timestamp")))
+    return (
+        source.withColumn("_prediction", udf(inputs))
+        .withColumn("predicted_labels", F.col(f"_prediction.{LABELS}"))
+        .withColumn(TOP_LABEL, F.col(f"_prediction.{TOP_LABEL}"))
+        .withColumn(SCORES, F.col(f"_prediction.{SCORES}"))
+        .drop("_prediction")
+        .withColumn("model_name", F.lit(model_name))
+        .withColumn("model_version", F.lit(str(version)))
+        .withColumn("scored_at", F.lit(scored_at).cast("timestamp"))
+    )
 
 
 def model_text_columns(model_name: str, version: str) -> list[str]:
@@ -155,37 +174,41 @@ def model_text_columns(model_name: str, version: str) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="batch_score", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model-uri", required=True, type=registered_uri_arg, help="models:/<name>@<alias> or models:/<name>/<version>")
+    p = ArgumentParser(prog="batch_score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--model-uri",
+        type=registered_uri_arg,
+        default=f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}",
+        help="models:/<name>@<alias> or models:/<name>/<version>",
+    )
     p.add_argument("--input", required=True, help="CSV (with header), Parquet or JSON lines; file or directory")
     p.add_argument("--output", required=True, help="Parquet directory (overwritten)")
-    p.add_argument("--spark-master", default=C.BATCH_SPARK_MASTER)
+    p.add_argument("--spark-master", default=BATCH_SPARK_MASTER)
     p.add_argument("--text-columns", default="", help="comma list; default: text, else the model's text columns")
     p.add_argument("--input-format", default="", help="csv | parquet | json (default: from the extension)")
     p.add_argument("--label-descriptions", default="", help="YAML/JSON label file: score against a new label set")
     p.add_argument("--threshold", default="", help="one threshold for every label")
-    p.add_argument("--env-manager", default=C.BATCH_ENV_MANAGER, choices=["local", "virtualenv", "uv", "conda"],
-                   help="local: this interpreter, the model cached per Python worker; else MLflow rebuilds the "
-                        "model's environment")
-    p.add_argument("--arrow-records", type=int_arg, default=C.BATCH_ARROW_RECORDS,
-                   help="documents per pyfunc call (spark.sql.execution.arrow.maxRecordsPerBatch)")
+    p.add_argument(
+        "--env-manager",
+        default=BATCH_ENV_MANAGER,
+        choices=["local", "virtualenv", "uv", "conda"],
+        help="local: this interpreter, the model cached per Python worker; else MLflow rebuilds the "
+        "model's environment",
+    )
+    p.add_argument(
+        "--arrow-records",
+        type=int_arg,
+        default=BATCH_ARROW_RECORDS,
+        help="documents per pyfunc call (spark.sql.execution.arrow.maxRecordsPerBatch)",
+    )
     return p
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from mlprojects.data import load_label_descriptions
-    from mlprojects.tracking import log_params_once, setup
-    from registry.lookup import model_name_of
-    from serving.azureml.bundle import resolve_version
-
     args = build_parser().parse_args(argv)
     setup(model_name_of(args.model_uri))
-    try:
-        name, version = resolve_version(args.model_uri)
-    except (mlflow.exceptions.MlflowException, ValueError) as exc:
-        raise ConfigError(f"cannot resolve {args.model_uri}: {getattr(exc, 'message', exc)}") from None
+    name, version = resolve_version(args.model_uri)
     descriptions = load_label_descriptions(args.label_descriptions) if args.label_descriptions else None
     try:  # checked here, not in the first Spark task
         _, threshold = parse_params({"threshold": args.threshold})
@@ -193,15 +216,27 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError(str(exc)) from None
     spark = spark_session(args.spark_master, args.arrow_records)
     with mlflow.start_run(run_name="batch_score"):
-        log_params_once({"model_uri": args.model_uri, "model_version": version, "input": args.input,
-                         "output": args.output, "spark_master": args.spark_master, "env_manager": args.env_manager,
-                         "arrow_records": args.arrow_records})
+        log_params_once(
+            {
+                "model_uri": args.model_uri,
+                "model_version": version,
+                "input": args.input,
+                "output": args.output,
+                "spark_master": args.spark_master,
+                "env_manager": args.env_manager,
+                "arrow_records": args.arrow_records,
+            }
+        )
         source = read_input(spark, args.input, args.input_format or None)
-        columns = text_columns_for(source.columns, parse_columns(args.text_columns) if args.text_columns else [],
-                                   model_text_columns(name, version))
+        columns = text_columns_for(
+            source.columns,
+            parse_columns(args.text_columns) if args.text_columns else [],
+            model_text_columns(name, version),
+        )
         start = time.perf_counter()
-        score(spark, name, version, source, columns, descriptions, threshold, args.env_manager
-              ).write.mode("overwrite").parquet(args.output)
+        score(spark, name, version, source, columns, descriptions, threshold, args.env_manager).write.mode(
+            "overwrite"
+        ).parquet(args.output)
         seconds = time.perf_counter() - start
         rows = spark.read.parquet(args.output).count()
         mlflow.log_metrics({"rows": rows, "seconds": seconds, "docs_per_s": rows / max(seconds, 1e-9)})

@@ -4,6 +4,7 @@ uvicorn times out a connection only while it idles between requests (keep-alive)
 sends nothing, or a request head byte by byte, is kept forever. Here a connection that has not delivered a
 complete request head `header_timeout_s` after it opened is closed. The body has its own deadline in the app.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -24,8 +25,11 @@ def deadline_protocol(header_timeout_s: float) -> type[H11Protocol]:
 
         def _close_if_silent(self) -> None:
             if self.cycle is None and not self.transport.is_closing():  # no request head yet
-                log.warning("closed a connection from %s that sent no request within %g s",
-                            self.client[0] if self.client else "a client", header_timeout_s)
+                log.warning(
+                    "closed a connection from %s that sent no request within %g s",
+                    self.client[0] if self.client else "a client",
+                    header_timeout_s,
+                )
                 self.transport.close()
 
     return HeadDeadlineProtocol

@@ -3,6 +3,7 @@
 Every predicted document gets a prediction id; the last predictions are kept in memory so feedback can refer
 to them by id alone. Bad requests get a 4xx JSON `{"error": ...}`; nothing a client sends can crash the server.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -16,16 +17,21 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from threading import Lock
 
-import mlflow
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from registry.contract import input_texts
+from registry.loading import load_pyfunc
+from registry.locations import feedback_db_url
+from registry.lookup import registered_version
+from serving.access_log import AccessLog
+from serving.feedback import FeedbackStore
 from serving.follow import ModelSlot
 from serving.inference_log import InferenceLog
-from serving.scoring import PayloadError, client_message, decode_json, is_client_error, parse_request, predict
+from serving.scoring import PayloadError, answer, decode_json, failure
 from validation.feedback_rules import scores_ok
 
 log = logging.getLogger(__name__)
@@ -48,15 +54,12 @@ class LoadedModel:
 
 def load_model(model_uri: str) -> LoadedModel:
     """Load `models:/name@alias`, `models:/name/N`, `models:/m-<id>`, `runs:/...` or a path."""
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-    client = mlflow.MlflowClient()
-    resolved = get_model_name_and_version(client, model_uri) if model_uri.startswith("models:/") else ()
-    if len(resolved) == 2:
+    resolved = registered_version(model_uri)
+    if resolved is not None:
         name, version = resolved
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        pyfunc = load_pyfunc(f"models:/{name}/{version}")
     else:  # not a registered version: models:/m-<id> (a logged model), runs:/..., a local path
-        pyfunc = mlflow.pyfunc.load_model(model_uri)
+        pyfunc = load_pyfunc(model_uri)
         name = model_uri
         version = getattr(pyfunc.metadata, "model_id", None) or pyfunc.metadata.run_id or "unregistered"
     return LoadedModel(pyfunc, name, str(version), own_labels(pyfunc))
@@ -122,8 +125,11 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     """The app over one model, or over a slot whose model a DeploymentFollower swaps: each request reads the
     slot once, so it is answered by one model from start to end."""
     slot = model if isinstance(model, ModelSlot) else ModelSlot(model)
-    inference_log = InferenceLog(settings.inference_log, settings.log_text == "text",
-                                 settings.log_retention_days) if settings.inference_log else None
+    inference_log = (
+        InferenceLog(settings.inference_log, settings.log_text == "text", settings.log_retention_days)
+        if settings.inference_log
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -132,13 +138,11 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
             await run_in_threadpool(inference_log.close)
 
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.add_middleware(AccessLog)
     recent = RecentPredictions(settings.remember)
     pending = 0  # predictions admitted and not yet answered (read and written on the event loop only)
 
-    from mlprojects.config import feedback_db_url
-    from serving.feedback import FeedbackStore
-
-    # opened with the app: a first /feedback would otherwise pay for the imports and the schema (~100 ms)
+    # opened with the app: a first /feedback would otherwise pay for the schema (~100 ms)
     feedback_store = FeedbackStore(settings.feedback_db or feedback_db_url())
 
     def store_feedback(record: dict, label_names: list[str]) -> None:
@@ -165,8 +169,12 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
             raise Rejected(408, f"the body did not arrive within {settings.body_timeout_s:g} s") from None
         except ClientDisconnect:
             client = request.client.host if request.client else "a client"
-            log.warning("%s disconnected after %d bytes of its %s body; request dropped", client,
-                        sum(map(len, chunks)), request.url.path)
+            log.warning(
+                "%s disconnected after %d bytes of its %s body; request dropped",
+                client,
+                sum(map(len, chunks)),
+                request.url.path,
+            )
             raise Rejected(400, "client disconnected before the body was complete") from None
         return b"".join(chunks)
 
@@ -181,37 +189,52 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
         body = await read_body(request)
         model = slot.current
         if pending >= settings.max_pending:  # shed load: a queue this long only adds latency for everyone
-            return JSONResponse({"error": f"server busy: {pending} predictions in progress; retry shortly"},
-                                status_code=503, headers={"Retry-After": "1"})
+            return JSONResponse(
+                {"error": f"server busy: {pending} predictions in progress; retry shortly"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
         pending += 1
         started = time.perf_counter()
         try:
-            frame, params = parse_request(body, settings.max_rows, settings.max_labels)
-            predictions = await asyncio.wait_for(run_in_threadpool(predict, model.pyfunc, frame, params),
-                                                 settings.request_timeout_s)
-        except PayloadError as exc:
-            return error(exc.status, str(exc))
+            frame, predictions = await asyncio.wait_for(
+                run_in_threadpool(answer, model.pyfunc, body, settings.max_rows, settings.max_labels),
+                settings.request_timeout_s,
+            )
         except asyncio.TimeoutError:
-            log.warning("a prediction of %d document(s) took longer than %g s", len(frame), settings.request_timeout_s)
-            return error(503, f"the prediction took longer than {settings.request_timeout_s:g} s; send fewer documents "
-                              "or labels per request")
+            log.warning("a prediction took longer than %g s", settings.request_timeout_s)
+            return error(
+                503,
+                f"the prediction took longer than {settings.request_timeout_s:g} s; send fewer documents "
+                "or labels per request",
+            )
         except Exception as exc:  # noqa: BLE001 - a request must never take the server down
-            if is_client_error(exc):
-                return error(400, client_message(exc))
-            log.exception("prediction failed")
-            return error(500, "prediction failed on the server; see the server log")
+            return error(*failure(exc))
         finally:
             pending -= 1
-        latency_ms = 1000 * (time.perf_counter() - started)
         texts = _texts(frame, model.pyfunc)
         for p, text in zip(predictions, texts):
-            recent.add(p["prediction_id"], {"text": text, "labels": p["labels"], "scores": p["scores"],
-                                            "model_version": model.version})  # the swap may change the model
+            recent.add(
+                p["prediction_id"],
+                {"text": text, "labels": p["labels"], "scores": p["scores"], "model_version": model.version},
+            )  # the swap may change the model
         if inference_log:
-            at = datetime.now(timezone.utc)
-            inference_log.append([{"prediction_id": p["prediction_id"], "model_name": model.name, "text": text,
-                                   "model_version": model.version, "labels": p["labels"], "scores": p["scores"],
-                                   "latency_ms": latency_ms, "at": at} for p, text in zip(predictions, texts)])
+            at, latency_ms = datetime.now(timezone.utc), 1000 * (time.perf_counter() - started)
+            inference_log.append(
+                [
+                    {
+                        "prediction_id": p["prediction_id"],
+                        "model_name": model.name,
+                        "model_version": model.version,
+                        "text": text,
+                        "labels": p["labels"],
+                        "scores": p["scores"],
+                        "latency_ms": latency_ms,
+                        "at": at,
+                    }
+                    for p, text in zip(predictions, texts)
+                ]
+            )
         return {"predictions": predictions, "model": model.info}
 
     @app.post("/feedback")
@@ -248,8 +271,6 @@ def _authorised(request: Request, key: str) -> bool:
 
 def _texts(frame, pyfunc) -> list[str]:
     """The texts the model scored, joined from its own text columns as in training: what feedback will store."""
-    from registry.contract import input_texts
-
     schema = pyfunc.metadata.get_input_schema()
     return input_texts(frame, [n for n in (schema.input_names() if schema else []) if n != "text"])
 
@@ -278,18 +299,28 @@ def feedback_record(payload: dict, recent: RecentPredictions, model: LoadedModel
     known = recent.get(prediction_id)
     if known is None:
         if not isinstance(payload.get("text"), str) or not isinstance(payload.get("predicted_labels"), list):
-            raise PayloadError(f"prediction {prediction_id[:200]} is not in this server's memory: send 'text' and "
-                               "'predicted_labels' with the feedback")
+            raise PayloadError(
+                f"prediction {prediction_id[:200]} is not in this server's memory: send 'text' and "
+                "'predicted_labels' with the feedback"
+            )
         scores = payload.get("scores") or {}
         if not scores_ok(scores):
             raise PayloadError("'scores' must map label names to numbers from 0 to 1")
-        known, label_names = {"text": payload["text"], "labels": payload["predicted_labels"], "scores": scores}, \
-            list(model.labels)
+        known, label_names = (
+            {"text": payload["text"], "labels": payload["predicted_labels"], "scores": scores},
+            list(model.labels),
+        )
     else:
         label_names = list(known["scores"])
-    record = {"prediction_id": prediction_id, "model_name": model.name,
-              "model_version": known.get("model_version", model.version),  # the version that answered, if known
-              "text": known["text"], "predicted_labels": known["labels"], "scores": known["scores"],
-              "score": score, "corrected_labels": corrected, "source": source or "endpoint"}
+    record = {
+        "prediction_id": prediction_id,
+        "model_name": model.name,
+        "model_version": known.get("model_version", model.version),  # the version that answered, if known
+        "text": known["text"],
+        "predicted_labels": known["labels"],
+        "scores": known["scores"],
+        "score": score,
+        "corrected_labels": corrected,
+        "source": source or "endpoint",
+    }
     return record, label_names
-

@@ -5,6 +5,7 @@ the two in one assignment. Requests in flight finish on the model they started w
 The endpoint announces itself (URL, pid) under the deployment directory so the target can wait until every
 running endpoint names the new version on `/health`.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+
+from registry.contract import OUTPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +44,7 @@ class ModelSlot:
 def smoke_check(pyfunc) -> None:
     """A model that does not answer one document with the contract's columns is never swapped in."""
     out = pyfunc.predict(pd.DataFrame({"text": [SMOKE_TEXT]}))
-    if len(out) != 1 or not {"labels", "top_label", "scores"} <= set(out.columns):
+    if len(out) != 1 or not set(OUTPUT_COLUMNS) <= set(out.columns):
         raise RuntimeError(f"smoke prediction broke the contract: {out!r}")
 
 
@@ -81,8 +84,9 @@ def running_endpoints(deploy_dir: Path, model_name: str) -> list[str]:
 class DeploymentFollower:
     """Polls the deployment record (a stat per tick) and swaps in each newly deployed version."""
 
-    def __init__(self, slot: ModelSlot, model_name: str, deploy_dir: Path, load: Callable[[str], object],
-                 interval: float = 0.25):
+    def __init__(
+        self, slot: ModelSlot, model_name: str, deploy_dir: Path, load: Callable[[str], object], interval: float = 0.25
+    ):
         self.slot, self.model_name, self.deploy_dir = slot, model_name, Path(deploy_dir)
         self.load, self.interval = load, interval
         self._stop = threading.Event()
@@ -113,13 +117,22 @@ class DeploymentFollower:
             model = self.load(f"models:/{self.model_name}/{wanted}")
             smoke_check(model.pyfunc)
         except Exception:  # noqa: BLE001 - a bad version must never stop the endpoint serving the old one
-            log.exception("version %s of %s did not load; still serving version %s", wanted, self.model_name,
-                          self.slot.current.version)
+            log.exception(
+                "version %s of %s did not load; still serving version %s",
+                wanted,
+                self.model_name,
+                self.slot.current.version,
+            )
             return False
         previous = self.slot.current.version
         self.slot.swap(model)
-        log.warning("now serving %s version %s (was %s; loaded in %.1f s)", self.model_name, wanted, previous,
-                    time.perf_counter() - started)
+        log.warning(
+            "now serving %s version %s (was %s; loaded in %.1f s)",
+            self.model_name,
+            wanted,
+            previous,
+            time.perf_counter() - started,
+        )
         return True
 
     def _run(self) -> None:

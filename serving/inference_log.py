@@ -5,13 +5,14 @@ labels and scores answered, the request's latency and the time. The endpoint han
 to `InferenceLog.append`, which only puts them on a bounded queue; one background thread writes them in batches,
 a transaction each. When the queue is full (the database is down or too slow) rows are dropped and counted rather
 than slowing predictions down. Rows older than the retention are deleted by the same thread when it starts and
-then hourly; nothing else ever updates or deletes a row. Any SQLAlchemy URL works (a SQLite file by default; WAL like the feedback store).
+then hourly; nothing else ever updates or deletes a row. Any SQLAlchemy URL works (by default a SQLite file,
+`registry.locations.inference_log_url`; in WAL mode, as the feedback store).
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import queue
 import threading
 import time
@@ -19,21 +20,35 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy import (JSON, Column, DateTime, Float, Index, Integer, MetaData, String, Table, Text, create_engine,
-                        delete, insert, select)
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    delete,
+    insert,
+    select,
+)
 from sqlalchemy.engine import Engine
 
 from serving.feedback.store import _sqlite_pragmas
 
 log = logging.getLogger(__name__)
 
-INFERENCE_LOG_ENV = "INFERENCE_LOG_URL"
 TEXT_MODES = ("text", "hash")
 PRUNE_EVERY_S = 3600.0
 
 metadata = MetaData()
 inference_log = Table(
-    "inference_log", metadata,
+    "inference_log",
+    metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("prediction_id", String(64), nullable=False, index=True),  # joins feedback to what was served
     Column("model_name", String(256), nullable=False),
@@ -49,16 +64,11 @@ inference_log = Table(
 COLUMNS = [c.name for c in inference_log.columns if c.name != "id"]
 
 
-def default_url() -> str:
-    """INFERENCE_LOG_URL if set (any SQLAlchemy URL), else a SQLite file in the repository."""
-    return os.environ.get(INFERENCE_LOG_ENV) or f"sqlite:///{Path(__file__).resolve().parent.parent / 'inference_log.db'}"
-
-
 def open_engine(url: str, writer: bool = True) -> Engine:
     """An engine with the table created. The writer's SQLite connections use WAL (the monitor reads while the
     endpoint writes) and take the write lock up front, as the feedback store's do; a reader's take no lock."""
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url)
     if writer and engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine)
@@ -69,18 +79,31 @@ def open_engine(url: str, writer: bool = True) -> Engine:
 def row(record: dict, keep_text: bool) -> dict:
     """A served document -> column values: the text hashed always, kept only when `keep_text`."""
     text = record["text"]
-    return {"prediction_id": record["prediction_id"], "model_name": record["model_name"],
-            "model_version": str(record["model_version"]), "text": text if keep_text else None,
-            "text_sha256": hashlib.sha256(text.encode()).hexdigest(), "labels": list(record["labels"]),
-            "scores": {str(k): float(v) for k, v in record["scores"].items()},
-            "latency_ms": float(record["latency_ms"]), "at": record["at"]}
+    return {
+        "prediction_id": record["prediction_id"],
+        "model_name": record["model_name"],
+        "model_version": str(record["model_version"]),
+        "text": text if keep_text else None,
+        "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "labels": list(record["labels"]),
+        "scores": {str(k): float(v) for k, v in record["scores"].items()},
+        "latency_ms": float(record["latency_ms"]),
+        "at": record["at"],
+    }
 
 
 class InferenceLog:
     """The endpoint's writer: `append` from the request path (never blocks), `close` to flush what is queued."""
 
-    def __init__(self, url: str, keep_text: bool = True, retention_days: float = 30.0, batch_size: int = 512,
-                 flush_interval_s: float = 1.0, max_queued: int = 20_000):
+    def __init__(
+        self,
+        url: str,
+        keep_text: bool = True,
+        retention_days: float = 30.0,
+        batch_size: int = 512,
+        flush_interval_s: float = 1.0,
+        max_queued: int = 20_000,
+    ):
         self.engine = open_engine(url)
         self.keep_text, self.retention_days = keep_text, retention_days
         self.batch_size, self.flush_interval_s = batch_size, flush_interval_s
@@ -151,9 +174,11 @@ def read_window(url: str, model_name: str, start: datetime, end: datetime) -> pd
     """The rows of `model_name` served in [start, end), oldest first, with COLUMNS."""
     engine = open_engine(url, writer=False)
     try:
-        stmt = (select(*[inference_log.c[c] for c in COLUMNS])
-                .where(inference_log.c.model_name == model_name, inference_log.c.at >= start, inference_log.c.at < end)
-                .order_by(inference_log.c.id))
+        stmt = (
+            select(*[inference_log.c[c] for c in COLUMNS])
+            .where(inference_log.c.model_name == model_name, inference_log.c.at >= start, inference_log.c.at < end)
+            .order_by(inference_log.c.id)
+        )
         with engine.connect() as conn:
             return pd.DataFrame([dict(r._mapping) for r in conn.execute(stmt)], columns=COLUMNS)
     finally:

@@ -6,6 +6,7 @@ The record (one JSON file per model under `deploy_dir()`) is what a local endpoi
 it is replaced atomically, so a crash leaves either the old deployment or the new one, never half a file. An
 endpoint that cannot swap in time gets the old record back and the deploy fails: the old version keeps serving.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import mlflow
 import requests
 
-from mlprojects.config import LOCAL_SWAP_TIMEOUT_S, deploy_dir
+from registry.loading import load_pyfunc
+from serving.config import LOCAL_SWAP_TIMEOUT_S, deploy_dir
 from serving.follow import record_path, running_endpoints, smoke_check
 from serving.targets import Deployment
 
@@ -45,22 +46,30 @@ class LocalTarget:
             return current
         uri = f"models:/{model_name}/{version}"
         try:
-            smoke_check(mlflow.pyfunc.load_model(uri))
+            smoke_check(load_pyfunc(uri))
         except RuntimeError as exc:
             raise RuntimeError(f"{uri}: {exc}") from None
-        deployment = Deployment(self.name, uri, str(version), "deployed",
-                                {"deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        deployment = Deployment(
+            self.name,
+            uri,
+            str(version),
+            "deployed",
+            {"deployed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        )
         previous = self._path(model_name).read_text() if self._path(model_name).exists() else None
-        self._write(model_name, json.dumps({**asdict(deployment), "previous": asdict(current) if current else None},
-                                           indent=2))
+        self._write(
+            model_name, json.dumps({**asdict(deployment), "previous": asdict(current) if current else None}, indent=2)
+        )
         started = time.perf_counter()
         endpoints = running_endpoints(self.state_dir, model_name)
         lagging = self._wait_for_endpoints(endpoints, str(version))
         if lagging:
             if previous is not None:
                 self._write(model_name, previous)  # endpoints keep (or go back to) the old version
-            raise RuntimeError(f"local endpoint(s) {', '.join(lagging)} did not serve version {version} within "
-                               f"{self.swap_timeout:.0f} s; the previous deployment stays (see the endpoint's log)")
+            raise RuntimeError(
+                f"local endpoint(s) {', '.join(lagging)} did not serve version {version} within "
+                f"{self.swap_timeout:.0f} s; the previous deployment stays (see the endpoint's log)"
+            )
         deployment.detail.update({"endpoints": endpoints, "swap_s": round(time.perf_counter() - started, 2)})
         return deployment
 

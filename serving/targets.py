@@ -1,8 +1,12 @@
 """The deployment-target interface the lifecycle controller deploys through (local now; Azure ML by config)."""
+
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+from registry.errors import ConfigError
 
 
 @dataclass
@@ -33,16 +37,15 @@ class DeploymentTarget(Protocol):
 
 
 # Target name -> "module:Class"; imported on use so the Azure SDK is only loaded for the Azure target.
-TARGETS: dict[str, str] = {"local": "serving.local_target:LocalTarget", "azureml": "serving.azureml.target:AzureMLTarget"}
+TARGETS: dict[str, str] = {
+    "local": "serving.local_target:LocalTarget",
+    "azureml": "serving.azureml.target:AzureMLTarget",
+}
 
 
 def get_target(name: str, **options) -> DeploymentTarget:
     """The deployment target a registered model names in its `deploy.target` tag."""
-    import importlib
-
     if name not in TARGETS:
-        from mlprojects.errors import ConfigError
-
         raise ConfigError(f"unknown deployment target {name!r}; known: {sorted(TARGETS)}")
     module, cls = TARGETS[name].split(":")
     return getattr(importlib.import_module(module), cls)(**options)

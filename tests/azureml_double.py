@@ -5,6 +5,7 @@ back with `load_online_endpoint` / `load_online_deployment`), keeps endpoint and
 `invoke` by running the deployed MLflow model through the same request parser score.py uses. A deployment
 named in `fail_smoke` answers with a broken reply, to test that traffic goes back to the old deployment.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ import yaml
 from azure.ai.ml import load_online_deployment, load_online_endpoint
 from azure.core.exceptions import ResourceNotFoundError
 
-from serving.scoring import parse_request, predict
+from serving.scoring import answer
 
 SECRET_KEY = "RECORDED-SECRET-PRIMARY-KEY-0123456789"  # what get_keys hands out; must never leave the client
 
@@ -50,10 +51,15 @@ class RecordingMLClient:
 
     def __post_init__(self):
         self.models = SimpleNamespace(create_or_update=self._create_model)
-        self.online_endpoints = SimpleNamespace(get=self._get_endpoint, begin_create_or_update=self._put_endpoint,
-                                                invoke=self._invoke, get_keys=self._get_keys)
-        self.online_deployments = SimpleNamespace(get=self._get_deployment, begin_create_or_update=self._put_deployment,
-                                                  begin_delete=self._delete_deployment)
+        self.online_endpoints = SimpleNamespace(
+            get=self._get_endpoint,
+            begin_create_or_update=self._put_endpoint,
+            invoke=self._invoke,
+            get_keys=self._get_keys,
+        )
+        self.online_deployments = SimpleNamespace(
+            get=self._get_deployment, begin_create_or_update=self._put_deployment, begin_delete=self._delete_deployment
+        )
 
     @property
     def traffic_history(self) -> list[dict]:
@@ -74,7 +80,9 @@ class RecordingMLClient:
     def _put_endpoint(self, endpoint):
         checked = _sdk_round_trip(endpoint, load_online_endpoint)
         assert checked.auth_mode == "key"
-        self.calls.append(("endpoint.begin_create_or_update", {"name": endpoint.name, "traffic": dict(endpoint.traffic or {})}))
+        self.calls.append(
+            ("endpoint.begin_create_or_update", {"name": endpoint.name, "traffic": dict(endpoint.traffic or {})})
+        )
         self.endpoints[endpoint.name] = endpoint
         return _Done(endpoint)
 
@@ -93,8 +101,12 @@ class RecordingMLClient:
         model = deployment.model
         key = tuple(model.split(":")[1:]) if isinstance(model, str) else (model.name, str(model.version))
         assert key in self._loaded, f"deployment refers to unregistered model {model}"
-        self.calls.append(("deployment.begin_create_or_update", {"name": deployment.name, "model": key,
-                                                                  "env": dict(deployment.environment_variables)}))
+        self.calls.append(
+            (
+                "deployment.begin_create_or_update",
+                {"name": deployment.name, "model": key, "env": dict(deployment.environment_variables)},
+            )
+        )
         self.deployments[(deployment.endpoint_name, deployment.name)] = deployment
         return _Done(deployment)
 
@@ -111,7 +123,10 @@ class RecordingMLClient:
         if name in self.fail_smoke:
             return json.dumps({"error": "model failed to load"})
         env = self.deployments[(endpoint_name, name)].environment_variables
-        frame, params = parse_request(Path(request_file).read_text())
         model = self._loaded[(env["MODEL_NAME"], env["MODEL_VERSION"])]
-        return json.dumps({"predictions": predict(model, frame, params),
-                           "model": {"name": env["MODEL_NAME"], "version": env["MODEL_VERSION"]}})
+        return json.dumps(
+            {
+                "predictions": answer(model, Path(request_file).read_text())[1],
+                "model": {"name": env["MODEL_NAME"], "version": env["MODEL_VERSION"]},
+            }
+        )

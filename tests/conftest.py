@@ -1,4 +1,5 @@
 """Shared fixtures: a tiny randomly initialised BERT encoder (seconds, not minutes) and a temp MLflow store."""
+
 from __future__ import annotations
 
 import os
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from mlprojects.config import resolve_encoder
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,16 +23,40 @@ def tiny_encoder(tmp_path_factory) -> str:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from mlprojects.config import resolve_encoder
-
     path = tmp_path_factory.mktemp("tiny-encoder")
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("minilm"))
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def cli_args(**options) -> list[str]:
+    """A command line's options from keyword arguments: max_epochs=1 -> ['--max-epochs', '1']."""
+    return [arg for name, value in options.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def feedback_record(prediction_id: str, **changes) -> dict:
+    """A good feedback record on model `clf` version 1 (labels vat, payroll, audit), with `changes`."""
+    return {
+        "prediction_id": prediction_id,
+        "model_name": "clf",
+        "model_version": "1",
+        "text": f"document {prediction_id}",
+        "predicted_labels": ["vat"],
+        "score": 4,
+        "corrected_labels": None,
+        "source": "test",
+        **changes,
+    }
 
 
 def use_mlflow_store(directory: Path, monkeypatch: pytest.MonkeyPatch, artifacts: Path | None = None) -> str:
@@ -66,5 +93,9 @@ def small_dataset(tmp_path, demo_frame) -> dict:
     """120 demo documents + the demo label file, written as a CSV: enough for the gate and a 2-epoch SFT."""
     path = tmp_path / "small.csv"
     demo_frame.head(120).to_csv(path, index=False)
-    return {"data": str(path), "labels": str(REPO / "data" / "demo" / "labels.yaml"),
-            "text_columns": "title,body", "label_column": "labels"}
+    return {
+        "data": str(path),
+        "labels": str(REPO / "data" / "demo" / "labels.yaml"),
+        "text_columns": "title,body",
+        "label_column": "labels",
+    }

@@ -1,5 +1,6 @@
 """Azure ML target without Azure: settings, the dry run's YAML (loaded back by the SDK), and blue/green rollouts
 through `RecordingMLClient`, a recording double of MLClient. Nothing here reaches Azure."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ import mlflow
 import pytest
 from azure.ai.ml import load_online_deployment, load_online_endpoint
 
-from mlprojects.errors import ConfigError
+from registry.errors import ConfigError
+from serving.__main__ import main
 from serving.azureml.settings import load_settings
 from serving.azureml.target import AzureMLTarget, DeploymentFailed
 from serving.targets import DeploymentTarget, get_target
@@ -40,23 +42,30 @@ def test_settings_from_file_and_environment(tmp_path):
     path = tmp_path / "azureml.yaml"
     path.write_text("workspace: ws-file\nendpoint_name: from-file\ntraffic_steps: [25, 50, 100]\n")
     cfg = load_settings(path, {"AZUREML_ENDPOINT_NAME": "from-env", "AZUREML_INSTANCE_COUNT": "2"})
-    assert (cfg.workspace, cfg.endpoint_name, cfg.instance_count, cfg.traffic_steps) == ("ws-file", "from-env", 2,
-                                                                                        [25, 50, 100])
+    assert (cfg.workspace, cfg.endpoint_name, cfg.instance_count, cfg.traffic_steps) == (
+        "ws-file",
+        "from-env",
+        2,
+        [25, 50, 100],
+    )
     assert load_settings(None, {"AZUREML_TRAFFIC_STEPS": "10,100"}).traffic_steps == [10, 100]
-    for text, message in [("api_key: abc\n", "must not hold secrets"), ("traffic_steps: [50, 10]\n", "traffic_steps"),
-                          ("endpoint: x\n", "unknown Azure ML setting"), ("instance_count: many\n", "must be a number"),
-                          ("- a list\n", "must be a mapping")]:
+    for text, message in [
+        ("api_key: abc\n", "must not hold secrets"),
+        ("traffic_steps: [50, 10]\n", "traffic_steps"),
+        ("endpoint: x\n", "unknown Azure ML setting"),
+        ("instance_count: many\n", "must be a number"),
+        ("- a list\n", "must be a mapping"),
+    ]:
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_settings(path, {})
 
 
 def test_dry_run_writes_yaml_the_sdk_loads_back(store, tmp_path, capsys):
-    from serving.__main__ import main
-
     out = tmp_path / "deploy"
-    rc = main(["deploy", "--target", "azureml", "--model", f"models:/{store.name}@champion", "--dry-run",
-               "--out", str(out)])
+    rc = main(
+        ["deploy", "--target", "azureml", "--model", f"models:/{store.name}@champion", "--dry-run", "--out", str(out)]
+    )
     printed = capsys.readouterr().out
     assert rc == 0
     assert "nothing was sent to Azure" in printed and "az ml online-deployment create" in printed
@@ -65,8 +74,11 @@ def test_dry_run_writes_yaml_the_sdk_loads_back(store, tmp_path, capsys):
     deployment = load_online_deployment(source=str(out / "deployment.yml"))
     assert deployment.name == "blue" and deployment.endpoint_name == endpoint.name
     assert deployment.code_configuration.scoring_script == "score.py"
-    assert deployment.environment_variables == {"MODEL_NAME": store.name, "MODEL_VERSION": store.version,
-                                                "MODEL_ARTIFACT": f"models:/{store.name}/{store.version}"}
+    assert deployment.environment_variables == {
+        "MODEL_NAME": store.name,
+        "MODEL_VERSION": store.version,
+        "MODEL_ARTIFACT": f"models:/{store.name}/{store.version}",
+    }
     assert deployment.model.type == "custom_model"  # explicit score.py, not the no-code MLflow path
     assert (Path(deployment.model.path) / "MLmodel").exists()  # relative in the YAML, resolved by the SDK
     assert "path: model" in (out / "deployment.yml").read_text()
@@ -78,10 +90,18 @@ def test_dry_run_writes_yaml_the_sdk_loads_back(store, tmp_path, capsys):
 
 
 def test_dry_run_of_an_unknown_model_is_one_readable_error(store, tmp_path, capsys):
-    from serving.__main__ import main
-
-    rc = main(["deploy", "--target", "azureml", "--model", "models:/no-such-model@champion", "--dry-run",
-               "--out", str(tmp_path)])
+    rc = main(
+        [
+            "deploy",
+            "--target",
+            "azureml",
+            "--model",
+            "models:/no-such-model@champion",
+            "--dry-run",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 2 and "cannot resolve models:/no-such-model@champion" in capsys.readouterr().err
 
 
@@ -115,8 +135,16 @@ def test_blue_green_rollout_moves_traffic_in_steps_and_removes_the_old_deploymen
     # no secret in MLflow (params, tags, version tags) nor in the logs
     tags = mlflow.MlflowClient().get_model_version("tiny-azure", v2).tags
     assert tags["deployment.azureml.deployment"] == "green"
-    everything = json.dumps([tags, [r.data.to_dictionary() for r in mlflow.search_runs(
-        search_all_experiments=True, output_format="list")], second.detail]) + caplog.text
+    everything = (
+        json.dumps(
+            [
+                tags,
+                [r.data.to_dictionary() for r in mlflow.search_runs(search_all_experiments=True, output_format="list")],
+                second.detail,
+            ]
+        )
+        + caplog.text
+    )
     assert SECRET_KEY not in everything and SECRET_KEY[::-1] not in everything
 
 

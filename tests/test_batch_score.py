@@ -1,5 +1,6 @@
 """Spark batch scoring on local[2] (one SparkSession for the module), checked against the plain pyfunc, and the
 `batch_score` entry point through `mlflow run`."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,9 @@ import mlflow
 import pandas as pd
 import pytest
 
-from mlprojects.errors import ConfigError, DataError
-from serving.batch_score import read_input, score, spark_session, text_columns_for
+from registry.errors import ConfigError, DataError
+from serving.batch_score import cached_model, local_threads, main, read_input, score, spark_session, text_columns_for
+from tests.conftest import cli_args
 from tests.serving_model import build_served_model
 from tests.test_sft_stage import mlflow_run
 
@@ -44,8 +46,18 @@ def test_spark_scores_match_the_pyfunc_and_carry_model_and_time(served, spark, d
 
     expected_input = pd.read_csv(docs).sort_values("id").reset_index(drop=True)
     assert len(scored) == len(expected_input)
-    assert {"id", "title", "body", "labels", "predicted_labels", "top_label", "scores", "model_name",
-            "model_version", "scored_at"} <= set(scored.columns)
+    assert {
+        "id",
+        "title",
+        "body",
+        "labels",
+        "predicted_labels",
+        "top_label",
+        "scores",
+        "model_name",
+        "model_version",
+        "scored_at",
+    } <= set(scored.columns)
     assert set(scored["model_version"]) == {served.version} and set(scored["model_name"]) == {served.name}
     assert scored["scored_at"].nunique() == 1 and str(scored["scored_at"].dtype).startswith("datetime64")
 
@@ -99,35 +111,36 @@ def test_label_embeddings_are_computed_once_per_loaded_model(served):
 
 def test_batch_score_entry_point(served, docs, tmp_path):
     out = tmp_path / "entry-out"
-    proc = mlflow_run("batch_score", {"model_uri": f"models:/{served.name}@champion", "input": docs,
-                                      "output": str(out), "spark_master": "local[2]"}, served.tracking_uri)
+    proc = mlflow_run(
+        "batch_score",
+        {"model_uri": f"models:/{served.name}@champion", "input": docs, "output": str(out), "spark_master": "local[2]"},
+        served.tracking_uri,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"scored 24 documents with {served.name} version {served.version}" in proc.stdout
     assert len(pd.read_parquet(out)) == 24
-    run = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.run_name = 'batch_score'",
-                             output_format="list")[0]
+    run = mlflow.search_runs(
+        search_all_experiments=True, filter_string="attributes.run_name = 'batch_score'", output_format="list"
+    )[0]
     assert run.data.metrics["rows"] == 24 and run.data.params["model_version"] == served.version
 
 
 def test_bad_column_is_one_readable_line(served, spark, tmp_path, capsys, monkeypatch):
-    from serving.batch_score import main
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", served.tracking_uri)
     path = tmp_path / "bad.csv"
     pd.DataFrame({"summary": ["x"]}).to_csv(path, index=False)
-    rc = main(["--model-uri", f"models:/{served.name}@champion", "--input", str(path), "--output",
-               str(tmp_path / "o"), "--spark-master", "local[2]"])
+    args = cli_args(
+        model_uri=f"models:/{served.name}@champion", input=path, output=tmp_path / "o", spark_master="local[2]"
+    )
+    rc = main(args)
     assert rc == 2 and "error: input needs a 'text' column or the columns ['title', 'body']" in capsys.readouterr().err
-    rc = main(["--model-uri", f"models:/{served.name}@champion", "--input", str(path), "--output",
-               str(tmp_path / "o"), "--spark-master", "local[2]", "--threshold", "abc"])
+    rc = main([*args, "--threshold", "abc"])
     assert rc == 2 and "error: threshold must be a number in (0, 1), got 'abc'" in capsys.readouterr().err
 
 
 def test_a_python_worker_loads_the_model_once(served, spark):
     """What keeps Spark at pandas speed: the pyfunc is loaded once per Python worker, not per task, and the
     tasks running at once share the cores out."""
-    from serving.batch_score import cached_model, local_threads
-
     path = mlflow.artifacts.download_artifacts(f"models:/{served.name}/{served.version}")
     assert cached_model(path, 1) is cached_model(path, 1)
     cores = os.cpu_count() or 1

@@ -1,5 +1,6 @@
 """Every entry point, given bad values: one line `error: ...` on stderr and exit 2, before any model loads or any
 training starts. Run in-process through each CLI's main (argparse + cli_entry, as `python -m` runs them)."""
+
 import importlib
 
 import pytest
@@ -7,44 +8,71 @@ import pytest
 from tests.conftest import use_mlflow_store
 
 MISSING = "/nonexistent-dir-for-test/out"
-SFT = [
-    (["--max-epochs", "0"], "--max-epochs"), (["--max-epochs", "-1"], "--max-epochs"),
-    (["--max-epochs", "inf"], "--max-epochs"), (["--learning-rate", "nan"], "--learning-rate"),
-    (["--learning-rate", "-1"], "--learning-rate"), (["--batch-size", "0"], "--batch-size"),
-    (["--val-fraction", "0"], "--val-fraction"), (["--val-fraction", "1.5"], "--val-fraction"),
-    (["--lora-r", "0"], "--lora-r"), (["--max-length", "0"], "--max-length"), (["--patience", "-1"], "--patience"),
-    (["--grad-accum-steps", "0"], "--grad-accum-steps"), (["--pos-weight", "-2"], "--pos-weight"),
-    (["--focal-gamma", "-1"], "--focal-gamma"), (["--seed", "-3"], "--seed"), (["--min-examples", "x"], "--min-examples"),
-    (["--contrastive-weight", "nan"], "--contrastive-weight"), (["--cpus-per-trial", "0"], "--cpus-per-trial"),
-    (["--pbt-trials", "0"], "--pbt-trials"), (["--model-name", "a/b"], "'/'"), (["--model-name", "tab\tname"], "'\\t'"),
-    (["--model-name", "x' AND name='y"], "\"'\""), (["--model-name", ""], "empty"),
+
+
+def naming_the_flag(cases: str) -> list[tuple[list[str], str]]:
+    """'--flag value; ...': bad values whose one-line error names the flag."""
+    return [(case.split(), case.split()[0]) for case in cases.split(";") if case.strip()]
+
+
+SFT = naming_the_flag(
+    "--max-epochs 0; --max-epochs -1; --max-epochs inf; --learning-rate nan; --learning-rate -1; --batch-size 0; "
+    "--val-fraction 0; --val-fraction 1.5; --lora-r 0; --max-length 0; --patience -1; --grad-accum-steps 0; "
+    "--pos-weight -2; --focal-gamma -1; --seed -3; --min-examples x; --contrastive-weight nan; --cpus-per-trial 0; "
+    "--pbt-trials 0"
+) + [
+    (["--model-name", "a/b"], "'/'"),
+    (["--model-name", "tab\tname"], "'\\t'"),
+    (["--model-name", "x' AND name='y"], '"\'"'),
+    (["--model-name", ""], "empty"),
 ]
-EVALUATE = [(["--bootstrap", "0"], "--bootstrap"), (["--bootstrap", "-1"], "--bootstrap"),
-            (["--confidence", "1.5"], "--confidence"), (["--confidence", "nan"], "--confidence"),
-            (["--seed", "-1"], "--seed"), (["--output", f"{MISSING}/metrics.json"], "does not exist")]
-EXPORT = [(["--model-uri", "nope"], "models:/"), (["--model-uri", "models:/a'b/1"], "\"'\""),
-          (["--threads", "-1"], "--threads"), (["--max-f1-drop", "nan"], "--max-f1-drop"),
-          (["--min-fp32-cosine", "nan"], "--min-fp32-cosine"), (["--model-name", "a:b"], "':'")]
-GRPO = [(["--learning-rate", "nan"], "--learning-rate"), (["--num-generations", "0"], "--num-generations"),
-        (["--beta", "-1"], "--beta"), (["--epsilon-high", "-1"], "--epsilon-high"), (["--model-name", "a/b"], "'/'"),
-        (["--num-train-epochs", "0"], "--num-train-epochs"), (["--loss-type", "nope"], "--loss-type")]
-PIPELINE = [(["--model-name", "a:b"], "':'"), (["--pbt-trials", "0"], "--pbt-trials"),
-            (["--max-epochs", "0"], "--max-epochs"), (["--grpo-epochs", "-1"], "--grpo-epochs"),
-            (["--feedback-db", "bogus://x"], "database URL")]
+EVALUATE = naming_the_flag("--bootstrap 0; --bootstrap -1; --confidence 1.5; --confidence nan; --seed -1") + [
+    (["--output", f"{MISSING}/metrics.json"], "does not exist")
+]
+EXPORT = naming_the_flag("--threads -1; --max-f1-drop nan; --min-fp32-cosine nan") + [
+    (["--model-uri", "nope"], "models:/"),
+    (["--model-uri", "models:/a'b/1"], '"\'"'),
+    (["--model-name", "a:b"], "':'"),
+]
+GRPO = naming_the_flag(
+    "--learning-rate nan; --num-generations 0; --beta -1; --epsilon-high -1; --num-train-epochs 0; --loss-type nope"
+) + [(["--model-name", "a/b"], "'/'")]
+PIPELINE = naming_the_flag("--pbt-trials 0; --max-epochs 0; --grpo-epochs -1") + [
+    (["--model-name", "a:b"], "':'"),
+    (["--feedback-db", "bogus://x"], "database URL"),
+]
 BATCH = [(["--model-uri", "models:/nope/latest"], "models:/"), (["--model-uri", "models:/nope/1"], "cannot resolve")]
-SERVE = [(["--port", "-1"], "--port"), (["--port", "99999"], "--port"), (["--port", "http"], "--port"),
-         (["--max-body-bytes", "0"], "--max-body-bytes"), (["--max-rows", "0"], "--max-rows"),
-         (["--max-labels", "-5"], "--max-labels"), (["--request-timeout", "nan"], "--request-timeout"),
-         (["--feedback-db", "bogus://x"], "database URL"), (["--api-key-env", "BLANK_KEY"], "empty or not set"),
-         (["--inference-log", "bogus://x"], "database URL"), (["--log-text", "all"], "--log-text"),
-         (["--log-retention-days", "0"], "--log-retention-days")]
-MONITOR = [(["--window-hours", "0"], "--window-hours"), (["--end", "yesterday"], "ISO 8601"),
-           (["--model-name", "a/b"], "'/'"), (["--inference-log", "bogus://x"], "database URL"),
-           (["--feedback-uri", "bogus://x"], "database URL"), (["--model-name", "never-registered"], "no champion")]
-LISTEN = [(["--port", "0"], "--port"), (["--poll-interval", "0"], "--poll-interval"),
-          (["--tolerance", "nan"], "--tolerance"), (["--model-name", "a/b"], "'/'"),
-          (["--secret-env", "BLANK_KEY"], "empty or not set")]
-FEEDBACK_ADD = ["add", "--prediction-id", "p", "--model-name", "m", "--model-version", "1", "--text", "t", "--score", "3"]
+SERVE = naming_the_flag(
+    "--port -1; --port 99999; --port http; --max-body-bytes 0; --max-rows 0; --max-labels -5; --request-timeout nan; "
+    "--log-text all; --log-retention-days 0"
+) + [
+    (["--feedback-db", "bogus://x"], "database URL"),
+    (["--api-key-env", "BLANK_KEY"], "empty or not set"),
+    (["--inference-log", "bogus://x"], "database URL"),
+]
+MONITOR = naming_the_flag("--window-hours 0; --feedback-uri bogus://x") + [
+    (["--end", "yesterday"], "ISO 8601"),
+    (["--model-name", "a/b"], "'/'"),
+    (["--inference-log", "bogus://x"], "database URL"),
+    (["--model-name", "never-registered"], "no champion"),
+]
+LISTEN = naming_the_flag("--port 0; --poll-interval 0; --tolerance nan") + [
+    (["--model-name", "a/b"], "'/'"),
+    (["--secret-env", "BLANK_KEY"], "empty or not set"),
+]
+FEEDBACK_ADD = [
+    "add",
+    "--prediction-id",
+    "p",
+    "--model-name",
+    "m",
+    "--model-version",
+    "1",
+    "--text",
+    "t",
+    "--score",
+    "3",
+]
 
 CASES = (
     [("mlprojects.sft", argv, why) for argv, why in SFT]
@@ -56,15 +84,17 @@ CASES = (
     + [("serving.__main__", ["serve", "--model", "models:/m@champion", *argv], why) for argv, why in SERVE]
     + [("mlprojects.monitor", argv, why) for argv, why in MONITOR]
     + [("lifecycle.__main__", ["listen", *argv], why) for argv, why in LISTEN]
-    + [("serving.__main__", ["deploy", "--model", "not-a-uri"], "models:/"),
-       ("serving.__main__", ["deploy", "--target", "nowhere", "--model", "models:/m/1"], "--target"),
-       ("serving.feedback.__main__", ["--db", "bogus://x", *FEEDBACK_ADD], "database URL"),
-       ("serving.feedback.__main__", ["export", f"{MISSING}/feedback.csv"], "does not exist"),
-       ("lifecycle.__main__", ["reconcile", "--model-name", "a/b"], "'/'"),
-       ("lifecycle.__main__", ["reconcile", "--watch", "--interval", "0"], "--interval"),
-       ("lifecycle.__main__", ["history", "--model-name", "never-registered"], "no registered model"),
-       ("lifecycle.__main__", ["rollback", "--model-name", "never-registered"], "no registered model"),
-       ("lifecycle.__main__", ["configure", "--model-name", "never-registered"], "no registered model")]
+    + [
+        ("serving.__main__", ["deploy", "--model", "not-a-uri"], "models:/"),
+        ("serving.__main__", ["deploy", "--target", "nowhere", "--model", "models:/m/1"], "--target"),
+        ("serving.feedback.__main__", ["--db", "bogus://x", *FEEDBACK_ADD], "database URL"),
+        ("serving.feedback.__main__", ["export", f"{MISSING}/feedback.csv"], "does not exist"),
+        ("lifecycle.__main__", ["reconcile", "--model-name", "a/b"], "'/'"),
+        ("lifecycle.__main__", ["reconcile", "--watch", "--interval", "0"], "--interval"),
+        ("lifecycle.__main__", ["history", "--model-name", "never-registered"], "no registered model"),
+        ("lifecycle.__main__", ["rollback", "--model-name", "never-registered"], "no registered model"),
+        ("lifecycle.__main__", ["configure", "--model-name", "never-registered"], "no registered model"),
+    ]
 )
 
 
@@ -81,6 +111,7 @@ def empty_store(tmp_path_factory):
 @pytest.fixture()
 def nothing_heavy(monkeypatch, empty_store):
     """Any model load, training, evaluation, Spark session or server start fails the test."""
+
     def forbidden(*args, **kwargs):
         raise AssertionError("work started before the bad value was refused")
 
@@ -89,11 +120,17 @@ def nothing_heavy(monkeypatch, empty_store):
     use_mlflow_store(empty_store, monkeypatch)
     monkeypatch.setattr(mlflow.pyfunc, "load_model", forbidden)
     monkeypatch.setenv("BLANK_KEY", "\n")
-    for module, attribute in [("mlprojects.sft", "train_classifier"), ("mlprojects.grpo", "load_classifier"),
-                              ("mlprojects.export_onnx", "source_classifier"), ("mlprojects.evaluate", "evaluate_model"),
-                              ("serving.batch_score", "spark_session"), ("serving.endpoint", "load_model"),
-                              ("mlprojects.pipeline", "Steps"), ("mlprojects.monitor", "load_window"),
-                              ("lifecycle.listener", "serve")]:
+    for module, attribute in [
+        ("mlprojects.sft", "train_classifier"),
+        ("mlprojects.grpo", "load_classifier"),
+        ("mlprojects.export_onnx", "source_classifier"),
+        ("mlprojects.evaluate", "evaluate_model"),
+        ("serving.batch_score", "spark_session"),
+        ("serving.endpoint", "load_model"),
+        ("mlprojects.pipeline", "Steps"),
+        ("mlprojects.monitor", "read_window"),
+        ("lifecycle.listener", "serve"),
+    ]:
         monkeypatch.setattr(importlib.import_module(module), attribute, forbidden)
 
 

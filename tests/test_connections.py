@@ -1,5 +1,6 @@
 """Connection deadlines and load shedding on a real uvicorn server on 127.0.0.1: a silent connection is closed, a
 slow body is a 408, a prediction beyond the admitted number a 503 at once."""
+
 import socket
 import threading
 import time
@@ -19,8 +20,15 @@ from serving.local_server import free_port
 def running(model: LoadedModel, settings: EndpointSettings):
     """The endpoint app on a uvicorn server in a thread, on a free 127.0.0.1 port; yields the port."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(model, settings), host="127.0.0.1", port=port,
-                                           log_level="warning", http=deadline_protocol(settings.header_timeout_s)))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(model, settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            http=deadline_protocol(settings.header_timeout_s),
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
@@ -85,8 +93,9 @@ class SleepyPyfunc:
         import pandas as pd
 
         time.sleep(self.seconds)
-        return pd.DataFrame({"labels": [["a"]] * len(frame), "top_label": ["a"] * len(frame),
-                             "scores": [{"a": 0.9}] * len(frame)})
+        return pd.DataFrame(
+            {"labels": [["a"]] * len(frame), "top_label": ["a"] * len(frame), "scores": [{"a": 0.9}] * len(frame)}
+        )
 
 
 def test_predictions_beyond_max_pending_are_refused_at_once(tmp_path):

@@ -1,17 +1,28 @@
 """Reading and normalising inputs: every supported shape works, every bad one is a clear DataError."""
+
 import json
 
 import pandas as pd
 import pytest
 
-from mlprojects.data import load_label_descriptions, parse_label_value, prepare, read_table, stratified_split
-from mlprojects.errors import DataError
+from mlprojects.data import content_hashes, load_splits, parse_label_value, prepare, split_pools, stratified_split
+from registry.documents import load_label_descriptions, read_table
+from registry.errors import DataError
 
 
-@pytest.mark.parametrize("value,expected", [
-    (["a", "b"], ["a", "b"]), ("a|b", ["a", "b"]), ('["a", "b"]', ["a", "b"]), ("single", ["single"]),
-    (" a | ", ["a"]), (None, None), (float("nan"), None), ("", None),
-])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        (["a", "b"], ["a", "b"]),
+        ("a|b", ["a", "b"]),
+        ('["a", "b"]', ["a", "b"]),
+        ("single", ["single"]),
+        (" a | ", ["a"]),
+        (None, None),
+        (float("nan"), None),
+        ("", None),
+    ],
+)
 def test_label_values(value, expected):
     assert parse_label_value(value) == expected
 
@@ -35,8 +46,11 @@ def test_missing_columns_are_named():
 def test_read_formats(tmp_path, suffix):
     frame = pd.DataFrame({"text": ["a", "b"], "labels": ["x", "y"]})
     path = tmp_path / f"d{suffix}"
-    {".csv": lambda: frame.to_csv(path, index=False), ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
-     ".parquet": lambda: frame.to_parquet(path)}[suffix]()
+    {
+        ".csv": lambda: frame.to_csv(path, index=False),
+        ".jsonl": lambda: frame.to_json(path, orient="records", lines=True),
+        ".parquet": lambda: frame.to_parquet(path),
+    }[suffix]()
     assert read_table(str(path))["text"].tolist() == ["a", "b"]
 
 
@@ -60,20 +74,21 @@ def test_label_files(tmp_path):
             load_label_descriptions(str(bad))
 
 
+def label_set(frame) -> set[str]:
+    return {label for labels in frame["labels"] for label in labels}
+
+
 def test_split_keeps_every_label_on_both_sides(demo_frame):
     frame = prepare(demo_frame, ["title", "body"], "labels")
     train, val = stratified_split(frame, 0.15, seed=42)
     assert len(val) == pytest.approx(0.15 * len(frame), abs=1)
     assert set(train["text"]).isdisjoint(val["text"])
-    labels = lambda f: {l for ls in f["labels"] for l in ls}
-    assert labels(val) == labels(train)
+    assert label_set(val) == label_set(train)
     again, _ = stratified_split(frame, 0.15, seed=42)
     assert again["text"].tolist() == train["text"].tolist()
 
 
 def test_three_splits_are_disjoint_by_content_and_reproducible(small_dataset):
-    from mlprojects.data import content_hashes, load_splits
-
     args = (small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     splits = load_splits(*args, val_fraction=0.15, test_fraction=0.2, seed=7)
     hashes = {name: set(content_hashes(frame["text"])) for name, frame in splits.frames().items()}
@@ -86,8 +101,6 @@ def test_three_splits_are_disjoint_by_content_and_reproducible(small_dataset):
 
 
 def test_duplicates_stay_in_one_split(demo_frame):
-    from mlprojects.data import content_hashes, stratified_split
-
     frame = prepare(demo_frame, ["title", "body"], "labels")
     doubled = pd.concat([frame, frame.assign(text=frame["text"].str.upper().str.lower() + "  ")], ignore_index=True)
     train, held = stratified_split(doubled, 0.3, seed=1)
@@ -95,8 +108,6 @@ def test_duplicates_stay_in_one_split(demo_frame):
 
 
 def test_test_file_that_overlaps_the_training_data_is_refused_with_the_count(small_dataset, tmp_path):
-    from mlprojects.data import load_splits
-
     frame = pd.read_csv(small_dataset["data"])
     test = tmp_path / "test.csv"
     pd.concat([frame.head(3), frame.head(3).assign(title="unseen title", body="unseen body")]).to_csv(test, index=False)
@@ -104,26 +115,36 @@ def test_test_file_that_overlaps_the_training_data_is_refused_with_the_count(sma
         load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels", test_data=str(test))
 
 
-@pytest.mark.parametrize("val_fraction,test_fraction,message", [
-    (0.15, 0.0, "test_fraction must be between 0 and 1"),
-    (1.5, 0.2, "val_fraction must be between 0 and 1"),
-    (0.5, 0.5, "must leave data to train on"),
-])
+@pytest.mark.parametrize(
+    "val_fraction,test_fraction,message",
+    [
+        (0.15, 0.0, "test_fraction must be between 0 and 1"),
+        (1.5, 0.2, "val_fraction must be between 0 and 1"),
+        (0.5, 0.5, "must leave data to train on"),
+    ],
+)
 def test_bad_split_fractions_are_refused(small_dataset, val_fraction, test_fraction, message):
-    from mlprojects.data import load_splits
-
     with pytest.raises(DataError, match=message):
-        load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels",
-                    val_fraction=val_fraction, test_fraction=test_fraction)
+        load_splits(
+            small_dataset["data"],
+            small_dataset["labels"],
+            "title,body",
+            "labels",
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+        )
 
 
 def test_pools_are_disjoint_stratified_and_cover_every_row(demo_frame):
-    from mlprojects.data import split_pools
-
     pools = split_pools(demo_frame, "title,body", "labels", {"test": 0.2, "production": 0.35, "initial": 0.45}, 3)
     assert sum(map(len, pools.values())) == len(demo_frame)
     ids = [set(p["id"]) for p in pools.values()]
-    assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1:])
+    assert all(a.isdisjoint(b) for i, a in enumerate(ids) for b in ids[i + 1 :])
     assert len(pools["test"]) == pytest.approx(0.2 * len(demo_frame), abs=4)  # multi-label rows: sizes drift a little
     labels = lambda f: {l for ls in f["labels"] for l in ls.split("|")}  # noqa: E731
     assert labels(pools["test"]) == labels(pools["production"]) == labels(demo_frame)
+
+
+def test_an_empty_path_is_refused_not_read_as_the_working_directory():
+    with pytest.raises(DataError, match="no data file given"):
+        read_table("")

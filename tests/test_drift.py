@@ -1,4 +1,5 @@
 """The monitor's statistics against values computed by hand, and the verdict rules."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,18 @@ import numpy as np
 import pytest
 
 from mlprojects.config import MonitorConfig
-from mlprojects.drift import (binned_psi, chi2_homogeneity, ks, label_counts, linear_trend, median_bandwidth, mmd2_unbiased, mmd_test,
-                              psi, verdict)
+from mlprojects.evaluation.drift import (
+    binned_psi,
+    chi2_homogeneity,
+    ks,
+    label_counts,
+    linear_trend,
+    median_bandwidth,
+    mmd2_unbiased,
+    mmd_test,
+    psi,
+    verdict,
+)
 
 
 def test_psi_by_hand():
@@ -16,8 +27,9 @@ def test_psi_by_hand():
     assert psi(np.array([1, 1]), np.array([1, 3])) == pytest.approx(0.25 * math.log(3))
     assert psi(np.array([2, 5, 3]), np.array([4, 10, 6])) == pytest.approx(0.0)
     # an empty bin counts as a share of 1e-4, not as an infinite shift: (1e-4 - 0.5) ln(1e-4 / 0.5) + 0.5 ln(0.5/0.5)
-    assert psi(np.array([1, 1]), np.array([0, 2])) == pytest.approx((1e-4 - 0.5) * math.log(1e-4 / 0.5) +
-                                                                    (1 - 0.5) * math.log(1 / 0.5), rel=1e-3)
+    assert psi(np.array([1, 1]), np.array([0, 2])) == pytest.approx(
+        (1e-4 - 0.5) * math.log(1e-4 / 0.5) + (1 - 0.5) * math.log(1 / 0.5), rel=1e-3
+    )
 
 
 def test_label_counts_put_documents_with_no_known_label_in_their_own_bucket():
@@ -62,25 +74,42 @@ def test_ks_and_trend_by_hand():
 
 
 CFG = MonitorConfig(min_docs=30, min_feedback=20, min_corrected=20)
-QUIET = {"served_docs": 100, "feedback": 50, "corrected": 30, "label_psi": 0.05, "label_chi2_p_value": 0.6,
-         "score_psi": 0.02, "score_ks_p_value": 0.5, "mmd2": 0.001, "mmd_p_value": 0.4, "f1_macro": 0.78,
-         "f1_macro_high": 0.85, "feedback_mean_score": 4.1}
+QUIET = {
+    "served_docs": 100,
+    "feedback": 50,
+    "corrected": 30,
+    "label_psi": 0.05,
+    "label_chi2_p_value": 0.6,
+    "score_psi": 0.02,
+    "score_ks_p_value": 0.5,
+    "mmd2": 0.001,
+    "mmd_p_value": 0.4,
+    "f1_macro": 0.78,
+    "f1_macro_high": 0.85,
+    "feedback_mean_score": 4.1,
+}
 
 
-@pytest.mark.parametrize("changes,expected,reason", [
-    ({}, "ok", "no statistic crossed"),
-    ({"served_docs": 0, "feedback": 0}, None, "no traffic"),
-    ({"served_docs": 10, "feedback": 5, "corrected": 2}, None, "too little traffic"),
-    ({"label_psi": 0.4, "label_chi2_p_value": 0.001}, "drift", "label mix shifted: PSI 0.400"),
-    ({"label_psi": 0.4}, "ok", "no statistic crossed"),  # large but not significant: small-sample noise
-    ({"mmd_p_value": 0.005, "mmd2": 0.02}, "drift", "document embeddings drifted"),
-    ({"served_docs": 10, "label_psi": 0.9}, "ok", "no statistic crossed"),  # too few documents for a PSI
-    ({"f1_macro": 0.6, "f1_macro_high": 0.7}, "degraded", "below the champion's test F1-macro 0.800"),
-    ({"f1_macro_high": 0.76}, "ok", "no statistic crossed"),  # within max_f1_drop of 0.80
-    ({"feedback_mean_score": 2.4}, "degraded", "mean feedback score 2.40"),
-    ({"feedback_mean_score": 2.4, "score_psi": 0.3, "score_ks_p_value": 0.0}, "degraded",
-     "top-score distribution shifted"),
-])
+@pytest.mark.parametrize(
+    "changes,expected,reason",
+    [
+        ({}, "ok", "no statistic crossed"),
+        ({"served_docs": 0, "feedback": 0}, None, "no traffic"),
+        ({"served_docs": 10, "feedback": 5, "corrected": 2}, None, "too little traffic"),
+        ({"label_psi": 0.4, "label_chi2_p_value": 0.001}, "drift", "label mix shifted: PSI 0.400"),
+        ({"label_psi": 0.4}, "ok", "no statistic crossed"),  # large but not significant: small-sample noise
+        ({"mmd_p_value": 0.005, "mmd2": 0.02}, "drift", "document embeddings drifted"),
+        ({"served_docs": 10, "label_psi": 0.9}, "ok", "no statistic crossed"),  # too few documents for a PSI
+        ({"f1_macro": 0.6, "f1_macro_high": 0.7}, "degraded", "below the champion's test F1-macro 0.800"),
+        ({"f1_macro_high": 0.76}, "ok", "no statistic crossed"),  # within max_f1_drop of 0.80
+        ({"feedback_mean_score": 2.4}, "degraded", "mean feedback score 2.40"),
+        (
+            {"feedback_mean_score": 2.4, "score_psi": 0.3, "score_ks_p_value": 0.0},
+            "degraded",
+            "top-score distribution shifted",
+        ),
+    ],
+)
 def test_verdict(changes, expected, reason):
     result = verdict({**QUIET, **changes}, champion_f1=0.80, t=CFG)
     assert result.verdict == expected and any(reason in r for r in result.reasons), result

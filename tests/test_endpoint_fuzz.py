@@ -3,6 +3,7 @@
 
 FUZZ_EXAMPLES sets the examples per property (default 120); FUZZ_REPORT=path writes the counts as JSON.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,34 +18,55 @@ from hypothesis import strategies as st
 from tests.serving_model import build_served_model, running_endpoint
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "120"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-                suppress_health_check=list(HealthCheck))
+FUZZ = settings(
+    max_examples=EXAMPLES, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 COUNTS: Counter = Counter()
 
-scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True, allow_infinity=True)
-           | st.text(max_size=24))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
-                      | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=24)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
 columns = st.sampled_from(["text", "title", "body", "summary", ""])
 records = st.lists(st.dictionaries(columns, values | st.text(max_size=40), max_size=3), max_size=5)
-params = st.dictionaries(st.sampled_from(["label_descriptions", "threshold", "other"]),
-                         values | st.dictionaries(st.text(max_size=6), st.text(max_size=12) | values, max_size=4),
-                         max_size=2)
+params = st.dictionaries(
+    st.sampled_from(["label_descriptions", "threshold", "other"]),
+    values | st.dictionaries(st.text(max_size=6), st.text(max_size=12) | values, max_size=4),
+    max_size=2,
+)
 invocations = st.one_of(
     st.builds(lambda r, p: {"dataframe_records": r, "params": p}, records, params),
-    st.builds(lambda c, d: {"dataframe_split": {"columns": c, "data": d}}, st.lists(columns, max_size=3),
-              st.lists(st.lists(values, max_size=3), max_size=4)),
+    st.builds(
+        lambda c, d: {"dataframe_split": {"columns": c, "data": d}},
+        st.lists(columns, max_size=3),
+        st.lists(st.lists(values, max_size=3), max_size=4),
+    ),
     st.builds(lambda v: {"inputs": {"text": v}}, values),
     st.builds(lambda v: {"instances": v}, values),
     st.builds(lambda v: {"input_data": v}, values | st.lists(st.text(max_size=30), max_size=4)),
     st.dictionaries(st.sampled_from(["dataframe_records", "inputs", "input_data", "params", "x"]), values, max_size=3),
 )
-feedback = st.fixed_dictionaries({}, optional={
-    "prediction_id": st.text(max_size=220) | values, "score": st.integers(-2, 7) | values,
-    "text": st.text(max_size=30) | values, "predicted_labels": st.lists(st.text(max_size=10), max_size=3) | values,
-    "corrected_labels": st.lists(st.text(max_size=10), max_size=3) | values,
-    "scores": st.dictionaries(st.text(max_size=10), st.floats(allow_nan=True) | values, max_size=3) | values,
-    "source": st.text(max_size=120) | values, "extra": values})
+feedback = st.fixed_dictionaries(
+    {},
+    optional={
+        "prediction_id": st.text(max_size=220) | values,
+        "score": st.integers(-2, 7) | values,
+        "text": st.text(max_size=30) | values,
+        "predicted_labels": st.lists(st.text(max_size=10), max_size=3) | values,
+        "corrected_labels": st.lists(st.text(max_size=10), max_size=3) | values,
+        "scores": st.dictionaries(st.text(max_size=10), st.floats(allow_nan=True) | values, max_size=3) | values,
+        "source": st.text(max_size=120) | values,
+        "extra": values,
+    },
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +83,9 @@ def server(tmp_path_factory, tiny_encoder):
 
 
 def send(server, route: str, body: bytes) -> None:
-    response = requests.post(f"{server['url']}{route}", data=body, timeout=60,
-                             headers={"Content-Type": "application/json"})
+    response = requests.post(
+        f"{server['url']}{route}", data=body, timeout=60, headers={"Content-Type": "application/json"}
+    )
     COUNTS["requests"] += 1
     COUNTS[f"status_{response.status_code}"] += 1
     COUNTS["5xx"] += response.status_code >= 500
@@ -84,8 +107,11 @@ def test_feedback_never_fails_on_the_server(server, payload):
 
 
 @FUZZ
-@given(route=st.sampled_from(["/invocations", "/feedback"]),
-       body=st.binary(max_size=300) | st.text(max_size=300).map(str.encode)
-       | st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n))
+@given(
+    route=st.sampled_from(["/invocations", "/feedback"]),
+    body=st.binary(max_size=300)
+    | st.text(max_size=300).map(str.encode)
+    | st.integers(1, 3000).map(lambda n: b"[" * n + b"]" * n),
+)
 def test_any_bytes_are_answered_without_a_server_error(server, route, body):
     send(server, route, body)

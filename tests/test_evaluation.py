@@ -1,5 +1,6 @@
 """The evaluation maths (local `evaluate` module vs scikit-learn, bootstrap), the pure lifecycle rules, the lease.
 (The `evaluate` entry point runs through `mlflow run` in test_lifecycle.py, on the model trained there.)"""
+
 from __future__ import annotations
 
 import json
@@ -10,12 +11,13 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
+from lifecycle.db import engine
 from lifecycle.history import champion_stack, rollback_target
 from lifecycle.lock import Lease, LeaseLost
 from lifecycle.planner import Action, candidates, clones_in_sync, decide, plan
 from lifecycle.state import RegistryState, VersionInfo
-from mlprojects.bootstrap import bootstrap_intervals, paired_bootstrap
-from mlprojects.evaluation import MULTILABEL_F1
+from mlprojects.evaluation.bootstrap import bootstrap_intervals, paired_bootstrap
+from mlprojects.evaluation.judging import MULTILABEL_F1
 
 
 def random_multi_hot(seed: int, n: int = 80, labels: int = 5):
@@ -30,14 +32,17 @@ def random_multi_hot(seed: int, n: int = 80, labels: int = 5):
 def test_local_evaluate_module_matches_scikit_learn(seed):
     y_true, y_pred = random_multi_hot(seed)
     names = [f"l{j}" for j in range(y_true.shape[1])]
-    report = evaluate.load(MULTILABEL_F1).compute(predictions=y_pred.astype(int).tolist(),
-                                                  references=y_true.astype(int).tolist(), label_names=names)
+    report = evaluate.load(MULTILABEL_F1).compute(
+        predictions=y_pred.astype(int).tolist(), references=y_true.astype(int).tolist(), label_names=names
+    )
     for average in ("macro", "micro", "weighted"):
         assert report[f"f1_{average}"] == pytest.approx(f1_score(y_true, y_pred, average=average, zero_division=0))
     assert report["subset_accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0)
     for j, name in enumerate(names):
-        assert report["per_label"][name] == pytest.approx({"precision": p[j], "recall": r[j], "f1": f[j], "support": s[j]})
+        assert report["per_label"][name] == pytest.approx(
+            {"precision": p[j], "recall": r[j], "f1": f[j], "support": s[j]}
+        )
 
 
 def test_bootstrap_intervals_are_seeded_and_bracket_the_estimate():
@@ -67,29 +72,51 @@ def test_paired_bootstrap():
 
 # --- pure lifecycle rules -----------------------------------------------------------------------------------------
 
+
 def state(versions: dict, aliases: dict, tags: dict | None = None) -> RegistryState:
-    return RegistryState("m", {v: VersionInfo(v, stage, vt) for v, (stage, vt) in versions.items()}, aliases, tags or {})
+    return RegistryState(
+        "m", {v: VersionInfo(v, stage, vt) for v, (stage, vt) in versions.items()}, aliases, tags or {}
+    )
 
 
 def test_candidates_are_the_challenger_and_versions_people_moved_to_staging():
-    s = state({"1": ("Production", {}), "2": ("Staging", {}), "3": ("Staging", {}), "4": ("None", {}),
-               "5": ("None", {"lifecycle.role": "reference"})}, {"champion": "1", "challenger": "3", "reference": "5"})
+    s = state(
+        {
+            "1": ("Production", {}),
+            "2": ("Staging", {}),
+            "3": ("Staging", {}),
+            "4": ("None", {}),
+            "5": ("None", {"lifecycle.role": "reference"}),
+        },
+        {"champion": "1", "challenger": "3", "reference": "5"},
+    )
     assert candidates(s) == [("2", "stage transition to Staging"), ("3", "challenger alias")]
 
 
 def test_plan_order_resume_first_then_deploy_evaluate_clone_retire():
-    pending = state({"1": ("Production", {})}, {"champion": "1"}, {"lifecycle.pending": json.dumps({"action": "promote"})})
+    pending = state(
+        {"1": ("Production", {})}, {"champion": "1"}, {"lifecycle.pending": json.dumps({"action": "promote"})}
+    )
     assert [a.kind for a in plan(pending, None, 3)] == ["resume"]
-    s = state({"1": ("Archived", {}), "2": ("Archived", {}), "3": ("Production", {}), "4": ("Staging", {})},
-              {"champion": "3", "challenger": "4"})
-    assert plan(s, "2", keep_archived=1) == [Action("deploy", "3"), Action("evaluate", "4"), Action("clone", "3"),
-                                             Action("retire")]
+    s = state(
+        {"1": ("Archived", {}), "2": ("Archived", {}), "3": ("Production", {}), "4": ("Staging", {})},
+        {"champion": "3", "challenger": "4"},
+    )
+    assert plan(s, "2", keep_archived=1) == [
+        Action("deploy", "3"),
+        Action("evaluate", "4"),
+        Action("clone", "3"),
+        Action("retire"),
+    ]
     assert plan(state({}, {}), None, 3) == []
 
 
 def test_clones_follow_the_champions_lineage():
-    base = {"1": ("Production", {"lineage.kind": "sft"}), "2": ("None", {"lineage.parent_version": "1"}),
-            "3": ("None", {"lineage.parent_version": "1"})}
+    base = {
+        "1": ("Production", {"lineage.kind": "sft"}),
+        "2": ("None", {"lineage.parent_version": "1"}),
+        "3": ("None", {"lineage.parent_version": "1"}),
+    }
     assert clones_in_sync(state(base, {"champion": "1", "reference": "2", "policy": "3"}))
     assert not clones_in_sync(state(base, {"champion": "1", "reference": "2"}))
     grpo_child = {**base, "4": ("Production", {"lineage.kind": "grpo", "lineage.parent_version": "2"})}
@@ -98,14 +125,17 @@ def test_clones_follow_the_champions_lineage():
     assert not clones_in_sync(state(new_sft, {"champion": "4", "reference": "2", "policy": "3"}))
 
 
-@pytest.mark.parametrize("cand,champ,low,margin,min_f1,promote,reason", [
-    (0.50, None, None, 0.0, 0.0, True, "first model"),
-    (0.10, None, None, 0.0, 0.2, False, "gate failed"),
-    (0.60, 0.50, 0.02, 0.0, 0.0, True, "better"),
-    (0.60, 0.50, 0.02, 0.2, 0.0, False, "not better by the margin"),
-    (0.50, 0.50, 0.00, 0.0, 0.0, False, "not better by the margin"),
-    (0.60, 0.50, -0.01, 0.0, 0.0, False, "may be noise"),
-])
+@pytest.mark.parametrize(
+    "cand,champ,low,margin,min_f1,promote,reason",
+    [
+        (0.50, None, None, 0.0, 0.0, True, "first model"),
+        (0.10, None, None, 0.0, 0.2, False, "gate failed"),
+        (0.60, 0.50, 0.02, 0.0, 0.0, True, "better"),
+        (0.60, 0.50, 0.02, 0.2, 0.0, False, "not better by the margin"),
+        (0.50, 0.50, 0.00, 0.0, 0.0, False, "not better by the margin"),
+        (0.60, 0.50, -0.01, 0.0, 0.0, False, "may be noise"),
+    ],
+)
 def test_decide(cand, champ, low, margin, min_f1, promote, reason):
     paired = None if low is None else {"gain": cand - champ, "low": low, "high": 0.2}
     decision = decide(cand, champ, paired, margin, min_f1, 0.95)
@@ -126,8 +156,6 @@ def test_rollback_goes_to_the_champion_before_the_current_one():
 
 
 def test_lease_is_exclusive_until_it_expires(tmp_path):
-    from lifecycle.db import engine
-
     eng = engine(f"sqlite:///{tmp_path / 'lease.db'}")
     first, second = Lease(eng, "m", "first", ttl=1.0), Lease(eng, "m", "second", ttl=1.0)
     assert first.try_acquire() and not second.try_acquire()

@@ -1,4 +1,5 @@
 """The /feedback route's plain-code rules and the great-expectations feedback gate give the same verdicts."""
+
 import math
 
 import pandas as pd
@@ -6,6 +7,7 @@ import pytest
 
 from serving.feedback import FeedbackRejected, FeedbackStore
 from serving.feedback.store import COLUMNS
+from tests.conftest import feedback_record
 from validation.feedback_data import validate_feedback
 from validation.feedback_rules import record_reasons
 
@@ -13,10 +15,7 @@ LABELS = ["vat", "payroll", "audit"]
 
 
 def _row(pid, **changes) -> dict:
-    base = {"prediction_id": pid, "model_name": "clf", "model_version": "1", "text": f"document {pid}",
-            "predicted_labels": ["vat"], "scores": {"vat": 0.9, "payroll": 0.1}, "score": 4,
-            "corrected_labels": None, "source": "test"}
-    return {**base, **changes}
+    return feedback_record(pid, **{"scores": {"vat": 0.9, "payroll": 0.1}, **changes})
 
 
 ROWS = [
@@ -60,14 +59,17 @@ def test_plain_rules_and_the_gx_suite_agree_row_by_row(label_names):
         assert sorted(why) == sorted(gx.get(pos, [])), ROWS[pos]["prediction_id"]
     good = [ROWS[pos]["prediction_id"] for pos, why in plain.items() if not why]
     expected = ["good", "good-float-score", "good-text-score", "good-empty-correction", "good-no-scores"]
-    assert good == expected + (["unknown-predicted", "unknown-corrected", "unknown-score-label"] if label_names is None else [])
+    assert good == expected + (
+        ["unknown-predicted", "unknown-corrected", "unknown-score-label"] if label_names is None else []
+    )
 
 
 def test_a_stored_id_is_refused_by_both(tmp_path):
     row = _row("again")
     assert record_reasons(row, LABELS, {"again"}) == ["prediction_id already has feedback in the store"]
     assert validate_feedback(pd.DataFrame([row], columns=COLUMNS), LABELS, {"again"}) == {
-        0: ["prediction_id already has feedback in the store"]}
+        0: ["prediction_id already has feedback in the store"]
+    }
 
 
 def test_one_record_is_stored_without_great_expectations(tmp_path):

@@ -1,18 +1,22 @@
 """The simulated user of demos and benchmarks: right answers score high, wrong ones low."""
+
 import pytest
 
 from serving.feedback.simulate import agreement_score, simulated_feedback
 
 
-@pytest.mark.parametrize("predicted,truth,score", [
-    (["vat"], ["vat"], 5),
-    (["vat", "payroll_tax", "memo"], ["vat", "payroll_tax", "memo", "ruling"], 4),  # Jaccard 3/4 -> 1 + 3
-    (["vat", "payroll_tax"], ["vat"], 3),  # 1/2 -> 1 + 2
-    (["memo"], ["memo", "vat", "ruling"], 2),  # 1/3 -> 1 + 1.33
-    (["memo"], ["vat"], 1),
-    ([], [], 5),
-    ([], ["vat"], 1),
-])
+@pytest.mark.parametrize(
+    "predicted,truth,score",
+    [
+        (["vat"], ["vat"], 5),
+        (["vat", "payroll_tax", "memo"], ["vat", "payroll_tax", "memo", "ruling"], 4),  # Jaccard 3/4 -> 1 + 3
+        (["vat", "payroll_tax"], ["vat"], 3),  # 1/2 -> 1 + 2
+        (["memo"], ["memo", "vat", "ruling"], 2),  # 1/3 -> 1 + 1.33
+        (["memo"], ["vat"], 1),
+        ([], [], 5),
+        ([], ["vat"], 1),
+    ],
+)
 def test_score_is_one_plus_four_times_jaccard(predicted, truth, score):
     assert agreement_score(predicted, truth) == score
 

@@ -1,4 +1,5 @@
 """GRPO maths against hand-computed values: rewards, advantages, k3 KL, clipped surrogate, aggregation, defaults."""
+
 import dataclasses
 import math
 
@@ -7,9 +8,16 @@ import pytest
 import torch
 
 from mlprojects.config import GRPO_OVERRIDES_OF_TRL, GRPOParams
-from mlprojects.grpo_loss import (bernoulli_entropy, group_advantages, grpo_loss, k3_kl, label_logps,
-                                  sample_label_sets)
-from mlprojects.rewards import FeedbackTarget, reward, set_f1, targets_from_feedback
+from mlprojects.training.grpo_loss import (
+    bernoulli_entropy,
+    correction_loss,
+    group_advantages,
+    grpo_loss,
+    k3_kl,
+    label_logps,
+    sample_label_sets,
+)
+from mlprojects.training.rewards import FeedbackTarget, reward, set_f1, targets_from_feedback
 
 LABELS = ["vat", "payroll", "audit"]
 
@@ -79,7 +87,8 @@ def test_clipped_surrogate_and_aggregation():
     logps = torch.log(torch.tensor([[1.5, 1.0], [0.5, 1.1]]))
     adv = torch.tensor([1.0, -1.0])
     out = grpo_loss(logps, old, None, adv, epsilon=0.2, loss_type="grpo")
-    # seq 0 (A=+1): -min(1.5, 1.2) = -1.2, -min(1.0, 1.0) = -1.0 ; seq 1 (A=-1): -min(-0.5, -0.8) = 0.8, -min(-1.1, -1.1) = 1.1
+    # seq 0 (A=+1): -min(1.5, 1.2) = -1.2, -min(1.0, 1.0) = -1.0
+    # seq 1 (A=-1): -min(-0.5, -0.8) = 0.8, -min(-1.1, -1.1) = 1.1
     assert float(out.loss) == pytest.approx(((-1.2 - 1.0) / 2 + (0.8 + 1.1) / 2) / 2)
     assert out.clip_fraction == pytest.approx(2 / 4)  # label 0 of seq 0 (high) and of seq 1 (low)
     for loss_type in ("bnpo", "dapo", "dr_grpo"):  # equal lengths: the aggregations coincide
@@ -108,8 +117,6 @@ def test_gradient_raises_the_log_prob_of_positive_advantage_samples():
 
 
 def test_correction_loss_is_bce_on_corrected_rows_only():
-    from mlprojects.grpo_loss import correction_loss
-
     logits = torch.tensor([[0.0, 2.0], [5.0, -5.0], [1.0, 1.0]])
     corrected = torch.tensor([[1.0, 0.0], [float("nan")] * 2, [0.0, 1.0]])
     # row 0: -log σ(0) = 0.6931, -log(1 - σ(2)) = 2.1269; row 2: -log(1 - σ(1)) = 1.3133, -log σ(1) = 0.3133

@@ -1,4 +1,5 @@
 """GRPO on a tiny registered model: learning from feedback, the KL anchor, and the `grpo` stage end to end."""
+
 from dataclasses import replace
 
 import mlflow
@@ -8,11 +9,17 @@ import pytest
 import torch
 
 from mlprojects.config import GRPOParams, TrainConfig
-from mlprojects.grpo_train import GRPOTrainer, logits_of, prepare_policy
-from mlprojects.rewards import targets_from_feedback
-from registry.lookup import label_names, load_classifier
+from mlprojects.grpo import main
+from mlprojects.model.registered import load_classifier, log_classifier
+from mlprojects.training.grpo_trainer import GRPOTrainer, logits_of, prepare_policy
+from mlprojects.training.rewards import targets_from_feedback
+from mlprojects.training.trainer import train_classifier
+from registry.documents import load_label_descriptions
+from registry.log_model import register
+from registry.lookup import label_names
+from registry.tracking import setup
 from serving.feedback import FeedbackRecord, FeedbackStore
-from tests.conftest import use_mlflow_store
+from tests.conftest import REPO, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
 NAME = "grpo-clf"
@@ -29,16 +36,10 @@ def registry_uri(tmp_path_factory):
 @pytest.fixture(scope="module")
 def registered(registry_uri, tiny_encoder, demo_frame, tmp_path_factory):
     """Tiny SFT model as version 1; `reference` (v2) and `policy` (v3) are registry copies of it."""
-    from mlprojects.sft import example_output
-    from mlprojects.tracking import setup
-    from mlprojects.train import train_classifier
-    from mlprojects.data import load_label_descriptions
-    from registry.log_model import log_classifier, register
-    from tests.conftest import REPO
-
     descriptions = load_label_descriptions(str(REPO / "data" / "demo" / "labels.yaml"))
-    frame = pd.DataFrame({"text": demo_frame["title"] + ". " + demo_frame["body"],
-                          "labels": demo_frame["labels"].str.split("|")}).head(60)
+    frame = pd.DataFrame(
+        {"text": demo_frame["title"] + ". " + demo_frame["body"], "labels": demo_frame["labels"].str.split("|")}
+    ).head(60)
     # the random tiny encoder embeds every text alike (cos ≈ 0.97): a bias that puts logits near 0 keeps
     # the Bernoulli heads away from saturation, so sampled label sets differ and there is something to learn
     cfg = TrainConfig(encoder=tiny_encoder, max_epochs=1, init_bias=-19.3)
@@ -48,9 +49,7 @@ def registered(registry_uri, tiny_encoder, demo_frame, tmp_path_factory):
         validation = tmp_path_factory.mktemp("split") / "validation.parquet"
         frame[48:].to_parquet(validation)
         mlflow.log_artifact(str(validation), "data")  # what the grpo stage re-tunes thresholds on
-        example = frame[["text"]].head(2)
-        info = log_classifier(classifier.save(tmp_path_factory.mktemp("clf") / "classifier"), ["text"], example,
-                              example_output(classifier, example))
+        info = log_classifier(classifier, list(frame["text"].head(2)))
         register(info.model_uri, NAME, {"lineage.kind": "sft", "lineage.encoder": tiny_encoder})
     client = mlflow.MlflowClient()
     for alias in ("reference", "policy"):
@@ -67,11 +66,18 @@ def _train(registered, beta: float, learning_rate: float = 5e-3):
     favoured = int(np.argmin(start.mean(0)))  # the least likely label: the one users keep asking for
     label = reference.labels[favoured]
     n = len(texts)
-    targets = targets_from_feedback([[label]] * n, [5] * n, [[label] if i % 2 else None for i in range(n)],
-                                    reference.labels)
+    targets = targets_from_feedback(
+        [[label]] * n, [5] * n, [[label] if i % 2 else None for i in range(n)], reference.labels
+    )
     # rewards only (sft_weight=0): these tests are about GRPO's own learning and its KL anchor
-    params = replace(GRPOParams(), beta=beta, learning_rate=learning_rate, per_device_train_batch_size=64,
-                     num_train_epochs=2, sft_weight=0.0)
+    params = replace(
+        GRPOParams(),
+        beta=beta,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=64,
+        num_train_epochs=2,
+        sft_weight=0.0,
+    )
     result = GRPOTrainer(prepare_policy(policy, params), reference, texts, targets, params).train()
     after = torch.sigmoid(logits_of(policy, texts)).numpy()
     return {"start": start, "after": after, "favoured": favoured, "result": result}
@@ -111,17 +117,33 @@ def test_grpo_stage_registers_a_challenger_child_of_the_reference(registered, re
     store_url = f"sqlite:///{tmp_path / 'feedback.db'}"
     label = registered["labels"][0]
     store = FeedbackStore(store_url)
-    report = store.add_many([FeedbackRecord(f"p{i}", NAME, "1", t, [label], 5 if i % 2 else 1)
-                             for i, t in enumerate(registered["texts"][:16])], label_names(NAME, "1"))
+    report = store.add_many(
+        [
+            FeedbackRecord(f"p{i}", NAME, "1", t, [label], 5 if i % 2 else 1)
+            for i, t in enumerate(registered["texts"][:16])
+        ],
+        label_names(NAME, "1"),
+    )
     assert report.accepted == 16
-    proc = mlflow_run("grpo", {"model_name": NAME, "feedback_uri": store_url, "num_train_epochs": 1,
-                               "per_device_train_batch_size": 32, "learning_rate": 0.005}, registry_uri)
+    proc = mlflow_run(
+        "grpo",
+        {
+            "model_name": NAME,
+            "feedback_uri": store_url,
+            "num_train_epochs": 1,
+            "per_device_train_batch_size": 32,
+            "learning_rate": 0.005,
+        },
+        registry_uri,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     client = mlflow.MlflowClient()
     challenger = client.get_model_version_by_alias(NAME, "challenger")
     assert str(challenger.version) == "4" and f"Registered {NAME} version 4" in proc.stdout
     assert challenger.tags["lineage.kind"] == "grpo"
-    assert challenger.tags["lineage.parent_version"] == str(client.get_model_version_by_alias(NAME, "reference").version)
+    assert challenger.tags["lineage.parent_version"] == str(
+        client.get_model_version_by_alias(NAME, "reference").version
+    )
     assert challenger.current_stage == "Staging"
     run = client.get_run(challenger.run_id)
     assert challenger.tags["lineage.source_run_id"] == run.info.run_id
@@ -138,8 +160,6 @@ def test_grpo_stage_registers_a_challenger_child_of_the_reference(registered, re
 
 
 def test_missing_alias_or_feedback_is_a_clear_error_and_registers_nothing(registered, tmp_path, capsys):
-    from mlprojects.grpo import main
-
     client = mlflow.MlflowClient()
     before = len(client.search_model_versions(f"name='{NAME}'"))
     client.create_registered_model("no-aliases")
@@ -155,23 +175,34 @@ def test_missing_alias_or_feedback_is_a_clear_error_and_registers_nothing(regist
     assert "no usable feedback" in capsys.readouterr().err
 
     bad = tmp_path / "bad.csv"  # feedback whose labels the model does not know is left out, with the reason
-    pd.DataFrame([{"prediction_id": "x", "model_name": NAME, "model_version": "1", "text": "t",
-                   "predicted_labels": "not_a_label", "score": 5}]).to_csv(bad, index=False)
+    pd.DataFrame(
+        [
+            {
+                "prediction_id": "x",
+                "model_name": NAME,
+                "model_version": "1",
+                "text": "t",
+                "predicted_labels": "not_a_label",
+                "score": 5,
+            }
+        ]
+    ).to_csv(bad, index=False)
     assert main(["--model-name", NAME, "--feedback-uri", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "labels the model does not know" in err and "no usable feedback" in err
     assert len(client.search_model_versions(f"name='{NAME}'")) == before
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--loss-type", "ppo"], "argument --loss-type: invalid choice: 'ppo'"),
-    (["--scale-rewards", "max"], "argument --scale-rewards: invalid choice: 'max'"),
-    (["--num-generations", "1"], "error: num_generations must be at least 2"),
-    (["--per-device-train-batch-size", "12"], "must be a multiple of num_generations (8)"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--loss-type", "ppo"], "argument --loss-type: invalid choice: 'ppo'"),
+        (["--scale-rewards", "max"], "argument --scale-rewards: invalid choice: 'max'"),
+        (["--num-generations", "1"], "error: num_generations must be at least 2"),
+        (["--per-device-train-batch-size", "12"], "must be a multiple of num_generations (8)"),
+    ],
+)
 def test_bad_grpo_parameters_stop_before_any_model_is_loaded(mlflow_env, capfd, args, message):
-    from mlprojects.grpo import main
-
     try:
         rc = main(["--model-name", "nothing-registered", *args])
     except SystemExit as exc:  # argparse

@@ -1,5 +1,6 @@
 """The inference log: the background writer (batches, text or hash, retention, a full queue drops instead of
 blocking) on SQLite, and the endpoint logging every prediction it serves, flushed when it is stopped."""
+
 from __future__ import annotations
 
 import threading
@@ -16,8 +17,16 @@ NOW = datetime.now(timezone.utc)
 
 
 def record(i: int, at: datetime = NOW, text: str = "abc") -> dict:
-    return {"prediction_id": f"p{i}", "model_name": "m", "model_version": "2", "text": text, "labels": ["vat"],
-            "scores": {"vat": 0.9, "payroll": 0.1}, "latency_ms": 12.5, "at": at}
+    return {
+        "prediction_id": f"p{i}",
+        "model_name": "m",
+        "model_version": "2",
+        "text": text,
+        "labels": ["vat"],
+        "scores": {"vat": 0.9, "payroll": 0.1},
+        "latency_ms": 12.5,
+        "at": at,
+    }
 
 
 def test_rows_are_written_in_batches_with_the_text_or_only_its_hash(tmp_path):
@@ -31,10 +40,16 @@ def test_rows_are_written_in_batches_with_the_text_or_only_its_hash(tmp_path):
         rows = read_window(url, "m", NOW - timedelta(seconds=1), NOW + timedelta(seconds=1))
         assert list(rows["prediction_id"]) == ["p0", "p1", "p2", "p3"]
         first = rows.iloc[0]
-        assert first["text_sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"  # sha256("abc")
+        assert (
+            first["text_sha256"] == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        )  # sha256("abc")
         assert first["text"] == ("abc" if keep_text else None)
-        assert (first["model_version"], first["labels"], first["scores"], first["latency_ms"]) == \
-               ("2", ["vat"], {"vat": 0.9, "payroll": 0.1}, 12.5)
+        assert (first["model_version"], first["labels"], first["scores"], first["latency_ms"]) == (
+            "2",
+            ["vat"],
+            {"vat": 0.9, "payroll": 0.1},
+            12.5,
+        )
         assert read_window(url, "other-model", NOW - timedelta(days=1), NOW + timedelta(days=1)).empty
 
 
@@ -90,11 +105,19 @@ def test_the_endpoint_logs_every_prediction_it_serves(served, tmp_path):
             answers.append(answer.json())
         assert requests.post(f"{endpoint['url']}/invocations", json={"inputs": {}}, timeout=60).status_code == 400
     # stopped right after the last request: what was still queued is written on the way out
-    rows = read_window(url, served.name, datetime.now(timezone.utc) - timedelta(hours=1),
-                       datetime.now(timezone.utc) + timedelta(minutes=1))
+    rows = read_window(
+        url,
+        served.name,
+        datetime.now(timezone.utc) - timedelta(hours=1),
+        datetime.now(timezone.utc) + timedelta(minutes=1),
+    )
     served_predictions = [p for a in answers for p in a["predictions"]]
     assert list(rows["prediction_id"]) == [p["prediction_id"] for p in served_predictions]
-    assert list(rows["text"]) == ["Is VAT due on consulting invoices?", "Payroll tax memo", "Transfer pricing file 2023"]
+    assert list(rows["text"]) == [
+        "Is VAT due on consulting invoices?",
+        "Payroll tax memo",
+        "Transfer pricing file 2023",
+    ]
     for (_, row), prediction in zip(rows.iterrows(), served_predictions):
         assert (row["model_name"], row["model_version"]) == (served.name, served.version)
         assert row["labels"] == prediction["labels"] and row["scores"] == pytest.approx(prediction["scores"])

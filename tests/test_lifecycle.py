@@ -1,5 +1,6 @@
 """The lifecycle controller on a real MLflow registry (SQLite) with tiny models: first champion, promotion,
 rejection with reasons, a person's stage transition, rollback, bad states, concurrency and crashes."""
+
 from __future__ import annotations
 
 import json
@@ -17,13 +18,16 @@ from lifecycle import db, history
 from lifecycle.__main__ import main as lifecycle_main
 from lifecycle.controller import Controller
 from lifecycle.faults import FAULT_ENV, STEPS
-from mlprojects.errors import ConfigError, DataError
+from mlprojects.evaluate import main as evaluate_main
 from registry import conventions as C
 from registry.aliases import aliases
+from registry.errors import ConfigError, DataError
+from registry.lookup import logged_model_id
 from registry.settings import write_settings
 from serving.local_target import LocalTarget
 from tests.conftest import REPO
-from tests.lifecycle_helpers import lifecycle_cli, register_variant, spawn_lifecycle, use_store
+from tests.lifecycle_helpers import lifecycle_cli, register_variant, spawn_lifecycle, train_sft_model, use_store
+from tests.test_sft_stage import mlflow_run
 
 LABELS = str(REPO / "data" / "demo" / "labels.yaml")
 
@@ -31,23 +35,7 @@ LABELS = str(REPO / "data" / "demo" / "labels.yaml")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_encoder, demo_frame):
     """One tiny SFT run through the sft code path (in-process): its store, its classifier, an evaluation set."""
-    from mlprojects.sft import main as sft_main
-    from registry.lookup import classifier_dir
-
-    root = tmp_path_factory.mktemp("lifecycle-trained")
-    mp = pytest.MonkeyPatch()
-    uri = use_store(mp, root)
-    demo_frame.head(120).to_csv(root / "train.csv", index=False)
-    eval_path = root / "eval.csv"
-    demo_frame.iloc[120:220].to_csv(eval_path, index=False)
-    rc = sft_main(["--data", str(root / "train.csv"), "--labels", LABELS, "--encoder", tiny_encoder,
-                   "--max-epochs", "2", "--min-examples", "2", "--model-name", "sft-model", "--learning-rate", "3e-3",
-                   "--batch-size", "32"])
-    assert rc == 0
-    local = root / "classifier"
-    shutil.copytree(classifier_dir("models:/sft-model/1"), local)
-    mp.undo()
-    return {"root": root, "uri": uri, "classifier": local, "eval": str(eval_path)}
+    return train_sft_model(tmp_path_factory.mktemp("lifecycle-trained"), tiny_encoder, demo_frame)
 
 
 @pytest.fixture()
@@ -59,8 +47,16 @@ def registry_env(mlflow_env, tmp_path, monkeypatch):
 
 
 def configure(name: str, data: str, **extra) -> None:
-    write_settings(mlflow.MlflowClient(), name, data=data, labels=LABELS, text_columns="title,body",
-                   label_column="labels", bootstrap=300, **extra)
+    write_settings(
+        mlflow.MlflowClient(),
+        name,
+        data=data,
+        labels=LABELS,
+        text_columns="title,body",
+        label_column="labels",
+        bootstrap=300,
+        **extra,
+    )
 
 
 def version(name: str, v: str):
@@ -80,6 +76,7 @@ def predicts(model_uri: str) -> None:
 
 # --- sft -> first champion, clones, deployment ----------------------------------------------------------------
 
+
 def test_sft_version_is_a_challenger_that_becomes_the_first_champion(trained, monkeypatch, tmp_path):
     use_store(monkeypatch, trained["root"])
     client = mlflow.MlflowClient()
@@ -98,7 +95,11 @@ def test_sft_version_is_a_challenger_that_becomes_the_first_champion(trained, mo
     ref, pol = state["reference"], state["policy"]
     for v, role in ((ref, "reference"), (pol, "policy")):
         mv = version("sft-model", v)
-        assert (mv.tags["lineage.kind"], mv.tags["lineage.parent_version"], mv.tags["lifecycle.role"]) == ("clone", "1", role)
+        assert (mv.tags["lineage.kind"], mv.tags["lineage.parent_version"], mv.tags["lifecycle.role"]) == (
+            "clone",
+            "1",
+            role,
+        )
         assert "lifecycle.decision" not in mv.tags
         predicts(f"models:/sft-model@{role}")
     champion = version("sft-model", "1")
@@ -115,52 +116,89 @@ def test_sft_version_is_a_challenger_that_becomes_the_first_champion(trained, mo
     assert {mlflow.get_experiment(r.info.experiment_id).name for r in (run, mlflow.get_run(run_id))} == {"sft-model"}
     assert "**Trained**" in client.get_registered_model("sft-model").description
     card = champion.description  # the split digests the sft stage tagged, in the card the controller refreshed
-    assert all(f"| {split}_digest | `{champion.tags[f'lineage.{split}_digest']}` |" in card
-               for split in ("data", "validation", "test")), card
+    assert all(
+        f"| {split}_digest | `{champion.tags[f'lineage.{split}_digest']}` |" in card
+        for split in ("data", "validation", "test")
+    ), card
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "v1/evaluation")}
-    assert {"v1/evaluation/confusion_matrices.png", "v1/evaluation/precision_recall.png",
-            "v1/evaluation/threshold_curves.png", "v1/evaluation/metrics.json"} <= artifacts
+    assert {
+        "v1/evaluation/confusion_matrices.png",
+        "v1/evaluation/precision_recall.png",
+        "v1/evaluation/threshold_curves.png",
+        "v1/evaluation/metrics.json",
+    } <= artifacts
 
 
 # --- the evaluate entry point ----------------------------------------------------------------------------------------
 
-def test_evaluate_entry_point(trained, monkeypatch, tmp_path):
-    from tests.test_sft_stage import mlflow_run
 
+def test_evaluate_entry_point(trained, monkeypatch, tmp_path):
     uri = use_store(monkeypatch, trained["root"])
     out = tmp_path / "metrics.json"
-    proc = mlflow_run("evaluate", {"model_uri": "models:/sft-model/1", "data": trained["eval"], "labels": LABELS,
-                                   "text_columns": "title,body", "label_column": "labels", "output": out,
-                                   "bootstrap": 200}, uri)
+    proc = mlflow_run(
+        "evaluate",
+        {
+            "model_uri": "models:/sft-model/1",
+            "data": trained["eval"],
+            "labels": LABELS,
+            "text_columns": "title,body",
+            "label_column": "labels",
+            "output": out,
+            "bootstrap": 200,
+        },
+        uri,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert set(result["report"]) == {"f1_macro", "f1_micro", "f1_weighted", "subset_accuracy", "per_label"}
     low, high = result["intervals"]["f1_macro"]
     assert low <= result["report"]["f1_macro"] <= high
-    assert float(version("sft-model", "1").tags["eval.f1_macro"]) == pytest.approx(result["report"]["f1_macro"], abs=1e-4)
-    run = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.run_name = 'evaluate'",
-                             output_format="list")[0]
+    assert float(version("sft-model", "1").tags["eval.f1_macro"]) == pytest.approx(
+        result["report"]["f1_macro"], abs=1e-4
+    )
+    run = mlflow.search_runs(
+        search_all_experiments=True, filter_string="attributes.run_name = 'evaluate'", output_format="list"
+    )[0]
     assert run.data.metrics["f1_macro"] == pytest.approx(result["report"]["f1_macro"])
-    assert {"evaluation/confusion_matrices.png", "evaluation/precision_recall.png", "evaluation/threshold_curves.png",
-            "evaluation/metrics.json"} <= {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
+    assert {
+        "evaluation/confusion_matrices.png",
+        "evaluation/precision_recall.png",
+        "evaluation/threshold_curves.png",
+        "evaluation/metrics.json",
+    } <= {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
     # also MLflow 3 model metrics of the logged model (linked to the dataset), and the version's card says them
-    from registry.lookup import logged_model_id
 
-    linked = [m for m in mlflow.get_logged_model(logged_model_id("models:/sft-model/1")).metrics
-              if m.key == "f1_macro" and m.run_id == run.info.run_id]
+    linked = [
+        m
+        for m in mlflow.get_logged_model(logged_model_id("models:/sft-model/1")).metrics
+        if m.key == "f1_macro" and m.run_id == run.info.run_id
+    ]
     assert linked and linked[0].value == pytest.approx(result["report"]["f1_macro"]) and linked[0].dataset_digest
     assert f"| f1_macro | {result['report']['f1_macro']:.4f} |" in version("sft-model", "1").description
 
     # a bad dataset (unknown label) stops with one readable line, through the module itself (no mlflow run needed)
-    from mlprojects.evaluate import main as evaluate_main
 
     bad = tmp_path / "bad.csv"
     bad.write_text("title,body,labels\nVAT question,Is VAT due?,not_a_label\n")
-    assert evaluate_main(["--model-uri", "models:/sft-model/1", "--data", str(bad), "--labels", LABELS,
-                          "--text-columns", "title,body"]) == 2
+    assert (
+        evaluate_main(
+            [
+                "--model-uri",
+                "models:/sft-model/1",
+                "--data",
+                str(bad),
+                "--labels",
+                LABELS,
+                "--text-columns",
+                "title,body",
+            ]
+        )
+        == 2
+    )
 
 
 # --- the main story: bad states, promotion, rejection, a person's request, rollback ------------------------------
+
 
 def test_lifecycle_story(trained, registry_env, tmp_path, capsys):
     name, work = "clf", registry_env["work"]
@@ -210,7 +248,9 @@ def test_lifecycle_story(trained, registry_env, tmp_path, capsys):
     reconcile(name)
     assert aliases(client, name)["champion"] == good
     worse_tags = version(name, worse).tags
-    assert worse_tags["lifecycle.decision"] == "rejected" and "not better by the margin" in worse_tags["lifecycle.reason"]
+    assert (
+        worse_tags["lifecycle.decision"] == "rejected" and "not better by the margin" in worse_tags["lifecycle.reason"]
+    )
     assert version(name, worse).current_stage == "None" and "challenger" not in aliases(client, name)
     broken_mv = version(name, broken)
     assert broken_mv.tags["lifecycle.decision"] == "rejected"
@@ -243,16 +283,23 @@ def test_lifecycle_story(trained, registry_env, tmp_path, capsys):
     assert "error: clf has no previous champion" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("flag,value,message", [
-    ("--margin", "nan", "setting margin='nan' is not a finite number"),
-    ("--bootstrap", "1e999", "setting bootstrap='1e999' is not a finite number"),
-    ("--keep-archived", "many", "setting keep_archived='many' is not a finite number"),
-    ("--confidence", "1.5", "confidence must be in (0, 1)"),
-])
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--margin", "nan", "setting margin='nan' is not a finite number"),
+        ("--bootstrap", "1e999", "setting bootstrap='1e999' is not a finite number"),
+        ("--keep-archived", "many", "setting keep_archived='many' is not a finite number"),
+        ("--confidence", "1.5", "confidence must be in (0, 1)"),
+    ],
+)
 def test_configure_rejects_a_bad_setting_and_keeps_the_old_ones(registry_env, capsys, flag, value, message):
     mlflow.MlflowClient().create_registered_model("m")
-    assert lifecycle_main(["configure", "--model-name", "m", "--eval-data", "eval.csv", "--eval-labels", LABELS,
-                           "--margin", "0.02"]) == 0
+    assert (
+        lifecycle_main(
+            ["configure", "--model-name", "m", "--eval-data", "eval.csv", "--eval-labels", LABELS, "--margin", "0.02"]
+        )
+        == 0
+    )
     before = mlflow.MlflowClient().get_registered_model("m").tags
     capsys.readouterr()
     assert lifecycle_main(["configure", "--model-name", "m", flag, value]) == 2
@@ -261,6 +308,7 @@ def test_configure_rejects_a_bad_setting_and_keeps_the_old_ones(registry_env, ca
 
 
 # --- safety --------------------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def prepared(trained, tmp_path_factory):
@@ -294,15 +342,20 @@ def assert_consistent(name: str, champion: str, previous: str) -> None:
     state = aliases(client, name)
     assert state["champion"] == champion and "challenger" not in state
     assert C.TAG_PENDING not in client.get_registered_model(name).tags
-    production = [str(v.version) for v in client.search_model_versions(f"name='{name}'") if v.current_stage == "Production"]
+    production = [
+        str(v.version) for v in client.search_model_versions(f"name='{name}'") if v.current_stage == "Production"
+    ]
     assert production == [champion]
     assert version(name, previous).current_stage == "Archived"
     assert version(name, champion).tags["lifecycle.decision"] == "promoted"
     assert [e["version"] for e in history.rows(db.engine(), name)] == [previous, champion]
     assert LocalTarget().current(name).version == champion
     assert version(name, state["reference"]).tags["lineage.parent_version"] == champion
-    copies = {str(v.version) for v in client.search_model_versions(f"name='{name}'")
-              if v.source == f"models:/{name}/{champion}"}
+    copies = {
+        str(v.version)
+        for v in client.search_model_versions(f"name='{name}'")
+        if v.source == f"models:/{name}/{champion}"
+    }
     assert copies == {state["reference"], state["policy"]}  # cloned once, no orphan copy
     predicts(f"models:/{name}@champion")
 
@@ -313,8 +366,9 @@ def test_four_concurrent_reconcilers_promote_exactly_once(champion_and_challenge
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, outputs
     assert sum(f"promoted version {good}" in out for out in outputs) == 1, outputs
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string=f"tags.`lifecycle.promoted` = '{good}'",
-                              output_format="list")
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string=f"tags.`lifecycle.promoted` = '{good}'", output_format="list"
+    )
     assert len(runs) == 1
     assert_consistent(name, good, weak)
 
@@ -359,18 +413,21 @@ def test_watch_acts_on_each_new_candidate_until_stopped(champion_and_challenger,
 
 
 def kill_then_reconcile(name: str, weak: str, good: str, step: str) -> None:
-    proc = lifecycle_cli("reconcile", "--once", "--model-name", name,
-                         env={FAULT_ENV: step, "LIFECYCLE_LEASE_TTL_S": "2"})
+    proc = lifecycle_cli(
+        "reconcile", "--once", "--model-name", name, env={FAULT_ENV: step, "LIFECYCLE_LEASE_TTL_S": "2"}
+    )
     assert proc.returncode == -9, f"{step}: {proc.returncode} {proc.stdout[-1500:]} {proc.stderr[-1500:]}"
     time.sleep(2.1)  # the killed controller's lease lapses
     reconcile(name)
     assert_consistent(name, good, weak)
     # the killed controller's MLflow run does not stay RUNNING forever: the next pass marks it failed
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'RUNNING'",
-                              output_format="list")
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string="attributes.status = 'RUNNING'", output_format="list"
+    )
     assert [r.info.run_id for r in runs if r.data.tags.get("lifecycle.model_name") == name] == []
-    failed = mlflow.search_runs(search_all_experiments=True, output_format="list",
-                                filter_string="attributes.status = 'FAILED'")
+    failed = mlflow.search_runs(
+        search_all_experiments=True, output_format="list", filter_string="attributes.status = 'FAILED'"
+    )
     assert any(r.data.tags.get("lifecycle.model_name") == name and "lifecycle.orphaned" in r.data.tags for r in failed)
 
 

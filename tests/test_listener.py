@@ -1,6 +1,7 @@
 """The webhook listener's parts: signature and freshness checks against MLflow's own signer, what an event
 means, the pass scheduler (coalescing, lease retry), and the receiver over real HTTP on 127.0.0.1 refusing bad
 deliveries without falling over. The end-to-end run against `mlflow server` is in test_listener_mlflow.py."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,12 @@ def delivery(payload: dict | bytes, secret: str = SECRET, at: float | None = Non
     """(headers, body) of a delivery signed as MLflow signs it."""
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     delivery_id, timestamp = delivery_id or str(uuid.uuid4()), str(int(at if at is not None else time.time()))
-    return {"X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": timestamp,
-            "X-MLflow-Signature": sign(secret, delivery_id, timestamp, body), "Content-Type": "application/json"}, body
+    return {
+        "X-MLflow-Delivery-Id": delivery_id,
+        "X-MLflow-Timestamp": timestamp,
+        "X-MLflow-Signature": sign(secret, delivery_id, timestamp, body),
+        "Content-Type": "application/json",
+    }, body
 
 
 def event(entity: str, action: str, **data) -> dict:
@@ -38,7 +43,9 @@ def test_signature_is_the_one_mlflow_sends():
     from mlflow.webhooks.delivery import _generate_hmac_signature  # MLflow's signer (private): what it really sends
 
     body = json.dumps(CREATED)
-    assert sign(SECRET, "d-1", "1700000000", body.encode()) == _generate_hmac_signature(SECRET, "d-1", "1700000000", body)
+    assert sign(SECRET, "d-1", "1700000000", body.encode()) == _generate_hmac_signature(
+        SECRET, "d-1", "1700000000", body
+    )
     # computed by hand: echo -n 'i.1.{}' | openssl dgst -sha256 -hmac k -binary | base64
     assert sign("k", "i", "1", b"{}") == "v1,FJE3OLqp7mx+VSBPABGJaoIRvJFuB9i1nQ6SWWOd00k="
 
@@ -69,14 +76,24 @@ def test_verify_accepts_a_fresh_authentic_delivery_and_refuses_the_rest():
 def test_parse_says_which_model_to_reconcile_and_refuses_what_it_does_not_handle():
     managed = {"clf"}
     assert parse(json.dumps(CREATED).encode(), managed).model == "clf"
-    alias = parse(json.dumps(event("model_version_alias", "created", name="clf", alias="challenger", version="3"))
-                  .encode(), managed)
+    alias = parse(
+        json.dumps(event("model_version_alias", "created", name="clf", alias="challenger", version="3")).encode(),
+        managed,
+    )
     assert alias.acts and alias.detail == "alias challenger created on version 3"
-    verdict = parse(json.dumps(event("model_version_tag", "set", name="clf", version="2", key=C.TAG_MONITOR_VERDICT,
-                                     value="degraded")).encode(), managed)
+    verdict = parse(
+        json.dumps(
+            event("model_version_tag", "set", name="clf", version="2", key=C.TAG_MONITOR_VERDICT, value="degraded")
+        ).encode(),
+        managed,
+    )
     assert verdict.acts
-    other_tag = parse(json.dumps(event("model_version_tag", "set", name="clf", version="2", key="eval.f1_macro",
-                                       value="0.5")).encode(), managed)
+    other_tag = parse(
+        json.dumps(
+            event("model_version_tag", "set", name="clf", version="2", key="eval.f1_macro", value="0.5")
+        ).encode(),
+        managed,
+    )
     assert not other_tag.acts  # the controller's own writes: answered, nothing to do
 
     def status(body: bytes) -> int:

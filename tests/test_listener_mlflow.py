@@ -1,5 +1,6 @@
 """`python -m lifecycle listen` against a real `mlflow server` (SQLite store, 127.0.0.1) whose registry webhook
 points at it: registering a better version leads to its promotion with no other command."""
+
 from __future__ import annotations
 
 import time
@@ -12,11 +13,17 @@ from lifecycle import db, history
 from registry import conventions as C
 from registry.aliases import aliases
 from serving.local_server import free_port
-from tests.lifecycle_helpers import register_variant, spawn_lifecycle
+from tests.lifecycle_helpers import register_variant, spawn_lifecycle, train_sft_model
 from tests.mlflow_server import mlflow_server
-from tests.test_lifecycle import _lines, configure, trained, wait_for  # noqa: F401 - trained is a fixture
+from tests.test_lifecycle import _lines, configure, wait_for
 
 SECRET = "webhook-test-secret"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_encoder, demo_frame):
+    """One tiny SFT run (version 1 of `sft-model`), its store, classifier and evaluation set."""
+    return train_sft_model(tmp_path_factory.mktemp("sft-trained"), tiny_encoder, demo_frame)
 
 
 @pytest.mark.timeout(900)
@@ -33,8 +40,17 @@ def test_a_better_version_registered_on_the_server_is_promoted_through_the_webho
         configure(name, trained["eval"])
         client.set_registered_model_tag(name, C.TAG_ONNX_ON_PROMOTION, "off")
         port = free_port()
-        proc = spawn_lifecycle("listen", "--model-name", name, "--port", str(port), "--poll-interval", "3600",
-                               "--register-webhook", env={"LIFECYCLE_WEBHOOK_SECRET": SECRET})
+        proc = spawn_lifecycle(
+            "listen",
+            "--model-name",
+            name,
+            "--port",
+            str(port),
+            "--poll-interval",
+            "3600",
+            "--register-webhook",
+            env={"LIFECYCLE_WEBHOOK_SECRET": SECRET},
+        )
         try:
             lines = _lines(proc)
             wait_for(lines, "listening for MLflow registry webhooks")
@@ -52,9 +68,16 @@ def test_a_better_version_registered_on_the_server_is_promoted_through_the_webho
             assert [e["version"] for e in history.rows(db.engine(), name)] == [weak, good]
 
             # a forged delivery is refused with the reason in the log, and the listener goes on
-            forged = requests.post(f"http://127.0.0.1:{port}/webhook", json={"entity": "model_version"},
-                                   headers={"X-MLflow-Signature": "v1,AAAA", "X-MLflow-Delivery-Id": "x",
-                                            "X-MLflow-Timestamp": str(int(time.time()))}, timeout=10)
+            forged = requests.post(
+                f"http://127.0.0.1:{port}/webhook",
+                json={"entity": "model_version"},
+                headers={
+                    "X-MLflow-Signature": "v1,AAAA",
+                    "X-MLflow-Delivery-Id": "x",
+                    "X-MLflow-Timestamp": str(int(time.time())),
+                },
+                timeout=10,
+            )
             assert forged.status_code == 401
             wait_for(lines, "refused a delivery from 127.0.0.1 with 401: bad signature")
             assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).json()["status"] == "ok"

@@ -1,6 +1,7 @@
 """The local deployment target deploys: a running `python -m serving serve --model models:/NAME@champion` on
 127.0.0.1 swaps to each version the target deploys (promotion, then rollback) while requests are in flight, and
 no request fails."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,15 +10,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import requests
 
+from registry.lookup import classifier_dir
+from serving.feedback import FeedbackStore
 from serving.follow import running_endpoints
-from serving.local_server import free_port, wait_until_healthy
+from serving.local_server import free_port, local_endpoint
 from serving.local_target import LocalTarget
 from tests.conftest import REPO
 from tests.lifecycle_helpers import register_variant, use_store
@@ -27,10 +29,8 @@ from tests.serving_model import MODEL_NAME, build_served_model
 @pytest.fixture()
 def two_versions(tmp_path_factory, tmp_path, tiny_encoder, monkeypatch):
     """A copy of the served model's registry (version 1) with a second version; deployments under tmp_path."""
-    from registry.lookup import classifier_dir
-
     served = build_served_model(tmp_path_factory.mktemp("served"), tiny_encoder)
-    shutil.copy(served.tracking_uri[len("sqlite:///"):], tmp_path / "mlflow.db")
+    shutil.copy(served.tracking_uri[len("sqlite:///") :], tmp_path / "mlflow.db")
     use_store(monkeypatch, tmp_path)
     local = tmp_path / "classifier"
     shutil.copytree(classifier_dir(f"models:/{MODEL_NAME}/1"), local)
@@ -43,21 +43,18 @@ def following_endpoint(target: LocalTarget):
     """Version 1 deployed, then `python -m serving serve --model models:/NAME@champion` on a free port: its URL
     and process (stopped afterwards)."""
     target.deploy(MODEL_NAME, "1")
-    port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")},
-           "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "serving", "serve", "--model", f"models:/{MODEL_NAME}@champion",
-                             "--port", str(port)], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc)
-        assert health_version(url) == "1"
-        yield url, proc
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        proc.wait(30)
+    env = {
+        **{k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")},
+        "PYTHONPATH": str(REPO),
+    }
+    # no access log: nothing reads this pipe while the load runs
+    champion = f"models:/{MODEL_NAME}@champion"
+    with local_endpoint(champion, log_level="WARNING", env=env, output=subprocess.PIPE) as (url, proc):
+        try:
+            assert health_version(url) == "1"
+            yield url, proc
+        finally:
+            proc.send_signal(signal.SIGCONT)
 
 
 class Load:
@@ -71,8 +68,9 @@ class Load:
         seen = []
         while not self._stop.is_set():
             try:
-                r = requests.post(f"{self.url}/invocations", json={"inputs": {"text": [f"VAT question {i}"]}},
-                                  timeout=60)
+                r = requests.post(
+                    f"{self.url}/invocations", json={"inputs": {"text": [f"VAT question {i}"]}}, timeout=60
+                )
                 seen.append((r.status_code, r.json().get("model", {}).get("version")))
             except requests.RequestException as exc:
                 seen.append((type(exc).__name__, None))
@@ -109,8 +107,10 @@ def test_promotion_and_rollback_swap_a_running_endpoint_with_no_failed_request(t
         assert health_version(url) == "1"
         time.sleep(0.5)
     answers = [a for client in load.answers for a in client]
-    print(f"\nswap to /health naming the new version: promotion {promote_s:.2f} s, rollback {rollback_s:.2f} s; "
-          f"{len(answers)} requests in flight, load {os.getloadavg()[0]:.1f}")
+    print(
+        f"\nswap to /health naming the new version: promotion {promote_s:.2f} s, rollback {rollback_s:.2f} s; "
+        f"{len(answers)} requests in flight, load {os.getloadavg()[0]:.1f}"
+    )
     assert {status for status, _ in answers} == {200}, answers
     for client in load.answers:  # each client saw 1, then 2, then 1 again: never a mix
         runs = [v for i, (_, v) in enumerate(client) if i == 0 or client[i - 1][1] != v]
@@ -138,15 +138,14 @@ def test_an_announcement_with_nothing_listening_is_not_waited_for(two_versions):
     """A live pid (here: this test's) but no server at the URL, as after a pid is reused: the deploy goes on."""
     folder = two_versions / "deployments" / "endpoints" / MODEL_NAME
     folder.mkdir(parents=True)
-    (folder / f"{os.getpid()}.json").write_text(json.dumps({"url": f"http://127.0.0.1:{free_port()}",
-                                                            "pid": os.getpid()}))
+    (folder / f"{os.getpid()}.json").write_text(
+        json.dumps({"url": f"http://127.0.0.1:{free_port()}", "pid": os.getpid()})
+    )
     deployment = LocalTarget(swap_timeout=5.0).deploy(MODEL_NAME, "2")  # waiting for it would raise
     assert deployment.version == "2" and LocalTarget().current(MODEL_NAME).version == "2"
 
 
 def test_feedback_after_a_swap_is_credited_to_the_version_that_answered(two_versions, monkeypatch):
-    from serving.feedback import FeedbackStore
-
     store_url = f"sqlite:///{two_versions / 'feedback.db'}"
     monkeypatch.setenv("FEEDBACK_DB_URL", store_url)
     target = LocalTarget()
@@ -155,8 +154,9 @@ def test_feedback_after_a_swap_is_credited_to_the_version_that_answered(two_vers
         assert answer["model"]["version"] == "1"
         target.deploy(MODEL_NAME, "2")
         assert health_version(url) == "2"
-        stored = requests.post(f"{url}/feedback", json={"prediction_id": answer["predictions"][0]["prediction_id"],
-                                                        "score": 4}, timeout=30)
+        stored = requests.post(
+            f"{url}/feedback", json={"prediction_id": answer["predictions"][0]["prediction_id"], "score": 4}, timeout=30
+        )
         assert stored.status_code == 201, stored.text
     rows = FeedbackStore(store_url).query(model_name=MODEL_NAME)
     assert list(rows["model_version"]) == ["1"]

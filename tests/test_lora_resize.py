@@ -1,10 +1,11 @@
 """Carrying a LoRA update to another rank (PBT exploit with a new lora_r): the merged weights must not move."""
+
 import pytest
 import torch
 
 from mlprojects.config import TrainConfig
-from mlprojects.lora_resize import lora_rank, resize_lora_pair, resize_lora_state
-from mlprojects.model import build_model, merged_encoder
+from mlprojects.model.encoder import build_model, merged_encoder
+from mlprojects.model.lora_resize import lora_rank, resize_lora_pair, resize_lora_state
 
 
 def _trained_like(cfg: TrainConfig):

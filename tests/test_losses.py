@@ -1,10 +1,11 @@
 """Losses against values computed by hand (see the comments for the arithmetic)."""
+
 import math
 
 import pytest
 import torch
 
-from mlprojects.losses import bce_loss, contrastive_margin_loss, sft_loss
+from mlprojects.training.losses import bce_loss, contrastive_margin_loss, sft_loss
 
 LOGITS = torch.tensor([[2.0, -1.0]])
 TARGETS = torch.tensor([[1.0, 0.0]])
@@ -22,7 +23,7 @@ def test_pos_weight_scales_positive_term_only():
 
 def test_focal_loss_down_weights_easy_examples():
     p1, p2 = 1 / (1 + math.exp(-2)), 1 / (1 + math.exp(1))  # σ(2), σ(-1)
-    expected = (T1 * (1 - p1) ** 2 + T2 * p2 ** 2) / 2  # p_t = p1 for the positive, 1 - p2 for the negative
+    expected = (T1 * (1 - p1) ** 2 + T2 * p2**2) / 2  # p_t = p1 for the positive, 1 - p2 for the negative
     assert bce_loss(LOGITS, TARGETS, focal_gamma=2.0).item() == pytest.approx(expected, abs=1e-6)  # 0.012231
     assert bce_loss(LOGITS, TARGETS, focal_gamma=0.0).item() == pytest.approx((T1 + T2) / 2, abs=1e-6)
 

@@ -1,11 +1,12 @@
 """Pooling, thresholds and F1 against hand-computed values, and F1 cross-checked with scikit-learn."""
+
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from mlprojects.metrics import decide, f1_summary, tune_thresholds
-from mlprojects.model import cls_pool, mean_pool
+from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
+from mlprojects.model.encoder import cls_pool, mean_pool
 
 
 def test_mean_pool_ignores_padding():

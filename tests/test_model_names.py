@@ -1,11 +1,31 @@
 """Registered-model names are checked once, before any work; no name can steer a registry search."""
+
 import pytest
 
+from lifecycle.state import read_state
+from registry.lookup import versions_of
 from registry.names import InvalidModelName, check_model_name
 
 GOOD = ["tax-doc-classifier", "tax_doc.v2", "Tax Doc Classifier", "a" * 250]
-BAD = ["", "   ", " lead", "trail ", "a/b", "a:b", "a@b", "o'brien", 'say "hi"', "a`b", "back\\slash",
-       "tax-doc-classifier' AND name='other", "tab\tname", "new\nline", "bell\x07", "a" * 251, ".."]
+BAD = [
+    "",
+    "   ",
+    " lead",
+    "trail ",
+    "a/b",
+    "a:b",
+    "a@b",
+    "o'brien",
+    'say "hi"',
+    "a`b",
+    "back\\slash",
+    "tax-doc-classifier' AND name='other",
+    "tab\tname",
+    "new\nline",
+    "bell\x07",
+    "a" * 251,
+    "..",
+]
 
 
 @pytest.mark.parametrize("name", GOOD)
@@ -20,9 +40,18 @@ def test_bad_names_are_refused_with_a_reason(name):
     assert "\n" not in str(info.value).replace("\\n", "")
 
 
-@pytest.mark.parametrize("name,ok", [("main.tax.classifier", True), ("main.tax_docs.clf-v2", True),
-                                     ("classifier", False), ("main.classifier", False), ("a.b.c.d", False),
-                                     ("main..clf", False), ("main.tax.my clf", False)])
+@pytest.mark.parametrize(
+    "name,ok",
+    [
+        ("main.tax.classifier", True),
+        ("main.tax_docs.clf-v2", True),
+        ("classifier", False),
+        ("main.classifier", False),
+        ("a.b.c.d", False),
+        ("main..clf", False),
+        ("main.tax.my clf", False),
+    ],
+)
 def test_unity_catalog_wants_three_levels(name, ok):
     if ok:
         assert check_model_name(name, registry_uri="databricks-uc") == name
@@ -33,9 +62,6 @@ def test_unity_catalog_wants_three_levels(name, ok):
 
 def test_a_name_crafted_as_a_filter_reads_no_other_models_versions(mlflow_env, tmp_path):
     import mlflow
-
-    from lifecycle.state import read_state
-    from registry.lookup import versions_of
 
     client = mlflow.MlflowClient()
     for name in ("victim", "other"):

@@ -1,6 +1,7 @@
 """The `monitor` stage on a real registry (the tiny SFT champion), with traffic written by the inference log's
 writer and feedback stored through the feedback store: no traffic, in-distribution traffic, off-domain traffic,
 and a champion its users say is wrong."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -13,14 +14,26 @@ from mlprojects.monitor import main as monitor_main
 from registry import conventions as C
 from serving.feedback import FeedbackStore
 from serving.inference_log import InferenceLog
-from tests.lifecycle_helpers import use_store
-from tests.test_lifecycle import trained  # noqa: F401 - a fixture: one tiny SFT run, its store and classifier
+from tests.lifecycle_helpers import train_sft_model, use_store
 from tests.test_sft_stage import mlflow_run
 
 NAME = "sft-model"
-OFF_DOMAIN = [f"def handler_{i}(event, context): return json.dumps({{'status': {i}, 'items': list(range({i}))}})"
-              for i in range(40)] + [f"Preheat the oven to {180 + i} degrees, whisk {i + 2} eggs with sugar and "
-                                     "fold in the flour before baking the sponge." for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_encoder, demo_frame):
+    """One tiny SFT run (version 1 of `sft-model`), its store, classifier and evaluation set."""
+    return train_sft_model(tmp_path_factory.mktemp("sft-trained"), tiny_encoder, demo_frame)
+
+
+OFF_DOMAIN = [
+    f"def handler_{i}(event, context): return json.dumps({{'status': {i}, 'items': list(range({i}))}})"
+    for i in range(40)
+] + [
+    f"Preheat the oven to {180 + i} degrees, whisk {i + 2} eggs with sugar and "
+    "fold in the flour before baking the sponge."
+    for i in range(40)
+]
 
 
 @pytest.fixture(scope="module")
@@ -45,17 +58,40 @@ def traffic(pyfunc, texts: list[str], tmp_path, rate=None) -> tuple[str, str]:
     answers = pyfunc.predict(pd.DataFrame({"text": texts}))
     now = datetime.now(timezone.utc)
     log = InferenceLog(log_url, flush_interval_s=0.05)
-    log.append([{"prediction_id": f"p{i}", "model_name": NAME, "model_version": "1", "text": text,
-                 "labels": row["labels"], "scores": row["scores"], "latency_ms": 5.0, "at": now}
-                for i, (text, (_, row)) in enumerate(zip(texts, answers.iterrows()))])
+    log.append(
+        [
+            {
+                "prediction_id": f"p{i}",
+                "model_name": NAME,
+                "model_version": "1",
+                "text": text,
+                "labels": row["labels"],
+                "scores": row["scores"],
+                "latency_ms": 5.0,
+                "at": now,
+            }
+            for i, (text, (_, row)) in enumerate(zip(texts, answers.iterrows()))
+        ]
+    )
     log.close()
     store = FeedbackStore(feedback_url)
     for i, (text, (_, row)) in enumerate(zip(texts, answers.iterrows())):
         if rate:
             score, corrected = rate(i, list(row["labels"]))
-            store.add({"prediction_id": f"p{i}", "model_name": NAME, "model_version": "1", "text": text,
-                       "predicted_labels": list(row["labels"]), "scores": row["scores"], "score": score,
-                       "corrected_labels": corrected, "source": "test"}, label_names=list(row["scores"]))
+            store.add(
+                {
+                    "prediction_id": f"p{i}",
+                    "model_name": NAME,
+                    "model_version": "1",
+                    "text": text,
+                    "predicted_labels": list(row["labels"]),
+                    "scores": row["scores"],
+                    "score": score,
+                    "corrected_labels": corrected,
+                    "source": "test",
+                },
+                label_names=list(row["scores"]),
+            )
     store.engine.dispose()
     return log_url, feedback_url
 
@@ -65,8 +101,12 @@ def monitor(trained, monkeypatch, capsys, log_url: str, feedback_url: str) -> tu
     capsys.readouterr()
     assert monitor_main(["--model-name", NAME, "--inference-log", log_url, "--feedback-uri", feedback_url]) == 0
     out = capsys.readouterr().out
-    run = mlflow.search_runs(experiment_names=[NAME], filter_string="tags.mlflow.runName = 'monitor'",
-                             order_by=["attributes.start_time DESC"], output_format="list")[0]
+    run = mlflow.search_runs(
+        experiment_names=[NAME],
+        filter_string="tags.mlflow.runName = 'monitor'",
+        order_by=["attributes.start_time DESC"],
+        output_format="list",
+    )[0]
     return out, run
 
 
@@ -75,8 +115,15 @@ def version_tags() -> dict:
 
 
 def test_a_window_without_traffic_says_so_and_writes_no_verdict(champion, trained, tmp_path):
-    proc = mlflow_run("monitor", {"model_name": NAME, "inference_log": f"sqlite:///{tmp_path / 'log.db'}",
-                                  "feedback_uri": f"sqlite:///{tmp_path / 'feedback.db'}"}, trained["uri"])
+    proc = mlflow_run(
+        "monitor",
+        {
+            "model_name": NAME,
+            "inference_log": f"sqlite:///{tmp_path / 'log.db'}",
+            "feedback_uri": f"sqlite:///{tmp_path / 'feedback.db'}",
+        },
+        trained["uri"],
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no traffic in the window" in proc.stdout and "No verdict written" in proc.stdout
     assert C.TAG_MONITOR_VERDICT not in mlflow.MlflowClient(trained["uri"]).get_model_version(NAME, "1").tags
@@ -91,8 +138,15 @@ def test_in_distribution_traffic_with_good_feedback_is_ok(champion, trained, tmp
     metrics = run.data.metrics
     assert metrics["served_docs"] == len(champion["unseen"]) and metrics["feedback"] == len(champion["unseen"])
     assert metrics["f1_macro"] == 1.0  # every user confirmed the answer
-    for key in ("label_psi", "label_chi2_p_value", "score_psi", "score_ks_p_value", "mmd2", "mmd_p_value",
-                "feedback_mean_score"):
+    for key in (
+        "label_psi",
+        "label_chi2_p_value",
+        "score_psi",
+        "score_ks_p_value",
+        "mmd2",
+        "mmd_p_value",
+        "feedback_mean_score",
+    ):
         assert key in metrics, key
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/monitor_distributions.png", "plots/monitor_feedback.png"}
@@ -109,10 +163,11 @@ def test_a_champion_its_users_correct_is_degraded(champion, trained, tmp_path, m
     labels = list(champion["pyfunc"].predict(pd.DataFrame({"text": ["probe"]})).iloc[0]["scores"])
 
     def unhappy(i: int, predicted: list[str]) -> tuple[int, list[str]]:
-        return 1, [label for label in labels[i % 3: i % 3 + 2] if label not in predicted] or [labels[-1]]
+        return 1, [label for label in labels[i % 3 : i % 3 + 2] if label not in predicted] or [labels[-1]]
 
-    out, run = monitor(trained, monkeypatch, capsys, *traffic(champion["pyfunc"], champion["unseen"], tmp_path,
-                                                              rate=unhappy))
+    out, run = monitor(
+        trained, monkeypatch, capsys, *traffic(champion["pyfunc"], champion["unseen"], tmp_path, rate=unhappy)
+    )
     tags = version_tags()
     assert tags[C.TAG_MONITOR_VERDICT] == "degraded", out
     assert "mean feedback score 1.00" in tags[C.TAG_MONITOR_REASON]

@@ -1,5 +1,6 @@
 """ONNX export end to end on a tiny SFT model: `mlflow run -e export_onnx`, lineage both ways, the pyfunc in a
 process where torch and transformers cannot be imported, parity gates that pass and fail, unexportable encoders."""
+
 import json
 import os
 import subprocess
@@ -13,13 +14,25 @@ import pandas as pd
 import pytest
 import torch
 
-from mlprojects.onnx_parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
-from tests.conftest import REPO, use_mlflow_store
+import mlprojects.onnx_model.export as export
+from mlprojects.config import OnnxConfig
+from mlprojects.evaluation.bootstrap import paired_bootstrap
+from mlprojects.export_onnx import main
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import DualEncoder, load_encoder
+from mlprojects.onnx_model.export import ExportError, export_classifier
+from mlprojects.onnx_model.parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
+from mlprojects.sft import main as sft_main
+from registry.contract import OUTPUT_COLUMNS, to_params
+from tests.conftest import REPO, cli_args, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
 FRUIT = {"apple": "Apples, orchards and fruit harvests.", "bank": "Banks, loans and interest rates."}
-TEXTS = ["Is VAT due on our consulting invoices to Germany for 2022?", "Payroll tax memo for new hires",
-         "Transfer pricing documentation for the intercompany loan"]
+TEXTS = [
+    "Is VAT due on our consulting invoices to Germany for 2022?",
+    "Payroll tax memo for new hires",
+    "Transfer pricing documentation for the intercompany loan",
+]
 
 # Runs in a fresh interpreter: torch/transformers/peft imports raise before MLflow loads the model.
 NO_TORCH_SCRIPT = r"""
@@ -55,12 +68,9 @@ def registry_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def source_model(registry_env, tiny_encoder, demo_frame, tmp_path_factory):
-    from mlprojects.sft import main as sft_main
-
     data = tmp_path_factory.mktemp("onnx-data") / "small.csv"
     demo_frame.head(120).to_csv(data, index=False)
-    rc = sft_main(["--data", str(data), "--encoder", tiny_encoder, "--max-epochs", "1", "--min-examples", "2",
-                   "--model-name", "tiny-clf"])
+    rc = sft_main(cli_args(data=data, encoder=tiny_encoder, max_epochs=1, min_examples=2, model_name="tiny-clf"))
     assert rc == 0
     return "models:/tiny-clf/1"
 
@@ -100,17 +110,23 @@ def test_export_registers_onnx_version_with_lineage_both_ways(exported):
     requirements = mlflow.pyfunc.get_model_dependencies(exported, format="pip")
     packages = {line.split("==")[0] for line in open(requirements).read().split() if line}
     assert packages == {"mlflow", "onnxruntime", "tokenizers", "pandas", "numpy"}
-    graph = onnx.load(os.path.join(mlflow.artifacts.download_artifacts(exported), "artifacts", "onnx_classifier",
-                                   "model.onnx"))
+    graph = onnx.load(
+        os.path.join(mlflow.artifacts.download_artifacts(exported), "artifacts", "onnx_classifier", "model.onnx")
+    )
     assert "MatMulInteger" in {n.op_type for n in graph.graph.node}  # int8 weights
     dims = [d.dim_param for d in graph.graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
 
 
 def test_onnx_pyfunc_serves_the_contract_without_torch(exported, source_model, registry_env):
-    proc = subprocess.run([sys.executable, "-c", NO_TORCH_SCRIPT, exported, json.dumps(TEXTS), json.dumps(FRUIT)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": registry_env})
+    proc = subprocess.run(
+        [sys.executable, "-c", NO_TORCH_SCRIPT, exported, json.dumps(TEXTS), json.dumps(FRUIT)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": registry_env},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["loaded"] == []
@@ -130,15 +146,34 @@ def test_onnx_pyfunc_serves_the_contract_without_torch(exported, source_model, r
         assert row["labels"] == [l for l, s in row["scores"].items() if s >= 0.5]
 
 
+def test_torch_and_onnx_pyfuncs_answer_no_documents_alike(exported, source_model):
+    """One predict path: an empty input is an empty answer with the contract's columns, from either model, with
+    the model's own labels or a new label set."""
+    empty = pd.DataFrame({"text": pd.Series([], dtype=str)})
+    for uri in (source_model, exported):
+        model = mlflow.pyfunc.load_model(uri)
+        for params in (None, to_params(FRUIT)):
+            out = model.predict(empty, params=params)
+            assert list(out.columns) == list(OUTPUT_COLUMNS) and len(out) == 0, (uri, params)
+
+
 def _no_version(name: str) -> bool:
     return mlflow.MlflowClient().search_model_versions(f"name='{name}'") == []
 
 
 def test_parity_gates_fail_and_nothing_is_registered(registry_env, source_model, capsys):
-    from mlprojects.export_onnx import main
-
-    rc = main(["--model-uri", source_model, "--model-name", "strict-onnx",
-               "--min-int8-mean-cosine", "1.01", "--max-f1-drop", "-1"])
+    rc = main(
+        [
+            "--model-uri",
+            source_model,
+            "--model-name",
+            "strict-onnx",
+            "--min-int8-mean-cosine",
+            "1.01",
+            "--max-f1-drop",
+            "-1",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "failed its parity gates, nothing was registered" in err
@@ -146,16 +181,14 @@ def test_parity_gates_fail_and_nothing_is_registered(registry_env, source_model,
     assert "F1-macro drop" in err and "paired bootstrap 95% interval [" in err and "> -1.0" in err
     assert "fp32 embedding parity" not in err
     assert _no_version("strict-onnx")
-    run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`onnx.parity` = 'failed'",
-                             output_format="list")[0]
+    run = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.`onnx.parity` = 'failed'", output_format="list"
+    )[0]
     assert run.data.params["model_name"] == "strict-onnx"
     assert "parity_int8_mean_cosine" in run.data.metrics
 
 
 def test_a_tampered_graph_fails_the_fp32_gate(registry_env, source_model, monkeypatch, capsys):
-    import mlprojects.onnx_export as export
-    from mlprojects.export_onnx import main
-
     original = export.export_graph
 
     def tampered(classifier, path, opset):
@@ -175,16 +208,26 @@ def test_a_tampered_graph_fails_the_fp32_gate(registry_env, source_model, monkey
     assert "fp32 embedding parity: min cosine" in err and "< 0.9999" in err
     assert _no_version("tampered-onnx")
     assert mlflow.MlflowClient().get_model_version("tiny-clf", "1").tags.get("lineage.onnx_version") in (
-        None, "tiny-clf-onnx/1")
+        None,
+        "tiny-clf-onnx/1",
+    )
 
 
 def test_the_fp32_export_reports_fp32_numbers(registry_env, source_model, capsys):
     """A graph that was never quantised names no int8 cosine and no int8 size anywhere; asked to, the export
     re-tunes its thresholds on the source run's validation split."""
-    from mlprojects.export_onnx import main
-
-    rc = main(["--model-uri", source_model, "--model-name", "plain-onnx", "--quantization", "none",
-               "--thresholds", "validation"])
+    rc = main(
+        [
+            "--model-uri",
+            source_model,
+            "--model-name",
+            "plain-onnx",
+            "--quantization",
+            "none",
+            "--thresholds",
+            "validation",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "int8" not in out and "fp32 graph, min cosine to torch" in out
@@ -213,11 +256,6 @@ class _UnexportableEncoder(torch.nn.Module):
 def test_an_encoder_the_exporter_cannot_handle_is_a_clear_error(tiny_encoder, tmp_path):
     from transformers import AutoTokenizer
 
-    from mlprojects.classifier import Classifier
-    from mlprojects.config import OnnxConfig
-    from mlprojects.model import DualEncoder
-    from mlprojects.onnx_export import ExportError, export_classifier
-
     model = DualEncoder(_UnexportableEncoder(), AutoTokenizer.from_pretrained(tiny_encoder))
     classifier = Classifier(model, FRUIT, np.full(2, 0.5))
     with pytest.raises(ExportError, match="cannot export encoder '_UnexportableEncoder' to ONNX: .*eigvalsh"):
@@ -227,15 +265,16 @@ def test_an_encoder_the_exporter_cannot_handle_is_a_clear_error(tiny_encoder, tm
 
 def test_static_quantisation_is_calibrated_on_text(tiny_encoder, tmp_path):
     """Static QDQ: activation ranges from real documents (QuantizeLinear nodes with fixed scales)."""
-    from mlprojects.classifier import Classifier
-    from mlprojects.config import OnnxConfig
-    from mlprojects.model import DualEncoder, load_encoder
-    from mlprojects.onnx_export import export_classifier
-
     encoder, tokenizer = load_encoder(tiny_encoder)
     classifier = Classifier(DualEncoder(encoder, tokenizer).eval(), FRUIT, np.full(2, 0.5))
-    result = export_classifier(classifier, tmp_path / "out", OnnxConfig(quantization="static", max_f1_drop=1.0),
-                               TEXTS, [["bank"]] * 3, TEXTS * 4)
+    result = export_classifier(
+        classifier,
+        tmp_path / "out",
+        OnnxConfig(quantization="static", max_f1_drop=1.0),
+        TEXTS,
+        [["bank"]] * 3,
+        TEXTS * 4,
+    )
     graph = onnx.load(str(result.directory / "model.onnx"))
     assert "QuantizeLinear" in {n.op_type for n in graph.graph.node}
     assert result.parity.fp32_min_cosine >= 0.9999
@@ -252,8 +291,10 @@ def test_gate_failures_name_each_gate_and_its_value():
     failures = gate_failures(bad, 0.9999, 0.99, 0.005, 0.9)
     assert failures[0] == "fp32 embedding parity: min cosine 0.999100 < 0.9999"
     assert failures[1] == "int8 embedding parity: mean cosine 0.950000 < 0.99"
-    assert failures[2] == ("F1-macro drop 0.1000 (0.8000 -> 0.7000), paired bootstrap 95% interval "
-                           "[0.0500, 0.1500]: lower bound 0.0500 > 0.005")
+    assert failures[2] == (
+        "F1-macro drop 0.1000 (0.8000 -> 0.7000), paired bootstrap 95% interval "
+        "[0.0500, 0.1500]: lower bound 0.0500 > 0.005"
+    )
     assert failures[3] == "decision agreement with torch 0.8500 < 0.9 (same label set on 34 of 40 documents)"
     assert bad.f1_macro_drop == pytest.approx(0.1)
 
@@ -272,8 +313,13 @@ def test_the_fp32_fallback_is_held_to_fp32_gates_and_reports_fp32_numbers():
     fp32 = _report(precision="fp32", fp32=0.99995, mean=0.98)  # no int8 gate for a graph never quantised
     assert gate_failures(fp32, 0.9999, 0.99, 0.005, 0.9) == []
     assert "int8" not in " ".join(fp32.metrics()) and "int8" not in fp32.summary()
-    assert set(fp32.metrics()) >= {"parity_fp32_mean_cosine", "parity_fp32_min_cosine", "decision_agreement",
-                                   "f1_macro_drop_low", "f1_macro_drop_high"}
+    assert set(fp32.metrics()) >= {
+        "parity_fp32_mean_cosine",
+        "parity_fp32_min_cosine",
+        "decision_agreement",
+        "f1_macro_drop_low",
+        "f1_macro_drop_high",
+    }
     assert "int8 mean cosine 0.99500" in _report().summary()
     assert fp32.summary().startswith("fp32 graph, min cosine to torch 0.999950; F1-macro 0.8000 -> 0.7970")
 
@@ -294,8 +340,6 @@ def test_decision_agreement_and_own_thresholds_by_hand():
 
 
 def test_same_decisions_give_a_zero_drop_interval():
-    from mlprojects.bootstrap import paired_bootstrap
-
     y = np.array([[1, 0], [0, 1], [1, 1]], float)
     pred = np.array([[1, 0], [0, 0], [1, 1]], bool)
     drop = paired_bootstrap(y, pred, pred.copy(), 200)

@@ -4,6 +4,7 @@ A 3-trial run exploits and registers its best trial (default suite); the interru
 marked slow (see the note on it); bad input is rejected before Ray starts, and a run whose trials all crash
 registers nothing.
 """
+
 import json
 import os
 import signal
@@ -16,7 +17,13 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from mlprojects.config import TrainConfig
+from mlprojects.data import load_splits
+from mlprojects.model.encoder import merged_encoder
+from mlprojects.sft import main
+from mlprojects.training.faults import FAULT_ENV
+from mlprojects.training.pbt import TrialData, build_trainer, trial_config
+from tests.conftest import REPO, cli_args
 from tests.test_sft_stage import mlflow_run
 
 
@@ -24,13 +31,19 @@ from tests.test_sft_stage import mlflow_run
 def pbt_args(small_dataset, tiny_encoder, tmp_path) -> dict:
     """78 fit documents (of 120: validation and test are held out) = 5 steps per epoch: 2 epochs in intervals of
     4 steps end at steps 4, 8 (both mid-epoch) and 10."""
-    return {**small_dataset, "encoder": tiny_encoder, "max_epochs": 2, "min_examples": 2, "model_name": "tiny-pbt",
-            "tune": "pbt", "pbt_trials": 3, "perturbation_interval": 4, "perturbation_unit": "steps",
-            "cpus_per_trial": 0.5, "storage_path": str(tmp_path / "ray")}
-
-
-def _cli(params: dict) -> list[str]:
-    return [a for k, v in params.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+    return {
+        **small_dataset,
+        "encoder": tiny_encoder,
+        "max_epochs": 2,
+        "min_examples": 2,
+        "model_name": "tiny-pbt",
+        "tune": "pbt",
+        "pbt_trials": 3,
+        "perturbation_interval": 4,
+        "perturbation_unit": "steps",
+        "cpus_per_trial": 0.5,
+        "storage_path": str(tmp_path / "ray"),
+    }
 
 
 def _wait_for_checkpoint(storage: Path, proc: subprocess.Popen, timeout: float = 400) -> None:
@@ -47,8 +60,9 @@ def test_pbt_run_exploits_and_registers_the_best_trial(mlflow_env, pbt_args):
     proc = mlflow_run("sft", pbt_args, mlflow_env)
     assert_best_trial_registered(proc, n_sft_runs=1)
     client = mlflow.MlflowClient()
-    for child in mlflow.search_runs(search_all_experiments=True, filter_string="tags.stage = 'sft-pbt-trial'",
-                                    output_format="list"):  # perturbation intervals in steps, ending mid-epoch
+    for child in mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.stage = 'sft-pbt-trial'", output_format="list"
+    ):  # perturbation intervals in steps, ending mid-epoch
         steps = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "step"), key=lambda m: m.step)]
         epochs = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "epoch"), key=lambda m: m.step)]
         assert steps[-3:] == [4, 8, 10] and epochs[-3:] == [0, 1, 2], (steps, epochs)
@@ -58,10 +72,16 @@ def test_pbt_run_exploits_and_registers_the_best_trial(mlflow_env, pbt_args):
 # stall (Ray restores the scheduler's barrier state inconsistently); seen once in a clean-clone CI run.
 def test_interrupted_pbt_run_resumes_exploits_and_registers_the_best_trial(mlflow_env, pbt_args):
     storage = Path(pbt_args["storage_path"])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_env}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_env, FAULT_ENV: "once"}
     # first attempt of every trial crashes (test hook) and is retried by Ray; then Ctrl-C stops the run
-    proc = subprocess.Popen([sys.executable, "-m", "mlprojects.sft", *_cli(pbt_args), "--test-hook-fail-trials", "once"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlprojects.sft", *cli_args(**pbt_args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_checkpoint(storage, proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
@@ -92,8 +112,9 @@ def assert_best_trial_registered(proc, n_sft_runs: int) -> None:
     assert int(version.tags["hparam.lora_r"]) in (4, 8, 16, 32)
 
     # at least one exploit, read from Ray's perturbation log as logged to MLflow
-    perturbations = pd.DataFrame(**json.loads(mlflow.artifacts.load_text(
-        f"runs:/{parent.info.run_id}/pbt/perturbations.json")))
+    perturbations = pd.DataFrame(
+        **json.loads(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/pbt/perturbations.json"))
+    )
     assert len(perturbations) >= 1 and parent.data.metrics["pbt_exploits"] == len(perturbations)
     trials = pd.DataFrame(**json.loads(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/pbt/trials.json")))
     assert trials["trial_id"].nunique() == 3 and {"step", "epoch", "f1_macro", "hp_lora_r"} <= set(trials.columns)
@@ -117,30 +138,29 @@ def assert_best_trial_registered(proc, n_sft_runs: int) -> None:
     assert list(out.columns) == ["labels", "top_label", "scores"]
 
 
-def test_all_trials_failing_registers_nothing(mlflow_env, pbt_args, capsys):
-    from mlprojects.sft import main
-
-    rc = main(_cli({**pbt_args, "pbt_trials": 2, "max_epochs": 1, "max_failures": 1})
-              + ["--test-hook-fail-trials", "always"])
+def test_all_trials_failing_registers_nothing(mlflow_env, pbt_args, capsys, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "always")
+    rc = main(cli_args(**{**pbt_args, "pbt_trials": 2, "max_epochs": 1, "max_failures": 1}))
     assert rc == 2
     assert "all 2 trials failed, nothing registered" in capsys.readouterr().err
     assert mlflow.MlflowClient().search_registered_models() == []
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"pbt_trials": 1}, "population of at least 2"),
-    ({"mutations": "learning_rate,dropout"}, "unknown mutation(s) ['dropout']"),
-    ({"lr_range": "1e-2,1e-4"}, "learning_rate range has low > high"),
-    ({"weight_decay_range": "0.2,0.1"}, "weight_decay range has low > high"),
-    ({"perturbation_unit": "minutes"}, "perturbation_unit must be one of ('epochs', 'steps')"),
-    ({"ray_address": "127.0.0.1:1"}, "cannot reach the Ray cluster at 127.0.0.1:1"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"pbt_trials": 1}, "population of at least 2"),
+        ({"mutations": "learning_rate,dropout"}, "unknown mutation(s) ['dropout']"),
+        ({"lr_range": "1e-2,1e-4"}, "learning_rate range has low > high"),
+        ({"weight_decay_range": "0.2,0.1"}, "weight_decay range has low > high"),
+        ({"perturbation_unit": "minutes"}, "perturbation_unit must be one of ('epochs', 'steps')"),
+        ({"ray_address": "127.0.0.1:1"}, "cannot reach the Ray cluster at 127.0.0.1:1"),
+    ],
+)
 def test_bad_tuning_input_fails_before_any_trial(mlflow_env, pbt_args, capsys, change, message):
     import ray
 
-    from mlprojects.sft import main
-
-    assert main(_cli({**pbt_args, **change})) == 2
+    assert main(cli_args(**pbt_args | change)) == 2
     assert message in capsys.readouterr().err
     assert not ray.is_initialized()
     assert not Path(pbt_args["storage_path"]).exists()
@@ -149,11 +169,6 @@ def test_bad_tuning_input_fails_before_any_trial(mlflow_env, pbt_args, capsys, c
 def test_exploit_continues_the_source_weights_at_a_new_rank_and_learning_rate(tiny_encoder, small_dataset):
     """What a trial does with a cloned checkpoint, without Ray: resized LoRA, source epoch, own lr/wd/warmup."""
     import torch
-
-    from mlprojects.config import TrainConfig
-    from mlprojects.data import load_splits
-    from mlprojects.model import merged_encoder
-    from mlprojects.pbt import TrialData, build_trainer, trial_config
 
     train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     base = TrainConfig(encoder=tiny_encoder, max_epochs=4, lora_r=4).to_params()
@@ -183,10 +198,6 @@ def test_a_checkpoint_taken_mid_epoch_continues_exactly(tiny_encoder, small_data
     """PBT in steps stops trials mid-epoch: stop after 2 of 3 batches, restore into a new trainer, finish 2 epochs
     and get the same weights and schedule as training straight through."""
     import torch
-
-    from mlprojects.config import TrainConfig
-    from mlprojects.data import load_splits
-    from mlprojects.pbt import TrialData, build_trainer, trial_config
 
     train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     base = TrainConfig(encoder=tiny_encoder, max_epochs=2, batch_size=16).to_params()

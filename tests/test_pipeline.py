@@ -1,4 +1,5 @@
 """The whole lifecycle through `mlflow run . -e pipeline` (tiny encoder): every stage, one command."""
+
 import mlflow
 import pandas as pd
 import pytest
@@ -12,12 +13,32 @@ from tests.test_sft_stage import mlflow_run
 def test_pipeline_runs_every_stage_and_leaves_a_consistent_registry(mlflow_env, tiny_encoder, tmp_path, monkeypatch):
     feedback_db = f"sqlite:///{tmp_path / 'feedback.db'}"
     monkeypatch.setenv("LOCAL_DEPLOY_DIR", str(tmp_path / "deployments"))
-    proc = mlflow_run("pipeline", {"encoder": tiny_encoder, "model_name": "tiny-pipeline", "pbt_trials": 2,
-                                   "max_epochs": 1, "grpo_epochs": 1, "feedback_db": feedback_db}, mlflow_env, timeout=1400)
+    proc = mlflow_run(
+        "pipeline",
+        {
+            "encoder": tiny_encoder,
+            "model_name": "tiny-pipeline",
+            "pbt_trials": 2,
+            "max_epochs": 1,
+            "grpo_epochs": 1,
+            "feedback_db": feedback_db,
+        },
+        mlflow_env,
+        timeout=1400,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for step in ("1. validate + SFT with PBT on the initial pool", "2. lifecycle", "3. evaluate the champion on the test",
-                 "4a. round 1: champion serves", "4b. round 1: GRPO", "4c. round 1: evaluate the GRPO challenger",
-                 "4d. round 1: lifecycle compares", "5a. round 2", "5b. round 2: GRPO", "5d. round 2: lifecycle"):
+    for step in (
+        "1. validate + SFT with PBT on the initial pool",
+        "2. lifecycle",
+        "3. evaluate the champion on the test",
+        "4a. round 1: champion serves",
+        "4b. round 1: GRPO",
+        "4c. round 1: evaluate the GRPO challenger",
+        "4d. round 1: lifecycle compares",
+        "5a. round 2",
+        "5b. round 2: GRPO",
+        "5d. round 2: lifecycle",
+    ):
         assert f"✓ {step}" in proc.stdout, step
     assert "Registry after the pipeline" in proc.stdout and "mlflow ui --backend-store-uri" in proc.stdout
 
@@ -36,20 +57,27 @@ def test_pipeline_runs_every_stage_and_leaves_a_consistent_registry(mlflow_env, 
     # the clones are made once per champion lineage and re-used by the second round
     assert len([v for v in versions if v.tags.get(RC.TAG_ROLE)]) == 2
     feedback = FeedbackStore(feedback_db).query(model_name="tiny-pipeline")
-    pools = {name: pd.read_csv(mlflow.artifacts.download_artifacts(f"{pipeline_run(client)}/pools/{name}.csv"))
-             for name in ("initial", "production", "test")}
+    pools = {
+        name: pd.read_csv(mlflow.artifacts.download_artifacts(f"{pipeline_run(client)}/pools/{name}.csv"))
+        for name in ("initial", "production", "test")
+    }
     assert len(feedback) == len(pools["production"])  # every production document rated once, none lost
     texts = set(feedback["text"])
     joined = lambda frame: set(frame["title"].str.strip() + ". " + frame["body"].str.strip())  # noqa: E731
     assert texts == joined(pools["production"]) and texts.isdisjoint(joined(pools["test"]) | joined(pools["initial"]))
 
     # The controller exported each new champion to ONNX, or recorded on it why the parity gates refused that.
-    exports = client.search_model_versions("name='tiny-pipeline-onnx'") if any(
-        m.name == "tiny-pipeline-onnx" for m in client.search_registered_models()) else []
+    exports = (
+        client.search_model_versions("name='tiny-pipeline-onnx'")
+        if any(m.name == "tiny-pipeline-onnx" for m in client.search_registered_models())
+        else []
+    )
     assert exports or champion.tags.get(RC.TAG_ONNX_STATUS, "").startswith("refused")
     for export in exports:
-        assert client.get_model_version("tiny-pipeline", export.tags[RC.TAG_PARENT_VERSION]).tags.get(
-            RC.TAG_DECISION) == "promoted"
+        assert (
+            client.get_model_version("tiny-pipeline", export.tags[RC.TAG_PARENT_VERSION]).tags.get(RC.TAG_DECISION)
+            == "promoted"
+        )
 
     model = mlflow.pyfunc.load_model(f"models:/tiny-pipeline@{RC.CHAMPION}")
     out = model.predict(pd.DataFrame({"text": ["Is VAT due on our 2023 consulting invoices?"]}))
@@ -57,6 +85,7 @@ def test_pipeline_runs_every_stage_and_leaves_a_consistent_registry(mlflow_env, 
 
 
 def pipeline_run(client: mlflow.MlflowClient) -> str:
-    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.mlflow.runName = 'pipeline'",
-                              output_format="list")
+    runs = mlflow.search_runs(
+        search_all_experiments=True, filter_string="tags.mlflow.runName = 'pipeline'", output_format="list"
+    )
     return f"runs:/{runs[0].info.run_id}"

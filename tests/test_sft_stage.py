@@ -1,4 +1,5 @@
 """The `sft` stage end to end through `mlflow run`, the pyfunc contract, zero-shot labels, and the gate."""
+
 import os
 import subprocess
 import sys
@@ -7,6 +8,8 @@ import mlflow
 import pandas as pd
 import pytest
 
+from mlprojects.data import content_hashes
+from mlprojects.sft import main
 from registry.contract import to_params
 from tests.conftest import REPO
 
@@ -15,14 +18,20 @@ def mlflow_run(entry: str, params: dict, env_uri: str, timeout: float = 600) -> 
     args = [sys.executable, "-m", "mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local"]
     for k, v in params.items():
         args += ["-P", f"{k}={v}"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": env_uri,
-           "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": env_uri,
+        "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}",
+    }
     return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_encoder, small_dataset):
-    proc = mlflow_run("sft", {**small_dataset, "encoder": tiny_encoder, "max_epochs": 2, "min_examples": 2,
-                              "model_name": "tiny-clf"}, mlflow_env)
+    proc = mlflow_run(
+        "sft",
+        {**small_dataset, "encoder": tiny_encoder, "max_epochs": 2, "min_examples": 2, "model_name": "tiny-clf"},
+        mlflow_env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Registered tiny-clf version 1" in proc.stdout
 
@@ -41,16 +50,18 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
     assert {"plots", "thresholds.json", "data", "labels.json", "validation"} <= artifacts
 
     # three disjoint splits; candidates are judged on the test split, which nothing trained or selected on
-    from mlprojects.data import content_hashes
 
-    splits = {name: pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/data/{name}.parquet"))
-              for name in ("train", "validation", "test")}
+    splits = {
+        name: pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/data/{name}.parquet"))
+        for name in ("train", "validation", "test")
+    }
     hashes = {name: set(content_hashes(frame["text"])) for name, frame in splits.items()}
     assert hashes["test"].isdisjoint(hashes["train"] | hashes["validation"])
     assert hashes["validation"].isdisjoint(hashes["train"])
     assert client.get_registered_model("tiny-clf").tags["eval.data"] == f"runs:/{run.info.run_id}/data/test.parquet"
     assert {f"docs_{name}": len(frame) for name, frame in splits.items()} == {
-        k: v for k, v in run.data.metrics.items() if k.startswith("docs_")}
+        k: v for k, v in run.data.metrics.items() if k.startswith("docs_")
+    }
     assert len(splits["test"]) == pytest.approx(0.2 * 120, abs=3) and sum(map(len, splits.values())) == 120
 
     model = mlflow.pyfunc.load_model("models:/tiny-clf/1")
@@ -77,16 +88,26 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
 
 
 def test_gate_rejects_bad_data_and_registers_nothing(mlflow_env, tiny_encoder, small_dataset, tmp_path, capsys):
-    from mlprojects.sft import main
-
     frame = pd.read_csv(small_dataset["data"])
     frame.loc[0, "labels"] = "vat|not_a_label"
     frame.loc[1, "body"] = frame.loc[2, "body"]
     frame.loc[1, "title"] = frame.loc[2, "title"]
     bad = tmp_path / "bad.csv"
     frame.to_csv(bad, index=False)
-    rc = main(["--data", str(bad), "--labels", small_dataset["labels"], "--encoder", tiny_encoder,
-               "--val-data", small_dataset["data"], "--min-examples", "2"])
+    rc = main(
+        [
+            "--data",
+            str(bad),
+            "--labels",
+            small_dataset["labels"],
+            "--encoder",
+            tiny_encoder,
+            "--val-data",
+            small_dataset["data"],
+            "--min-examples",
+            "2",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert "training data failed validation, nothing was trained or registered" in err
@@ -99,8 +120,6 @@ def test_gate_rejects_bad_data_and_registers_nothing(mlflow_env, tiny_encoder, s
 
 
 def test_test_data_that_overlaps_training_data_is_refused(mlflow_env, small_dataset, tmp_path, capsys):
-    from mlprojects.sft import main
-
     test = tmp_path / "test.csv"
     pd.read_csv(small_dataset["data"]).head(7).to_csv(test, index=False)
     rc = main(["--data", small_dataset["data"], "--labels", small_dataset["labels"], "--test-data", str(test)])
@@ -110,8 +129,6 @@ def test_test_data_that_overlaps_training_data_is_refused(mlflow_env, small_data
 
 
 def test_splits_too_small_for_the_labels_stop_before_training(mlflow_env, small_dataset, capsys):
-    from mlprojects.sft import main
-
     rc = main(["--data", small_dataset["data"], "--labels", small_dataset["labels"], "--min-examples", "5"])
     err = capsys.readouterr().err
     assert rc == 2 and "training data failed validation, nothing was trained or registered" in err
@@ -119,16 +136,33 @@ def test_splits_too_small_for_the_labels_stop_before_training(mlflow_env, small_
     assert mlflow.MlflowClient().search_registered_models() == []
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"--label-column": "tags"}, "label column 'tags' not in data"),
-    ({"--text-columns": "title,summary"}, "text column(s) ['summary'] not in data"),
-    ({"--max-epochs": "inf"}, "argument --max-epochs: 'inf' is not a finite integer"),
-])
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"--label-column": "tags"}, "label column 'tags' not in data"),
+        ({"--text-columns": "title,summary"}, "text column(s) ['summary'] not in data"),
+        ({"--max-epochs": "inf"}, "argument --max-epochs: 'inf' is not a finite integer"),
+    ],
+)
 def test_bad_parameters_exit_with_one_readable_line(mlflow_env, small_dataset, change, message):
-    args = [sys.executable, "-m", "mlprojects.sft", "--data", small_dataset["data"], "--labels", small_dataset["labels"]]
+    args = [
+        sys.executable,
+        "-m",
+        "mlprojects.sft",
+        "--data",
+        small_dataset["data"],
+        "--labels",
+        small_dataset["labels"],
+    ]
     for k, v in change.items():
         args += [k, v]
-    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_env})
+    proc = subprocess.run(
+        args,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_env},
+    )
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr

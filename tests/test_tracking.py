@@ -1,9 +1,10 @@
 """tracking.setup when several processes start at once (e.g. four lifecycle controllers on a new store)."""
+
 from __future__ import annotations
 
 import mlflow
 
-from mlprojects.tracking import setup
+from registry.tracking import setup
 
 
 def test_setup_survives_another_process_creating_the_experiment_first(mlflow_env, monkeypatch):

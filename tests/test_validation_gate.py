@@ -34,13 +34,23 @@ def only_failure(result: GateResult) -> str:
 
 
 def test_clean_data_passes() -> None:
-    result = validate_training_data(make_frame(), LABELS, val=make_frame(5, prefix="val"),
-                                    test=make_frame(5, prefix="test"))
+    result = validate_training_data(
+        make_frame(), LABELS, val=make_frame(5, prefix="val"), test=make_frame(5, prefix="test")
+    )
     assert result.success, result.failures
     assert result.failures == []
     result.raise_for_failures()  # no-op
-    assert set(result.details) == {"train", "train_labels", "label_counts", "val", "val_labels", "label_counts_val",
-                                   "test", "test_labels", "label_counts_test"}
+    assert set(result.details) == {
+        "train",
+        "train_labels",
+        "label_counts",
+        "val",
+        "val_labels",
+        "label_counts_val",
+        "test",
+        "test_labels",
+        "label_counts_test",
+    }
 
 
 def test_details_are_strict_json() -> None:
@@ -120,14 +130,17 @@ def test_every_split_needs_min_examples_per_label() -> None:
     result = validate_training_data(make_frame(), LABELS, val=make_frame(5, prefix="val"), test=test, min_examples=5)
     assert result.failures == ["test.labels: 1 label with fewer than 5 test examples: {'negative': 0}"]
     small_val = validate_training_data(make_frame(), LABELS, val=make_frame(2, prefix="val"), min_examples=5)
-    assert small_val.failures == ["val.labels: 3 labels with fewer than 5 validation examples: "
-                                  "{'positive': 3, 'negative': 2, 'neutral': 3}"]
+    assert small_val.failures == [
+        "val.labels: 3 labels with fewer than 5 validation examples: {'positive': 3, 'negative': 2, 'neutral': 3}"
+    ]
 
 
 def test_test_split_overlap_with_train_fails() -> None:
     test = with_rows(make_frame(5, prefix="test"), ("train text neutral 3", ["neutral"]))
     line = only_failure(validate_training_data(make_frame(), LABELS, test=test))
-    assert line == "test.text: 1 row also in train or validation (overlap with the test split): ['train text neutral 3']"
+    assert (
+        line == "test.text: 1 row also in train or validation (overlap with the test split): ['train text neutral 3']"
+    )
     test = with_rows(make_frame(5, prefix="test"), ("val text neutral 1", ["neutral"]))
     line = only_failure(validate_training_data(make_frame(), LABELS, val=make_frame(5, prefix="val"), test=test))
     assert line == "test.text: 1 row also in train or validation (overlap with the test split): ['val text neutral 1']"

@@ -3,13 +3,18 @@
 The gates are imported on first use: `validation.feedback_rules` (plain code, for a server's hot path) must not
 pay for importing great-expectations.
 """
+
 from __future__ import annotations
 
 import importlib
 
-_EXPORTS = {"DataValidationError": "validation.gx_runner", "GateResult": "validation.gx_runner",
-            "validate_evaluation_data": "validation.evaluation_data",
-            "validate_training_data": "validation.training_data"}
+_EXPORTS = {
+    "DataValidationError": "validation.gx_runner",
+    "GateResult": "validation.gx_runner",
+    "validate_evaluation_data": "validation.evaluation_data",
+    "validate_feedback": "validation.feedback_data",
+    "validate_training_data": "validation.training_data",
+}
 __all__ = list(_EXPORTS)
 
 

@@ -1,4 +1,5 @@
 """Evaluation-data gate: a model is only judged on data whose texts are present and whose labels are known."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -13,8 +13,18 @@ from collections.abc import Collection, Sequence
 
 import pandas as pd
 
-from validation.feedback_rules import (LABEL_COLUMNS, MAX_LENGTHS, REASONS, SCORES, as_score, clean, is_label_list,
-                                       label_cells, scores_ok, source_ok)
+from validation.feedback_rules import (
+    LABEL_COLUMNS,
+    MAX_LENGTHS,
+    REASONS,
+    SCORES,
+    as_score,
+    clean,
+    is_label_list,
+    label_cells,
+    scores_ok,
+    source_ok,
+)
 from validation.gx_runner import Check, failing_rows, gx
 
 E = gx.expectations
@@ -42,7 +52,9 @@ def validate_feedback(
             "text": frame["text"].map(clean),
             "score": frame["score"].map(as_score),
             "predicted_labels": frame["predicted_labels"].map(lambda v: v if is_label_list(v) else None),
-            "corrected_malformed": frame["corrected_labels"].map(lambda v: None if v is None or is_label_list(v) else repr(v)),
+            "corrected_malformed": frame["corrected_labels"].map(
+                lambda v: None if v is None or is_label_list(v) else repr(v)
+            ),
             "scores_malformed": frame["scores"].map(lambda v: None if scores_ok(v) else repr(v)[:200]),
             "source_malformed": frame["source"].map(lambda v: None if source_ok(v) else repr(v)[:200]),
             "source": frame["source"].map(lambda v: clean(v) if isinstance(v, str) else None),
@@ -61,16 +73,20 @@ def validate_feedback(
         Check(E.ExpectColumnValuesToBeNull(column="corrected_malformed"), REASONS["corrected_labels"]),
         Check(E.ExpectColumnValuesToBeNull(column="scores_malformed"), REASONS["scores"]),
         Check(E.ExpectColumnValuesToBeNull(column="source_malformed"), REASONS["source"]),
-        *[Check(E.ExpectColumnValueLengthsToBeBetween(column=c, max_value=n), REASONS[f"{c}_length"])
-          for c, n in MAX_LENGTHS.items()],
+        *[
+            Check(E.ExpectColumnValueLengthsToBeBetween(column=c, max_value=n), REASONS[f"{c}_length"])
+            for c, n in MAX_LENGTHS.items()
+        ],
     ]
     reasons = failing_rows("feedback_rows", rows, checks)
     if label_names is not None:
         for column in LABEL_COLUMNS:
             long = _explode(frame[column], column)
             if len(long):
-                check = Check(E.ExpectColumnValuesToBeInSet(column="label", value_set=list(label_names)),
-                              REASONS[f"{column}_labels"])
+                check = Check(
+                    E.ExpectColumnValuesToBeInSet(column="label", value_set=list(label_names)),
+                    REASONS[f"{column}_labels"],
+                )
                 for pos, why in failing_rows(f"feedback_{column}", long, [check]).items():
                     unknown = sorted(set(long.loc[[pos], "label"]) - set(label_names))
                     reasons.setdefault(pos, []).extend(f"{w}: {unknown}" for w in why)

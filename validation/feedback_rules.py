@@ -4,6 +4,7 @@ The great-expectations feedback gate (`validation.feedback_data`) applies the sa
 reasons, to whole files; a test runs both on the same rows and compares their verdicts. This module imports
 no great-expectations, so a server answering feedback never pays for it.
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,14 @@ def scores_ok(value: Any) -> bool:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return True
     return isinstance(value, dict) and all(
-        isinstance(k, str) and k and isinstance(v, (int, float)) and not isinstance(v, bool)
-        and math.isfinite(v) and 0.0 <= v <= 1.0 for k, v in value.items())
+        isinstance(k, str)
+        and k
+        and isinstance(v, (int, float))
+        and not isinstance(v, bool)
+        and math.isfinite(v)
+        and 0.0 <= v <= 1.0
+        for k, v in value.items()
+    )
 
 
 def source_ok(value: Any) -> bool:
@@ -79,8 +86,7 @@ def label_cells(column: str, value: Any) -> list[str]:
     return list(value) if is_label_list(value) else []
 
 
-def record_reasons(record: dict, label_names: Sequence[str] | None,
-                   stored_ids: Collection[str] = ()) -> list[str]:
+def record_reasons(record: dict, label_names: Sequence[str] | None, stored_ids: Collection[str] = ()) -> list[str]:
     """Why one feedback record must not be stored (empty: it may); the feedback gate's rules, in plain code."""
     failed = []
     pid = clean(record.get("prediction_id"))

@@ -18,8 +18,10 @@ from validation.gx_runner import Check, GateResult, gx, run_checks
 
 E = gx.expectations
 _SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
-_OVERLAP = {"val": "{n} row{s} also in train (train/validation overlap)",
-            "test": "{n} row{s} also in train or validation (overlap with the test split)"}
+_OVERLAP = {
+    "val": "{n} row{s} also in train (train/validation overlap)",
+    "test": "{n} row{s} also in train or validation (overlap with the test split)",
+}
 
 
 def validate_training_data(
@@ -67,7 +69,9 @@ def _split_checks(
     if missing:  # nothing else can be checked meaningfully; report the columns and stop here
         found = list(map(str, df.columns))
         checks = [
-            Check(E.ExpectColumnToExist(column=c), f"required column is missing (found {found})", f"{prefix}{c}", "none")
+            Check(
+                E.ExpectColumnToExist(column=c), f"required column is missing (found {found})", f"{prefix}{c}", "none"
+            )
             for c in cols
         ]
         return run_checks(f"{split}_columns", df, checks)
@@ -100,7 +104,9 @@ def _split_checks(
         ),
     ]
     if train_texts is None:
-        checks.append(Check(E.ExpectColumnValuesToBeUnique(column=text), "{n} row{s} with duplicate text", f"{prefix}{text}"))
+        checks.append(
+            Check(E.ExpectColumnValuesToBeUnique(column=text), "{n} row{s} with duplicate text", f"{prefix}{text}")
+        )
     else:
         checks.append(
             Check(
@@ -118,10 +124,9 @@ def _split_checks(
     return GateResult.combine([run_checks(split, rows, checks), run_checks(f"{split}_labels", long, [label_check])])
 
 
-
-
-def _min_examples(split: str, df: pd.DataFrame, label_names: Sequence[str], min_examples: int,
-                  labels: str) -> GateResult:
+def _min_examples(
+    split: str, df: pd.DataFrame, label_names: Sequence[str], min_examples: int, labels: str
+) -> GateResult:
     """Every known label needs enough rows in each split, or its model (train) or its metrics (val, test) are noise."""
     long = _explode(df, labels).reset_index().drop_duplicates()  # count rows, not repeats
     counts = long["label"].value_counts()

@@ -1,5 +1,6 @@
 """What an Azure ML deployment is made of: the MLflow model files, the code directory (score.py + the shared
 request parser) and a conda environment derived from the model's own requirements."""
+
 from __future__ import annotations
 
 import re
@@ -35,20 +36,6 @@ class Bundle:
     @property
     def conda_file(self) -> Path:
         return self.root / "environment" / "conda.yaml"
-
-
-def resolve_version(model_uri: str) -> tuple[str, str]:
-    """(name, version) for `models:/name@alias` or `models:/name/N`."""
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-    if not model_uri.startswith("models:/"):
-        raise ValueError(f"expected a registry URI models:/<name>@<alias> or models:/<name>/<version>, got {model_uri}")
-    client = mlflow.MlflowClient()
-    resolved = get_model_name_and_version(client, model_uri)
-    if len(resolved) != 2:
-        raise ValueError(f"{model_uri} is not a registered model version")
-    client.get_model_version(resolved[0], str(resolved[1]))  # models:/name/N is only parsed above: does it exist?
-    return resolved[0], str(resolved[1])
 
 
 def serving_artifact(model_name: str, version: str) -> str:
@@ -93,5 +80,8 @@ def conda_environment(model_dir: Path) -> dict:
     if env_file.exists():
         python = str(yaml.safe_load(env_file.read_text()).get("python", python))
     pip = scoring_requirements(model_dir)
-    return {"name": "dual-encoder-scoring", "channels": ["conda-forge"],
-            "dependencies": [f"python={python}", "pip", {"pip": pip}]}
+    return {
+        "name": "dual-encoder-scoring",
+        "channels": ["conda-forge"],
+        "dependencies": [f"python={python}", "pip", {"pip": pip}],
+    }

@@ -1,12 +1,13 @@
 """`deploy --target azureml --dry-run`: write what a deployment is made of, and the plan, without calling Azure."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from mlprojects.config import AzureMLConfig
 from serving.azureml.bundle import build_bundle
 from serving.azureml.entities import deployment_entity, endpoint_entity, write_yaml
+from serving.config import AzureMLConfig
 
 
 def write_dry_run(model_name: str, version: str, cfg: AzureMLConfig, out: str | Path) -> dict:

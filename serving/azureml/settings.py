@@ -1,4 +1,5 @@
 """Azure ML settings from a YAML file and AZUREML_* environment variables (the environment wins)."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,8 @@ from typing import Mapping
 
 import yaml
 
-from mlprojects.config import AzureMLConfig
-from mlprojects.errors import ConfigError
+from registry.errors import ConfigError
+from serving.config import AzureMLConfig
 
 ENV_PREFIX = "AZUREML_"
 _SECRET_WORDS = ("key", "secret", "password", "token", "credential")
@@ -33,8 +34,10 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
             values[name] = environ[f"{ENV_PREFIX}{name.upper()}"]
     secret = [k for k in values if any(w in k.lower() for w in _SECRET_WORDS)]
     if secret:
-        raise ConfigError(f"Azure ML config must not hold secrets ({secret}): authentication uses "
-                          "DefaultAzureCredential (az login, managed identity or AZURE_* variables)")
+        raise ConfigError(
+            f"Azure ML config must not hold secrets ({secret}): authentication uses "
+            "DefaultAzureCredential (az login, managed identity or AZURE_* variables)"
+        )
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"unknown Azure ML setting(s) {unknown}; known: {sorted(known)}")
@@ -50,7 +53,9 @@ def _coerce(name: str, value):
         if name in ("instance_count", "request_timeout_ms"):
             return int(value)
     except (TypeError, ValueError):
-        raise ConfigError(f"Azure ML setting {name} must be a number (or a comma list of numbers), got {value!r}") from None
+        raise ConfigError(
+            f"Azure ML setting {name} must be a number (or a comma list of numbers), got {value!r}"
+        ) from None
     return value
 
 
@@ -69,5 +74,8 @@ def require_workspace(cfg: AzureMLConfig) -> None:
     """A live deployment needs the workspace coordinates (a dry run does not)."""
     missing = [n for n in ("subscription_id", "resource_group", "workspace") if not getattr(cfg, n)]
     if missing:
-        raise ConfigError("Azure ML workspace not configured: set " + ", ".join(
-            f"{ENV_PREFIX}{n.upper()}" for n in missing) + " (or put them in the --config file)")
+        raise ConfigError(
+            "Azure ML workspace not configured: set "
+            + ", ".join(f"{ENV_PREFIX}{n.upper()}" for n in missing)
+            + " (or put them in the --config file)"
+        )

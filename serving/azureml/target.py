@@ -4,6 +4,7 @@ Blue/green: the new version goes to the idle deployment, is smoke-tested through
 deployment, then traffic moves in the configured steps (each step checked through the endpoint); on success
 the old deployment is deleted, on any failure traffic returns to the old one and the error is raised.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,14 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlprojects.config import AzureMLConfig
+import mlflow
+
+from registry.contract import OUTPUT_COLUMNS, SCORES, TOP_LABEL
+from registry.conventions import TAG_AZUREML_PREFIX
 from serving.azureml.bundle import build_bundle
 from serving.azureml.entities import deployment_entity, endpoint_entity, model_entity
 from serving.azureml.settings import load_settings, require_workspace
+from serving.config import AzureMLConfig
 from serving.targets import Deployment
 
 log = logging.getLogger(__name__)
@@ -48,8 +53,9 @@ class AzureMLTarget:
             from azure.identity import DefaultAzureCredential
 
             require_workspace(self.cfg)
-            self.client = MLClient(DefaultAzureCredential(), self.cfg.subscription_id, self.cfg.resource_group,
-                                   self.cfg.workspace)
+            self.client = MLClient(
+                DefaultAzureCredential(), self.cfg.subscription_id, self.cfg.resource_group, self.cfg.workspace
+            )
         return self.client
 
     def current(self, model_name: str) -> Deployment | None:
@@ -61,8 +67,13 @@ class AzureMLTarget:
         version = (dep.tags or {}).get("mlflow.model_version", "")
         if (dep.tags or {}).get("mlflow.model_name") != model_name:
             return None
-        return Deployment(self.name, f"models:/{model_name}/{version}", version, "deployed",
-                          {"endpoint": self.cfg.endpoint_name, "deployment": live, "traffic": dict(endpoint.traffic)})
+        return Deployment(
+            self.name,
+            f"models:/{model_name}/{version}",
+            version,
+            "deployed",
+            {"endpoint": self.cfg.endpoint_name, "deployment": live, "traffic": dict(endpoint.traffic)},
+        )
 
     def deploy(self, model_name: str, version: str) -> Deployment:
         now = self.current(model_name)
@@ -72,18 +83,29 @@ class AzureMLTarget:
         with tempfile.TemporaryDirectory() as tmp:
             bundle = build_bundle(model_name, str(version), Path(self.workdir or tmp) / f"{model_name}-{version}")
             registered = client.models.create_or_update(model_entity(bundle))
-            endpoint = self._endpoint() or client.online_endpoints.begin_create_or_update(endpoint_entity(self.cfg)).result()
+            endpoint = (
+                self._endpoint() or client.online_endpoints.begin_create_or_update(endpoint_entity(self.cfg)).result()
+            )
             old = _live(endpoint.traffic or {})
             idle = next(n for n in self.cfg.deployment_names if n != old)
             log.info("deploying %s v%s to %s/%s (live: %s)", model_name, version, self.cfg.endpoint_name, idle, old)
-            model_ref = f"azureml:{registered.name}:{registered.version}" if getattr(registered, "version", None) else None
-            client.online_deployments.begin_create_or_update(deployment_entity(self.cfg, bundle, idle, model_ref)).result()
+            model_ref = (
+                f"azureml:{registered.name}:{registered.version}" if getattr(registered, "version", None) else None
+            )
+            client.online_deployments.begin_create_or_update(
+                deployment_entity(self.cfg, bundle, idle, model_ref)
+            ).result()
         steps = self._rollout(idle, old)
         if old:
             client.online_deployments.begin_delete(name=old, endpoint_name=self.cfg.endpoint_name).result()
         _record(model_name, str(version), {"endpoint": self.cfg.endpoint_name, "deployment": idle})
-        return Deployment(self.name, f"models:/{model_name}/{version}", str(version), "deployed",
-                          {"endpoint": self.cfg.endpoint_name, "deployment": idle, "replaced": old, "traffic_steps": steps})
+        return Deployment(
+            self.name,
+            f"models:/{model_name}/{version}",
+            str(version),
+            "deployed",
+            {"endpoint": self.cfg.endpoint_name, "deployment": idle, "replaced": old, "traffic_steps": steps},
+        )
 
     def _rollout(self, new: str, old: str | None) -> list[dict]:
         """Smoke-test `new` directly, then shift traffic step by step; on failure put all traffic back on `old`."""
@@ -109,8 +131,9 @@ class AzureMLTarget:
     def _smoke(self, deployment: str | None) -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(self.smoke_request, f)
-        raw = self.ml_client().online_endpoints.invoke(endpoint_name=self.cfg.endpoint_name, request_file=f.name,
-                                                       deployment_name=deployment)
+        raw = self.ml_client().online_endpoints.invoke(
+            endpoint_name=self.cfg.endpoint_name, request_file=f.name, deployment_name=deployment
+        )
         Path(f.name).unlink(missing_ok=True)
         check_answer(raw, expected=len(self.smoke_request["input_data"]))
 
@@ -125,11 +148,9 @@ class AzureMLTarget:
 
 def _record(model_name: str, version: str, where: dict[str, str]) -> None:
     """Where the version is served, as model-version tags (names only: keys never leave the Azure client)."""
-    import mlflow
-
     client = mlflow.MlflowClient()
     for key, value in where.items():
-        client.set_model_version_tag(model_name, version, f"deployment.azureml.{key}", value)
+        client.set_model_version_tag(model_name, version, f"{TAG_AZUREML_PREFIX}{key}", value)
 
 
 def _live(traffic: dict[str, int]) -> str | None:
@@ -145,7 +166,5 @@ def check_answer(raw: str | bytes, expected: int) -> None:
     if not isinstance(predictions, list) or len(predictions) != expected:
         raise ValueError(f"smoke test answer has no {expected} predictions: {str(raw)[:200]}")
     for p in predictions:
-        if not {"prediction_id", "labels", "top_label", "scores"} <= set(p) or p["top_label"] not in p["scores"]:
+        if not {"prediction_id", *OUTPUT_COLUMNS} <= set(p) or p[TOP_LABEL] not in p[SCORES]:
             raise ValueError(f"smoke test answer breaks the contract: {json.dumps(p)[:200]}")
-
-

@@ -10,22 +10,32 @@ against `--labels` (a label file as for `sft`) or, without it, against each mode
 read from the MLflow registry. `import` stores the good rows, prints every rejected row with its reasons,
 and exits 0 when at least one row was stored (2 when none could be).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
 from functools import lru_cache
 
-from mlprojects.config import feedback_db_url
-from mlprojects.errors import ArgumentParser, ConfigError, DataError, cli_entry, db_url_arg, output_path_arg
+from registry.cli import ArgumentParser, cli_entry, db_url_arg, output_path_arg
+from registry.documents import load_label_descriptions
+from registry.errors import ConfigError, DataError
+from registry.locations import feedback_db_url
+from registry.lookup import label_names
 from serving.feedback.io import FeedbackFileError, parse_labels, read_feedback_file, write_feedback_file
 from serving.feedback.store import FeedbackStore, ImportReport
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m serving.feedback", description=__doc__,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--db", type=db_url_arg, default=None, help="SQLAlchemy URL of the store (default: $FEEDBACK_DB_URL or ./feedback.db)")
+    p = ArgumentParser(
+        prog="python -m serving.feedback", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--db",
+        type=db_url_arg,
+        default=None,
+        help="SQLAlchemy URL of the store (default: $FEEDBACK_DB_URL or ./feedback.db)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     add = sub.add_parser("add", help="store one piece of feedback")
     add.add_argument("--prediction-id", required=True)
@@ -51,8 +61,6 @@ class LabelSets:
     """Label names per (model, version): the --labels file for all, else each version's own, from the registry."""
 
     def __init__(self, labels_file: str | None):
-        from mlprojects.data import load_label_descriptions
-
         self.fixed = list(load_label_descriptions(labels_file)) if labels_file else None
 
     def __call__(self, model_name, model_version) -> list[str] | None:
@@ -61,13 +69,13 @@ class LabelSets:
 
 @lru_cache(maxsize=None)
 def _registry_labels(model_name: str, model_version: str) -> list[str] | None:
-    from registry.lookup import label_names
-
     try:
         return label_names(model_name, model_version)
     except Exception as exc:  # noqa: BLE001 - any registry failure means: this version cannot be checked
-        raise DataError(f"cannot read the label set of {model_name} version {model_version} from the registry "
-                        f"({exc}); pass --labels") from exc
+        raise DataError(
+            f"cannot read the label set of {model_name} version {model_version} from the registry "
+            f"({exc}); pass --labels"
+        ) from exc
 
 
 def store_grouped(store: FeedbackStore, records: list[dict], labels: LabelSets, first_row: int) -> ImportReport:
@@ -103,10 +111,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"exported {n} feedback record(s) to {args.path}")
         return 0
     if args.command == "add":
-        records = [{"prediction_id": args.prediction_id, "model_name": args.model_name,
-                    "model_version": args.model_version, "text": args.text,
-                    "predicted_labels": parse_labels(args.predicted_labels or None, empty=[]), "score": args.score,
-                    "corrected_labels": parse_labels(args.corrected_labels, empty=None), "source": args.source}]
+        records = [
+            {
+                "prediction_id": args.prediction_id,
+                "model_name": args.model_name,
+                "model_version": args.model_version,
+                "text": args.text,
+                "predicted_labels": parse_labels(args.predicted_labels or None, empty=[]),
+                "score": args.score,
+                "corrected_labels": parse_labels(args.corrected_labels, empty=None),
+                "source": args.source,
+            }
+        ]
         first_row = 1
     else:
         try:

@@ -4,6 +4,7 @@ predicted_labels, score, corrected_labels, source (optional: scores, timestamp).
 List cells may be JSON arrays (`["vat", "payroll"]`) or `|`-separated (`vat|payroll`); an empty
 `corrected_labels` cell means "not given", while `[]` means "no label applies". `scores` is a JSON object.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """A simulated user, for demos and benchmarks: scores a served prediction against the true labels."""
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -19,8 +20,9 @@ def agreement_score(predicted: Sequence[str], truth: Sequence[str]) -> int:
     return int(np.floor(1 + 4 * jaccard + 0.5))
 
 
-def simulated_feedback(predicted: Sequence[Sequence[str]], truth: Sequence[Sequence[str]],
-                       corrected_fraction: float, seed: int) -> tuple[list[int], list[list[str] | None]]:
+def simulated_feedback(
+    predicted: Sequence[Sequence[str]], truth: Sequence[Sequence[str]], corrected_fraction: float, seed: int
+) -> tuple[list[int], list[list[str] | None]]:
     """(scores, corrected_labels): each score from the served labels' agreement with the true ones; a
     `corrected_fraction` of users also type the true labels (None for the others)."""
     rng = np.random.default_rng(seed)
@@ -34,17 +36,22 @@ def rate_through_endpoint(url: str, frame, corrected_fraction: float, seed: int,
     to /feedback: the same HTTP path real users take. Counts of what was scored and stored."""
     predictions = []
     for start in range(0, len(frame), SCORING_BATCH):  # the endpoint refuses requests of too many documents
-        records = frame[["text"]].iloc[start:start + SCORING_BATCH].to_dict("records")
+        records = frame[["text"]].iloc[start : start + SCORING_BATCH].to_dict("records")
         answer = requests.post(f"{url}/invocations", json={"dataframe_records": records}, timeout=300)
         answer.raise_for_status()
         predictions += answer.json()["predictions"]
-    scores, corrected = simulated_feedback([p["labels"] for p in predictions], list(frame["labels"]),
-                                           corrected_fraction, seed)
+    scores, corrected = simulated_feedback(
+        [p["labels"] for p in predictions], list(frame["labels"]), corrected_fraction, seed
+    )
     stored = 0
     for prediction, score, fix in zip(predictions, scores, corrected):
         body = {"prediction_id": prediction["prediction_id"], "score": score, "source": source}
         if fix is not None:
             body["corrected_labels"] = fix
         stored += requests.post(f"{url}/feedback", json=body, timeout=30).ok
-    return {"scored": len(predictions), "feedback_stored": stored, "mean_score": float(np.mean(scores)),
-            "served_exactly_right": float(np.mean([s == 5 for s in scores]))}
+    return {
+        "scored": len(predictions),
+        "feedback_stored": stored,
+        "mean_score": float(np.mean(scores)),
+        "served_exactly_right": float(np.mean([s == 5 for s in scores])),
+    }

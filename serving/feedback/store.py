@@ -5,6 +5,7 @@ in `BEGIN IMMEDIATE` transactions (the write lock is taken up front, so two writ
 on a lock upgrade), and a retry when the database is still locked. A unique constraint on `prediction_id`
 keeps one piece of feedback per prediction, whatever the number of writers.
 """
+
 from __future__ import annotations
 
 import time
@@ -18,9 +19,22 @@ from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, eve
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+import validation  # its great-expectations suites load on first use, never on a server's hot path
+from validation.feedback_rules import as_score, record_reasons
+
 T = TypeVar("T")
-COLUMNS = ["prediction_id", "model_name", "model_version", "text", "predicted_labels", "scores", "score",
-           "corrected_labels", "source", "timestamp"]
+COLUMNS = [
+    "prediction_id",
+    "model_name",
+    "model_version",
+    "text",
+    "predicted_labels",
+    "scores",
+    "score",
+    "corrected_labels",
+    "source",
+    "timestamp",
+]
 SQLITE_BUSY_MS = 30_000
 LOCK_RETRIES = 8
 
@@ -100,7 +114,7 @@ class FeedbackStore:
     def __init__(self, url: str):
         self.url = url
         if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url)
         if self.engine.dialect.name == "sqlite":
             _sqlite_pragmas(self.engine)
@@ -114,14 +128,12 @@ class FeedbackStore:
             except OperationalError as exc:
                 if not _locked(exc) or attempt == LOCK_RETRIES - 1:
                     raise
-                time.sleep(0.05 * 2 ** attempt)
+                time.sleep(0.05 * 2**attempt)
         raise AssertionError("unreachable")
 
     def add(self, record: FeedbackRecord | dict, label_names: Sequence[str] | None = None) -> None:
         """Validate (plain code: the feedback gate's rules without great-expectations, for a server's hot path) and
         store one record; raises `FeedbackRejected` with the reasons if it is not stored."""
-        from validation.feedback_rules import record_reasons
-
         row = record if isinstance(record, dict) else asdict(record)
         report = ImportReport()
         reasons = record_reasons(row, label_names)  # an id stored already is caught by the unique constraint
@@ -131,20 +143,19 @@ class FeedbackStore:
         if report.rejected:
             raise FeedbackRejected(report.rejected[0][2])
 
-    def add_many(self, records: Sequence[FeedbackRecord | dict], label_names: Sequence[str] | None = None,
-                 first_row: int = 1) -> ImportReport:
+    def add_many(
+        self, records: Sequence[FeedbackRecord | dict], label_names: Sequence[str] | None = None, first_row: int = 1
+    ) -> ImportReport:
         """Validate every record (great-expectations suite), store the good ones, report the bad with reasons.
 
         `label_names`: the model's labels; None skips the known-label check (callers with a model should pass
         them). Rows are numbered from `first_row` (2 for a CSV with a header line).
         """
-        from validation.feedback_data import validate_feedback
-
         frame = pd.DataFrame([r if isinstance(r, dict) else asdict(r) for r in records], columns=COLUMNS)
         report = ImportReport()
         if frame.empty:
             return report
-        reasons = validate_feedback(frame, label_names, self.existing_ids(frame["prediction_id"]))
+        reasons = validation.validate_feedback(frame, label_names, self.existing_ids(frame["prediction_id"]))
         good = []
         for pos, row in enumerate(frame.to_dict("records")):
             if reasons.get(pos):
@@ -170,14 +181,18 @@ class FeedbackStore:
         rejected, not lost."""
         while rows:
             try:
-                self._retry(lambda: self._write([r for _, r in rows]))
+                batch = [r for _, r in rows]
+                self._retry(lambda batch=batch: self._write(batch))
                 return len(rows)
             except IntegrityError:
                 taken = self.existing_ids([r["prediction_id"] for _, r in rows])
                 if not taken:
                     raise
-                report.rejected += [(n, r, ["prediction_id already has feedback in the store"])
-                                    for n, r in rows if str(r["prediction_id"]).strip() in taken]
+                report.rejected += [
+                    (n, r, ["prediction_id already has feedback in the store"])
+                    for n, r in rows
+                    if str(r["prediction_id"]).strip() in taken
+                ]
                 rows = [(n, r) for n, r in rows if str(r["prediction_id"]).strip() not in taken]
         return 0
 
@@ -189,8 +204,8 @@ class FeedbackStore:
         ids = sorted({str(i).strip() for i in prediction_ids if i is not None and not pd.isna(i) and str(i).strip()})
         found: set[str] = set()
         for s in range(0, len(ids), 500):  # keep IN (...) under every database's parameter limit
-            stmt = select(FeedbackRow.prediction_id).where(FeedbackRow.prediction_id.in_(ids[s:s + 500]))
-            found |= set(self._retry(lambda: self._scalars(stmt)))
+            stmt = select(FeedbackRow.prediction_id).where(FeedbackRow.prediction_id.in_(ids[s : s + 500]))
+            found |= set(self._retry(lambda stmt=stmt: self._scalars(stmt)))
         return found
 
     def _scalars(self, stmt) -> list:
@@ -228,8 +243,6 @@ class FeedbackRejected(ValueError):
 
 def _row_values(row: dict) -> dict:
     """A validated record -> column values; the conversions are the validators' own (`as_score`)."""
-    from validation.feedback_rules import as_score
-
     timestamp = row.get("timestamp")
     if timestamp is None or (isinstance(timestamp, float) and pd.isna(timestamp)):
         timestamp = datetime.now(timezone.utc)
@@ -237,11 +250,14 @@ def _row_values(row: dict) -> dict:
         timestamp = pd.Timestamp(timestamp).to_pydatetime()
     scores = row.get("scores")
     return {
-        "prediction_id": str(row["prediction_id"]).strip(), "model_name": str(row["model_name"]).strip(),
-        "model_version": str(row["model_version"]).strip(), "text": str(row["text"]),
+        "prediction_id": str(row["prediction_id"]).strip(),
+        "model_name": str(row["model_name"]).strip(),
+        "model_version": str(row["model_version"]).strip(),
+        "text": str(row["text"]),
         "predicted_labels": list(row["predicted_labels"]),
         "scores": {str(k): float(v) for k, v in scores.items()} if isinstance(scores, dict) else {},
         "score": int(as_score(row["score"])),
         "corrected_labels": None if row.get("corrected_labels") is None else list(row["corrected_labels"]),
-        "source": str(row.get("source") or "api"), "timestamp": timestamp,
+        "source": str(row.get("source") or "api"),
+        "timestamp": timestamp,
     }

@@ -1,0 +1,178 @@
+"""The dual encoder: one shared transformer embeds documents and label descriptions; scaled cosine is the logit.
+
+No classification head: the label set is whatever descriptions are passed in, so new labels work zero-shot.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlprojects.config import resolve_encoder
+from registry.errors import ConfigError
+
+# LoRA targets per architecture: every attention projection plus the attention output dense layer.
+# bge-m3 is XLM-RoBERTa; MiniLM is BERT.
+_LORA_TARGETS = {
+    "bert": ["query", "key", "value", "attention.output.dense"],
+    "roberta": ["query", "key", "value", "attention.output.dense"],
+    "xlm-roberta": ["query", "key", "value", "attention.output.dense"],
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin"],
+    "mpnet": ["q", "k", "v", "o"],
+}
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors that are not padding."""
+    mask = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def cls_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The first token's vector (bge-m3's dense embedding uses CLS)."""
+    return hidden[:, 0]
+
+
+POOLERS = {"mean": mean_pool, "cls": cls_pool}
+
+
+def lora_target_modules(model_type: str) -> list[str]:
+    """Our choice per architecture, else peft's own table, else a clear error."""
+    if model_type in _LORA_TARGETS:
+        return _LORA_TARGETS[model_type]
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_table
+
+    if model_type in peft_table:
+        return list(peft_table[model_type])
+    raise ConfigError(f"no LoRA target modules known for architecture '{model_type}'; set lora_target_modules")
+
+
+class DualEncoder(nn.Module):
+    """Shared encoder + pooling + L2 norm; logits = scale · cos + bias, scale learnt in log space (as in CLIP)."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        tokenizer,
+        pooling: str = "mean",
+        max_length: int = 128,
+        init_scale: float = 20.0,
+        init_bias: float = -6.0,
+    ):
+        super().__init__()
+        if pooling not in POOLERS:
+            raise ConfigError(f"pooling must be one of {sorted(POOLERS)}, got '{pooling}'")
+        self.encoder = encoder
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.bias = nn.Parameter(torch.tensor(float(init_bias)))
+
+    @property
+    def device(self) -> torch.device:
+        return self.bias.device
+
+    @property
+    def scale(self) -> torch.Tensor:
+        return self.log_scale.exp().clamp(max=100.0)
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """L2-normalised embeddings [n, d], with gradients (training path)."""
+        batch = self.tokenize(texts)
+        hidden = self.encoder(**batch).last_hidden_state
+        return F.normalize(POOLERS[self.pooling](hidden, batch["attention_mask"]).float(), dim=-1)
+
+    def head(self, doc_emb: torch.Tensor, label_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, cos) for every document × label pair."""
+        cos = doc_emb @ label_emb.T
+        return self.scale * cos + self.bias, cos
+
+    def forward(self, docs: Sequence[str], label_texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training step: label descriptions pass through the (LoRA) encoder too, so they move with it."""
+        return self.head(self.encode(docs), self.encode(label_texts))
+
+    @torch.no_grad()
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
+        """Inference embeddings, batched by length so padding is small; returned in the input order."""
+        was_training = self.training
+        self.eval()
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = torch.empty((len(texts), 0))
+        chunks = [
+            self.encode([texts[i] for i in order[s : s + batch_size]]).cpu() for s in range(0, len(texts), batch_size)
+        ]
+        if chunks:
+            out = torch.cat(chunks)[torch.as_tensor(np.argsort(order))]
+        self.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def probabilities(self, doc_emb: torch.Tensor, label_emb: torch.Tensor) -> np.ndarray:
+        logits, _ = self.head(doc_emb.to(self.device), label_emb.to(self.device))
+        return torch.sigmoid(logits).cpu().numpy()
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Copies of the parameters that training changes (LoRA, scale, bias): a cheap best-checkpoint."""
+        return {n: p.detach().cpu().clone() for n, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        own = dict(self.named_parameters())
+        with torch.no_grad():
+            for name, value in state.items():
+                own[name].copy_(value)
+
+
+def load_encoder(name_or_path: str):
+    """AutoModel + AutoTokenizer from an HF id or a local directory (offline when it is local)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    source = resolve_encoder(name_or_path)
+    try:
+        return AutoModel.from_pretrained(source), AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise ConfigError(f"cannot load encoder '{name_or_path}': {exc}") from exc
+
+
+def add_lora(encoder: nn.Module, r: int, alpha: int, dropout: float, targets: list[str] | None = None):
+    """Freeze the encoder and wrap it with LoRA adapters (peft)."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = targets or lora_target_modules(encoder.config.model_type)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, bias="none")
+    return get_peft_model(encoder, config)
+
+
+def build_model(cfg, lora: bool = True) -> DualEncoder:
+    """A DualEncoder from a TrainConfig; `lora=False` gives the frozen zero-shot baseline."""
+    encoder, tokenizer = load_encoder(cfg.encoder)
+    if lora:
+        encoder = add_lora(encoder, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+    else:
+        encoder.requires_grad_(False)
+    model = DualEncoder(encoder, tokenizer, cfg.pooling, cfg.max_length, cfg.init_scale, cfg.init_bias)
+    return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def merged_encoder(model: DualEncoder) -> nn.Module:
+    """A plain transformers encoder with LoRA folded in: what is saved and served (no peft at inference)."""
+    encoder = copy.deepcopy(model.encoder).cpu()
+    return encoder.merge_and_unload() if hasattr(encoder, "merge_and_unload") else encoder
+
+
+def save_encoder(model: DualEncoder, directory: Path) -> None:
+    merged_encoder(model).save_pretrained(directory)
+    model.tokenizer.save_pretrained(directory)

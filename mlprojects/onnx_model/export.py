@@ -1,0 +1,243 @@
+"""Torch classifier -> ONNX package: export encoder+pooling+L2 norm as one graph, fuse, quantise to int8,
+tune the export's own thresholds, check parity with the torch model, precompute the label embeddings.
+Nothing here touches MLflow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from mlprojects.config import OnnxConfig
+from mlprojects.data import multi_hot
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import POOLERS
+from mlprojects.onnx_model.parity import ParityReport, check_parity, own_thresholds
+from mlprojects.onnx_model.quantize import TextCalibrationReader, quantize
+from mlprojects.onnx_model.runtime import (
+    LABEL_EMB_FILE,
+    META_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    OnnxClassifier,
+    OnnxEncoder,
+    load_tokenizer,
+)
+from registry.errors import PlatformError
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# ONNX Runtime's transformer optimiser knows these encoder families by its "bert" fusion patterns.
+_FUSION_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert"}
+
+
+class ExportError(PlatformError):
+    """The encoder cannot be exported, or the export failed a parity gate; nothing is registered."""
+
+    def __init__(self, message: str, parity: "ParityReport | None" = None, sizes_mb: dict | None = None):
+        super().__init__(message)
+        self.parity = parity
+        self.sizes_mb = sizes_mb or {}
+
+
+class EmbeddingGraph(nn.Module):
+    """encoder -> pooling -> L2 normalisation: the whole document/label embedding as one ONNX graph."""
+
+    def __init__(self, encoder: nn.Module, pooling: str, input_names: Sequence[str]):
+        super().__init__()
+        self.encoder = encoder
+        self.pool = POOLERS[pooling]
+        self.input_names = list(input_names)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        batch = dict(zip(self.input_names, inputs))
+        hidden = self.encoder(**batch).last_hidden_state
+        return F.normalize(self.pool(hidden, batch["attention_mask"]).float(), dim=-1)
+
+
+@dataclass
+class ExportResult:
+    directory: Path
+    parity: ParityReport
+    sizes_mb: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, str] = field(default_factory=dict)
+
+
+def export_graph(classifier: Classifier, path: Path, opset: int) -> tuple[Path, list[str]]:
+    """TorchScript-based `torch.onnx.export` (robust for BERT-style encoders) with dynamic batch and sequence
+    axes; eager attention so ONNX Runtime's fusions recognise the pattern. Returns (path, input names)."""
+    encoder = classifier.model.encoder.cpu().eval()
+    attention = getattr(encoder.config, "_attn_implementation", None)
+    if attention and hasattr(encoder, "set_attn_implementation"):
+        encoder.set_attn_implementation("eager")
+    sample = classifier.model.tokenizer(
+        ["an example document", "a second, longer example document"], padding=True, return_tensors="pt"
+    )
+    names = [n for n in INPUTS if n in sample]
+    graph = EmbeddingGraph(encoder, classifier.model.pooling, names)
+    axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"embeddings": {0: "batch"}}
+    try:
+        with torch.no_grad():
+            torch.onnx.export(
+                graph,
+                tuple(sample[n] for n in names),
+                str(path),
+                dynamo=False,
+                input_names=names,
+                output_names=["embeddings"],
+                dynamic_axes=axes,
+                opset_version=opset,
+            )
+    except Exception as exc:  # any exporter failure means this encoder cannot be served as ONNX
+        reason = (str(exc).strip().splitlines() or [""])[-1][:500]  # the last line names the cause
+        raise ExportError(
+            f"cannot export encoder '{type(encoder).__name__}' to ONNX: {type(exc).__name__}: {reason}"
+        ) from exc
+    finally:
+        if attention and hasattr(encoder, "set_attn_implementation"):
+            encoder.set_attn_implementation(attention)
+    return path, names
+
+
+def fuse(source: Path, target: Path, config) -> bool:
+    """ONNX Runtime's transformer fusion (attention, LayerNorm, GELU) for known encoder families."""
+    model_type = _FUSION_TYPES.get(getattr(config, "model_type", ""))
+    if model_type is None:
+        return False
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    optimized = optimize_model(
+        str(source),
+        model_type=model_type,
+        num_heads=config.num_attention_heads,
+        hidden_size=config.hidden_size,
+        opt_level=1,
+    )
+    optimized.save_model_to_file(str(target))
+    return True
+
+
+def _size_mb(path: Path) -> float:
+    return round(path.stat().st_size / 2**20, 2)
+
+
+def _torch_size_mb(classifier: Classifier) -> float:
+    return round(sum(p.numel() * p.element_size() for p in classifier.model.encoder.parameters()) / 2**20, 2)
+
+
+def export_classifier(
+    classifier: Classifier,
+    out_dir: str | Path,
+    cfg: OnnxConfig,
+    eval_texts: Sequence[str],
+    eval_labels: Sequence[Sequence[str]],
+    calibration_texts: Sequence[str],
+    tuning_texts: Sequence[str] = (),
+    tuning_labels: Sequence[Sequence[str]] = (),
+) -> ExportResult:
+    """Build the ONNX package in `out_dir`; raises ExportError naming the failed gate (then `out_dir` is
+    left empty) so the caller registers nothing. With `cfg.thresholds == "validation"` the export's thresholds
+    are tuned on `tuning_*` (the validation split) with its own scores; otherwise, or without them, it keeps
+    the torch model's. The gates judge on `eval_*` (the test split)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hf_tokenizer = classifier.model.tokenizer
+    if not getattr(hf_tokenizer, "is_fast", False):
+        raise ExportError("the encoder has no fast tokenizer (tokenizer.json), which ONNX serving needs")
+    precision = "fp32" if cfg.quantization == "none" else "int8"
+    steps: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        progress = tqdm(total=4, desc="onnx export")
+        fp32, input_names = export_graph(classifier, tmp / "fp32.onnx", cfg.opset)
+        progress.update()
+        hf_tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER_FILE))
+        tokenizer = load_tokenizer(tmp / TOKENIZER_FILE, classifier.model.max_length)
+        pad_id = int(hf_tokenizer.pad_token_id or 0)
+        fused = tmp / "fused.onnx"
+        graph = fused if cfg.fuse and fuse(fp32, fused, classifier.model.encoder.config) else fp32
+        steps["fusion"] = "ort-transformers" if graph is fused else "none"
+        progress.update()
+        final = tmp / MODEL_FILE
+        if precision == "fp32":
+            shutil.copyfile(graph, final)
+        else:
+            reader = (
+                TextCalibrationReader(OnnxEncoder(graph, tokenizer, pad_id, cfg.threads), calibration_texts)
+                if cfg.quantization == "static"
+                else None
+            )
+            quantize(graph, final, cfg.quantization, reader)
+        steps["quantization"] = cfg.quantization
+        progress.update()
+        fp32_encoder = OnnxEncoder(fp32, tokenizer, pad_id, cfg.threads, cfg.batch_size)
+        encoder = (
+            fp32_encoder if precision == "fp32" else OnnxEncoder(final, tokenizer, pad_id, cfg.threads, cfg.batch_size)
+        )
+        label_emb = encoder.embed(list(classifier.label_descriptions.values()))
+        onnx_clf = OnnxClassifier(
+            encoder,
+            classifier.label_descriptions,
+            label_emb,
+            classifier.thresholds,
+            float(classifier.model.scale),
+            float(classifier.model.bias),
+            classifier.single_label,
+            tuple(classifier.text_columns),
+        )
+        retune = cfg.thresholds == "validation" and len(tuning_texts) > 0 and not classifier.single_label
+        if retune:
+            onnx_clf.thresholds = own_thresholds(
+                multi_hot(tuning_labels, classifier.labels),
+                onnx_clf.predict_proba(list(tuning_texts)),
+                classifier.thresholds,
+                classifier.single_label,
+            )
+        steps["thresholds"] = (
+            f"tuned on {len(tuning_texts)} validation documents with the export's scores"
+            if retune
+            else "the torch model's"
+        )
+        parity = check_parity(classifier, fp32_encoder, onnx_clf, precision, eval_texts, eval_labels, cfg)
+        progress.update()
+        progress.close()
+        sizes = {"torch_fp32": _torch_size_mb(classifier), "onnx_fp32": _size_mb(fp32)}
+        if precision == "int8":
+            sizes["onnx_int8"] = _size_mb(final)
+        if not parity.passed:
+            raise ExportError(
+                f"ONNX {precision} export failed its parity gates, nothing was registered:\n"
+                + "\n".join(f"- {f}" for f in parity.failures),
+                parity,
+                sizes,
+            )
+        shutil.copyfile(final, out_dir / MODEL_FILE)
+        shutil.copyfile(tmp / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
+    np.save(out_dir / LABEL_EMB_FILE, label_emb)
+    meta = {
+        "labels": classifier.labels,
+        "label_descriptions": classifier.label_descriptions,
+        "thresholds": [float(t) for t in onnx_clf.thresholds],
+        "single_label": classifier.single_label,
+        "text_columns": list(classifier.text_columns),
+        "scale": onnx_clf.scale,
+        "bias": onnx_clf.bias,
+        "pooling": classifier.model.pooling,
+        "max_length": classifier.model.max_length,
+        "pad_id": pad_id,
+        "input_names": input_names,
+        "threads": cfg.threads,
+        "batch_size": cfg.batch_size,
+        "steps": steps,
+        "precision": precision,
+    }
+    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    return ExportResult(out_dir, parity, sizes, steps)

@@ -1,0 +1,45 @@
+"""SFT losses of the dual encoder, as pure functions of logits, cosines and targets."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bce_loss(
+    logits: torch.Tensor, targets: torch.Tensor, pos_weight: float | None = None, focal_gamma: float = 0.0
+) -> torch.Tensor:
+    """Mean BCE-with-logits; `pos_weight` up-weights positives, `focal_gamma` > 0 gives the focal loss."""
+    weight = None if pos_weight is None else torch.full_like(logits[0], float(pos_weight))
+    ce = F.binary_cross_entropy_with_logits(logits, targets, pos_weight=weight, reduction="none")
+    if focal_gamma > 0:
+        p = torch.sigmoid(logits)
+        p_t = p * targets + (1 - p) * (1 - targets)
+        ce = ce * (1 - p_t).pow(focal_gamma)
+    return ce.mean()
+
+
+def contrastive_margin_loss(cos: torch.Tensor, targets: torch.Tensor, margin: float = 0.2) -> torch.Tensor:
+    """mean(pos·(1−cos) + neg·relu(cos − margin)): pull true labels close, push others below the margin."""
+    pos = targets
+    neg = 1.0 - targets
+    return (pos * (1.0 - cos) + neg * F.relu(cos - margin)).mean()
+
+
+def sft_loss(
+    logits: torch.Tensor,
+    cos: torch.Tensor,
+    targets: torch.Tensor,
+    soft_targets: torch.Tensor | None = None,
+    contrastive_weight: float = 0.1,
+    margin: float = 0.2,
+    pos_weight: float | None = None,
+    focal_gamma: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """BCE on hard labels (averaged 50/50 with BCE on soft labels when given) plus the weighted margin term."""
+    bce = bce_loss(logits, targets, pos_weight, focal_gamma)
+    if soft_targets is not None:
+        bce = 0.5 * bce + 0.5 * bce_loss(logits, soft_targets, pos_weight, focal_gamma)
+    contrastive = contrastive_margin_loss(cos, targets, margin)
+    total = bce + contrastive_weight * contrastive
+    return total, {"bce": float(bce.detach()), "contrastive": float(contrastive.detach())}

@@ -1,0 +1,431 @@
+"""Population Based Training of the SFT stage with Ray Tune: search space, trial function, tuner, and its history.
+
+One Ray `training_iteration` is `perturbation_interval` epochs or optimiser steps. Each trial checkpoints its full
+trainer state (LoRA weights, scale/bias, optimizer, schedule, data order and position) with the hyperparameters it
+was trained with, so an exploit really continues the better trial's weights; a changed LoRA rank is carried over
+by SVD (`lora_resize`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+import mlprojects
+import registry
+from mlprojects.config import PBTConfig, TrainConfig
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import build_model
+from mlprojects.model.lora_resize import lora_rank, resize_lora_state
+from mlprojects.training.faults import FAULT_ENV, crash_if_asked, fault_mode
+from mlprojects.training.trainer import SFTTrainer, make_split
+from registry.conventions import TAG_STAGE
+from registry.errors import ConfigError, TrainingError
+
+STATE_FILE = "trainer_state.pt"
+METRIC, MODE = "f1_macro", "max"
+HP_PREFIX = "hp_"
+CONTINUOUS = {"learning_rate": "loguniform", "weight_decay": "uniform", "warmup_ratio": "uniform"}
+CHOICES = ("lora_r", "contrastive_weight")
+MUTABLE = tuple(CONTINUOUS) + CHOICES
+SEARCHES = ("pbt", "random")
+UNITS = ("epochs", "steps")
+
+
+def validate_config(pbt: PBTConfig) -> None:
+    """Every mistake a user can make in the tuning config, reported before Ray or any trial starts."""
+    if pbt.population < 2:
+        raise ConfigError(f"PBT needs a population of at least 2 trials, got {pbt.population}")
+    unknown = sorted(set(pbt.mutations) - set(MUTABLE))
+    if unknown:
+        raise ConfigError(f"unknown mutation(s) {unknown}; known: {list(MUTABLE)}")
+    if not pbt.mutations:
+        raise ConfigError("no hyperparameter to mutate: give at least one of " + ", ".join(MUTABLE))
+    for name in CONTINUOUS:
+        low, high = getattr(pbt, name)
+        if low > high:
+            raise ConfigError(f"{name} range has low > high: [{low}, {high}]")
+    if pbt.learning_rate[0] <= 0:
+        raise ConfigError(f"learning_rate range must be positive (log-uniform), got {list(pbt.learning_rate)}")
+    for name in CHOICES:
+        values = getattr(pbt, name)
+        if not values or any(v <= 0 for v in values):
+            raise ConfigError(f"{name} choices must be positive numbers, got {list(values)}")
+    if pbt.perturbation_unit not in UNITS:
+        raise ConfigError(f"perturbation_unit must be one of {UNITS}, got {pbt.perturbation_unit!r}")
+    if pbt.perturbation_interval < 1:
+        raise ConfigError(
+            f"perturbation_interval must be >= 1 {pbt.perturbation_unit[:-1]}, got {pbt.perturbation_interval}"
+        )
+    if not 0 < pbt.quantile_fraction <= 0.5:
+        raise ConfigError(f"quantile_fraction must be in (0, 0.5], got {pbt.quantile_fraction}")
+    if pbt.cpus_per_trial < 0 or pbt.gpus_per_trial < 0 or pbt.cpus_per_trial + pbt.gpus_per_trial == 0:
+        raise ConfigError("cpus_per_trial/gpus_per_trial must be >= 0 and not both 0")
+    if not pbt.ray_address and pbt.cpus_per_trial > pbt.local_num_cpus:
+        raise ConfigError(f"cpus_per_trial {pbt.cpus_per_trial} exceeds the local Ray's {pbt.local_num_cpus} CPUs")
+    fault_mode()  # the test hook's setting, checked with the rest
+
+
+def search_space(pbt: PBTConfig, mutations: bool = False) -> dict:
+    """Ray Tune domains for the mutated hyperparameters: the population is sampled from these.
+
+    `mutations=True` gives PBT's form: choices as plain lists, so an explore step moves to a neighbouring
+    value (a `tune.choice` would be scaled by 0.8/1.2 and leave the allowed set)."""
+    from ray import tune
+
+    domains = {
+        "learning_rate": tune.loguniform(*pbt.learning_rate),
+        "weight_decay": tune.uniform(*pbt.weight_decay),
+        "warmup_ratio": tune.uniform(*pbt.warmup_ratio),
+    }
+    for name in CHOICES:
+        domains[name] = list(getattr(pbt, name)) if mutations else tune.choice(list(getattr(pbt, name)))
+    return {name: domains[name] for name in pbt.mutations}
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port that does not answer fails in seconds here instead of Ray's long connection retries."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"ray_address must be 'auto' or host:port, got '{address}'")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
+
+
+def start_ray(pbt: PBTConfig) -> bool:
+    """Join `ray_address` or start a small local Ray; True when we started it (and so should shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if pbt.ray_address:
+        _check_reachable(pbt.ray_address)
+        try:  # ship our code to the cluster's workers; nothing else differs from a local run
+            ray.init(address=pbt.ray_address, runtime_env={"py_modules": [mlprojects, registry]})
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"cannot join the Ray cluster at {pbt.ray_address}: {exc}") from exc
+        return True
+    repo = str(Path(mlprojects.__file__).resolve().parent.parent)
+    ray.init(
+        num_cpus=pbt.local_num_cpus,
+        num_gpus=int(torch.cuda.is_available()),
+        include_dashboard=False,
+        object_store_memory=pbt.object_store_bytes,
+        configure_logging=False,
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
+                "TOKENIZERS_PARALLELISM": "false",
+                **({FAULT_ENV: os.environ[FAULT_ENV]} if FAULT_ENV in os.environ else {}),  # a test hook's setting
+            }
+        },
+    )
+    return True
+
+
+@dataclass
+class TrialData:
+    """What every trial needs, shipped once through Ray's object store (tune.with_parameters)."""
+
+    base: dict  # TrainConfig fields; the trial's config overrides the mutated ones
+    train: pd.DataFrame
+    val: pd.DataFrame
+    descriptions: dict[str, str]
+    interval: int
+    unit: str = "epochs"  # of `interval`: "epochs" or "steps"
+
+
+def trial_config(base: dict, hparams: dict) -> TrainConfig:
+    return TrainConfig.from_dict({**base, **hparams})
+
+
+def load_trial_state(checkpoint) -> dict:
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / STATE_FILE, weights_only=False)
+
+
+def build_trainer(cfg: TrainConfig, data: TrialData, state: dict | None = None):
+    """A trainer for `cfg`, continued from a checkpoint's trainer state when given (resizing LoRA if needed)."""
+    torch.manual_seed(cfg.seed)
+    names = list(data.descriptions)
+    trainer = SFTTrainer(
+        build_model(cfg),
+        list(data.descriptions.values()),
+        make_split(data.train, names),
+        make_split(data.val, names),
+        cfg,
+    )
+    if state is not None:
+        same_rank = lora_rank(state["model"]) == cfg.lora_r
+        if not same_rank:
+            state = {**state, "model": resize_lora_state(state["model"], cfg.lora_alpha, cfg.lora_r, cfg.seed)}
+        trainer.load_state(state, optimizer=same_rank)
+    return trainer
+
+
+def train_trial(config: dict, data: TrialData) -> None:
+    """Ray Tune function trainable: `interval` epochs or steps per reported iteration, a full checkpoint each time."""
+    from ray import tune
+
+    torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
+    cfg = trial_config(data.base, config)
+    checkpoint = tune.get_checkpoint()
+    crash_if_asked(tune.get_context().get_trial_dir(), checkpoint is not None)
+    trainer = build_trainer(cfg, data, load_trial_state(checkpoint)["trainer"] if checkpoint else None)
+    while trainer.epoch < cfg.max_epochs:
+        if data.unit == "steps":
+            record = trainer.train_steps(data.interval)
+        else:
+            for _ in range(min(data.interval, cfg.max_epochs - trainer.epoch)):
+                record = trainer.train_epoch()
+        val = trainer.validate()
+        thresholds = [float(t) for t in val.pop("thresholds")]
+        metrics = {
+            **record,
+            **val,
+            "epoch": trainer.epoch,
+            "step": trainer.scheduler.last_epoch,
+            **{HP_PREFIX + k: float(v) for k, v in config.items()},
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(
+                {
+                    "trainer": trainer.state(),
+                    "hparams": dict(config),
+                    "thresholds": thresholds,
+                    "metrics": metrics,
+                    "single_label": trainer.single_label,
+                },
+                Path(directory) / STATE_FILE,
+            )
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+
+@dataclass
+class TuneOutcome:
+    experiment_path: str
+    best_trial: str
+    best_state: dict  # the checkpoint: trainer state, hparams, thresholds, metrics
+    trials: pd.DataFrame  # one row per trial and iteration (metrics and hp_* columns)
+    perturbations: pd.DataFrame  # one row per exploit
+    wall_s: float = 0.0
+
+    @property
+    def best_hparams(self) -> dict:
+        return self.best_state["hparams"]
+
+    @property
+    def best_metrics(self) -> dict:
+        return self.best_state["metrics"]
+
+
+def _scheduler(pbt: PBTConfig, search: str):
+    if search == "random":
+        return None  # FIFO: every sampled configuration trains to the end
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    return PopulationBasedTraining(
+        time_attr="training_iteration",
+        perturbation_interval=1,
+        hyperparam_mutations=search_space(pbt, mutations=True),
+        quantile_fraction=pbt.quantile_fraction,
+        resample_probability=pbt.resample_probability,
+        synch=pbt.synch,
+    )
+
+
+def _callbacks(parent_run_id: str | None):
+    """Every trial becomes an MLflow child run of the SFT run, with its metrics per iteration."""
+    if not parent_run_id:
+        return []
+    import mlflow
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    run = mlflow.MlflowClient().get_run(parent_run_id)
+    experiment = mlflow.MlflowClient().get_experiment(run.info.experiment_id).name
+    # params at trial end: PBT changes a trial's config, and MLflow params cannot change value
+    return [
+        MLflowLoggerCallback(
+            tracking_uri=mlflow.get_tracking_uri(),
+            experiment_name=experiment,
+            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, TAG_STAGE: "sft-pbt-trial"},
+            log_params_on_trial_end=True,
+        )
+    ]
+
+
+def storage_root(pbt: PBTConfig) -> str:
+    """Where Ray keeps trial checkpoints and the experiment state that `--resume` restores."""
+    return str(Path(pbt.storage_path or "~/ray_results").expanduser().resolve())
+
+
+def make_tuner(
+    cfg: TrainConfig,
+    pbt: PBTConfig,
+    data: TrialData,
+    search: str = "pbt",
+    parent_run_id: str | None = None,
+    name: str | None = None,
+    resume: str | None = None,
+):
+    """A new Tuner, or the interrupted one at `resume` (same trainable, same data)."""
+    from ray import tune
+
+    trainable = tune.with_resources(
+        tune.with_parameters(train_trial, data=data), {"cpu": pbt.cpus_per_trial, "gpu": pbt.gpus_per_trial}
+    )
+    if resume:
+        resume = str(Path(resume).expanduser())
+        if not tune.Tuner.can_restore(resume):
+            raise ConfigError(f"no tuning run to resume at {resume}")
+        return tune.Tuner.restore(resume, trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=search_space(pbt),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode=MODE, num_samples=pbt.population, scheduler=_scheduler(pbt, search), reuse_actors=True
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_root(pbt),
+            verbose=1,
+            callbacks=_callbacks(parent_run_id),
+            failure_config=tune.FailureConfig(max_failures=pbt.max_failures),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
+        ),
+    )
+
+
+def run_tuning(
+    cfg: TrainConfig,
+    pbt: PBTConfig,
+    train: pd.DataFrame,
+    val: pd.DataFrame,
+    descriptions: dict[str, str],
+    search: str = "pbt",
+    parent_run_id: str | None = None,
+    name: str = "sft-tune",
+    resume: str | None = None,
+    on_start=None,
+) -> TuneOutcome:
+    """Validate, start Ray, tune, and return the best checkpoint with the population's history.
+
+    `on_start(experiment_path)` is called before the first trial (e.g. to tell the user how to resume)."""
+    import time
+
+    import ray
+
+    if search not in SEARCHES:
+        raise ConfigError(f"search must be one of {SEARCHES}, got '{search}'")
+    validate_config(pbt)
+    data = TrialData(
+        _base(cfg),
+        train,
+        val,
+        descriptions,
+        pbt.perturbation_interval,
+        pbt.perturbation_unit,
+    )
+    started = start_ray(pbt)
+    t0 = time.perf_counter()
+    try:
+        tuner = make_tuner(cfg, pbt, data, search, parent_run_id, name, resume)
+        if on_start:
+            on_start(resume or str(Path(storage_root(pbt)) / name))
+        results = tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    return _outcome(results, cfg, time.perf_counter() - t0)
+
+
+def _base(cfg: TrainConfig) -> dict:
+    return cfg.to_params() | {"lora_target_modules": cfg.lora_target_modules}
+
+
+def _outcome(results, cfg: TrainConfig, wall_s: float) -> TuneOutcome:
+    path = results.experiment_path
+    ok = [r for r in results if r.error is None]
+    if not ok:
+        first = next((r.error for r in results), None)
+        raise TrainingError(f"all {len(results)} trials failed, nothing registered; first error: {first}")
+    unfinished = [r for r in ok if r.metrics.get("epoch", 0) < cfg.max_epochs]
+    if unfinished:
+        raise TrainingError(
+            f"tuning stopped before every trial finished ({len(unfinished)} unfinished), "
+            f"nothing registered; resume it with --resume {path}"
+        )
+    scored = [(m[METRIC], i, r, c) for i, r in enumerate(ok) for c, m in r.best_checkpoints or [] if METRIC in m]
+    if not scored:
+        raise TrainingError(f"no trial left a checkpoint in {path}, nothing registered")
+    _, _, best_result, best_ckpt = max(scored, key=lambda t: (t[0], -t[1]))
+    # every report carries a checkpoint, so the checkpoints' metrics are each trial's history; Ray's
+    # `metrics_dataframe` (read back from the logger files) was sometimes empty right after fit()
+    trials = pd.DataFrame([{**m, "trial_id": trial_id(r)} for r in results for _, m in r.best_checkpoints or []])
+    return TuneOutcome(
+        path,
+        trial_id(best_result),
+        load_trial_state(best_ckpt),
+        trials,
+        perturbations(path, [trial_id(r) for r in results]),
+        wall_s,
+    )
+
+
+def trial_id(result) -> str:
+    """From the trial's directory name (`<trainable>_<id>_<index>_<tag>`): a reported `trial_id` can be a clone's."""
+    match = re.search(r"([0-9a-f]{5}_\d{5})_\d+_", Path(result.path).name)
+    return match.group(1) if match else Path(result.path).name
+
+
+def perturbations(experiment_path: str, trial_ids: list[str]) -> pd.DataFrame:
+    """Ray's PBT log (pbt_global.txt) as a table: who cloned whom at which iteration, config before/after.
+
+    Ray logs each exploit as [target tag, source tag, target iteration, source iteration, source config,
+    new config]; a tag starts with the trial's index, which is also the suffix of its trial id."""
+    by_index = {int(t.rsplit("_", 1)[-1]): t for t in trial_ids}
+    log = Path(experiment_path) / "pbt_global.txt"
+    rows = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        target, source, target_iter, source_iter, before, after = json.loads(line)
+        idx = lambda tag: int(str(tag).split("_", 1)[0])  # noqa: E731
+        rows.append(
+            {
+                "trial": by_index.get(idx(target), target),
+                "cloned_from": by_index.get(idx(source), source),
+                "iteration": target_iter,
+                "source_iteration": source_iter,
+                **{f"before.{k}": v for k, v in before.items() if k in MUTABLE},
+                **{f"after.{k}": v for k, v in after.items() if k in MUTABLE},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_classifier(cfg: TrainConfig, outcome: TuneOutcome, descriptions: dict[str, str], text_columns: list[str]):
+    """The best trial's checkpoint as a Classifier, at the hyperparameters it was trained with."""
+    best_cfg = trial_config(_base(cfg), outcome.best_hparams)
+    torch.manual_seed(best_cfg.seed)
+    model = build_model(best_cfg)
+    model.load_trainable_state(outcome.best_state["trainer"]["model"])
+    return Classifier(
+        model,
+        dict(descriptions),
+        np.asarray(outcome.best_state["thresholds"]),
+        outcome.best_state["single_label"],
+        text_columns,
+    )

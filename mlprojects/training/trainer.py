@@ -1,0 +1,236 @@
+"""The SFT loop: one configuration, epoch by epoch, so Ray Tune can drive and checkpoint it too."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mlprojects.config import TrainConfig
+from mlprojects.data import multi_hot, soft_matrix
+from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import DualEncoder, build_model
+from mlprojects.training.losses import sft_loss
+from registry.errors import TrainingError
+
+
+@dataclass
+class Split:
+    texts: list[str]
+    targets: np.ndarray  # multi-hot [n, n_labels]
+    soft_targets: np.ndarray | None = None
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_metrics: dict
+    thresholds: np.ndarray
+    history: list[dict] = field(default_factory=list)
+
+
+class SFTTrainer:
+    """Owns model, optimiser and schedule; `state()`/`load_state()` make a full checkpoint for PBT exploit."""
+
+    def __init__(
+        self,
+        model: DualEncoder,
+        label_texts: list[str],
+        train: Split,
+        val: Split,
+        cfg: TrainConfig,
+        total_epochs: int | None = None,
+    ):
+        self.model, self.label_texts, self.train_split, self.val_split, self.cfg = model, label_texts, train, val, cfg
+        self.single_label = bool((train.targets.sum(1) == 1).all())
+        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+        )
+        steps = math.ceil(len(train.texts) / cfg.batch_size / cfg.grad_accum_steps) * (total_epochs or cfg.max_epochs)
+        from transformers import get_linear_schedule_with_warmup
+
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(cfg.warmup_ratio * steps), steps)
+        self.epoch = 0
+        self.order: np.ndarray | None = None  # this epoch's document order; None between epochs
+        self.cursor = 0  # batches of `order` already trained
+
+    def _autocast(self):
+        if self.model.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _loss(self, logits, cos, idx_or_split, split: Split):
+        targets = torch.as_tensor(split.targets[idx_or_split], device=logits.device)
+        soft = (
+            None
+            if split.soft_targets is None
+            else torch.as_tensor(split.soft_targets[idx_or_split], device=logits.device)
+        )
+        return sft_loss(
+            logits.float(),
+            cos.float(),
+            targets,
+            soft,
+            self.cfg.contrastive_weight,
+            self.cfg.margin,
+            self.cfg.pos_weight,
+            self.cfg.focal_gamma,
+        )
+
+    def train_epoch(self) -> dict[str, float]:
+        """Train to the end of the current epoch (the rest of it, when a checkpoint stopped mid-epoch)."""
+        _, loss_sum, seen = self._train_batches(budget=None)
+        return {"train_loss": loss_sum / max(seen, 1)}
+
+    def train_steps(self, steps: int) -> dict[str, float]:
+        """Train `steps` optimiser steps, across epoch ends, stopping early at `max_epochs` (PBT in steps)."""
+        done, loss_sum, seen = 0, 0.0, 0
+        while done < steps and self.epoch < self.cfg.max_epochs:
+            part_steps, part_loss, part_seen = self._train_batches(budget=steps - done)
+            done, loss_sum, seen = done + part_steps, loss_sum + part_loss, seen + part_seen
+        return {"train_loss": loss_sum / max(seen, 1)}
+
+    def _train_batches(self, budget: int | None) -> tuple[int, float, int]:
+        """From the cursor to the end of this epoch, or until `budget` optimiser steps are done.
+
+        Returns (optimiser steps, summed loss, documents seen)."""
+        self.model.train()
+        cfg, split = self.cfg, self.train_split
+        if self.order is None:  # a new epoch: its batch order is part of the checkpoint
+            self.order, self.cursor = self.rng.permutation(len(split.texts)), 0
+        batches = [self.order[s : s + cfg.batch_size] for s in range(0, len(self.order), cfg.batch_size)]
+        done, loss_sum, seen = 0, 0.0, 0
+        self.optimizer.zero_grad()
+        progress = tqdm(total=len(batches), initial=self.cursor, desc=f"epoch {self.epoch + 1}", leave=False)
+        while self.cursor < len(batches) and (budget is None or done < budget):
+            self.cursor += 1
+            step, idx = self.cursor, batches[self.cursor - 1]
+            with self._autocast():
+                logits, cos = self.model([split.texts[i] for i in idx], self.label_texts)
+            loss, _ = self._loss(logits, cos, idx, split)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
+                    "lower the learning rate or check the data"
+                )
+            (loss / cfg.grad_accum_steps).backward()
+            if step % cfg.grad_accum_steps == 0 or step == len(batches):
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad()
+                done += 1
+            loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
+            progress.update()
+        progress.close()
+        if self.cursor == len(batches):
+            self.epoch, self.order = self.epoch + 1, None
+        return done, loss_sum, seen
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Validation loss, thresholds tuned on this split, and F1 at those thresholds."""
+        split = self.val_split
+        doc_emb, label_emb = self.model.embed(split.texts), self.model.embed(self.label_texts)
+        logits, cos = self.model.head(doc_emb.to(self.model.device), label_emb.to(self.model.device))
+        loss, _ = self._loss(logits, cos, slice(None), split)
+        probs = torch.sigmoid(logits).cpu().numpy()
+        thresholds = tune_thresholds(split.targets, probs)
+        metrics = f1_summary(split.targets, decide(probs, thresholds, self.single_label))
+        return {"val_loss": float(loss), **metrics, "thresholds": thresholds}
+
+    def state(self) -> dict:
+        """Everything to continue exactly here, mid-epoch included: weights, optimiser, schedule, data order and
+        the CPU random state (dropout masks)."""
+        return {
+            "model": self.model.trainable_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": self.epoch,
+            "order": self.order,
+            "cursor": self.cursor,
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state(self, state: dict, optimizer: bool = True) -> None:
+        """Restore a checkpoint; `optimizer=False` keeps fresh moments (e.g. after the LoRA rank changed)."""
+        self.model.load_trainable_state(state["model"])
+        if optimizer:
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.epoch, self.order, self.cursor = state["epoch"], state["order"], state["cursor"]
+        self.rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        self.apply_config()
+
+    def apply_config(self) -> None:
+        """Put this trainer's cfg (lr, weight decay) on the optimizer and schedule: a checkpoint carries the old ones.
+
+        The schedule's warmup comes from cfg already (its lambda is not part of the checkpoint)."""
+        self.scheduler.base_lrs = [self.cfg.learning_rate] * len(self.optimizer.param_groups)
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group in self.optimizer.param_groups:
+            group.update(
+                initial_lr=self.cfg.learning_rate,
+                lr=self.cfg.learning_rate * factor,
+                weight_decay=self.cfg.weight_decay,
+            )
+
+
+def fit(
+    trainer: SFTTrainer, max_epochs: int, patience: int, on_epoch: Callable[[int, dict], None] | None = None
+) -> FitResult:
+    """Early stopping on validation F1-macro; the best epoch's weights are restored at the end."""
+    best: tuple[float, int, dict, np.ndarray, dict] | None = None
+    history = []
+    for epoch in tqdm(range(1, max_epochs + 1), desc="SFT epochs"):
+        record = trainer.train_epoch()
+        val = trainer.validate()
+        thresholds = val.pop("thresholds")
+        record.update(val)
+        history.append(record)
+        if on_epoch:
+            on_epoch(epoch, record)
+        if best is None or record["f1_macro"] > best[0]:
+            best = (record["f1_macro"], epoch, record, thresholds, trainer.model.trainable_state())
+        elif epoch - best[1] >= patience:
+            break
+    _, best_epoch, best_record, thresholds, state = best
+    trainer.model.load_trainable_state(state)
+    return FitResult(best_epoch, best_record, thresholds, history)
+
+
+def make_split(frame, label_names: list[str]) -> Split:
+    """A normalised frame (text, labels[, soft_labels]) -> tensors-ready Split."""
+    hard = multi_hot(frame["labels"], label_names)
+    soft = soft_matrix(frame["soft_labels"], label_names, hard) if "soft_labels" in frame else None
+    return Split(list(frame["text"]), hard, soft)
+
+
+def train_classifier(
+    cfg: TrainConfig,
+    train,
+    val,
+    label_descriptions: dict[str, str],
+    text_columns: list[str],
+    on_epoch: Callable[[int, dict], None] | None = None,
+):
+    """Fine-tune one configuration and return (Classifier with tuned thresholds, FitResult)."""
+    torch.manual_seed(cfg.seed)
+    names = list(label_descriptions)
+    model = build_model(cfg)
+    trainer = SFTTrainer(
+        model, list(label_descriptions.values()), make_split(train, names), make_split(val, names), cfg
+    )
+    result = fit(trainer, cfg.max_epochs, cfg.patience, on_epoch)
+    classifier = Classifier(model, dict(label_descriptions), result.thresholds, trainer.single_label, text_columns)
+    return classifier, result
