@@ -114,7 +114,9 @@ def version_tags() -> dict:
     return mlflow.MlflowClient().get_model_version(NAME, "1").tags
 
 
-def test_a_window_without_traffic_says_so_and_writes_no_verdict(champion, trained, tmp_path):
+def test_a_window_without_traffic_says_so_and_writes_no_verdict(champion, trained, tmp_path, monkeypatch):
+    for var in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):  # another store's, exported by an earlier test
+        monkeypatch.delenv(var, raising=False)
     proc = mlflow_run(
         "monitor",
         {
