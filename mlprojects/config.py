@@ -92,7 +92,24 @@ class PBTConfig:
     local_num_cpus: int = 2
     object_store_bytes: int = 100 * 1024**2
     storage_path: str = ""  # "": Ray's default (~/ray_results)
-    test_hook_fail_trials: str = ""  # test hook: "once" crashes each trial's first attempt, "always" every one
+    # test hook: "once" crashes each trial's first attempt, "always" every one, "kill" SIGKILLs one Ray Train worker
+    # after the first checkpoint
+    test_hook_fail_trials: str = ""
+
+
+@dataclass
+class ScaleConfig:
+    """Where one SFT configuration trains. One worker without a GPU is this process, no Ray (the laptop default);
+    more workers or a GPU make it a Ray Train job: DDP workers, each global batch split over them."""
+
+    num_workers: int = 1
+    use_gpu: bool = False  # one GPU per worker, NCCL; else gloo on CPU
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1  # restarts of the worker group after a worker dies (from the last checkpoint)
+
+    @property
+    def distributed(self) -> bool:
+        return self.num_workers > 1 or self.use_gpu
 
 
 # --- GRPO hyperparameters ---

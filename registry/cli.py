@@ -149,6 +149,16 @@ def fraction(value: str) -> float:
     return number
 
 
+def bool_arg(value: str) -> bool:
+    """true/false, yes/no, 1/0 (MLproject passes booleans as text)."""
+    text = value.strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
 def optional(kind: Callable[[str], object]) -> Callable[[str], object]:
     """`kind`, except that '' (an MLproject parameter left empty) stays '' (use the default)."""
 

@@ -176,7 +176,7 @@ def test_exploit_continues_the_source_weights_at_a_new_rank_and_learning_rate(ti
     from mlprojects.config import TrainConfig
     from mlprojects.data import load_splits
     from mlprojects.model.encoder import merged_encoder
-    from mlprojects.training.pbt import TrialData, build_trainer, trial_config
+    from mlprojects.training.trial import TrialData, build_trainer, trial_config
 
     train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     base = TrainConfig(encoder=tiny_encoder, max_epochs=4, lora_r=4).to_params()
@@ -209,7 +209,7 @@ def test_a_checkpoint_taken_mid_epoch_continues_exactly(tiny_encoder, small_data
 
     from mlprojects.config import TrainConfig
     from mlprojects.data import load_splits
-    from mlprojects.training.pbt import TrialData, build_trainer, trial_config
+    from mlprojects.training.trial import TrialData, build_trainer, trial_config
 
     train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     base = TrainConfig(encoder=tiny_encoder, max_epochs=2, batch_size=16).to_params()
