@@ -227,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             if scale.distributed:
-                classifier, result = train_distributed(cfg, scale, cluster, train, val, descriptions, text_columns)
+                classifier, result = train_distributed(
+                    cfg, scale, cluster, train, val, descriptions, text_columns, f"sft-ray-{run.info.run_id}"
+                )
                 for epoch, record in enumerate(result.history, 1):
                     log_epoch(epoch, record)
             else:

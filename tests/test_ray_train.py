@@ -104,6 +104,7 @@ def test_a_killed_worker_is_recovered_from_the_last_checkpoint(local_ray, tiny_e
     assert result.metrics["epoch"] == 3 and result.metrics["resumed_epoch"] == 1, result.metrics
 
 
+@pytest.mark.slow  # about 2.5 minutes on 2 shared cores: four workers start twice each
 def test_pbt_with_two_trials_of_two_workers_exploits_and_completes(local_ray, tiny_encoder, splits, tmp_path):
     """`Tuner(TorchTrainer)`: 2 trials × 2 workers on 2 CPUs (0.5 each), PBT every epoch with the bottom half
     cloning the top half, so an exploit copies a Ray Train checkpoint between multi-worker trials."""
@@ -119,9 +120,11 @@ def test_pbt_with_two_trials_of_two_workers_exploits_and_completes(local_ray, ti
     assert outcome.trials["trial_id"].nunique() == 2
     assert (outcome.trials.groupby("trial_id")["epoch"].max() == 2).all()
     assert len(outcome.perturbations) >= 1
-    assert outcome.best_state["trainer"]["epoch"] == 2
+    last = outcome.trials[outcome.trials["epoch"] == 2]
+    assert (last["resumed_epoch"] == 1).all()  # every trial went on from an epoch-1 Ray checkpoint (its own or a clone)
 
 
+@pytest.mark.slow  # about 100 s under load: `mlflow run`, Ray start-up, two workers, registration
 def test_sft_stage_on_two_workers_registers_a_model(mlflow_env, small_dataset, tiny_encoder, tmp_path):
     """`mlflow run . -e sft -P num_workers=2`: Ray Train instead of one process, the rest of the stage unchanged."""
     params = {

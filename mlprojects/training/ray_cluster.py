@@ -77,7 +77,7 @@ def check_local(scale: ScaleConfig, pbt: PBTConfig) -> None:
     cpus = scale.num_workers * scale.cpus_per_worker
     if cpus > pbt.local_num_cpus:
         raise ConfigError(
-            f"{scale.num_workers} workers × {scale.cpus_per_worker} CPUs need {cpus:g} CPUs, "
+            f"{scale.num_workers} workers × {scale.cpus_per_worker:g} CPUs need {cpus:g} CPUs, "
             f"the local Ray has {pbt.local_num_cpus}"
         )
     if scale.use_gpu and scale.num_workers > torch.cuda.device_count():

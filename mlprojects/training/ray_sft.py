@@ -17,7 +17,13 @@ from mlprojects.training.trainer import FitResult
 from mlprojects.training.trial import HP_PREFIX, METRIC, MODE, TrialData
 
 log = logging.getLogger(__name__)
-BOOKKEEPING = {"trial_id", "epoch", "step", "resumed_epoch"}  # reported with the metrics, not metrics per epoch
+BOOKKEEPING = {
+    "trial_id",
+    "epoch",
+    "step",
+    "resumed_epoch",
+    "train_s",
+}  # reported with the metrics, not metrics per epoch
 
 
 def train_distributed(
@@ -54,10 +60,8 @@ def train_distributed(
     outcome = tuning_outcome([result], result.path, cfg, time.perf_counter() - t0, finished=False)
     log.info("Ray Train: %d workers, %.1f s", scale.num_workers, outcome.wall_s)
     per_epoch = outcome.trials.sort_values("epoch").drop_duplicates("epoch", keep="last")
-    history = [
-        {k: float(v) for k, v in row.items() if k not in BOOKKEEPING and not k.startswith(HP_PREFIX)}
-        for row in per_epoch.to_dict("records")
-    ]
-    best = outcome.best_metrics
+    best = outcome.best_metrics  # what the loop reported: Ray adds its own keys to the rows of `trials`
+    own = [k for k in best if k not in BOOKKEEPING and not k.startswith(HP_PREFIX)]
+    history = [{k: float(row[k]) for k in own} for row in per_epoch.to_dict("records")]
     fit = FitResult(int(best["epoch"]), best, np.asarray(outcome.best_state["thresholds"]), history)
     return best_classifier(cfg, outcome, descriptions, text_columns), fit

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,12 +109,14 @@ def run_trial(config: dict, data: TrialData, checkpoint, report, rank: int = 0, 
     best = saved.get("best", (-1.0, 0)) if saved else (-1.0, 0)  # (validation F1, epoch), for early stopping
     resumed_epoch, iterations = trainer.epoch, 0
     while trainer.epoch < cfg.max_epochs:
+        started = time.perf_counter()
         if data.unit == "steps":
             record = trainer.train_steps(data.interval)
         else:
             for _ in range(min(data.interval, cfg.max_epochs - trainer.epoch)):
                 record = trainer.train_epoch()
         iterations += 1
+        train_s = time.perf_counter() - started  # training only: throughput = documents / train_s
         if data.fail_hook == "kill" and checkpoint is None and iterations == 2 and rank == world - 1 > 0:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: a worker dies after the first checkpoint
         val = _broadcast(trainer.validate() if rank == 0 else None, rank, world)
@@ -124,6 +127,7 @@ def run_trial(config: dict, data: TrialData, checkpoint, report, rank: int = 0, 
             "epoch": trainer.epoch,
             "step": trainer.scheduler.last_epoch,
             "resumed_epoch": resumed_epoch,
+            "train_s": train_s,
             **{HP_PREFIX + k: float(v) for k, v in config.items()},
         }
         if metrics[METRIC] > best[0]:
