@@ -217,7 +217,8 @@ def run_tuning(
     if search not in SEARCHES:
         raise ConfigError(f"search must be one of {SEARCHES}, got '{search}'")
     validate_config(pbt)
-    if scale is not None:
+    distributed = scale is not None and scale.distributed
+    if distributed:
         check_local(scale, pbt)
     data = TrialData(
         base_config(cfg),
@@ -231,7 +232,7 @@ def run_tuning(
     started = start_ray(pbt)
     t0 = time.perf_counter()
     try:
-        if scale is not None:
+        if distributed:
             check_cluster(scale)
         tuner = make_tuner(cfg, pbt, data, search, parent_run_id, name, resume, scale)
         if on_start:
