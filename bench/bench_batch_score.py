@@ -30,7 +30,7 @@ from bench.madewithml import load_split
 from mlprojects.config import OnnxConfig, TrainConfig
 from mlprojects.onnx_model.export import export_classifier
 from mlprojects.onnx_model.registered import log_onnx_classifier
-from registry.contract import format_predictions
+from registry.cli import ArgumentParser
 from registry.log_model import register
 from serving.batch_score import RESULT_TYPE, score, spark_session
 
@@ -45,10 +45,8 @@ def registered_onnx_model(workdir: Path, texts: list[str], labels: list, threads
     result = export_classifier(
         classifier, workdir / "onnx", OnnxConfig(max_f1_drop=1, min_agreement=0), texts[:64], labels[:64], texts[:64]
     )
-    example = pd.DataFrame({"text": texts[:2]})
-    output = format_predictions(classifier.predict_proba(texts[:2]), classifier.labels, classifier.thresholds)
     with mlflow.start_run():
-        info = log_onnx_classifier(result.directory, ["text"], example, output, threads)
+        info = log_onnx_classifier(result.directory, texts[:2], threads)
     return str(register(info.model_uri, NAME, {}, alias=None).version)
 
 
@@ -86,7 +84,7 @@ def spark_run(version: str, path: str, out: Path, shipped: bool) -> float:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--docs", type=int, default=2400)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--partitions", type=int, default=1, help="input partitions (files) Spark reads")

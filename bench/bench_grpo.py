@@ -36,6 +36,7 @@ from mlprojects.model.classifier import Classifier
 from mlprojects.training.grpo_trainer import GRPOTrainer, prepare_policy
 from mlprojects.training.rewards import targets_from_feedback
 from mlprojects.training.trainer import SFTTrainer, fit, make_split, train_classifier
+from registry.cli import ArgumentParser
 from serving.feedback.simulate import simulated_feedback
 
 RESULTS = Path(__file__).with_name("results") / "grpo.json"
@@ -156,7 +157,7 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--corrected-fraction", type=float, default=0.3)
     ap.add_argument("--epochs", type=float, default=GRPOParams.num_train_epochs, help="GRPO num_train_epochs")

@@ -14,7 +14,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,9 +29,13 @@ import requests
 
 from bench.bench_serving import percentile, zero_shot_model
 from bench.madewithml import load_split
+from registry.cli import ArgumentParser
 from registry.locations import REPO_ROOT
 from serving.feedback import FeedbackStore
-from serving.local_server import free_port, wait_until_healthy
+from serving.feedback.store import COLUMNS
+from serving.local_server import local_endpoint
+from validation.feedback_data import validate_feedback
+from validation.feedback_rules import record_reasons
 
 RESULTS = REPO_ROOT / "bench" / "results" / "limits.json"
 VALIDATION_RESULTS = REPO_ROOT / "bench" / "results" / "feedback_validation.json"
@@ -62,14 +65,9 @@ def validation_baseline(records: int) -> dict:
         return times
 
     def gx(record: dict) -> None:
-        from serving.feedback.store import COLUMNS
-        from validation.feedback_data import validate_feedback
-
         validate_feedback(pd.DataFrame([record], columns=COLUMNS), ["vat", "payroll"])
 
     def plain(record: dict) -> None:
-        from validation.feedback_rules import record_reasons
-
         record_reasons(record, ["vat", "payroll"])
 
     out = {}
@@ -87,33 +85,10 @@ def validation_baseline(records: int) -> dict:
 
 @contextmanager
 def endpoint(model_uri: str, feedback_db: str, *args: str):
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "serving",
-            "serve",
-            "--model",
-            model_uri,
-            "--port",
-            str(port),
-            "--feedback-db",
-            feedback_db,
-            *args,
-        ],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    options = ["--feedback-db", feedback_db, *args]
+    with local_endpoint(model_uri, *options, log_level="WARNING", env=env, timeout=300) as (url, _):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def load(url: str, route: str, bodies: list[dict], concurrency: int, keep_alive: bool = False) -> dict:
@@ -166,7 +141,7 @@ def summary(runs: list[dict], key: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--requests", type=int, default=40, help="requests at concurrency 1 (8x as many at 32)")
     p.add_argument("--feedback", type=int, default=400, help="feedback requests per fresh server")

@@ -33,11 +33,14 @@ from mlprojects.config import OnnxConfig, TrainConfig
 from mlprojects.data import stratified_split
 from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import build_model
-from mlprojects.onnx_model.export import export_graph, fuse
+from mlprojects.model.registered import log_classifier
+from mlprojects.onnx_model.export import export_classifier, export_graph, fuse
 from mlprojects.onnx_model.parity import f1_macro, row_cosines
+from mlprojects.onnx_model.pyfunc import OnnxDualEncoderPyfunc
 from mlprojects.onnx_model.quantize import TextCalibrationReader, quantize
-from mlprojects.onnx_model.runtime import OnnxEncoder, load_tokenizer, probabilities
+from mlprojects.onnx_model.runtime import OnnxClassifier, OnnxEncoder, load_tokenizer, probabilities
 from mlprojects.training.trainer import train_classifier
+from registry.cli import ArgumentParser
 
 RESULTS = Path(__file__).with_name("results") / "onnx.json"
 PYFUNC_RESULTS = Path(__file__).with_name("results") / "onnx_pyfunc.json"
@@ -208,13 +211,6 @@ def pyfunc_suite(args) -> dict:
     """The served models side by side: torch pyfunc, ONNX pyfuncs, the optimum reference route."""
     import mlflow
 
-    from mlprojects.config import OnnxConfig
-    from mlprojects.model.registered import log_classifier
-    from mlprojects.onnx_model.export import export_classifier
-    from mlprojects.onnx_model.pyfunc import OnnxDualEncoderPyfunc
-    from mlprojects.onnx_model.runtime import OnnxClassifier
-    from registry.contract import format_predictions
-
     load_before = os.getloadavg()
     torch.set_num_threads(args.threads)
     train, test, descriptions = load_split()
@@ -225,14 +221,8 @@ def pyfunc_suite(args) -> dict:
         workdir = Path(tmp)
         mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
         encoder_dir = classifier.save(workdir / "classifier") / "encoder"
-        example = pd_frame(texts[:2])
         with mlflow.start_run():
-            info = log_classifier(
-                workdir / "classifier",
-                ["text"],
-                example,
-                format_predictions(classifier.predict_proba(texts[:2]), classifier.labels, classifier.thresholds),
-            )
+            info = log_classifier(classifier, texts[:2], saved=workdir / "classifier")
         torch_model = mlflow.pyfunc.load_model(info.model_uri)
         shipped = export_classifier(
             classifier,
@@ -321,7 +311,7 @@ def pyfunc_suite(args) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", choices=["pyfunc", "graphs"], default="pyfunc")
     p.add_argument(
         "--epochs",

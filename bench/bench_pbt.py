@@ -11,7 +11,6 @@ to score each method's best trial. Results go to bench/results/pbt.json, written
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -22,12 +21,13 @@ from bench.madewithml import SEED, load_split
 from mlprojects.config import PBTConfig, TrainConfig
 from mlprojects.data import stratified_split
 from mlprojects.training.pbt import best_classifier, run_tuning
+from registry.cli import ArgumentParser
 
 OUT = Path(__file__).resolve().parent / "results" / "pbt.json"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = ArgumentParser(description=__doc__)
     p.add_argument("--trials", type=int, default=4)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--methods", default="pbt,random")

@@ -27,32 +27,30 @@ import pandas as pd
 import requests
 
 from bench.madewithml import load_split
+from mlprojects.config import TrainConfig
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import build_model
+from mlprojects.model.registered import log_classifier
+from registry.cli import ArgumentParser
+from registry.conventions import TAG_KIND
 from registry.locations import REPO_ROOT
-from serving.local_server import free_port, wait_until_healthy
+from registry.log_model import register
+from registry.lookup import resolve_version
+from serving.azureml.bundle import serving_artifact
+from serving.batch_score import score, spark_session
+from serving.local_server import local_endpoint
 
 RESULTS = REPO_ROOT / "bench" / "results" / "serving.json"
 
 
 def zero_shot_model(descriptions: dict[str, str], root: Path) -> str:
     """Log and register the bundled MiniLM as a torch pyfunc (frozen encoder, thresholds 0.5); its URI."""
-    from mlprojects.config import TrainConfig
-    from mlprojects.model.classifier import Classifier
-    from mlprojects.model.encoder import build_model
-    from mlprojects.model.registered import log_classifier
-    from registry.log_model import register
-
     classifier = Classifier(
         build_model(TrainConfig(encoder="minilm"), lora=False), descriptions, np.full(len(descriptions), 0.5)
     )
-    example = pd.DataFrame({"text": ["Transformers for text classification."]})
-    from registry.contract import format_predictions
-
-    output = format_predictions(
-        classifier.predict_proba(list(example["text"])), classifier.labels, classifier.thresholds
-    )
     with mlflow.start_run(run_name="bench-serving-model"):
-        info = log_classifier(classifier.save(root / "classifier"), ["text"], example, output)
-    version = register(info.model_uri, "bench-serving", {"lineage.kind": "bench"}).version
+        info = log_classifier(classifier, ["Transformers for text classification."])
+    version = register(info.model_uri, "bench-serving", {TAG_KIND: "bench"}).version
     return f"models:/bench-serving/{version}"
 
 
@@ -78,7 +76,6 @@ def onnx_model(torch_uri: str, eval_frame: pd.DataFrame, tmp: Path) -> str | Non
         check=True,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
-    from serving.azureml.bundle import resolve_version, serving_artifact
 
     name, version = resolve_version(torch_uri)
     artifact = serving_artifact(name, version)
@@ -116,28 +113,13 @@ def endpoint_load(url: str, texts: list[str], concurrency: int, n_requests: int)
 
 
 def bench_endpoint(model_uri: str, texts: list[str], n_requests: int) -> list[dict]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "serve", "--model", model_uri, "--port", str(port)],
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    with local_endpoint(model_uri, log_level="WARNING", env=env, timeout=300) as (url, _):
         return [endpoint_load(url, texts, c, n_requests * (2 if c > 1 else 1)) for c in (1, 8)]
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def bench_batch(model_uri: str, texts: list[str]) -> dict:
     """docs/s over the same documents: plain pyfunc.predict on one pandas frame vs Spark local[2] (write included)."""
-    from serving.azureml.bundle import resolve_version
-    from serving.batch_score import score, spark_session
-
     frame = pd.DataFrame({"text": texts})
     start = time.perf_counter()
     mlflow.pyfunc.load_model(model_uri).predict(frame)
@@ -162,7 +144,7 @@ def bench_batch(model_uri: str, texts: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--requests", type=int, default=64, help="requests at concurrency 1 (twice as many at 8)")
     p.add_argument("--batch-docs", type=int, default=600)
     p.add_argument("--model-uri", default="", help="benchmark this registered torch model instead")

@@ -1,4 +1,4 @@
-"""SFT benchmark on the real Made With ML dataset (issue 2): the fine-tuned dual encoder against two baselines.
+"""SFT benchmark on the real Made With ML dataset: the fine-tuned dual encoder against two baselines.
 
     python -m bench.bench_sft                       # all three methods, TrainConfig defaults
     python -m bench.bench_sft --set learning_rate=2e-3 --set max_epochs=15 --methods sft --out /tmp/x.json
@@ -28,8 +28,11 @@ from bench.madewithml import SEED, load_split
 from mlprojects.config import TrainConfig
 from mlprojects.data import multi_hot, stratified_split
 from mlprojects.evaluation.metrics import decide, f1_summary
-from registry.cli import cli_entry
+from mlprojects.model.encoder import build_model
+from mlprojects.training.trainer import train_classifier
+from registry.cli import ArgumentParser, cli_entry
 from registry.errors import ConfigError
+from registry.tracking import setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METHODS = ("sft", "zero_shot", "logreg")
@@ -51,8 +54,6 @@ def print_epoch(epoch: int, record: dict) -> None:
 
 
 def run_sft(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict:
-    from mlprojects.training.trainer import train_classifier
-
     fit_part, val = stratified_split(train, cfg.val_fraction, cfg.seed)
     classifier, result = train_classifier(cfg, fit_part, val, descriptions, ["text"], on_epoch=print_epoch)
     probs = classifier.predict_proba(list(test["text"]))
@@ -68,8 +69,6 @@ def run_sft(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict
 
 
 def run_zero_shot(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict:
-    from mlprojects.model.encoder import build_model
-
     model = build_model(cfg, lora=False)
     cos = model.embed(list(test["text"])) @ model.embed(list(descriptions.values())).T
     return argmax_scores(cos.numpy(), test, list(descriptions))
@@ -78,8 +77,6 @@ def run_zero_shot(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -
 def run_logreg(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict:
     """Frozen encoder embeddings -> multinomial logistic regression; C chosen by 5-fold CV (F1-macro) on the 80%."""
     from sklearn.linear_model import LogisticRegressionCV
-
-    from mlprojects.model.encoder import build_model
 
     model = build_model(cfg, lora=False)
     names = list(descriptions)
@@ -131,8 +128,6 @@ def log_to_mlflow(report: dict, out: Path) -> None:
     """One run per benchmark in a local store (MLFLOW_TRACKING_URI, default a SQLite file under /tmp)."""
     import mlflow
 
-    from registry.tracking import setup
-
     os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:////tmp/bench_mlflow/mlflow.db")
     os.environ.setdefault("MLFLOW_ARTIFACT_ROOT", "file:///tmp/bench_mlflow/artifacts")
     Path("/tmp/bench_mlflow").mkdir(exist_ok=True)
@@ -146,9 +141,7 @@ def log_to_mlflow(report: dict, out: Path) -> None:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="bench_sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    p = ArgumentParser(prog="bench_sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {METHODS}")
     p.add_argument("--out", default=str(RESULTS / "sft.json"))

@@ -1,4 +1,5 @@
-"""python -m lifecycle reconcile [--once | --watch] | rollback | history | configure  --model-name NAME"""
+"""python -m lifecycle reconcile [--once | --watch | --mode once|watch] | rollback | history | configure
+--model-name NAME"""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from dataclasses import asdict
 
 import mlflow
 
+from lifecycle import db, history
 from lifecycle.config import DEFAULT_DEPLOY_TARGET, ONNX_ON_PROMOTION, WATCH_INTERVAL_S
+from lifecycle.controller import Controller, watch
 from mlprojects.onnx_model.quantize import MODES
+from registry import conventions as C
 from registry.cli import ArgumentParser, cli_entry, model_name_arg, positive
-from registry.conventions import DEFAULT_MODEL_NAME
 from registry.errors import ConfigError
+from registry.settings import read_settings, write_settings
 from registry.tracking import setup
+from serving.targets import get_target
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,8 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("reconcile", help="evaluate candidates, promote or reject, clone, deploy, retire")
     mode = rec.add_mutually_exclusive_group()
-    mode.add_argument("--once", action="store_true", help="one pass, then exit (default)")
-    mode.add_argument("--watch", action="store_true", help="reconcile every --interval seconds")
+    mode.add_argument("--mode", choices=["once", "watch"], default="once", help="once (default) or watch")
+    mode.add_argument("--once", dest="mode", action="store_const", const="once", help="one pass, then exit")
+    mode.add_argument("--watch", dest="mode", action="store_const", const="watch", help="every --interval seconds")
     rec.add_argument("--interval", type=positive(), default=WATCH_INTERVAL_S)
     sub.add_parser("rollback", help="point champion back to the previous champion and redeploy")
     sub.add_parser("history", help="which version was champion when")
@@ -43,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"ONNX export of each new champion (default {ONNX_ON_PROMOTION}; none = fp32, off = no export)",
     )
     for sp in (rec, conf, *[sub.choices[n] for n in ("rollback", "history")]):
-        sp.add_argument("--model-name", type=model_name_arg, default=DEFAULT_MODEL_NAME)
+        sp.add_argument("--model-name", type=model_name_arg, default=C.DEFAULT_MODEL_NAME)
     return p
 
 
@@ -53,20 +59,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "configure":
         return configure(args)
     if args.command == "history":
-        from lifecycle import db, history
-
         setup(args.model_name)
         entries = history.rows(db.engine(), args.model_name)
         if not entries:
             _registered(args.model_name)
         print(history.format_table(entries) if entries else f"{args.model_name} has had no champion yet")
         return 0
-    from lifecycle.controller import Controller, watch
-
     if args.command == "rollback":
         Controller(args.model_name).rollback()
         return 0
-    if args.watch:
+    if args.mode == "watch":
         watch(args.model_name, args.interval)
         return 0
     log = Controller(args.model_name).reconcile()
@@ -86,9 +88,6 @@ def _registered(name: str) -> None:
 
 
 def configure(args) -> int:
-    from registry import conventions as C
-    from registry.settings import read_settings, write_settings
-
     setup(args.model_name)
     client = mlflow.MlflowClient()
     _registered(args.model_name)
@@ -105,8 +104,6 @@ def configure(args) -> int:
     )
     changes = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.deploy_target:
-        from serving.targets import get_target
-
         get_target(args.deploy_target)  # fails early on an unknown name
         client.set_registered_model_tag(args.model_name, C.TAG_DEPLOY_TARGET, args.deploy_target)
     if args.onnx_export:

@@ -180,14 +180,14 @@ def deploy(ctx: Context, version: str) -> Deployment:
         ctx.client,
         ctx.name,
         version,
-        {"deploy.target": deployment.target, "deploy.status": deployment.status, "deploy.at": _now()},
+        {C.TAG_DEPLOY_TARGET: deployment.target, C.TAG_DEPLOY_STATUS: deployment.status, C.TAG_DEPLOY_AT: _now()},
     )
     if before and before.version != str(version):  # its card must not say it still serves
         set_tags(
             ctx.client,
             ctx.name,
             before.version,
-            {"deploy.status": f"replaced by version {version}", "deploy.at": _now()},
+            {C.TAG_DEPLOY_STATUS: f"replaced by version {version}", C.TAG_DEPLOY_AT: _now()},
         )
     checkpoint("deploy.done")
     return deployment
@@ -209,7 +209,9 @@ def resume(ctx: Context, intent: dict) -> None:
 
 def _inherited_decision_tags(ctx: Context, version: str) -> list[str]:
     tags = ctx.client.get_model_version(ctx.name, version).tags
-    return [k for k in tags if k.startswith(("lifecycle.", "deploy.")) and k not in (C.TAG_ROLE, C.TAG_INTENT)]
+    return [
+        k for k in tags if k.startswith((C.LIFECYCLE_PREFIX, C.DEPLOY_PREFIX)) and k not in (C.TAG_ROLE, C.TAG_INTENT)
+    ]
 
 
 def _now() -> str:

@@ -7,6 +7,7 @@ in a controller MLflow run in the model's experiment.
 from __future__ import annotations
 
 import getpass
+import logging
 import os
 import socket
 import time
@@ -41,6 +42,8 @@ from registry.settings import KEEP_ARCHIVED, ModelSettings, read_settings
 from registry.stages import client_stages_enabled
 from registry.tracking import log_json, setup
 from serving.targets import get_target
+
+log = logging.getLogger(__name__)
 
 
 def actor() -> str:
@@ -222,7 +225,7 @@ class Controller:
             A.write_intent(self.ctx, intent)
             checkpoint("promote.intent")
             exported = A.promote(self.ctx, intent)
-            mlflow.set_tag("lifecycle.promoted", version)
+            mlflow.set_tag(C.TAG_PROMOTED, version)
             self.note(f"promoted version {version} to champion: {decision.reason}")
             if exported:
                 self.note(exported)
@@ -251,10 +254,10 @@ class Controller:
             experiments.add(named.experiment_id)
         ours = mlflow.active_run().info.run_id if mlflow.active_run() else None
         for run in self.client.search_runs(sorted(experiments), "attributes.status = 'RUNNING'") if experiments else []:
-            if run.data.tags.get("lifecycle.model_name") == self.name and run.info.run_id != ours:
+            if run.data.tags.get(C.TAG_CONTROLLER_MODEL) == self.name and run.info.run_id != ours:
                 self.client.set_tag(
                     run.info.run_id,
-                    "lifecycle.orphaned",
+                    C.TAG_ORPHANED,
                     f"its controller ended without closing it; marked failed by {self.actor}",
                 )
                 self.client.set_terminated(run.info.run_id, "FAILED")
@@ -262,7 +265,7 @@ class Controller:
 
     def _controller_run(self):
         run = mlflow.start_run(run_name=f"lifecycle {self.name}")
-        mlflow.set_tags({"lifecycle.model_name": self.name, "lifecycle.actor": self.actor})
+        mlflow.set_tags({C.TAG_CONTROLLER_MODEL: self.name, C.TAG_ACTOR: self.actor})
         return run
 
     def _log_decision(self, version, champion, cand_ev, champ_ev, paired, decision) -> None:
@@ -295,7 +298,7 @@ class Controller:
 
     def note(self, line: str) -> None:
         self.log.append(line)
-        print(f"[{self.name}] {line}", flush=True)
+        log.info("[%s] %s", self.name, line)
 
 
 def watch(model_name: str, interval: float = WATCH_INTERVAL_S) -> None:
@@ -304,9 +307,9 @@ def watch(model_name: str, interval: float = WATCH_INTERVAL_S) -> None:
     while True:
         try:
             if controller.reconcile() is None:
-                print(f"[{model_name}] another controller holds the lease", flush=True)
+                log.info("[%s] another controller holds the lease", model_name)
         except PlatformError as exc:
-            print(f"[{model_name}] error: {exc}", flush=True)
+            log.error("[%s] %s (retried in %g s)", model_name, exc, interval)
         finally:
             while mlflow.active_run():
                 mlflow.end_run()

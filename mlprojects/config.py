@@ -68,7 +68,7 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
-# --- Population Based Training (issue 3): `sft --tune pbt` -------------------------------------------------
+# --- Population Based Training: `sft --tune pbt` -----------------------------------------------------------
 @dataclass
 class PBTConfig:
     """Ray Tune PBT over the SFT hyperparameters; ranges are what PBT samples from and mutates within."""
@@ -92,9 +92,6 @@ class PBTConfig:
     local_num_cpus: int = 2
     object_store_bytes: int = 100 * 1024**2
     storage_path: str = ""  # "": Ray's default (~/ray_results)
-    # test hook: "once" crashes each trial's first attempt, "always" every one, "kill" SIGKILLs one Ray Train worker
-    # after the first checkpoint
-    test_hook_fail_trials: str = ""
 
 
 @dataclass
@@ -156,7 +153,7 @@ class GRPOParams:
         return asdict(self)
 
 
-# --- ONNX export (issue 6) ---------------------------------------------------------------------------------
+# --- ONNX export -------------------------------------------------------------------------------------------
 @dataclass
 class OnnxConfig:
     """How the serving artifact is built and the parity gates it must pass before it is registered."""
@@ -191,7 +188,7 @@ class OnnxConfig:
 ONNX_MODEL_SUFFIX = "-onnx"  # the export of model `m` is registered as `m-onnx`
 
 
-# --- pipeline (issue 8): the demo's budget, under 10 minutes on 2 CPU cores -------------------------------
+# --- pipeline: the demo's budget, under 10 minutes on 2 CPU cores ------------------------------------------
 @dataclass(frozen=True)
 class PipelineConfig:
     pbt_trials: int = 2

@@ -14,28 +14,30 @@ import mlflow
 
 from mlprojects import config as C
 from mlprojects.data import prepare
-from mlprojects.onnx_model.publish import export_version, gate_data, labelled, source_classifier, source_version
+from mlprojects.onnx_model.publish import export_version, gate_data, labelled, source_classifier
 from mlprojects.onnx_model.quantize import MODES
-from registry.cli import (
-    ArgumentParser,
-    cli_entry,
-    finite_float,
-    int_arg,
-    model_name_arg,
-    non_negative,
-    optional,
-    registered_uri_arg,
-)
+from registry import cli
+from registry.cli import ArgumentParser, cli_entry
 from registry.documents import parse_columns, read_table
-from registry.lookup import model_name_of
+from registry.lookup import model_name_of, registered_model_version
 from registry.tracking import setup
+
+GATES = {  # the parity gates an export must pass before it is registered (defaults: OnnxConfig)
+    "min_fp32_cosine": "refused when an fp32 embedding's cosine to torch's falls below this",
+    "min_int8_mean_cosine": "refused when the quantised embeddings' mean cosine to torch's falls below this",
+    "max_f1_drop": "refused when the F1-macro drop's bootstrap interval lies above this",
+    "min_agreement": "refused when fewer evaluation documents get torch's label set",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="export_onnx", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = C.OnnxConfig()
     p.add_argument(
-        "--model-uri", required=True, type=registered_uri_arg, help="models:/<name>/<version> or models:/<name>@<alias>"
+        "--model-uri",
+        required=True,
+        type=cli.registered_uri_arg,
+        help="models:/<name>/<version> or models:/<name>@<alias>",
     )
     p.add_argument(
         "--eval-data",
@@ -46,7 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default=C.DEMO_LABEL_COLUMN)
     p.add_argument("--label-delimiter", default="|")
     p.add_argument("--quantization", default=d.quantization, choices=[*MODES, "none"])
-    p.add_argument("--threads", type=non_negative(int_arg), default=d.threads, help="inference threads, 0 = all")
+    p.add_argument(
+        "--fuse",
+        type=cli.boolean,
+        default=d.fuse,
+        help="ONNX Runtime transformer fusion before quantisation, true or false (measured slower: bench/README.md)",
+    )
+    p.add_argument(
+        "--threads", type=cli.non_negative(cli.int_arg), default=d.threads, help="inference threads, 0 = all"
+    )
     p.add_argument(
         "--thresholds",
         default=d.thresholds,
@@ -54,22 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the torch model's, or re-tuned on its validation split with the export's own scores",
     )
     p.add_argument(
-        "--model-name", type=optional(model_name_arg), default="", help=f"default: <source name>{C.ONNX_MODEL_SUFFIX}"
+        "--model-name",
+        type=cli.optional(cli.model_name_arg),
+        default="",
+        help=f"default: <source name>{C.ONNX_MODEL_SUFFIX}",
     )
-    p.add_argument("--min-fp32-cosine", type=finite_float, default=d.min_fp32_cosine)
-    p.add_argument("--min-int8-mean-cosine", type=finite_float, default=d.min_int8_mean_cosine)
-    p.add_argument(
-        "--max-f1-drop",
-        type=finite_float,
-        default=d.max_f1_drop,
-        help="refused when the F1-macro drop's bootstrap interval lies above this",
-    )
-    p.add_argument(
-        "--min-agreement",
-        type=finite_float,
-        default=d.min_agreement,
-        help="refused when fewer evaluation documents get torch's label set",
-    )
+    for gate, why in GATES.items():
+        p.add_argument(f"--{gate.replace('_', '-')}", type=cli.finite_float, default=getattr(d, gate), help=why)
     return p
 
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = C.OnnxConfig.from_dict(vars(args))
     setup(model_name_of(args.model_uri))
     client = mlflow.MlflowClient()
-    source = source_version(client, args.model_uri)
+    source = registered_model_version(args.model_uri, client)
     classifier = source_classifier(source)
     if args.eval_data:
         columns = parse_columns(args.text_columns) if args.text_columns else classifier.text_columns

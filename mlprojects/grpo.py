@@ -14,6 +14,7 @@ stays unread. The result is registered as a new version tagged `lineage.kind=grp
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from dataclasses import fields
@@ -25,7 +26,7 @@ import pandas as pd
 from mlprojects import config as C
 from mlprojects.data import prepare
 from mlprojects.evaluation.plots import grpo_curves
-from mlprojects.model.registered import example_output, load_classifier, log_classifier
+from mlprojects.model.registered import load_classifier, log_classifier
 from mlprojects.training.grpo_loss import IMPORTANCE_SAMPLING_LEVELS, LOSS_TYPES, SCALE_REWARDS
 from mlprojects.training.grpo_trainer import GRPOTrainer, docs_per_step, prepare_policy
 from mlprojects.training.rewards import targets_from_feedback
@@ -36,7 +37,12 @@ from registry.documents import read_table
 from registry.errors import ConfigError, DataError
 from registry.locations import feedback_db_url
 from registry.log_model import register
+from registry.lookup import resolve_version
 from registry.tracking import log_epoch, log_json, log_params_once, setup
+from serving.feedback import FeedbackStore
+from serving.feedback.io import FeedbackFileError, read_feedback_file
+
+log = logging.getLogger(__name__)
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 POSITIVE = {
@@ -85,8 +91,8 @@ def _optional_float(value: str) -> float | None:
 
 def alias_version(client: mlflow.MlflowClient, model_name: str, alias: str) -> str:
     try:
-        return client.get_model_version_by_alias(model_name, alias).version
-    except mlflow.exceptions.MlflowException as exc:
+        return resolve_version(f"models:/{model_name}@{alias}", client)[1]
+    except ConfigError as exc:
         raise ConfigError(
             f"registered model '{model_name}' has no '{alias}' alias: GRPO trains the '{RC.POLICY}' "
             f"clone of the frozen '{RC.REFERENCE}' (the lifecycle controller creates both from the "
@@ -109,11 +115,7 @@ def validation_split(client: mlflow.MlflowClient, model_name: str, version: str,
 
 def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) -> tuple[pd.DataFrame, dict]:
     """Feedback rows on `model_name` usable with `label_names`, and counts of what was left out and why."""
-    from serving.feedback import FeedbackStore
-
     if feedback_uri.lower().endswith(FILE_SUFFIXES):
-        from serving.feedback.io import FeedbackFileError, read_feedback_file
-
         try:
             records, first_row = read_feedback_file(feedback_uri)
         except FeedbackFileError as exc:
@@ -124,7 +126,7 @@ def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) ->
             frame = store.query(model_name=model_name)
             store.engine.dispose()
         for line in report.lines():
-            print(f"feedback left out: {line}", file=sys.stderr)
+            log.warning("feedback left out: %s", line)
         rejected = len(report.rejected)
     else:
         frame, rejected = FeedbackStore(feedback_uri).query(model_name=model_name), 0
@@ -186,10 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             validation.to_parquet(Path(tmp) / "validation.parquet")  # the policy's clones re-tune on it too
             mlflow.log_artifact(str(Path(tmp) / "validation.parquet"), "data")
-            example = feedback[["text"]].head(3).reset_index(drop=True)
-            info = log_classifier(
-                policy.save(Path(tmp) / "classifier"), policy.text_columns, example, example_output(policy, example)
-            )
+        info = log_classifier(policy, list(feedback["text"].head(3)))
         encoder = client.get_model_version(args.model_name, ref_version).tags.get(RC.TAG_ENCODER)
         version = register(
             info.model_uri,
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 RC.TAG_PARENT_VERSION: ref_version,
                 RC.TAG_DATA_DIGEST: digest,
                 RC.TAG_ENCODER: encoder,
-                "grpo.policy_version": policy_version,
+                RC.TAG_POLICY_VERSION: policy_version,
             },
         )
     print(

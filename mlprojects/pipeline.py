@@ -13,7 +13,6 @@ split and promotes or rejects it. Re-running is safe: every run adds versions; t
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,12 +21,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from rich.console import Console
 from rich.table import Table
 
 from mlprojects import config as C
 from mlprojects.data import prepare, split_pools
 from registry import conventions as RC
+from registry.aliases import aliases
 from registry.cli import ArgumentParser, cli_entry, db_url_arg, int_arg, model_name_arg, non_negative, positive
 from registry.conventions import DEFAULT_MODEL_NAME
 from registry.documents import parse_columns, read_table
@@ -36,7 +37,7 @@ from registry.locations import REPO_ROOT
 from registry.lookup import versions_of
 from registry.tracking import setup
 from serving.feedback.simulate import rate_through_endpoint
-from serving.local_server import free_port, wait_until_healthy
+from serving.local_server import local_endpoint
 
 console = Console(width=160)
 
@@ -80,7 +81,7 @@ class Steps:
             experiment_id=self.experiment_id,
             synchronous=False,
         )
-        mlflow.MlflowClient().set_tag(submitted.run_id, "mlflow.parentRunId", self.parent)
+        mlflow.MlflowClient().set_tag(submitted.run_id, MLFLOW_PARENT_RUN_ID, self.parent)
         if not submitted.wait():
             if required:
                 raise PlatformError(f"step '{title}' ({entry}) failed; see run {submitted.run_id} in the MLflow UI")
@@ -95,32 +96,12 @@ class Steps:
         console.print(f"[green]✓[/green] {title} ({self.timings[title]} s)")
 
 
-def alias_version(name: str, alias: str) -> str | None:
-    aliases = mlflow.MlflowClient().get_registered_model(name).aliases  # MLflow #16734: not from search
-    return aliases.get(alias)
-
-
 def rate_champion(model_name: str, frame: pd.DataFrame, feedback_db: str, seed: int) -> dict:
     """Serve the champion on 127.0.0.1 and let simulated users rate its answers on `frame` through HTTP."""
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "serving",
-        "serve",
-        "--model",
-        f"models:/{model_name}@{RC.CHAMPION}",
-        "--port",
-        str(port),
-    ] + (["--feedback-db", feedback_db] if feedback_db else [])
-    server = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, server, timeout=120)
+    store = ["--feedback-db", feedback_db] if feedback_db else []
+    # no access log: nothing reads the server's stderr unless it fails to start
+    with local_endpoint(f"models:/{model_name}@{RC.CHAMPION}", *store, log_level="WARNING", timeout=120) as (url, _):
         return rate_through_endpoint(url, frame, C.PIPELINE.corrected_fraction, seed, "pipeline-simulated-user")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def write_pools(args: argparse.Namespace, directory: Path) -> dict[str, Path]:
@@ -142,15 +123,15 @@ def summary(model_name: str) -> pd.DataFrame:
     rows = []
     for name in (model_name, model_name + C.ONNX_MODEL_SUFFIX):
         try:
-            aliases = client.get_registered_model(name).aliases
+            held = aliases(client, name)
         except mlflow.exceptions.MlflowException:
             continue
         by_version: dict[str, list[str]] = {}
-        for alias, version in aliases.items():
-            by_version.setdefault(str(version), []).append(alias)  # values are ints here
+        for alias, version in held.items():
+            by_version.setdefault(version, []).append(alias)
         for v in sorted(versions_of(client, name), key=lambda v: int(v.version)):
             tags = v.tags
-            f1 = tags.get("eval.f1_macro") or tags.get(RC.TAG_CANDIDATE_F1) or ""
+            f1 = tags.get(RC.TAG_EVAL_F1_MACRO) or tags.get(RC.TAG_CANDIDATE_F1) or ""
             rows.append(
                 {
                     "model": name,
@@ -211,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             **text,
         )
         steps.run("2. lifecycle: champion, its ONNX export, clones, deploy", "lifecycle", model_name=name)
-        champion = alias_version(name, RC.CHAMPION)
+        champion = aliases(mlflow.MlflowClient(), name).get(RC.CHAMPION)
         if champion is None:
             raise PlatformError(
                 f"no champion after the first reconcile; see `python -m lifecycle history --model-name {name}`"
@@ -248,7 +229,7 @@ def feedback_round(
     title = f"{number + 3}a. round {number}: champion serves {len(traffic)} new documents, users rate them"
     console.rule(f"[bold]{title}")
     start = time.time()
-    champion = alias_version(name, RC.CHAMPION)
+    champion = aliases(mlflow.MlflowClient(), name).get(RC.CHAMPION)
     served = {"champion": champion, **rate_champion(name, traffic, args.feedback_db, seed=args.seed + number)}
     mlflow.log_metrics({f"round{number}_{k}": float(v) for k, v in served.items()})
     steps.done(title, start)
@@ -257,7 +238,7 @@ def feedback_round(
     if args.feedback_db:
         grpo_params["feedback_uri"] = args.feedback_db
     steps.run(f"{number + 3}b. round {number}: GRPO on the feedback", "grpo", **grpo_params)
-    challenger = alias_version(name, RC.CHALLENGER)
+    challenger = aliases(mlflow.MlflowClient(), name).get(RC.CHALLENGER)
     steps.run(
         f"{number + 3}c. round {number}: evaluate the GRPO challenger on the test split",
         "evaluate",

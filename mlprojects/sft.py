@@ -7,26 +7,32 @@ mlflow run . -e sft --env-manager local -P tune=pbt -P pbt_trials=4     # Popula
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import tempfile
 from pathlib import Path
 
 import mlflow
 
+import validation
 from mlprojects import config as C
 from mlprojects.data import Splits, load_splits
 from mlprojects.evaluation.plots import hyperparameter_trajectories, training_curves
-from mlprojects.model.registered import example_output, log_classifier
+from mlprojects.model.registered import log_classifier
+from mlprojects.training.pbt import best_classifier, run_tuning, validate_config
+from mlprojects.training.ray_cluster import check_local, check_reachable
 from mlprojects.training.ray_sft import train_distributed
 from mlprojects.training.trainer import train_classifier
 from registry import conventions as RC
-from registry.cli import ArgumentParser, bool_arg, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
+from registry.cli import ArgumentParser, boolean, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
 from registry.conventions import DEFAULT_MODEL_NAME
 from registry.documents import parse_columns
 from registry.errors import DataError
 from registry.log_model import register
 from registry.settings import init_from_sft_run
 from registry.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
+
+log = logging.getLogger(__name__)
 
 
 def range_arg(value: str) -> tuple[float, float]:
@@ -71,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = p.add_argument_group("scale (Ray Train: DDP workers; the default is this process, no Ray)")
     w = C.ScaleConfig()
     s.add_argument("--num-workers", type=positive(int_arg), default=w.num_workers, help="DDP workers per run/trial")
-    s.add_argument("--use-gpu", type=bool_arg, default=w.use_gpu, help="one GPU per worker (NCCL); else gloo on CPU")
+    s.add_argument("--use-gpu", type=boolean, default=w.use_gpu, help="one GPU per worker (NCCL); else gloo on CPU")
     s.add_argument("--cpus-per-worker", type=positive(), default=w.cpus_per_worker)
     s.add_argument(
         "--worker-failures", type=non_negative(int_arg), default=w.max_failures, help="restarts after a worker dies"
@@ -103,9 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--storage-path", default=b.storage_path, help="Ray's trial checkpoints (default ~/ray_results)")
     t.add_argument("--resume", default="", help="experiment path of an interrupted tuning run to restore")
-    t.add_argument(
-        "--test-hook-fail-trials", default="", choices=["", "once", "always", "kill"], help=argparse.SUPPRESS
-    )
     return p
 
 
@@ -118,13 +121,10 @@ def cluster_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
     return C.PBTConfig(
         ray_address=args.ray_address.strip(),
         storage_path=args.storage_path,
-        test_hook_fail_trials=args.test_hook_fail_trials,
     )
 
 
 def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
-    from mlprojects.training.pbt import validate_config
-
     pbt = C.PBTConfig(
         population=args.pbt_trials,
         perturbation_interval=args.perturbation_interval,
@@ -138,7 +138,6 @@ def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
         gpus_per_trial=args.gpus_per_trial,
         max_failures=args.max_failures,
         storage_path=args.storage_path,
-        test_hook_fail_trials=args.test_hook_fail_trials,
     )
     validate_config(pbt)
     return pbt
@@ -146,8 +145,6 @@ def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
 
 def scale_config_from_args(args: argparse.Namespace, cluster: C.PBTConfig) -> C.ScaleConfig:
     """Workers a local Ray could never place, or a cluster that does not answer, fail here, before any data is read."""
-    from mlprojects.training.ray_cluster import check_local, check_reachable
-
     scale = C.ScaleConfig(args.num_workers, args.use_gpu, args.cpus_per_worker, args.worker_failures)
     if scale.distributed:
         check_local(scale, cluster)
@@ -157,9 +154,7 @@ def scale_config_from_args(args: argparse.Namespace, cluster: C.PBTConfig) -> C.
 
 def check_gate(splits: Splits, min_examples: int) -> None:
     """Run the great-expectations gate, log its result, stop the stage (nothing registered) if it fails."""
-    from validation import validate_training_data
-
-    result = validate_training_data(
+    result = validation.validate_training_data(
         splits.fit,
         list(splits.descriptions),
         min_examples=min_examples,
@@ -167,7 +162,7 @@ def check_gate(splits: Splits, min_examples: int) -> None:
         test=splits.test if len(splits.test) else None,
     )
     log_json(result.details, "validation/training_data_result.json")
-    mlflow.set_tag("validation.training_data", "passed" if result.success else "failed")
+    mlflow.set_tag(RC.TAG_TRAINING_DATA_GATE, "passed" if result.success else "failed")
     if not result.success:
         raise DataError(
             "training data failed validation, nothing was trained or registered:\n"
@@ -199,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     train, val, descriptions = splits.fit, splits.validation, splits.descriptions
     with mlflow.start_run(run_name="sft-pbt" if pbt else "sft") as run:
-        mlflow.set_tag("stage", "sft")
+        mlflow.set_tag(RC.TAG_STAGE, "sft")
         log_params_once(
             {
                 **cfg.to_params(),
@@ -242,7 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         version = publish(
             classifier,
             splits,
-            text_columns,
             args.model_name,
             {
                 RC.TAG_SOURCE_RUN: run.info.run_id,
@@ -277,14 +271,13 @@ def tune_classifier(
     scale: C.ScaleConfig,
 ):
     """PBT over the population (each trial a child run); log its history; the best checkpoint as a Classifier."""
-    from mlprojects.training.pbt import best_classifier, run_tuning
 
     def announce(path: str) -> None:
-        mlflow.set_tag("pbt.experiment_path", path)
-        print(f"Tuning state in {path}; an interrupted run resumes with --resume {path}", flush=True)
+        mlflow.set_tag(RC.TAG_PBT_EXPERIMENT, path)
+        log.info("tuning state in %s; an interrupted run resumes with --resume %s", path, path)
 
     if resume:
-        mlflow.set_tag("pbt.resumed_from", resume)
+        mlflow.set_tag(RC.TAG_PBT_RESUMED_FROM, resume)
     outcome = run_tuning(
         cfg,
         pbt,
@@ -303,13 +296,13 @@ def tune_classifier(
     mlflow.log_table(outcome.trials, "pbt/trials.json")
     mlflow.log_figure(hyperparameter_trajectories(outcome.trials), "plots/pbt_trajectories.png")
     mlflow.log_metrics({"pbt_exploits": len(outcome.perturbations), "pbt_wall_s": outcome.wall_s})
-    mlflow.set_tag("pbt.best_trial", outcome.best_trial)
+    mlflow.set_tag(RC.TAG_PBT_BEST_TRIAL, outcome.best_trial)
     log_json(outcome.best_hparams, "pbt/best_hparams.json")
     classifier = best_classifier(cfg, outcome, descriptions, text_columns)
-    return classifier, outcome.best_metrics, {f"hparam.{k}": v for k, v in outcome.best_hparams.items()}
+    return classifier, outcome.best_metrics, {f"{RC.HPARAM_PREFIX}{k}": v for k, v in outcome.best_hparams.items()}
 
 
-def publish(classifier, splits: Splits, text_columns: list[str], model_name: str, tags: dict):
+def publish(classifier, splits: Splits, model_name: str, tags: dict):
     """Log thresholds, the three splits and the pyfunc into the active run; register it as a new version."""
     log_json(dict(zip(classifier.labels, map(float, classifier.thresholds))), "thresholds.json")
     with tempfile.TemporaryDirectory() as tmp:
@@ -317,10 +310,7 @@ def publish(classifier, splits: Splits, text_columns: list[str], model_name: str
             path = Path(tmp) / f"{name}.parquet"
             frame.to_parquet(path)
             mlflow.log_artifact(str(path), "data")
-        example = splits.validation[["text"]].head(3).reset_index(drop=True)
-        info = log_classifier(
-            classifier.save(Path(tmp) / "classifier"), text_columns, example, example_output(classifier, example)
-        )
+    info = log_classifier(classifier, list(splits.validation["text"].head(3)))
     return register(info.model_uri, model_name, tags)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from registry.errors import PlatformError
+from registry.lookup import parse_models_uri
 from registry.names import InvalidModelName, check_model_name
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -59,7 +60,11 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
 
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with a bad value reported as one line, `error: <prog>: <message> (see --help)`, and exit 2, and
-    `--log-level` on every command (before a sub-command's name); parsing it configures logging."""
+    `--log-level` on every command (before a sub-command's name); parsing it configures logging.
+
+    Options are also read in MLflow's spelling: `mlflow run . -e <stage> -P max_epochs=3` passes a parameter the
+    MLproject file does not declare as `--max_epochs 3`. So the MLproject file declares only what has no default,
+    and every default lives here, in the command line (and is what the stage logs)."""
 
     def __init__(self, *args, log_level: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
@@ -77,10 +82,23 @@ class ArgumentParser(argparse.ArgumentParser):
         return super().add_subparsers(**kwargs)
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        args = [self._dashed(a) for a in (sys.argv[1:] if args is None else args)]
         parsed, extras = super().parse_known_args(args, namespace)
         if getattr(parsed, "log_level", None):
             configure_logging(parsed.log_level)
         return parsed, extras
+
+    def _dashed(self, arg: str) -> str:
+        """`--max_epochs` (or `--max_epochs=3`) as `--max-epochs` when that is one of this parser's options."""
+        option, equals, value = arg.partition("=")
+        dashed = option.replace("_", "-")
+        if (
+            option.startswith("--")
+            and option not in self._option_string_actions
+            and dashed in self._option_string_actions
+        ):
+            return dashed + equals + value
+        return arg
 
     def error(self, message: str):  # type: ignore[override]
         print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
@@ -149,12 +167,12 @@ def fraction(value: str) -> float:
     return number
 
 
-def bool_arg(value: str) -> bool:
-    """true/false, yes/no, 1/0 (MLproject passes booleans as text)."""
-    text = value.strip().lower()
-    if text in ("true", "yes", "1"):
+def boolean(value: str) -> bool:
+    """true or false (also yes/no, on/off, 1/0): a switch an MLproject parameter can set."""
+    word = value.strip().lower()
+    if word in ("true", "yes", "on", "1"):
         return True
-    if text in ("false", "no", "0", ""):
+    if word in ("false", "no", "off", "0"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
@@ -178,12 +196,11 @@ def model_name_arg(value: str) -> str:
 
 def registered_uri_arg(value: str) -> str:
     """`models:/<name>/<version>` or `models:/<name>@<alias>` with a valid name (existence is checked later)."""
-    path = value[len("models:/") :] if value.startswith("models:/") else ""
-    name, sep, ref = path.partition("@") if "@" in path else path.rpartition("/")
-    if not (name and sep and ref) or (sep == "/" and not ref.isdigit()):
+    parsed = parse_models_uri(value)
+    if parsed is None or (parsed[1] == "/" and not parsed[2].isdigit()):
         raise argparse.ArgumentTypeError(f"expected models:/<name>/<version> or models:/<name>@<alias>, got {value!r}")
     try:
-        check_model_name(name)
+        check_model_name(parsed[0])
     except InvalidModelName as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value

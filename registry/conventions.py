@@ -1,4 +1,5 @@
-"""Names every stage agrees on: aliases (the source of truth), the stages they mirror, and lineage tags."""
+"""Names every stage agrees on: aliases (the source of truth), the stages they mirror, and every tag name (model
+version, registered model and run tags): no other module spells one."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ NO_STAGE = "None"  # rejected candidates and retired versions
 REQUEST_STAGE = STAGE_FOR_ALIAS[CHALLENGER]  # a version a person moves here is a request to evaluate it
 
 # Lineage tags on every model version.
+LINEAGE_PREFIX = "lineage."
 TAG_SOURCE_RUN = "lineage.source_run_id"
 TAG_PARENT_VERSION = "lineage.parent_version"  # clones, GRPO children, ONNX exports
 TAG_KIND = "lineage.kind"  # sft | grpo | clone | onnx
@@ -30,13 +32,17 @@ TAG_SOURCE_MODEL = "lineage.source_model"  # ONNX exports: the registered model 
 TAG_ONNX_VERSION = "lineage.onnx_version"  # on a source version: its latest ONNX export (`<name>-onnx`)
 TAG_ONNX_PRECISION = "onnx.precision"  # on an ONNX export: int8 | fp32 (the fallback when int8 fails its gates)
 TAG_ONNX_STATUS = "onnx.status"  # on a champion: what its export on promotion shipped, or why none did
+TAG_POLICY_VERSION = "grpo.policy_version"  # on a GRPO child: the policy clone it was trained from
+HPARAM_PREFIX = "hparam."  # on a tuned SFT version: the best trial's hyperparameters, hparam.<name>
 
 
 # Evaluation results (model version tags; written by the evaluate stage and the controller).
 TAG_EVAL_PREFIX = "eval."  # eval.f1_macro, eval.f1_macro_low, eval.f1_macro_high, eval.subset_accuracy, ...
 TAG_EVAL_DATA_USED = "eval.dataset"
+TAG_EVAL_F1_MACRO = f"{TAG_EVAL_PREFIX}f1_macro"
 
 # Lifecycle decisions (model version tags, one set per decision).
+LIFECYCLE_PREFIX = "lifecycle."
 TAG_DECISION = "lifecycle.decision"  # promoted | rejected | rolled_back
 TAG_REASON = "lifecycle.reason"
 TAG_DECIDED_AT = "lifecycle.decided_at"
@@ -54,6 +60,12 @@ TAG_ARCHIVED = "lifecycle.archived"  # "true" on a previous champion kept for ro
 TAG_ROLE = "lifecycle.role"  # reference | policy on clones
 TAG_INTENT = "lifecycle.intent_id"  # the multi-step action that created a clone (crash recovery)
 
+# Deployment (model version tags, written by the controller; `deploy.target` is also a registered-model tag).
+DEPLOY_PREFIX = "deploy."
+TAG_DEPLOY_STATUS = "deploy.status"  # deployed | replaced by version N
+TAG_DEPLOY_AT = "deploy.at"
+TAG_AZUREML_PREFIX = "deployment.azureml."  # where Azure ML serves the version: .endpoint, .deployment
+
 # Registered-model tags: the evaluation configuration and controller state.
 TAG_EVAL_CONFIG = {
     "data": "eval.data",  # URI of the labelled evaluation set (the first sft run's test split)
@@ -69,3 +81,14 @@ TAG_EVAL_CONFIG = {
 TAG_PENDING = "lifecycle.pending"  # JSON intent of an unfinished multi-step action
 TAG_DEPLOY_TARGET = "deploy.target"  # which DeploymentTarget serves the champion (default: local)
 TAG_ONNX_ON_PROMOTION = "lifecycle.onnx_export"  # quantisation of the export made on promotion, or "off"
+
+# Run tags.
+TAG_STAGE = "stage"  # the entry point that made the run: sft, sft-pbt-trial (MLflow's own names: MLFLOW_*)
+TAG_TRAINING_DATA_GATE = "validation.training_data"  # sft: passed | failed
+TAG_PBT_EXPERIMENT = "pbt.experiment_path"  # sft --tune pbt: Ray's state, what --resume takes
+TAG_PBT_RESUMED_FROM = "pbt.resumed_from"
+TAG_PBT_BEST_TRIAL = "pbt.best_trial"
+TAG_ONNX_PARITY = "onnx.parity"  # export: passed | failed | export failed
+TAG_CONTROLLER_MODEL = "lifecycle.model_name"  # a controller run: the model it acts on (its actor: TAG_ACTOR)
+TAG_PROMOTED = "lifecycle.promoted"  # a controller run: the version it promoted
+TAG_ORPHANED = "lifecycle.orphaned"  # a controller run another controller closed (its own was killed)

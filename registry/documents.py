@@ -10,6 +10,7 @@ import mlflow
 import pandas as pd
 import yaml
 
+from registry.contract import ContractError, join_columns, label_descriptions
 from registry.errors import DataError
 
 _REMOTE_SCHEMES = ("runs:/", "models:/", "dbfs:/", "mlflow-artifacts:/")
@@ -17,6 +18,8 @@ _REMOTE_SCHEMES = ("runs:/", "models:/", "dbfs:/", "mlflow-artifacts:/")
 
 def _local_path(uri: str) -> Path:
     """MLflow artifact URIs are downloaded; plain paths and file:// URIs are used in place."""
+    if not uri.strip():  # Path("") is the working directory, which would be read as a Parquet dataset
+        raise DataError("no data file given (the path is empty)")
     if uri.startswith(_REMOTE_SCHEMES):
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
@@ -48,17 +51,17 @@ def read_table(uri: str) -> pd.DataFrame:
 
 
 def load_label_descriptions(uri: str) -> dict[str, str]:
-    """A YAML or JSON mapping label -> description; both must be non-empty strings."""
+    """A YAML or JSON mapping label -> description (checked as every label set is: `contract.label_descriptions`),
+    labels stripped and descriptions on one line."""
     path = _local_path(uri)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DataError(f"label file {uri} is not valid YAML/JSON: {exc}") from exc
-    if not isinstance(raw, dict) or not raw:
-        raise DataError(f"label file {uri} must be a non-empty mapping of label -> description")
-    bad = [str(k) for k, v in raw.items() if not isinstance(v, str) or not v.strip() or not str(k).strip()]
-    if bad:
-        raise DataError(f"label file {uri}: labels without a text description: {bad}")
+    try:
+        raw = label_descriptions(raw)
+    except ContractError as exc:
+        raise DataError(f"label file {uri}: {exc}") from None
     return {str(k).strip(): " ".join(v.split()) for k, v in raw.items()}
 
 
@@ -72,9 +75,8 @@ def parse_columns(spec: str | Sequence[str]) -> list[str]:
 
 
 def join_text(frame: pd.DataFrame, text_columns: Sequence[str]) -> pd.Series:
-    """Join the text columns with '. ', skipping empty parts, so titles and bodies read as one document."""
+    """The document texts of a data file, its text columns joined as at inference (`contract.join_columns`)."""
     missing = [c for c in text_columns if c not in frame.columns]
     if missing:
         raise DataError(f"text column(s) {missing} not in data; columns are {list(frame.columns)}")
-    parts = frame[list(text_columns)].astype("string").fillna("")
-    return parts.apply(lambda row: ". ".join(p.strip() for p in row if p and p.strip()), axis=1).astype(str)
+    return pd.Series(join_columns(frame, text_columns), index=frame.index, dtype=object)

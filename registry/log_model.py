@@ -5,30 +5,30 @@ from __future__ import annotations
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Sequence
 
 import mlflow
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import ModelSignature
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 from packaging.version import InvalidVersion, Version
 
 from registry import conventions as C
 from registry.aliases import set_alias
+from registry.contract import DESCRIPTIONS_PARAM, THRESHOLD_PARAM, Scorer, predict
 from registry.errors import ConfigError
 from registry.locations import REPO_ROOT
 from registry.model_card import publish
 from registry.stages import client_stages_enabled
 
 
-def signature(text_columns: list[str], example_output: pd.DataFrame) -> ModelSignature:
+def signature(text_columns: Sequence[str], example_output: pd.DataFrame) -> ModelSignature:
     """`text` or the configured text columns (each optional: one of the two forms is enough); the params."""
-    from mlflow.models import infer_signature
-
     columns = ["text"] + [c for c in text_columns if c != "text"]
     inputs = Schema([ColSpec("string", c, required=False) for c in columns])
     outputs = infer_signature(None, example_output).inputs
-    params = ParamSchema([ParamSpec("label_descriptions", "string", None), ParamSpec("threshold", "double", None)])
+    params = ParamSchema([ParamSpec(DESCRIPTIONS_PARAM, "string", None), ParamSpec(THRESHOLD_PARAM, "double", None)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
 
 
@@ -81,21 +81,23 @@ def log_pyfunc(
     python_model: Path,
     artifacts: dict[str, str],
     requirements: list[str],
-    text_columns: list[str],
-    example: pd.DataFrame,
-    example_output: pd.DataFrame,
+    model: Scorer,
+    example_texts: Sequence[str],
     code_paths: list[str],
     name: str = "model",
     model_config: dict | None = None,
 ):
     """Log a models-from-code pyfunc into the active run with the code it imports (so every version carries its
-    own code and loads after ours has moved on); returns MLflow's ModelInfo."""
+    own code and loads after ours has moved on); returns MLflow's ModelInfo. `model` is what the pyfunc loads,
+    in memory: its answer to `example_texts` (through the contract's predict path) is the logged example and
+    gives the output schema."""
+    example = pd.DataFrame({"text": list(example_texts)})
     return mlflow.pyfunc.log_model(
         name=name,
         python_model=str(python_model),
         artifacts=artifacts,
         code_paths=code_paths,
-        signature=signature(text_columns, example_output),
+        signature=signature(model.text_columns, predict(model, example)),
         input_example=example,
         pip_requirements=requirements,
         model_config=model_config,

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
 import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+from mlflow.store.artifact.utils.models import get_model_name_and_version
 
+from registry.errors import ConfigError
 from registry.names import name_filter
 
 # The torch and the ONNX pyfunc's artifact names, and their classifier's metadata file inside each.
@@ -25,11 +33,6 @@ def classifier_dir(model_uri: str) -> Path:
 def classifier_meta(model_name: str, version: str) -> dict:
     """The metadata file (labels, descriptions, text columns) of a registered torch or ONNX version, alone (the
     weights are not downloaded); found through the pyfunc's artifact map in its MLmodel file."""
-    import json
-    import tempfile
-
-    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
-
     uri = f"models:/{model_name}/{version}"
     artifacts = mlflow.models.get_model_info(uri).flavors.get("python_function", {}).get("artifacts") or {}
     for key, meta_file in META_FILES.items():
@@ -53,37 +56,65 @@ def logged_model_id(model_uri: str) -> str | None:
         return None
 
 
-def _models_uri(model_uri: str) -> tuple[str, str, str] | None:
-    """(name, '@' or '/', alias or version) of `models:/name@alias` or `models:/name/N`; names are never split on
-    '.', so Unity Catalog's `catalog.schema.model` passes whole."""
+def parse_models_uri(model_uri: str) -> tuple[str, str, str] | None:
+    """(name, '@' or '/', the alias or the version, stage or `latest`) of a registry URI, without asking the registry;
+    None for other URIs (runs:/, paths, logged models models:/m-<id>). Names are never split on '.', so Unity
+    Catalog's `catalog.schema.model` passes whole."""
     if not model_uri.startswith("models:/"):
         return None
     path = model_uri[len("models:/") :].strip("/")
     if "@" in path:
         name, alias = path.split("@", 1)
-        return name, "@", alias
-    name, _, version = path.rpartition("/")
-    return (name, "/", version) if name and version.isdigit() else None
+        return (name, "@", alias) if name and alias else None
+    name, _, ref = path.rpartition("/")
+    return (name, "/", ref) if name and ref else None
 
 
 def model_name_of(model_uri: str) -> str | None:
     """The registered model a URI names, without asking the registry; None for other URIs."""
-    parsed = _models_uri(model_uri)
+    parsed = parse_models_uri(model_uri)
     return parsed[0] if parsed else None
 
 
-def registered_version(model_uri: str) -> tuple[str, str] | None:
-    """(name, version) behind `models:/name/N` or `models:/name@alias`; None for other URIs."""
-    parsed = _models_uri(model_uri)
+def registered_version(model_uri: str, client: MlflowClient | None = None) -> tuple[str, str] | None:
+    """(name, version) behind `models:/name/N`, `models:/name@alias` (or a stage, or `latest`); None for other
+    URIs. The one place a model URI becomes a version: an alias or stage is asked of the registry (MlflowException
+    when it has none), a version number is taken as it is."""
+    parsed = parse_models_uri(model_uri)
     if parsed is None:
         return None
     name, kind, ref = parsed
+    client = client or MlflowClient()
     if kind == "@":
-        return name, str(mlflow.MlflowClient().get_model_version_by_alias(name, ref).version)
-    return name, ref
+        return name, str(client.get_model_version_by_alias(name, ref).version)
+    if ref.isdigit():
+        return name, ref
+    name, version = get_model_name_and_version(client, model_uri)  # a stage or `latest`: MLflow's own rule
+    return name, str(version)
 
 
-def versions_of(client: mlflow.MlflowClient, name: str) -> list:
+def registered_model_version(model_uri: str, client: MlflowClient | None = None) -> ModelVersion:
+    """The registered version a URI names, which must exist; a one-line ConfigError saying why not."""
+    client = client or MlflowClient()
+    try:
+        found = registered_version(model_uri, client)
+        if found is None:
+            raise ConfigError(
+                f"cannot resolve {model_uri}: expected a registry URI models:/<name>@<alias> or "
+                "models:/<name>/<version>"
+            )
+        return client.get_model_version(*found)
+    except MlflowException as exc:
+        raise ConfigError(f"cannot resolve {model_uri}: {exc.message}") from None
+
+
+def resolve_version(model_uri: str, client: MlflowClient | None = None) -> tuple[str, str]:
+    """(name, version) of the registered version a URI names, which must exist (ConfigError otherwise)."""
+    found = registered_model_version(model_uri, client)
+    return found.name, str(found.version)
+
+
+def versions_of(client: MlflowClient, name: str) -> list:
     """Every version of one registered model: the name is checked and quoted in the filter, and the result
     kept to exact matches, so no name can make a search read another model's versions."""
     return [v for v in client.search_model_versions(name_filter(name)) if v.name == name]

@@ -88,7 +88,11 @@ def render_card(name: str, version: str, tags: dict, aliases: dict[str, str], st
         f"**Origin**: {origin}  ",
         f"**Status**: {status(version, stage, tags, aliases)}",
     ]
-    data = [(k[len("lineage.") :], v) for k, v in sorted(tags.items()) if k.startswith("lineage.") and "digest" in k]
+    data = [
+        (k[len(C.LINEAGE_PREFIX) :], v)
+        for k, v in sorted(tags.items())
+        if k.startswith(C.LINEAGE_PREFIX) and "digest" in k
+    ]
     if data:
         parts += ["", "**Data** (digests)", "", "| data | digest |", "|---|---|"] + [
             f"| {k} | `{v}` |" for k, v in data
@@ -134,10 +138,11 @@ def render_card(name: str, version: str, tags: dict, aliases: dict[str, str], st
             parts.append(f"- waiting: {_cell(tags[C.TAG_BLOCKED])}")
         if tags.get(C.TAG_DECIDED_AT):
             parts.append(f"- at {tags[C.TAG_DECIDED_AT]} by {tags.get(C.TAG_ACTOR, '?')}")
-    if tags.get("deploy.target"):
+    if tags.get(C.TAG_DEPLOY_TARGET):
         parts += [
             "",
-            f"**Deployment**: {tags['deploy.status']} on `{tags['deploy.target']}` at {tags.get('deploy.at', '?')}",
+            f"**Deployment**: {tags[C.TAG_DEPLOY_STATUS]} on `{tags[C.TAG_DEPLOY_TARGET]}` at "
+            f"{tags.get(C.TAG_DEPLOY_AT, '?')}",
         ]
     return _fit("\n".join(parts))
 

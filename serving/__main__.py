@@ -9,13 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
+import uvicorn
+from mlflow.exceptions import MlflowException
+
 from registry.cli import ArgumentParser, cli_entry, db_url_arg, finite_float, int_arg, positive, registered_uri_arg
+from registry.conventions import CHAMPION
 from registry.errors import ConfigError
+from registry.lookup import resolve_version
+from serving import endpoint
+from serving.azureml.settings import load_settings
 from serving.config import SERVE_HOST, SERVE_PORT, deploy_dir
-from serving.endpoint import EndpointSettings
+from serving.connections import deadline_protocol
+from serving.endpoint import EndpointSettings, create_app
+from serving.follow import DeploymentFollower, ModelSlot, deployed_version
+from serving.targets import get_target
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,13 +86,6 @@ def port_arg(value: str) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from registry.conventions import CHAMPION
-    from serving.connections import deadline_protocol
-    from serving.endpoint import create_app
-    from serving.follow import DeploymentFollower, ModelSlot, deployed_version
-
     api_key = read_api_key(args.api_key_env) if args.api_key_env else None
     model = _load(args.model)
     follows = not args.no_follow and args.model.rstrip("/").endswith(f"@{CHAMPION}")
@@ -98,18 +104,23 @@ def serve(args: argparse.Namespace) -> int:
     )
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
     follower = DeploymentFollower(slot, model.name, deploy_dir(), _load).start(url) if follows else None
-    print(
-        f"serving {model.name} version {model.version} on http://{args.host}:{args.port}"
-        f" (auth: {'API key' if api_key else 'none'}"
-        f"{'; follows local deployments' if follower else ''})",
-        flush=True,
+    log.info(
+        "serving %s version %s on http://%s:%s (auth: %s%s)",
+        model.name,
+        model.version,
+        args.host,
+        args.port,
+        "API key" if api_key else "none",
+        "; follows local deployments" if follower else "",
     )
     try:
-        uvicorn.run(
+        uvicorn.run(  # uvicorn's own loggers propagate to ours (warnings only); requests are in serving.access
             create_app(slot, settings),
             host=args.host,
             port=args.port,
+            log_config=None,
             log_level="warning",
+            access_log=False,
             http=deadline_protocol(settings.header_timeout_s),
         )
     finally:
@@ -129,31 +140,18 @@ def read_api_key(variable: str) -> str:
 
 
 def _load(model_uri: str):
-    from mlflow.exceptions import MlflowException
-
-    from serving.endpoint import load_model
-
     try:
-        return load_model(model_uri)
+        return endpoint.load_model(model_uri)
     except (MlflowException, OSError) as exc:
         raise ConfigError(f"cannot load {model_uri}: {getattr(exc, 'message', exc)}") from None
 
 
 def deploy(args: argparse.Namespace) -> int:
-    from mlflow.exceptions import MlflowException
-
-    from serving.azureml.bundle import resolve_version
-    from serving.targets import get_target
-
-    try:
-        name, version = resolve_version(args.model)
-    except (MlflowException, ValueError) as exc:
-        raise ConfigError(f"cannot resolve {args.model}: {getattr(exc, 'message', exc)}") from None
+    name, version = resolve_version(args.model)
     if args.dry_run:
         if args.target != "azureml":
             raise ConfigError("--dry-run is for --target azureml (the local target has nothing to plan)")
-        from serving.azureml.dry_run import write_dry_run
-        from serving.azureml.settings import load_settings
+        from serving.azureml.dry_run import write_dry_run  # the Azure SDK is heavy: loaded for a dry run only
 
         plan = write_dry_run(name, version, load_settings(args.config or None), args.out)
         print(json.dumps(plan, indent=2))

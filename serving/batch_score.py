@@ -24,13 +24,16 @@ import mlflow
 import pandas as pd
 
 from registry.cli import ArgumentParser, cli_entry, int_arg, registered_uri_arg
-from registry.contract import ContractError, parse_params, to_params
-from registry.documents import parse_columns
+from registry.contract import LABELS, OUTPUT_COLUMNS, SCORES, TOP_LABEL, ContractError, parse_params, to_params
+from registry.conventions import CHAMPION, DEFAULT_MODEL_NAME
+from registry.documents import load_label_descriptions, parse_columns
 from registry.errors import ConfigError, DataError
 from registry.loading import load_pyfunc
+from registry.lookup import model_name_of, resolve_version
+from registry.tracking import log_params_once, setup
 from serving.config import BATCH_ARROW_RECORDS, BATCH_ENV_MANAGER, BATCH_SPARK_MASTER
 
-RESULT_TYPE = "struct<labels: array<string>, top_label: string, scores: map<string, double>>"
+RESULT_TYPE = f"struct<{LABELS}: array<string>, {TOP_LABEL}: string, {SCORES}: map<string, double>>"
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json", ".jsonl": "json"}
 
 
@@ -76,8 +79,7 @@ def cached_udf(path: str, params: dict | None, threads: int | None):
     def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = cached_model(path, threads)
         for frame in batches:
-            out = model.predict(frame, params=params or None)
-            yield pd.DataFrame({"labels": out["labels"], "top_label": out["top_label"], "scores": out["scores"]})
+            yield model.predict(frame, params=params or None)[list(OUTPUT_COLUMNS)]
 
     # Non-deterministic, so the optimiser cannot copy the call into each of the columns read from its result
     # (which would score every document once per output column).
@@ -154,9 +156,9 @@ def score(
     scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
     return (
         source.withColumn("_prediction", udf(inputs))
-        .withColumn("predicted_labels", F.col("_prediction.labels"))
-        .withColumn("top_label", F.col("_prediction.top_label"))
-        .withColumn("scores", F.col("_prediction.scores"))
+        .withColumn("predicted_labels", F.col(f"_prediction.{LABELS}"))
+        .withColumn(TOP_LABEL, F.col(f"_prediction.{TOP_LABEL}"))
+        .withColumn(SCORES, F.col(f"_prediction.{SCORES}"))
         .drop("_prediction")
         .withColumn("model_name", F.lit(model_name))
         .withColumn("model_version", F.lit(str(version)))
@@ -174,7 +176,10 @@ def model_text_columns(model_name: str, version: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="batch_score", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
-        "--model-uri", required=True, type=registered_uri_arg, help="models:/<name>@<alias> or models:/<name>/<version>"
+        "--model-uri",
+        type=registered_uri_arg,
+        default=f"models:/{DEFAULT_MODEL_NAME}@{CHAMPION}",
+        help="models:/<name>@<alias> or models:/<name>/<version>",
     )
     p.add_argument("--input", required=True, help="CSV (with header), Parquet or JSON lines; file or directory")
     p.add_argument("--output", required=True, help="Parquet directory (overwritten)")
@@ -201,17 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    from registry.documents import load_label_descriptions
-    from registry.lookup import model_name_of
-    from registry.tracking import log_params_once, setup
-    from serving.azureml.bundle import resolve_version
-
     args = build_parser().parse_args(argv)
     setup(model_name_of(args.model_uri))
-    try:
-        name, version = resolve_version(args.model_uri)
-    except (mlflow.exceptions.MlflowException, ValueError) as exc:
-        raise ConfigError(f"cannot resolve {args.model_uri}: {getattr(exc, 'message', exc)}") from None
+    name, version = resolve_version(args.model_uri)
     descriptions = load_label_descriptions(args.label_descriptions) if args.label_descriptions else None
     try:  # checked here, not in the first Spark task
         _, threshold = parse_params({"threshold": args.threshold})

@@ -14,16 +14,20 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from threading import Lock
 
-import mlflow
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
+from registry.contract import input_texts
 from registry.loading import load_pyfunc
+from registry.locations import feedback_db_url
+from registry.lookup import registered_version
+from serving.access_log import AccessLog
+from serving.feedback import FeedbackStore
 from serving.follow import ModelSlot
-from serving.scoring import PayloadError, client_message, decode_json, is_client_error, parse_request, predict
+from serving.scoring import PayloadError, answer, decode_json, failure
 from validation.feedback_rules import scores_ok
 
 log = logging.getLogger(__name__)
@@ -46,11 +50,8 @@ class LoadedModel:
 
 def load_model(model_uri: str) -> LoadedModel:
     """Load `models:/name@alias`, `models:/name/N`, `models:/m-<id>`, `runs:/...` or a path."""
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-    client = mlflow.MlflowClient()
-    resolved = get_model_name_and_version(client, model_uri) if model_uri.startswith("models:/") else ()
-    if len(resolved) == 2:
+    resolved = registered_version(model_uri)
+    if resolved is not None:
         name, version = resolved
         pyfunc = load_pyfunc(f"models:/{name}/{version}")
     else:  # not a registered version: models:/m-<id> (a logged model), runs:/..., a local path
@@ -118,13 +119,11 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     slot once, so it is answered by one model from start to end."""
     slot = model if isinstance(model, ModelSlot) else ModelSlot(model)
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(AccessLog)
     recent = RecentPredictions(settings.remember)
     pending = 0  # predictions admitted and not yet answered (read and written on the event loop only)
 
-    from registry.locations import feedback_db_url
-    from serving.feedback import FeedbackStore
-
-    # opened with the app: a first /feedback would otherwise pay for the imports and the schema (~100 ms)
+    # opened with the app: a first /feedback would otherwise pay for the schema (~100 ms)
     feedback_store = FeedbackStore(settings.feedback_db or feedback_db_url())
 
     def store_feedback(record: dict, label_names: list[str]) -> None:
@@ -178,24 +177,19 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
             )
         pending += 1
         try:
-            frame, params = parse_request(body, settings.max_rows, settings.max_labels)
-            predictions = await asyncio.wait_for(
-                run_in_threadpool(predict, model.pyfunc, frame, params), settings.request_timeout_s
+            frame, predictions = await asyncio.wait_for(
+                run_in_threadpool(answer, model.pyfunc, body, settings.max_rows, settings.max_labels),
+                settings.request_timeout_s,
             )
-        except PayloadError as exc:
-            return error(exc.status, str(exc))
         except asyncio.TimeoutError:
-            log.warning("a prediction of %d document(s) took longer than %g s", len(frame), settings.request_timeout_s)
+            log.warning("a prediction took longer than %g s", settings.request_timeout_s)
             return error(
                 503,
                 f"the prediction took longer than {settings.request_timeout_s:g} s; send fewer documents "
                 "or labels per request",
             )
         except Exception as exc:  # noqa: BLE001 - a request must never take the server down
-            if is_client_error(exc):
-                return error(400, client_message(exc))
-            log.exception("prediction failed")
-            return error(500, "prediction failed on the server; see the server log")
+            return error(*failure(exc))
         finally:
             pending -= 1
         texts = _texts(frame, model.pyfunc)
@@ -240,8 +234,6 @@ def _authorised(request: Request, key: str) -> bool:
 
 def _texts(frame, pyfunc) -> list[str]:
     """The texts the model scored, joined from its own text columns as in training: what feedback will store."""
-    from registry.contract import input_texts
-
     schema = pyfunc.metadata.get_input_schema()
     return input_texts(frame, [n for n in (schema.input_names() if schema else []) if n != "text"])
 

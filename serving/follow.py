@@ -18,6 +18,8 @@ from typing import Callable
 
 import pandas as pd
 
+from registry.contract import OUTPUT_COLUMNS
+
 log = logging.getLogger(__name__)
 
 SMOKE_TEXT = "Smoke test: is VAT due on consulting invoices sent to Germany in 2022?"
@@ -42,7 +44,7 @@ class ModelSlot:
 def smoke_check(pyfunc) -> None:
     """A model that does not answer one document with the contract's columns is never swapped in."""
     out = pyfunc.predict(pd.DataFrame({"text": [SMOKE_TEXT]}))
-    if len(out) != 1 or not {"labels", "top_label", "scores"} <= set(out.columns):
+    if len(out) != 1 or not set(OUTPUT_COLUMNS) <= set(out.columns):
         raise RuntimeError(f"smoke prediction broke the contract: {out!r}")
 
 

@@ -1,18 +1,24 @@
-"""Request parsing and response shaping shared by the local endpoint and the Azure ML scoring script.
+"""The one request answerer of the local endpoint and the Azure ML scoring script: parse -> predict -> errors.
 
 Accepts MLflow's scoring payloads (`dataframe_records`, `dataframe_split`, `instances`, `inputs`, with
 `params`) and Azure ML's (`input_data` as a split frame, records, columns or a list of texts). Parsing of
 MLflow's forms is MLflow's own (`mlflow.pyfunc.scoring_server.infer_and_parse_data`). Needs only pandas and
-mlflow-skinny, because `score.py` carries a copy of this file into the Azure deployment.
+mlflow-skinny, and imports nothing of ours: `score.py` carries a copy of this file, alone, into the Azure
+deployment (the model's answer is taken as the contract gives it; its label sets are checked by the model).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.scoring_server import infer_and_parse_data
+
+log = logging.getLogger(__name__)
 
 MLFLOW_FORMATS = ("dataframe_records", "dataframe_split", "instances", "inputs")
 AZURE_FORMAT = "input_data"
@@ -37,6 +43,34 @@ class TooManyLabels(PayloadError):
     status = 422
 
 
+def answer(model, body: bytes | str | dict, max_rows: int | None = None, max_labels: int | None = None):
+    """(the documents as read, one prediction each) for a scoring request; a PayloadError (or the model's own
+    error) when it cannot be answered: `failure` says with what."""
+    frame, params = parse_request(body, max_rows, max_labels)
+    return frame, predict(model, frame, params)
+
+
+def failure(exc: Exception) -> tuple[int, str]:
+    """(status, message) for a request that could not be answered: the request's fault is a 4xx saying why;
+    anything else a 500, its cause in the server's log and not in the answer."""
+    if isinstance(exc, PayloadError):
+        return exc.status, str(exc)
+    if is_client_error(exc):
+        return 400, client_message(exc)
+    log.error("prediction failed", exc_info=exc)
+    return 500, "prediction failed on the server; see the server log"
+
+
+def _json(text: str, what: str) -> Any:
+    """`text` decoded, or a PayloadError naming `what` (nesting too deep for the parser, or not JSON at all)."""
+    try:
+        return json.loads(text)
+    except (RecursionError, ValueError) as exc:  # ValueError: JSONDecodeError, an integer too long to convert
+        first_line = str(exc).split("\n")[0][:200]
+        why = "nested too deeply" if isinstance(exc, RecursionError) else f"not valid JSON: {first_line}"
+        raise PayloadError(f"{what} is {why}") from None
+
+
 def decode_json(body: bytes | str) -> dict:
     """The body as a JSON object, or a PayloadError saying why not (empty, not UTF-8, not JSON, not an object)."""
     if isinstance(body, bytes):
@@ -46,12 +80,7 @@ def decode_json(body: bytes | str) -> dict:
             raise PayloadError(f"body is not valid UTF-8: {exc}") from None
     if not body.strip():
         raise PayloadError('empty body: send a JSON object such as {"dataframe_records": [{"text": "..."}]}')
-    try:
-        payload = json.loads(body)
-    except RecursionError:
-        raise PayloadError("body is nested too deeply to be a scoring or feedback request") from None
-    except ValueError as exc:  # JSONDecodeError, and an integer too long to convert
-        raise PayloadError(f"body is not valid JSON: {str(exc).splitlines()[0][:200]}") from None
+    payload = _json(body, "body")
     if not isinstance(payload, dict):
         raise PayloadError(f"body must be a JSON object, got {type(payload).__name__}")
     return payload
@@ -96,10 +125,7 @@ def _check_limits(data: dict, params: dict, max_rows: int | None, max_labels: in
         raise TooManyRows(f"the request has {rows} documents; this server scores at most {max_rows} per request")
     descriptions = params.get("label_descriptions")
     if isinstance(descriptions, str):
-        try:
-            descriptions = json.loads(descriptions)
-        except (ValueError, RecursionError):
-            raise PayloadError("params.label_descriptions is not valid JSON (or is nested too deeply)") from None
+        descriptions = _json(descriptions, "params.label_descriptions")
     if max_labels is not None and isinstance(descriptions, dict) and len(descriptions) > max_labels:
         raise TooManyLabels(
             f"label_descriptions has {len(descriptions)} labels; this server embeds at most {max_labels} per request"
@@ -126,9 +152,6 @@ def _azure_input(value: Any) -> dict:
 
 
 def _mlflow_parse(data: dict) -> pd.DataFrame:
-    from mlflow.exceptions import MlflowException
-    from mlflow.pyfunc.scoring_server import infer_and_parse_data
-
     try:
         frame = infer_and_parse_data(data)
     except RecursionError:
@@ -178,18 +201,10 @@ def check_texts(model, frame: pd.DataFrame) -> None:
 
 
 def predict(model, frame: pd.DataFrame, params: dict) -> list[dict]:
-    """Score and give every document a prediction id (what feedback refers to)."""
+    """Score and give every document a prediction id (what feedback refers to), before the model's answer."""
     check_texts(model, frame)
     out = model.predict(frame, params=params or None)
-    return [
-        {
-            "prediction_id": uuid.uuid4().hex,
-            "labels": list(row.labels),
-            "top_label": row.top_label,
-            "scores": {k: float(v) for k, v in row.scores.items()},
-        }
-        for row in out.itertuples(index=False)
-    ]
+    return [{"prediction_id": uuid.uuid4().hex, **row} for row in out.to_dict("records")]
 
 
 def client_message(exc: Exception) -> str:
@@ -202,8 +217,6 @@ def client_message(exc: Exception) -> str:
 
 def is_client_error(exc: Exception) -> bool:
     """Errors caused by the request (schema, params, contract) rather than by the server."""
-    from mlflow.exceptions import MlflowException
-
     if isinstance(exc, MlflowException):
         return exc.get_http_status_code() < 500 or "schema" in exc.message.lower() or "param" in exc.message.lower()
     return isinstance(exc, (ValueError, TypeError, KeyError))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
+
+from registry.errors import ConfigError
 
 
 @dataclass
@@ -42,11 +45,7 @@ TARGETS: dict[str, str] = {
 
 def get_target(name: str, **options) -> DeploymentTarget:
     """The deployment target a registered model names in its `deploy.target` tag."""
-    import importlib
-
     if name not in TARGETS:
-        from registry.errors import ConfigError
-
         raise ConfigError(f"unknown deployment target {name!r}; known: {sorted(TARGETS)}")
     module, cls = TARGETS[name].split(":")
     return getattr(importlib.import_module(module), cls)(**options)

@@ -19,7 +19,7 @@ import yaml
 from azure.ai.ml import load_online_deployment, load_online_endpoint
 from azure.core.exceptions import ResourceNotFoundError
 
-from serving.scoring import parse_request, predict
+from serving.scoring import answer
 
 SECRET_KEY = "RECORDED-SECRET-PRIMARY-KEY-0123456789"  # what get_keys hands out; must never leave the client
 
@@ -123,11 +123,10 @@ class RecordingMLClient:
         if name in self.fail_smoke:
             return json.dumps({"error": "model failed to load"})
         env = self.deployments[(endpoint_name, name)].environment_variables
-        frame, params = parse_request(Path(request_file).read_text())
         model = self._loaded[(env["MODEL_NAME"], env["MODEL_VERSION"])]
         return json.dumps(
             {
-                "predictions": predict(model, frame, params),
+                "predictions": answer(model, Path(request_file).read_text())[1],
                 "model": {"name": env["MODEL_NAME"], "version": env["MODEL_VERSION"]},
             }
         )

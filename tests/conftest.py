@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlprojects.config import resolve_encoder
+
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -17,8 +19,6 @@ def tiny_encoder(tmp_path_factory) -> str:
     """A 2-layer, 32-wide BERT with the MiniLM tokenizer, saved as a local path (any path must work)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
-
-    from mlprojects.config import resolve_encoder
 
     path = tmp_path_factory.mktemp("tiny-encoder")
     tokenizer = AutoTokenizer.from_pretrained(resolve_encoder("minilm"))
@@ -34,6 +34,26 @@ def tiny_encoder(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def cli_args(**options) -> list[str]:
+    """A command line's options from keyword arguments: max_epochs=1 -> ['--max-epochs', '1']."""
+    return [arg for name, value in options.items() for arg in (f"--{name.replace('_', '-')}", str(value))]
+
+
+def feedback_record(prediction_id: str, **changes) -> dict:
+    """A good feedback record on model `clf` version 1 (labels vat, payroll, audit), with `changes`."""
+    return {
+        "prediction_id": prediction_id,
+        "model_name": "clf",
+        "model_version": "1",
+        "text": f"document {prediction_id}",
+        "predicted_labels": ["vat"],
+        "score": 4,
+        "corrected_labels": None,
+        "source": "test",
+        **changes,
+    }
 
 
 def use_mlflow_store(directory: Path, monkeypatch: pytest.MonkeyPatch, artifacts: Path | None = None) -> str:

@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.registered import log_classifier
+from registry.log_model import register
+from registry.tracking import setup
 from tests.conftest import REPO, use_mlflow_store
 
 
@@ -26,17 +29,11 @@ def register_variant(
 ) -> str:
     """Log a copy of a saved Classifier (optionally with every threshold replaced, or its weights corrupted)
     as a new registered version; returns the version."""
-    from mlprojects.model.classifier import Classifier
-    from mlprojects.model.registered import log_classifier
-    from registry.contract import format_predictions
-    from registry.log_model import register
-    from registry.tracking import setup
-
     target = workdir / f"variant-{len(list(workdir.glob('variant-*')))}"
     shutil.copytree(classifier_dir, target)
-    example = pd.DataFrame({"text": ["Is VAT due on consulting invoices?"]})
-    clf = Classifier.load(target, "cpu")
-    output = format_predictions(clf.predict_proba(list(example["text"])), clf.labels, clf.thresholds)
+    # the unchanged model answers the example, loaded from the original: a loaded model's weights are mapped
+    # from its files, and `corrupt` overwrites the copy's
+    clf = Classifier.load(classifier_dir, "cpu")
     if thresholds is not None:
         meta = json.loads((target / "classifier.json").read_text())
         meta["thresholds"] = [thresholds] * len(meta["thresholds"])
@@ -46,7 +43,7 @@ def register_variant(
             weights.write_bytes(b"not a model")
     setup("variants")
     with mlflow.start_run(run_name="variant") as run:
-        info = log_classifier(target, ["text"], example, output)
+        info = log_classifier(clf, ["Is VAT due on consulting invoices?"], saved=target)
     return str(
         register(
             info.model_uri, name, {"lineage.kind": "sft", "lineage.source_run_id": run.info.run_id}, alias=alias

@@ -3,10 +3,17 @@ torch pyfunc, registered with the `champion` alias in a SQLite store of its own 
 
 from __future__ import annotations
 
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlprojects.config import TrainConfig
+from mlprojects.data import load_splits
+from mlprojects.model.registered import log_classifier
+from mlprojects.training.trainer import train_classifier
+from registry.log_model import register
+from serving.local_server import local_endpoint
 from tests.conftest import REPO
 
 MODEL_NAME = "tiny-served"
@@ -32,12 +39,6 @@ def build_served_model(root: Path, encoder: str) -> ServedModel:
         return _BUILT[encoder]
     import mlflow
 
-    from mlprojects.config import TrainConfig
-    from mlprojects.data import load_splits
-    from mlprojects.model.registered import example_output, log_classifier
-    from mlprojects.training.trainer import train_classifier
-    from registry.log_model import register
-
     uri = f"sqlite:///{root / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)
     experiment = client.create_experiment("serving-tests", artifact_location=(root / "artifacts").as_uri())
@@ -50,10 +51,7 @@ def build_served_model(root: Path, encoder: str) -> ServedModel:
     mlflow.set_tracking_uri(uri)
     try:
         with mlflow.start_run(experiment_id=experiment):
-            example = val[["text"]].head(2).reset_index(drop=True)
-            info = log_classifier(
-                classifier.save(root / "classifier"), ["title", "body"], example, example_output(classifier, example)
-            )
+            info = log_classifier(classifier, list(val["text"].head(2)))
         version = register(info.model_uri, MODEL_NAME, {"lineage.kind": "sft"}).version
         client.set_registered_model_alias(MODEL_NAME, "champion", version)
     finally:
@@ -66,41 +64,9 @@ def build_served_model(root: Path, encoder: str) -> ServedModel:
 def running_endpoint(model: ServedModel, root: Path, *args: str, env: dict | None = None):
     """`python -m serving serve` for `model` on a free 127.0.0.1 port, its output in `root`/server.log; yields
     {url, port, proc, db, log}."""
-    import os
-    import subprocess
-    import sys
-
-    from serving.local_server import free_port, wait_until_healthy
-
-    port = free_port()
     db = f"sqlite:///{root / 'feedback.db'}"
     log = root / "server.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": model.tracking_uri, "PYTHONPATH": str(REPO), **(env or {})}
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "serving",
-                "serve",
-                "--model",
-                model.uri,
-                "--port",
-                str(port),
-                "--feedback-db",
-                db,
-                *args,
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc)
-        yield {"url": url, "proc": proc, "db": db, "model": model, "log": log, "port": port}
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with open(log, "w") as out, local_endpoint(model.uri, "--feedback-db", db, *args, env=env, output=out) as served:
+        url, proc = served
+        yield {"url": url, "proc": proc, "db": db, "model": model, "log": log, "port": int(url.rsplit(":", 1)[1])}

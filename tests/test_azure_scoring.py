@@ -17,6 +17,7 @@ import mlflow
 import pytest
 import requests
 
+from mlprojects.export_onnx import main as export_main
 from serving.azureml.bundle import build_bundle, scoring_requirements
 from serving.azureml.inference_venv import ensure_venv
 from serving.local_server import free_port, wait_until_healthy
@@ -27,11 +28,10 @@ VENV = REPO / ".venv-azmlinfsrv"
 
 
 def onnx_exported(served, demo_frame, root) -> ServedModel | None:
-    """A copy of the served model with its ONNX export (issue 6's `export_onnx`), or None without the exporter.
+    """A copy of the served model with its ONNX export (the `export_onnx` stage's), or None without the exporter.
     A copy, so that the other modules' bundles of the served model stay torch."""
     if importlib.util.find_spec("mlprojects.export_onnx") is None:
         return None
-    from mlprojects.export_onnx import main as export_main
 
     version = str(mlflow.MlflowClient().copy_model_version(served.uri, "tiny-served-azure").version)
     data = root / "eval.csv"

@@ -12,6 +12,7 @@ import pytest
 from azure.ai.ml import load_online_deployment, load_online_endpoint
 
 from registry.errors import ConfigError
+from serving.__main__ import main
 from serving.azureml.settings import load_settings
 from serving.azureml.target import AzureMLTarget, DeploymentFailed
 from serving.targets import DeploymentTarget, get_target
@@ -61,8 +62,6 @@ def test_settings_from_file_and_environment(tmp_path):
 
 
 def test_dry_run_writes_yaml_the_sdk_loads_back(store, tmp_path, capsys):
-    from serving.__main__ import main
-
     out = tmp_path / "deploy"
     rc = main(
         ["deploy", "--target", "azureml", "--model", f"models:/{store.name}@champion", "--dry-run", "--out", str(out)]
@@ -91,8 +90,6 @@ def test_dry_run_writes_yaml_the_sdk_loads_back(store, tmp_path, capsys):
 
 
 def test_dry_run_of_an_unknown_model_is_one_readable_error(store, tmp_path, capsys):
-    from serving.__main__ import main
-
     rc = main(
         [
             "deploy",

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from registry.errors import ConfigError, DataError
-from serving.batch_score import read_input, score, spark_session, text_columns_for
+from serving.batch_score import cached_model, local_threads, main, read_input, score, spark_session, text_columns_for
+from tests.conftest import cli_args
 from tests.serving_model import build_served_model
 from tests.test_sft_stage import mlflow_run
 
@@ -125,46 +126,21 @@ def test_batch_score_entry_point(served, docs, tmp_path):
 
 
 def test_bad_column_is_one_readable_line(served, spark, tmp_path, capsys, monkeypatch):
-    from serving.batch_score import main
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", served.tracking_uri)
     path = tmp_path / "bad.csv"
     pd.DataFrame({"summary": ["x"]}).to_csv(path, index=False)
-    rc = main(
-        [
-            "--model-uri",
-            f"models:/{served.name}@champion",
-            "--input",
-            str(path),
-            "--output",
-            str(tmp_path / "o"),
-            "--spark-master",
-            "local[2]",
-        ]
+    args = cli_args(
+        model_uri=f"models:/{served.name}@champion", input=path, output=tmp_path / "o", spark_master="local[2]"
     )
+    rc = main(args)
     assert rc == 2 and "error: input needs a 'text' column or the columns ['title', 'body']" in capsys.readouterr().err
-    rc = main(
-        [
-            "--model-uri",
-            f"models:/{served.name}@champion",
-            "--input",
-            str(path),
-            "--output",
-            str(tmp_path / "o"),
-            "--spark-master",
-            "local[2]",
-            "--threshold",
-            "abc",
-        ]
-    )
+    rc = main([*args, "--threshold", "abc"])
     assert rc == 2 and "error: threshold must be a number in (0, 1), got 'abc'" in capsys.readouterr().err
 
 
 def test_a_python_worker_loads_the_model_once(served, spark):
     """What keeps Spark at pandas speed: the pyfunc is loaded once per Python worker, not per task, and the
     tasks running at once share the cores out."""
-    from serving.batch_score import cached_model, local_threads
-
     path = mlflow.artifacts.download_artifacts(f"models:/{served.name}/{served.version}")
     assert cached_model(path, 1) is cached_model(path, 1)
     cores = os.cpu_count() or 1

@@ -8,26 +8,19 @@ import pytest
 from tests.conftest import use_mlflow_store
 
 MISSING = "/nonexistent-dir-for-test/out"
-SFT = [
-    (["--max-epochs", "0"], "--max-epochs"),
-    (["--max-epochs", "-1"], "--max-epochs"),
-    (["--max-epochs", "inf"], "--max-epochs"),
-    (["--learning-rate", "nan"], "--learning-rate"),
-    (["--learning-rate", "-1"], "--learning-rate"),
-    (["--batch-size", "0"], "--batch-size"),
-    (["--val-fraction", "0"], "--val-fraction"),
-    (["--val-fraction", "1.5"], "--val-fraction"),
-    (["--lora-r", "0"], "--lora-r"),
-    (["--max-length", "0"], "--max-length"),
-    (["--patience", "-1"], "--patience"),
-    (["--grad-accum-steps", "0"], "--grad-accum-steps"),
-    (["--pos-weight", "-2"], "--pos-weight"),
-    (["--focal-gamma", "-1"], "--focal-gamma"),
-    (["--seed", "-3"], "--seed"),
-    (["--min-examples", "x"], "--min-examples"),
-    (["--contrastive-weight", "nan"], "--contrastive-weight"),
-    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
-    (["--pbt-trials", "0"], "--pbt-trials"),
+
+
+def naming_the_flag(cases: str) -> list[tuple[list[str], str]]:
+    """'--flag value; ...': bad values whose one-line error names the flag."""
+    return [(case.split(), case.split()[0]) for case in cases.split(";") if case.strip()]
+
+
+SFT = naming_the_flag(
+    "--max-epochs 0; --max-epochs -1; --max-epochs inf; --learning-rate nan; --learning-rate -1; --batch-size 0; "
+    "--val-fraction 0; --val-fraction 1.5; --lora-r 0; --max-length 0; --patience -1; --grad-accum-steps 0; "
+    "--pos-weight -2; --focal-gamma -1; --seed -3; --min-examples x; --contrastive-weight nan; --cpus-per-trial 0; "
+    "--pbt-trials 0"
+) + [
     (["--model-name", "a/b"], "'/'"),
     (["--model-name", "tab\tname"], "'\\t'"),
     (["--model-name", "x' AND name='y"], '"\'"'),
@@ -40,47 +33,25 @@ SFT = [
     (["--num-workers", "2", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
     (["--num-workers", "2", "--data", f"{MISSING}/docs.csv"], "data file not found"),
 ]
-EVALUATE = [
-    (["--bootstrap", "0"], "--bootstrap"),
-    (["--bootstrap", "-1"], "--bootstrap"),
-    (["--confidence", "1.5"], "--confidence"),
-    (["--confidence", "nan"], "--confidence"),
-    (["--seed", "-1"], "--seed"),
-    (["--output", f"{MISSING}/metrics.json"], "does not exist"),
+EVALUATE = naming_the_flag("--bootstrap 0; --bootstrap -1; --confidence 1.5; --confidence nan; --seed -1") + [
+    (["--output", f"{MISSING}/metrics.json"], "does not exist")
 ]
-EXPORT = [
+EXPORT = naming_the_flag("--threads -1; --max-f1-drop nan; --min-fp32-cosine nan") + [
     (["--model-uri", "nope"], "models:/"),
     (["--model-uri", "models:/a'b/1"], '"\'"'),
-    (["--threads", "-1"], "--threads"),
-    (["--max-f1-drop", "nan"], "--max-f1-drop"),
-    (["--min-fp32-cosine", "nan"], "--min-fp32-cosine"),
     (["--model-name", "a:b"], "':'"),
 ]
-GRPO = [
-    (["--learning-rate", "nan"], "--learning-rate"),
-    (["--num-generations", "0"], "--num-generations"),
-    (["--beta", "-1"], "--beta"),
-    (["--epsilon-high", "-1"], "--epsilon-high"),
-    (["--model-name", "a/b"], "'/'"),
-    (["--num-train-epochs", "0"], "--num-train-epochs"),
-    (["--loss-type", "nope"], "--loss-type"),
-]
-PIPELINE = [
+GRPO = naming_the_flag(
+    "--learning-rate nan; --num-generations 0; --beta -1; --epsilon-high -1; --num-train-epochs 0; --loss-type nope"
+) + [(["--model-name", "a/b"], "'/'")]
+PIPELINE = naming_the_flag("--pbt-trials 0; --max-epochs 0; --grpo-epochs -1") + [
     (["--model-name", "a:b"], "':'"),
-    (["--pbt-trials", "0"], "--pbt-trials"),
-    (["--max-epochs", "0"], "--max-epochs"),
-    (["--grpo-epochs", "-1"], "--grpo-epochs"),
     (["--feedback-db", "bogus://x"], "database URL"),
 ]
 BATCH = [(["--model-uri", "models:/nope/latest"], "models:/"), (["--model-uri", "models:/nope/1"], "cannot resolve")]
-SERVE = [
-    (["--port", "-1"], "--port"),
-    (["--port", "99999"], "--port"),
-    (["--port", "http"], "--port"),
-    (["--max-body-bytes", "0"], "--max-body-bytes"),
-    (["--max-rows", "0"], "--max-rows"),
-    (["--max-labels", "-5"], "--max-labels"),
-    (["--request-timeout", "nan"], "--request-timeout"),
+SERVE = naming_the_flag(
+    "--port -1; --port 99999; --port http; --max-body-bytes 0; --max-rows 0; --max-labels -5; --request-timeout nan"
+) + [
     (["--feedback-db", "bogus://x"], "database URL"),
     (["--api-key-env", "BLANK_KEY"], "empty or not set"),
 ]

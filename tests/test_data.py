@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from mlprojects.data import parse_label_value, prepare, stratified_split
+from mlprojects.data import content_hashes, load_splits, parse_label_value, prepare, split_pools, stratified_split
 from registry.documents import load_label_descriptions, read_table
 from registry.errors import DataError
 
@@ -89,8 +89,6 @@ def test_split_keeps_every_label_on_both_sides(demo_frame):
 
 
 def test_three_splits_are_disjoint_by_content_and_reproducible(small_dataset):
-    from mlprojects.data import content_hashes, load_splits
-
     args = (small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     splits = load_splits(*args, val_fraction=0.15, test_fraction=0.2, seed=7)
     hashes = {name: set(content_hashes(frame["text"])) for name, frame in splits.frames().items()}
@@ -103,8 +101,6 @@ def test_three_splits_are_disjoint_by_content_and_reproducible(small_dataset):
 
 
 def test_duplicates_stay_in_one_split(demo_frame):
-    from mlprojects.data import content_hashes, stratified_split
-
     frame = prepare(demo_frame, ["title", "body"], "labels")
     doubled = pd.concat([frame, frame.assign(text=frame["text"].str.upper().str.lower() + "  ")], ignore_index=True)
     train, held = stratified_split(doubled, 0.3, seed=1)
@@ -112,8 +108,6 @@ def test_duplicates_stay_in_one_split(demo_frame):
 
 
 def test_test_file_that_overlaps_the_training_data_is_refused_with_the_count(small_dataset, tmp_path):
-    from mlprojects.data import load_splits
-
     frame = pd.read_csv(small_dataset["data"])
     test = tmp_path / "test.csv"
     pd.concat([frame.head(3), frame.head(3).assign(title="unseen title", body="unseen body")]).to_csv(test, index=False)
@@ -130,8 +124,6 @@ def test_test_file_that_overlaps_the_training_data_is_refused_with_the_count(sma
     ],
 )
 def test_bad_split_fractions_are_refused(small_dataset, val_fraction, test_fraction, message):
-    from mlprojects.data import load_splits
-
     with pytest.raises(DataError, match=message):
         load_splits(
             small_dataset["data"],
@@ -144,8 +136,6 @@ def test_bad_split_fractions_are_refused(small_dataset, val_fraction, test_fract
 
 
 def test_pools_are_disjoint_stratified_and_cover_every_row(demo_frame):
-    from mlprojects.data import split_pools
-
     pools = split_pools(demo_frame, "title,body", "labels", {"test": 0.2, "production": 0.35, "initial": 0.45}, 3)
     assert sum(map(len, pools.values())) == len(demo_frame)
     ids = [set(p["id"]) for p in pools.values()]
@@ -153,3 +143,8 @@ def test_pools_are_disjoint_stratified_and_cover_every_row(demo_frame):
     assert len(pools["test"]) == pytest.approx(0.2 * len(demo_frame), abs=4)  # multi-label rows: sizes drift a little
     labels = lambda f: {l for ls in f["labels"] for l in ls.split("|")}  # noqa: E731
     assert labels(pools["test"]) == labels(pools["production"]) == labels(demo_frame)
+
+
+def test_an_empty_path_is_refused_not_read_as_the_working_directory():
+    with pytest.raises(DataError, match="no data file given"):
+        read_table("")

@@ -7,6 +7,9 @@ import json
 import pytest
 import requests
 
+from serving.endpoint import RecentPredictions, feedback_record, load_model
+from serving.feedback import FeedbackStore
+from serving.scoring import PayloadError, decode_json, parse_request
 from tests.serving_model import build_served_model, running_endpoint
 
 API_KEY = "local-test-key-5f2c"
@@ -162,7 +165,7 @@ def test_bad_feedback_is_refused_with_a_reason(server, body, message):
 
 
 def test_feedback_on_a_prediction_lands_in_the_store(server):
-    feedback = pytest.importorskip("serving.feedback", reason="the feedback store (issue 5) is not in this build")
+    feedback = pytest.importorskip("serving.feedback", reason="the feedback store is not in this build")
     answer = invoke(server, {"dataframe_records": [{"text": "VAT refund question for 2023"}]}).json()
     pid = answer["predictions"][0]["prediction_id"]
     label = answer["predictions"][0]["top_label"]
@@ -218,8 +221,6 @@ def test_deeply_nested_json_is_a_400(server, route, body):
     ],
 )
 def test_decoding_never_raises_anything_but_a_payload_error(body):
-    from serving.scoring import PayloadError, decode_json, parse_request
-
     with pytest.raises(PayloadError):
         parse_request(decode_json(body), max_rows=10, max_labels=10)
 
@@ -300,9 +301,6 @@ def test_an_unregistered_model_uri_is_served_with_working_feedback(served, tmp_p
     the logged-model id, and checked against the model's own labels."""
     import mlflow
 
-    from serving.endpoint import RecentPredictions, feedback_record, load_model
-    from serving.feedback import FeedbackStore
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", served.tracking_uri)
     mlflow.set_tracking_uri(served.tracking_uri)
     version = mlflow.MlflowClient().get_model_version(served.name, served.version)
@@ -314,3 +312,11 @@ def test_an_unregistered_model_uri_is_served_with_working_feedback(served, tmp_p
         store.add(*feedback_record(body, RecentPredictions(10), model))
     rows = store.query()
     assert list(rows["model_name"]) == [version.source, f"runs:/{version.run_id}/model"]
+
+
+def test_every_request_is_in_the_access_log_and_the_key_never_is(server):
+    invoke(server, {"inputs": {"text": ["access log probe"]}})
+    invoke(server, b"{not json")
+    log = server["log"].read_text()
+    assert '"POST /invocations" 200' in log and '"POST /invocations" 400' in log
+    assert "INFO serving.access" in log and API_KEY not in log

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
+from lifecycle.db import engine
 from lifecycle.history import champion_stack, rollback_target
 from lifecycle.lock import Lease, LeaseLost
 from lifecycle.planner import Action, candidates, clones_in_sync, decide, plan
@@ -155,8 +156,6 @@ def test_rollback_goes_to_the_champion_before_the_current_one():
 
 
 def test_lease_is_exclusive_until_it_expires(tmp_path):
-    from lifecycle.db import engine
-
     eng = engine(f"sqlite:///{tmp_path / 'lease.db'}")
     first, second = Lease(eng, "m", "first", ttl=1.0), Lease(eng, "m", "second", ttl=1.0)
     assert first.try_acquire() and not second.try_acquire()

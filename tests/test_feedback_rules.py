@@ -7,6 +7,7 @@ import pytest
 
 from serving.feedback import FeedbackRejected, FeedbackStore
 from serving.feedback.store import COLUMNS
+from tests.conftest import feedback_record
 from validation.feedback_data import validate_feedback
 from validation.feedback_rules import record_reasons
 
@@ -14,18 +15,7 @@ LABELS = ["vat", "payroll", "audit"]
 
 
 def _row(pid, **changes) -> dict:
-    base = {
-        "prediction_id": pid,
-        "model_name": "clf",
-        "model_version": "1",
-        "text": f"document {pid}",
-        "predicted_labels": ["vat"],
-        "scores": {"vat": 0.9, "payroll": 0.1},
-        "score": 4,
-        "corrected_labels": None,
-        "source": "test",
-    }
-    return {**base, **changes}
+    return feedback_record(pid, **{"scores": {"vat": 0.9, "payroll": 0.1}, **changes})
 
 
 ROWS = [

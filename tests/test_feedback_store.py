@@ -9,38 +9,26 @@ import pandas as pd
 import pytest
 
 from serving.feedback import FeedbackRecord, FeedbackRejected, FeedbackStore
-from tests.conftest import REPO
+from serving.feedback import store as feedback_store
+from serving.feedback.__main__ import main
+from tests.conftest import REPO, feedback_record
 
 LABELS = ["vat", "payroll", "audit"]
-
-
-def _record(pid: str, **changes) -> dict:
-    base = {
-        "prediction_id": pid,
-        "model_name": "clf",
-        "model_version": "1",
-        "text": f"document {pid}",
-        "predicted_labels": ["vat"],
-        "score": 4,
-        "corrected_labels": None,
-        "source": "test",
-    }
-    return {**base, **changes}
 
 
 def test_store_keeps_good_rows_and_rejects_bad_ones_with_reasons(tmp_path):
     store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.db'}")
     store.add(FeedbackRecord("p0", "clf", "1", "VAT on invoices", ["vat"], 5, scores={"vat": 0.9}))
     records = [
-        _record("p1"),
-        _record("p2", score=7),
-        _record("p3", text="   "),
-        _record("p4", predicted_labels=["vat", "fraud"]),
-        _record("p5", corrected_labels=["nonsense"]),
-        _record("p1", score=2),  # same prediction twice in one import
-        _record("p0"),  # already in the store
-        _record("p6", corrected_labels=[], score=1),  # "no label applies" is a valid correction
-        _record("", model_name=None),
+        feedback_record("p1"),
+        feedback_record("p2", score=7),
+        feedback_record("p3", text="   "),
+        feedback_record("p4", predicted_labels=["vat", "fraud"]),
+        feedback_record("p5", corrected_labels=["nonsense"]),
+        feedback_record("p1", score=2),  # same prediction twice in one import
+        feedback_record("p0"),  # already in the store
+        feedback_record("p6", corrected_labels=[], score=1),  # "no label applies" is a valid correction
+        feedback_record("", model_name=None),
     ]
     report = store.add_many(records, LABELS)
     assert report.accepted == 2
@@ -62,14 +50,15 @@ def test_store_keeps_good_rows_and_rejects_bad_ones_with_reasons(tmp_path):
         store.add(FeedbackRecord("p1", "clf", "1", "again", ["vat"], 3))
     assert len(store.query(model_name="clf", model_version="1")) == 3 and store.query(model_name="x").empty
     # ids are text: a numeric id from a JSON file and the same id as a string are one prediction
-    assert store.add_many([_record(12345)]).accepted == 1
-    assert store.add_many([_record(" 12345")]).lines() == ["row 1: prediction_id already has feedback in the store"]
+    assert store.add_many([feedback_record(12345)]).accepted == 1
+    assert store.add_many([feedback_record(" 12345")]).lines() == [
+        "row 1: prediction_id already has feedback in the store"
+    ]
 
 
 @pytest.fixture()
 def _cli(capsys):
     """`python -m serving.feedback --db DB ...` in-process (the CLI's main, as __main__ runs it)."""
-    from serving.feedback.__main__ import main
 
     def run(*args, db: str) -> subprocess.CompletedProcess:
         rc = main(["--db", db, *map(str, args)])
@@ -85,9 +74,9 @@ def test_cli_import_export_round_trip(tmp_path, _cli):
     csv = tmp_path / "in.csv"
     pd.DataFrame(
         [
-            {**_record("c1"), "predicted_labels": "vat|tax_question", "corrected_labels": ""},
-            {**_record("c2"), "predicted_labels": '["payroll_tax"]', "corrected_labels": "[]", "score": "1"},
-            {**_record("c3"), "predicted_labels": "vat", "score": "five"},
+            {**feedback_record("c1"), "predicted_labels": "vat|tax_question", "corrected_labels": ""},
+            {**feedback_record("c2"), "predicted_labels": '["payroll_tax"]', "corrected_labels": "[]", "score": "1"},
+            {**feedback_record("c3"), "predicted_labels": "vat", "score": "five"},
         ]
     ).to_csv(csv, index=False)
     proc = _cli("import", str(csv), "--labels", str(labels), db=db)
@@ -178,11 +167,11 @@ def test_one_bad_value_never_costs_the_good_rows(tmp_path, _cli):
         [
             {**r, "predicted_labels": "vat"}
             for r in [
-                {**_record("ok1"), "scores": '{"vat": 0.7}'},
-                {**_record("float-score"), "score": "4.0"},
-                {**_record("high"), "scores": '{"vat": "high"}'},
-                {**_record("nan"), "scores": '{"vat": NaN}'},
-                {**_record("x" * 201)},
+                {**feedback_record("ok1"), "scores": '{"vat": 0.7}'},
+                {**feedback_record("float-score"), "score": "4.0"},
+                {**feedback_record("high"), "scores": '{"vat": "high"}'},
+                {**feedback_record("nan"), "scores": '{"vat": NaN}'},
+                {**feedback_record("x" * 201)},
             ]
         ]
     ).to_csv(csv, index=False)
@@ -198,10 +187,10 @@ def test_one_bad_value_never_costs_the_good_rows(tmp_path, _cli):
         "\n".join(
             json.dumps(r)
             for r in [
-                {**_record("j-ok"), "scores": {"vat": 0.2}},
-                {**_record("j-null"), "scores": {"vat": None}},  # what an exported NaN looks like
-                {**_record("j-bool"), "score": True},
-                {**_record("j-source"), "source": {"app": "web"}},
+                {**feedback_record("j-ok"), "scores": {"vat": 0.2}},
+                {**feedback_record("j-null"), "scores": {"vat": None}},  # what an exported NaN looks like
+                {**feedback_record("j-bool"), "score": True},
+                {**feedback_record("j-source"), "source": {"app": "web"}},
             ]
         )
     )
@@ -213,15 +202,13 @@ def test_one_bad_value_never_costs_the_good_rows(tmp_path, _cli):
 
 def test_a_row_the_database_refuses_is_reported_and_the_others_stored(tmp_path, monkeypatch):
     """Defence in depth: a value that slips past validation and cannot be converted rejects its row only."""
-    from serving.feedback import store as module
-
     store = FeedbackStore(f"sqlite:///{tmp_path / 'fb.db'}")
-    real = module._row_values
+    real = feedback_store._row_values
     monkeypatch.setattr(
-        module,
+        feedback_store,
         "_row_values",
         lambda row: (_ for _ in ()).throw(ValueError("boom")) if row["prediction_id"] == "b" else real(row),
     )
-    report = store.add_many([_record("a"), _record("b"), _record("c")], LABELS)
+    report = store.add_many([feedback_record("a"), feedback_record("b"), feedback_record("c")], LABELS)
     assert report.accepted == 2 and report.lines() == ["row 2: cannot be stored: boom"]
     assert list(store.query()["prediction_id"]) == ["a", "c"]

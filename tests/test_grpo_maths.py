@@ -10,6 +10,7 @@ import torch
 from mlprojects.config import GRPO_OVERRIDES_OF_TRL, GRPOParams
 from mlprojects.training.grpo_loss import (
     bernoulli_entropy,
+    correction_loss,
     group_advantages,
     grpo_loss,
     k3_kl,
@@ -116,8 +117,6 @@ def test_gradient_raises_the_log_prob_of_positive_advantage_samples():
 
 
 def test_correction_loss_is_bce_on_corrected_rows_only():
-    from mlprojects.training.grpo_loss import correction_loss
-
     logits = torch.tensor([[0.0, 2.0], [5.0, -5.0], [1.0, 1.0]])
     corrected = torch.tensor([[1.0, 0.0], [float("nan")] * 2, [0.0, 1.0]])
     # row 0: -log σ(0) = 0.6931, -log(1 - σ(2)) = 2.1269; row 2: -log(1 - σ(1)) = 1.3133, -log σ(1) = 0.3133

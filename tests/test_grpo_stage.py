@@ -9,12 +9,17 @@ import pytest
 import torch
 
 from mlprojects.config import GRPOParams, TrainConfig
-from mlprojects.model.registered import load_classifier
+from mlprojects.grpo import main
+from mlprojects.model.registered import load_classifier, log_classifier
 from mlprojects.training.grpo_trainer import GRPOTrainer, logits_of, prepare_policy
 from mlprojects.training.rewards import targets_from_feedback
+from mlprojects.training.trainer import train_classifier
+from registry.documents import load_label_descriptions
+from registry.log_model import register
 from registry.lookup import label_names
+from registry.tracking import setup
 from serving.feedback import FeedbackRecord, FeedbackStore
-from tests.conftest import use_mlflow_store
+from tests.conftest import REPO, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
 NAME = "grpo-clf"
@@ -31,13 +36,6 @@ def registry_uri(tmp_path_factory):
 @pytest.fixture(scope="module")
 def registered(registry_uri, tiny_encoder, demo_frame, tmp_path_factory):
     """Tiny SFT model as version 1; `reference` (v2) and `policy` (v3) are registry copies of it."""
-    from mlprojects.model.registered import example_output, log_classifier
-    from mlprojects.training.trainer import train_classifier
-    from registry.documents import load_label_descriptions
-    from registry.log_model import register
-    from registry.tracking import setup
-    from tests.conftest import REPO
-
     descriptions = load_label_descriptions(str(REPO / "data" / "demo" / "labels.yaml"))
     frame = pd.DataFrame(
         {"text": demo_frame["title"] + ". " + demo_frame["body"], "labels": demo_frame["labels"].str.split("|")}
@@ -51,13 +49,7 @@ def registered(registry_uri, tiny_encoder, demo_frame, tmp_path_factory):
         validation = tmp_path_factory.mktemp("split") / "validation.parquet"
         frame[48:].to_parquet(validation)
         mlflow.log_artifact(str(validation), "data")  # what the grpo stage re-tunes thresholds on
-        example = frame[["text"]].head(2)
-        info = log_classifier(
-            classifier.save(tmp_path_factory.mktemp("clf") / "classifier"),
-            ["text"],
-            example,
-            example_output(classifier, example),
-        )
+        info = log_classifier(classifier, list(frame["text"].head(2)))
         register(info.model_uri, NAME, {"lineage.kind": "sft", "lineage.encoder": tiny_encoder})
     client = mlflow.MlflowClient()
     for alias in ("reference", "policy"):
@@ -168,8 +160,6 @@ def test_grpo_stage_registers_a_challenger_child_of_the_reference(registered, re
 
 
 def test_missing_alias_or_feedback_is_a_clear_error_and_registers_nothing(registered, tmp_path, capsys):
-    from mlprojects.grpo import main
-
     client = mlflow.MlflowClient()
     before = len(client.search_model_versions(f"name='{NAME}'"))
     client.create_registered_model("no-aliases")
@@ -213,8 +203,6 @@ def test_missing_alias_or_feedback_is_a_clear_error_and_registers_nothing(regist
     ],
 )
 def test_bad_grpo_parameters_stop_before_any_model_is_loaded(mlflow_env, capfd, args, message):
-    from mlprojects.grpo import main
-
     try:
         rc = main(["--model-name", "nothing-registered", *args])
     except SystemExit as exc:  # argparse

@@ -18,13 +18,17 @@ from lifecycle import db, history
 from lifecycle.__main__ import main as lifecycle_main
 from lifecycle.controller import Controller
 from lifecycle.faults import FAULT_ENV, STEPS
+from mlprojects.evaluate import main as evaluate_main
+from mlprojects.sft import main as sft_main
 from registry import conventions as C
 from registry.aliases import aliases
 from registry.errors import ConfigError, DataError
+from registry.lookup import classifier_dir, logged_model_id
 from registry.settings import write_settings
 from serving.local_target import LocalTarget
 from tests.conftest import REPO
 from tests.lifecycle_helpers import lifecycle_cli, register_variant, spawn_lifecycle, use_store
+from tests.test_sft_stage import mlflow_run
 
 LABELS = str(REPO / "data" / "demo" / "labels.yaml")
 
@@ -32,9 +36,6 @@ LABELS = str(REPO / "data" / "demo" / "labels.yaml")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_encoder, demo_frame):
     """One tiny SFT run through the sft code path (in-process): its store, its classifier, an evaluation set."""
-    from mlprojects.sft import main as sft_main
-    from registry.lookup import classifier_dir
-
     root = tmp_path_factory.mktemp("lifecycle-trained")
     mp = pytest.MonkeyPatch()
     uri = use_store(mp, root)
@@ -163,8 +164,6 @@ def test_sft_version_is_a_challenger_that_becomes_the_first_champion(trained, mo
 
 
 def test_evaluate_entry_point(trained, monkeypatch, tmp_path):
-    from tests.test_sft_stage import mlflow_run
-
     uri = use_store(monkeypatch, trained["root"])
     out = tmp_path / "metrics.json"
     proc = mlflow_run(
@@ -199,7 +198,6 @@ def test_evaluate_entry_point(trained, monkeypatch, tmp_path):
         "evaluation/metrics.json",
     } <= {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "evaluation")}
     # also MLflow 3 model metrics of the logged model (linked to the dataset), and the version's card says them
-    from registry.lookup import logged_model_id
 
     linked = [
         m
@@ -210,7 +208,6 @@ def test_evaluate_entry_point(trained, monkeypatch, tmp_path):
     assert f"| f1_macro | {result['report']['f1_macro']:.4f} |" in version("sft-model", "1").description
 
     # a bad dataset (unknown label) stops with one readable line, through the module itself (no mlflow run needed)
-    from mlprojects.evaluate import main as evaluate_main
 
     bad = tmp_path / "bad.csv"
     bad.write_text("title,body,labels\nVAT question,Is VAT due?,not_a_label\n")

@@ -10,15 +10,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 import requests
 
+from registry.lookup import classifier_dir
+from serving.feedback import FeedbackStore
 from serving.follow import running_endpoints
-from serving.local_server import free_port, wait_until_healthy
+from serving.local_server import free_port, local_endpoint
 from serving.local_target import LocalTarget
 from tests.conftest import REPO
 from tests.lifecycle_helpers import register_variant, use_store
@@ -28,8 +29,6 @@ from tests.serving_model import MODEL_NAME, build_served_model
 @pytest.fixture()
 def two_versions(tmp_path_factory, tmp_path, tiny_encoder, monkeypatch):
     """A copy of the served model's registry (version 1) with a second version; deployments under tmp_path."""
-    from registry.lookup import classifier_dir
-
     served = build_served_model(tmp_path_factory.mktemp("served"), tiny_encoder)
     shutil.copy(served.tracking_uri[len("sqlite:///") :], tmp_path / "mlflow.db")
     use_store(monkeypatch, tmp_path)
@@ -44,28 +43,18 @@ def following_endpoint(target: LocalTarget):
     """Version 1 deployed, then `python -m serving serve --model models:/NAME@champion` on a free port: its URL
     and process (stopped afterwards)."""
     target.deploy(MODEL_NAME, "1")
-    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")},
         "PYTHONPATH": str(REPO),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "serve", "--model", f"models:/{MODEL_NAME}@champion", "--port", str(port)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(url, proc)
-        assert health_version(url) == "1"
-        yield url, proc
-    finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        proc.wait(30)
+    # no access log: nothing reads this pipe while the load runs
+    champion = f"models:/{MODEL_NAME}@champion"
+    with local_endpoint(champion, log_level="WARNING", env=env, output=subprocess.PIPE) as (url, proc):
+        try:
+            assert health_version(url) == "1"
+            yield url, proc
+        finally:
+            proc.send_signal(signal.SIGCONT)
 
 
 class Load:
@@ -157,8 +146,6 @@ def test_an_announcement_with_nothing_listening_is_not_waited_for(two_versions):
 
 
 def test_feedback_after_a_swap_is_credited_to_the_version_that_answered(two_versions, monkeypatch):
-    from serving.feedback import FeedbackStore
-
     store_url = f"sqlite:///{two_versions / 'feedback.db'}"
     monkeypatch.setenv("FEEDBACK_DB_URL", store_url)
     target = LocalTarget()

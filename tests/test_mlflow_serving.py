@@ -16,6 +16,8 @@ import mlflow
 import pytest
 import requests
 
+import registry.log_model as L
+from mlprojects.model.registered import log_classifier
 from registry.errors import ConfigError
 from registry.log_model import public_pin, torch_requirements
 from serving.local_server import free_port, wait_until_healthy
@@ -53,18 +55,10 @@ def test_a_requirement_that_cannot_be_resolved_is_refused_naming_the_package():
 
 def test_logging_a_model_with_an_unresolvable_requirement_is_refused(monkeypatch, mlflow_env, tmp_path):
     """Refused before anything is logged: the run has no model."""
-    import pandas as pd
-
-    import registry.log_model as L
-    from mlprojects.model.registered import log_classifier
-
     monkeypatch.setattr(L, "_installed", lambda package: None if package == "torch" else "1.0")
-    example = pd.DataFrame({"text": ["a"]})
     mlflow.set_experiment("requirements")  # not an experiment id left active by an earlier test's store
     with mlflow.start_run() as run, pytest.raises(ConfigError, match="cannot pin requirement 'torch'"):
-        log_classifier(
-            tmp_path, ["text"], example, pd.DataFrame({"labels": [["x"]], "top_label": ["x"], "scores": [{"x": 1.0}]})
-        )
+        log_classifier(object(), ["a"], saved=tmp_path)  # refused before the model is saved or asked anything
     assert mlflow.search_logged_models(experiment_ids=[run.info.experiment_id], output_format="list") == []
 
 

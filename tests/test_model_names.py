@@ -2,6 +2,8 @@
 
 import pytest
 
+from lifecycle.state import read_state
+from registry.lookup import versions_of
 from registry.names import InvalidModelName, check_model_name
 
 GOOD = ["tax-doc-classifier", "tax_doc.v2", "Tax Doc Classifier", "a" * 250]
@@ -60,9 +62,6 @@ def test_unity_catalog_wants_three_levels(name, ok):
 
 def test_a_name_crafted_as_a_filter_reads_no_other_models_versions(mlflow_env, tmp_path):
     import mlflow
-
-    from lifecycle.state import read_state
-    from registry.lookup import versions_of
 
     client = mlflow.MlflowClient()
     for name in ("victim", "other"):

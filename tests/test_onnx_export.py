@@ -14,8 +14,17 @@ import pandas as pd
 import pytest
 import torch
 
+import mlprojects.onnx_model.export as export
+from mlprojects.config import OnnxConfig
+from mlprojects.evaluation.bootstrap import paired_bootstrap
+from mlprojects.export_onnx import main
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import DualEncoder, load_encoder
+from mlprojects.onnx_model.export import ExportError, export_classifier
 from mlprojects.onnx_model.parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
-from tests.conftest import REPO, use_mlflow_store
+from mlprojects.sft import main as sft_main
+from registry.contract import OUTPUT_COLUMNS, to_params
+from tests.conftest import REPO, cli_args, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
 FRUIT = {"apple": "Apples, orchards and fruit harvests.", "bank": "Banks, loans and interest rates."}
@@ -59,24 +68,9 @@ def registry_env(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def source_model(registry_env, tiny_encoder, demo_frame, tmp_path_factory):
-    from mlprojects.sft import main as sft_main
-
     data = tmp_path_factory.mktemp("onnx-data") / "small.csv"
     demo_frame.head(120).to_csv(data, index=False)
-    rc = sft_main(
-        [
-            "--data",
-            str(data),
-            "--encoder",
-            tiny_encoder,
-            "--max-epochs",
-            "1",
-            "--min-examples",
-            "2",
-            "--model-name",
-            "tiny-clf",
-        ]
-    )
+    rc = sft_main(cli_args(data=data, encoder=tiny_encoder, max_epochs=1, min_examples=2, model_name="tiny-clf"))
     assert rc == 0
     return "models:/tiny-clf/1"
 
@@ -152,13 +146,22 @@ def test_onnx_pyfunc_serves_the_contract_without_torch(exported, source_model, r
         assert row["labels"] == [l for l, s in row["scores"].items() if s >= 0.5]
 
 
+def test_torch_and_onnx_pyfuncs_answer_no_documents_alike(exported, source_model):
+    """One predict path: an empty input is an empty answer with the contract's columns, from either model, with
+    the model's own labels or a new label set."""
+    empty = pd.DataFrame({"text": pd.Series([], dtype=str)})
+    for uri in (source_model, exported):
+        model = mlflow.pyfunc.load_model(uri)
+        for params in (None, to_params(FRUIT)):
+            out = model.predict(empty, params=params)
+            assert list(out.columns) == list(OUTPUT_COLUMNS) and len(out) == 0, (uri, params)
+
+
 def _no_version(name: str) -> bool:
     return mlflow.MlflowClient().search_model_versions(f"name='{name}'") == []
 
 
 def test_parity_gates_fail_and_nothing_is_registered(registry_env, source_model, capsys):
-    from mlprojects.export_onnx import main
-
     rc = main(
         [
             "--model-uri",
@@ -186,9 +189,6 @@ def test_parity_gates_fail_and_nothing_is_registered(registry_env, source_model,
 
 
 def test_a_tampered_graph_fails_the_fp32_gate(registry_env, source_model, monkeypatch, capsys):
-    import mlprojects.onnx_model.export as export
-    from mlprojects.export_onnx import main
-
     original = export.export_graph
 
     def tampered(classifier, path, opset):
@@ -216,8 +216,6 @@ def test_a_tampered_graph_fails_the_fp32_gate(registry_env, source_model, monkey
 def test_the_fp32_export_reports_fp32_numbers(registry_env, source_model, capsys):
     """A graph that was never quantised names no int8 cosine and no int8 size anywhere; asked to, the export
     re-tunes its thresholds on the source run's validation split."""
-    from mlprojects.export_onnx import main
-
     rc = main(
         [
             "--model-uri",
@@ -258,11 +256,6 @@ class _UnexportableEncoder(torch.nn.Module):
 def test_an_encoder_the_exporter_cannot_handle_is_a_clear_error(tiny_encoder, tmp_path):
     from transformers import AutoTokenizer
 
-    from mlprojects.config import OnnxConfig
-    from mlprojects.model.classifier import Classifier
-    from mlprojects.model.encoder import DualEncoder
-    from mlprojects.onnx_model.export import ExportError, export_classifier
-
     model = DualEncoder(_UnexportableEncoder(), AutoTokenizer.from_pretrained(tiny_encoder))
     classifier = Classifier(model, FRUIT, np.full(2, 0.5))
     with pytest.raises(ExportError, match="cannot export encoder '_UnexportableEncoder' to ONNX: .*eigvalsh"):
@@ -272,11 +265,6 @@ def test_an_encoder_the_exporter_cannot_handle_is_a_clear_error(tiny_encoder, tm
 
 def test_static_quantisation_is_calibrated_on_text(tiny_encoder, tmp_path):
     """Static QDQ: activation ranges from real documents (QuantizeLinear nodes with fixed scales)."""
-    from mlprojects.config import OnnxConfig
-    from mlprojects.model.classifier import Classifier
-    from mlprojects.model.encoder import DualEncoder, load_encoder
-    from mlprojects.onnx_model.export import export_classifier
-
     encoder, tokenizer = load_encoder(tiny_encoder)
     classifier = Classifier(DualEncoder(encoder, tokenizer).eval(), FRUIT, np.full(2, 0.5))
     result = export_classifier(
@@ -352,8 +340,6 @@ def test_decision_agreement_and_own_thresholds_by_hand():
 
 
 def test_same_decisions_give_a_zero_drop_interval():
-    from mlprojects.evaluation.bootstrap import paired_bootstrap
-
     y = np.array([[1, 0], [0, 1], [1, 1]], float)
     pred = np.array([[1, 0], [0, 0], [1, 1]], bool)
     drop = paired_bootstrap(y, pred, pred.copy(), 200)

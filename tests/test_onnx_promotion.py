@@ -9,37 +9,22 @@ import pytest
 from mlflow import MlflowClient
 
 from lifecycle import actions as A
+from lifecycle.__main__ import main
 from lifecycle.config import ONNX_ON_PROMOTION
 from lifecycle.controller import Controller
 from mlprojects import config as C
+from mlprojects.sft import main as sft_main
 from registry.aliases import aliases
+from tests.conftest import cli_args
 
 
 @pytest.fixture()
 def champion(mlflow_env, tiny_encoder, demo_frame, tmp_path, monkeypatch):
     """A tiny SFT model made champion by the controller (which exports it on the way)."""
-    from mlprojects.sft import main as sft_main
-
     monkeypatch.setenv("LOCAL_DEPLOY_DIR", str(tmp_path / "deployments"))
     data = tmp_path / "small.csv"
     demo_frame.head(120).to_csv(data, index=False)
-    assert (
-        sft_main(
-            [
-                "--data",
-                str(data),
-                "--encoder",
-                tiny_encoder,
-                "--max-epochs",
-                "1",
-                "--min-examples",
-                "2",
-                "--model-name",
-                "promo",
-            ]
-        )
-        == 0
-    )
+    assert sft_main(cli_args(data=data, encoder=tiny_encoder, max_epochs=1, min_examples=2, model_name="promo")) == 0
     log = Controller("promo").reconcile()
     return log
 
@@ -92,8 +77,6 @@ def test_each_new_champion_gets_its_own_export_and_the_alias_follows(champion, m
 
 
 def test_export_on_promotion_can_be_turned_off(champion):
-    from lifecycle.__main__ import main
-
     assert Controller("promo").onnx_on_promotion() == ONNX_ON_PROMOTION
     assert main(["configure", "--model-name", "promo", "--onnx-export", "off"]) == 0
     assert Controller("promo").onnx_on_promotion() is None

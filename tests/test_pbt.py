@@ -17,7 +17,13 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO
+from mlprojects.config import TrainConfig
+from mlprojects.data import load_splits
+from mlprojects.model.encoder import merged_encoder
+from mlprojects.sft import main
+from mlprojects.training.faults import FAULT_ENV
+from mlprojects.training.trial import TrialData, build_trainer, trial_config
+from tests.conftest import REPO, cli_args
 from tests.test_sft_stage import mlflow_run
 
 
@@ -38,10 +44,6 @@ def pbt_args(small_dataset, tiny_encoder, tmp_path) -> dict:
         "cpus_per_trial": 0.5,
         "storage_path": str(tmp_path / "ray"),
     }
-
-
-def _cli(params: dict) -> list[str]:
-    return [a for k, v in params.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
 
 def _wait_for_checkpoint(storage: Path, proc: subprocess.Popen, timeout: float = 400) -> None:
@@ -70,10 +72,10 @@ def test_pbt_run_exploits_and_registers_the_best_trial(mlflow_env, pbt_args):
 # stall (Ray restores the scheduler's barrier state inconsistently); seen once in a clean-clone CI run.
 def test_interrupted_pbt_run_resumes_exploits_and_registers_the_best_trial(mlflow_env, pbt_args):
     storage = Path(pbt_args["storage_path"])
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_env}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_env, FAULT_ENV: "once"}
     # first attempt of every trial crashes (test hook) and is retried by Ray; then Ctrl-C stops the run
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlprojects.sft", *_cli(pbt_args), "--test-hook-fail-trials", "once"],
+        [sys.executable, "-m", "mlprojects.sft", *cli_args(**pbt_args)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,
@@ -136,12 +138,9 @@ def assert_best_trial_registered(proc, n_sft_runs: int) -> None:
     assert list(out.columns) == ["labels", "top_label", "scores"]
 
 
-def test_all_trials_failing_registers_nothing(mlflow_env, pbt_args, capsys):
-    from mlprojects.sft import main
-
-    rc = main(
-        _cli({**pbt_args, "pbt_trials": 2, "max_epochs": 1, "max_failures": 1}) + ["--test-hook-fail-trials", "always"]
-    )
+def test_all_trials_failing_registers_nothing(mlflow_env, pbt_args, capsys, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "always")
+    rc = main(cli_args(**{**pbt_args, "pbt_trials": 2, "max_epochs": 1, "max_failures": 1}))
     assert rc == 2
     assert "all 2 trials failed, nothing registered" in capsys.readouterr().err
     assert mlflow.MlflowClient().search_registered_models() == []
@@ -161,9 +160,7 @@ def test_all_trials_failing_registers_nothing(mlflow_env, pbt_args, capsys):
 def test_bad_tuning_input_fails_before_any_trial(mlflow_env, pbt_args, capsys, change, message):
     import ray
 
-    from mlprojects.sft import main
-
-    assert main(_cli({**pbt_args, **change})) == 2
+    assert main(cli_args(**pbt_args | change)) == 2
     assert message in capsys.readouterr().err
     assert not ray.is_initialized()
     assert not Path(pbt_args["storage_path"]).exists()
@@ -172,11 +169,6 @@ def test_bad_tuning_input_fails_before_any_trial(mlflow_env, pbt_args, capsys, c
 def test_exploit_continues_the_source_weights_at_a_new_rank_and_learning_rate(tiny_encoder, small_dataset):
     """What a trial does with a cloned checkpoint, without Ray: resized LoRA, source epoch, own lr/wd/warmup."""
     import torch
-
-    from mlprojects.config import TrainConfig
-    from mlprojects.data import load_splits
-    from mlprojects.model.encoder import merged_encoder
-    from mlprojects.training.trial import TrialData, build_trainer, trial_config
 
     train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     base = TrainConfig(encoder=tiny_encoder, max_epochs=4, lora_r=4).to_params()
@@ -206,10 +198,6 @@ def test_a_checkpoint_taken_mid_epoch_continues_exactly(tiny_encoder, small_data
     """PBT in steps stops trials mid-epoch: stop after 2 of 3 batches, restore into a new trainer, finish 2 epochs
     and get the same weights and schedule as training straight through."""
     import torch
-
-    from mlprojects.config import TrainConfig
-    from mlprojects.data import load_splits
-    from mlprojects.training.trial import TrialData, build_trainer, trial_config
 
     train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     base = TrainConfig(encoder=tiny_encoder, max_epochs=2, batch_size=16).to_params()

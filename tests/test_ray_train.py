@@ -7,28 +7,41 @@ import mlflow
 import numpy as np
 import pytest
 
+from mlprojects.config import PBTConfig, ScaleConfig, TrainConfig
+from mlprojects.data import load_splits
+from mlprojects.training.distributed import torch_trainer
+from mlprojects.training.faults import FAULT_ENV
+from mlprojects.training.pbt import run_tuning
+from mlprojects.training.ray_cluster import start_ray
+from mlprojects.training.trial import TrialData, build_trainer, load_trial_state, trial_config
 from tests.test_sft_stage import mlflow_run
 
 
 @pytest.fixture()
 def splits(small_dataset):
-    from mlprojects.data import load_splits
-
     train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
     return train, val, descriptions
 
 
-@pytest.fixture()
-def local_ray():
+def _local_ray():
     import ray
-
-    from mlprojects.config import PBTConfig
-    from mlprojects.training.ray_cluster import start_ray
 
     started = start_ray(PBTConfig(local_num_cpus=2))
     yield
     if started:
         ray.shutdown()
+
+
+@pytest.fixture()
+def local_ray():
+    yield from _local_ray()
+
+
+@pytest.fixture()
+def local_ray_killing_a_worker(monkeypatch):
+    """A local Ray whose workers see the test hook's `kill` (start_ray forwards it to them), set before it starts."""
+    monkeypatch.setenv(FAULT_ENV, "kill")
+    yield from _local_ray()
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +58,6 @@ def no_dropout_encoder(tiny_encoder, tmp_path_factory) -> str:
 
 
 def _trial_data(encoder, splits, max_epochs: int, docs: int = 40, **extra):
-    from mlprojects.config import TrainConfig
-    from mlprojects.training.trial import TrialData
-
     train, val, descriptions = splits
     cfg = TrainConfig(encoder=encoder, max_epochs=max_epochs, batch_size=16, lora_dropout=0.0)
     return cfg, TrialData(cfg.to_params(), train.head(docs), val.head(16), descriptions, 1, **extra)
@@ -73,10 +83,6 @@ def test_two_workers_train_the_loss_curve_of_one_worker_with_the_same_global_bat
     margin of 200 for other CPUs and BLAS builds, while the encoder's dropout alone (different masks for a
     batch and for its halves) moved the curves apart by 4e-4 in epoch 1 and 4e-3 in epoch 3. The 37 documents
     end in a batch of 5, split 3 + 2: the shard weights are exercised too."""
-    from mlprojects.config import ScaleConfig
-    from mlprojects.training.distributed import torch_trainer
-    from mlprojects.training.trial import build_trainer, load_trial_state, trial_config
-
     cfg, data = _trial_data(no_dropout_encoder, splits, max_epochs=3, docs=37)  # batches of 16, 16 and 5
     one = build_trainer(trial_config(data.base, {}), data)
     expected = [one.train_epoch()["train_loss"] for _ in range(3)]
@@ -93,13 +99,12 @@ def test_two_workers_train_the_loss_curve_of_one_worker_with_the_same_global_bat
         np.testing.assert_allclose(value.numpy(), reference[name].numpy(), atol=1e-5, rtol=0)
 
 
-def test_a_killed_worker_is_recovered_from_the_last_checkpoint(local_ray, tiny_encoder, splits, tmp_path):
+def test_a_killed_worker_is_recovered_from_the_last_checkpoint(
+    local_ray_killing_a_worker, tiny_encoder, splits, tmp_path
+):
     """The last worker SIGKILLs itself in epoch 2 (test hook); Ray Train restarts the group (FailureConfig) from the
     epoch-1 checkpoint and finishes: the last report says it resumed at epoch 1."""
-    from mlprojects.config import ScaleConfig
-    from mlprojects.training.distributed import torch_trainer
-
-    _, data = _trial_data(tiny_encoder, splits, max_epochs=3, fail_hook="kill")
+    _, data = _trial_data(tiny_encoder, splits, max_epochs=3)
     result = torch_trainer(data, ScaleConfig(num_workers=2), _run_config(tmp_path, max_failures=1)).fit()
     assert result.error is None, result.error
     assert result.metrics["epoch"] == 3 and result.metrics["resumed_epoch"] == 1, result.metrics
@@ -109,9 +114,6 @@ def test_a_killed_worker_is_recovered_from_the_last_checkpoint(local_ray, tiny_e
 def test_pbt_with_two_trials_of_two_workers_exploits_and_completes(local_ray, tiny_encoder, splits, tmp_path):
     """`Tuner(TorchTrainer)`: 2 trials × 2 workers on 2 CPUs (0.5 each), PBT every epoch with the bottom half
     cloning the top half, so an exploit copies a Ray Train checkpoint between multi-worker trials."""
-    from mlprojects.config import PBTConfig, ScaleConfig
-    from mlprojects.training.pbt import run_tuning
-
     cfg, data = _trial_data(tiny_encoder, splits, max_epochs=2)
     pbt = PBTConfig(population=2, quantile_fraction=0.5, storage_path=str(tmp_path / "ray"), max_failures=0)
     train, val, descriptions = splits

@@ -8,6 +8,8 @@ import mlflow
 import pandas as pd
 import pytest
 
+from mlprojects.data import content_hashes
+from mlprojects.sft import main
 from registry.contract import to_params
 from tests.conftest import REPO
 
@@ -48,7 +50,6 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
     assert {"plots", "thresholds.json", "data", "labels.json", "validation"} <= artifacts
 
     # three disjoint splits; candidates are judged on the test split, which nothing trained or selected on
-    from mlprojects.data import content_hashes
 
     splits = {
         name: pd.read_parquet(mlflow.artifacts.download_artifacts(f"runs:/{run.info.run_id}/data/{name}.parquet"))
@@ -87,8 +88,6 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
 
 
 def test_gate_rejects_bad_data_and_registers_nothing(mlflow_env, tiny_encoder, small_dataset, tmp_path, capsys):
-    from mlprojects.sft import main
-
     frame = pd.read_csv(small_dataset["data"])
     frame.loc[0, "labels"] = "vat|not_a_label"
     frame.loc[1, "body"] = frame.loc[2, "body"]
@@ -121,8 +120,6 @@ def test_gate_rejects_bad_data_and_registers_nothing(mlflow_env, tiny_encoder, s
 
 
 def test_test_data_that_overlaps_training_data_is_refused(mlflow_env, small_dataset, tmp_path, capsys):
-    from mlprojects.sft import main
-
     test = tmp_path / "test.csv"
     pd.read_csv(small_dataset["data"]).head(7).to_csv(test, index=False)
     rc = main(["--data", small_dataset["data"], "--labels", small_dataset["labels"], "--test-data", str(test)])
@@ -132,8 +129,6 @@ def test_test_data_that_overlaps_training_data_is_refused(mlflow_env, small_data
 
 
 def test_splits_too_small_for_the_labels_stop_before_training(mlflow_env, small_dataset, capsys):
-    from mlprojects.sft import main
-
     rc = main(["--data", small_dataset["data"], "--labels", small_dataset["labels"], "--min-examples", "5"])
     err = capsys.readouterr().err
     assert rc == 2 and "training data failed validation, nothing was trained or registered" in err

@@ -6,24 +6,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 
 import mlflow
 import pytest
 import requests
 from mlflow.exceptions import MlflowException
 
+from lifecycle.__main__ import main as lifecycle_main
 from lifecycle.controller import Controller
+from mlprojects.evaluate import main as evaluate_main
 from registry import conventions as C
 from registry.aliases import aliases, retire_archived
 from registry.errors import ConfigError
-from registry.lookup import logged_model_id
+from registry.lookup import classifier_dir, logged_model_id
 from registry.model_card import refresh_cards
 from registry.settings import write_settings
 from registry.stages import stages_enabled
+from serving.local_server import local_endpoint
 from serving.local_target import LocalTarget
-from tests.conftest import REPO
+from tests.conftest import REPO, cli_args
 from tests.lifecycle_helpers import register_variant, use_store
 from tests.serving_model import MODEL_NAME, build_served_model
 
@@ -71,8 +72,6 @@ def test_unknown_stage_mode_or_registry_kind_is_one_line_error(monkeypatch):
 @pytest.fixture()
 def store(tmp_path, tmp_path_factory, tiny_encoder, demo_frame, monkeypatch):
     """A fresh SQLite registry, the tiny served classifier to register variants of, and an evaluation set."""
-    from registry.lookup import classifier_dir
-
     served = build_served_model(tmp_path_factory.mktemp("served"), tiny_encoder)
     mlflow.set_tracking_uri(served.tracking_uri)
     local = tmp_path / "classifier"
@@ -167,28 +166,13 @@ def test_lifecycle_from_aliases_and_tags_alone(store, monkeypatch, registry, mod
 
 def test_a_three_level_name_through_the_entry_points(store, monkeypatch, capsys):
     """evaluate, the lifecycle CLI and the endpoint take `catalog.schema.model` whole (stages off, as on UC)."""
-    from lifecycle.__main__ import main as lifecycle_main
-    from mlprojects.evaluate import main as evaluate_main
-    from serving.local_server import free_port, wait_until_healthy
-
     monkeypatch.setenv("REGISTRY_STAGES", "off")
     version = register_variant(store["classifier"], NAME, store["work"])
     labels = str(REPO / "data/demo/labels.yaml")
+    judged_on = {"text_columns": "title,body", "bootstrap": 200}
     assert (
         lifecycle_main(
-            [
-                "configure",
-                "--model-name",
-                NAME,
-                "--eval-data",
-                store["eval"],
-                "--eval-labels",
-                labels,
-                "--text-columns",
-                "title,body",
-                "--bootstrap",
-                "200",
-            ]
+            ["configure", *cli_args(model_name=NAME, eval_data=store["eval"], eval_labels=labels, **judged_on)]
         )
         == 0
     )
@@ -196,36 +180,11 @@ def test_a_three_level_name_through_the_entry_points(store, monkeypatch, capsys)
     assert lifecycle_main(["history", "--model-name", NAME]) == 0
     assert f"{version} " in capsys.readouterr().out
     assert (
-        evaluate_main(
-            [
-                "--model-uri",
-                f"models:/{NAME}@champion",
-                "--data",
-                store["eval"],
-                "--labels",
-                labels,
-                "--text-columns",
-                "title,body",
-                "--bootstrap",
-                "200",
-            ]
-        )
+        evaluate_main(cli_args(model_uri=f"models:/{NAME}@champion", data=store["eval"], labels=labels, **judged_on))
         == 0
     )
     assert f"model version {version} tagged" in capsys.readouterr().out
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "serving", "serve", "--model", f"models:/{NAME}@champion", "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    try:
-        wait_until_healthy(f"http://127.0.0.1:{port}", proc)
-        health = requests.get(f"http://127.0.0.1:{port}/health", timeout=5).json()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with local_endpoint(f"models:/{NAME}@champion", env=env) as (url, _):
+        health = requests.get(f"{url}/health", timeout=5).json()
         assert health["model"] == {"name": NAME, "version": version}
-    finally:
-        proc.terminate()
-        proc.wait(30)

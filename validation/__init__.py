@@ -12,6 +12,7 @@ _EXPORTS = {
     "DataValidationError": "validation.gx_runner",
     "GateResult": "validation.gx_runner",
     "validate_evaluation_data": "validation.evaluation_data",
+    "validate_feedback": "validation.feedback_data",
     "validate_training_data": "validation.training_data",
 }
 __all__ = list(_EXPORTS)

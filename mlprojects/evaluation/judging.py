@@ -15,12 +15,16 @@ import mlflow
 import numpy as np
 import pandas as pd
 
+import validation
 from mlprojects.data import multi_hot, prepare
 from mlprojects.evaluation import plots
 from mlprojects.evaluation.bootstrap import bootstrap_intervals
+from registry import conventions as C
+from registry.contract import LABELS, OUTPUT_COLUMNS, SCORES, ContractError, label_descriptions, to_params
 from registry.documents import load_label_descriptions, parse_columns, read_table
 from registry.errors import DataError, PlatformError
 from registry.loading import load_pyfunc
+from registry.lookup import logged_model_id
 from registry.tracking import log_json
 
 MULTILABEL_F1 = str(Path(__file__).with_name("metric_modules") / "multilabel_f1")
@@ -64,9 +68,11 @@ class Evaluation:
 
     def version_tags(self) -> dict[str, str]:
         """Summary results as model version tags (`eval.f1_macro`, `eval.f1_macro_ci`, `eval.dataset`)."""
-        tags = {f"eval.{k}": f"{self.report[k]:.4f}" for k in SUMMARY_METRICS}
-        tags.update({f"eval.{k}_ci": "[{:.4f}, {:.4f}]".format(*self.intervals[k]) for k in SUMMARY_METRICS})
-        tags["eval.dataset"] = f"{self.data.source} (digest {self.data.digest}, {len(self.data.texts)} docs)"
+        tags = {f"{C.TAG_EVAL_PREFIX}{k}": f"{self.report[k]:.4f}" for k in SUMMARY_METRICS}
+        tags.update(
+            {f"{C.TAG_EVAL_PREFIX}{k}_ci": "[{:.4f}, {:.4f}]".format(*self.intervals[k]) for k in SUMMARY_METRICS}
+        )
+        tags[C.TAG_EVAL_DATA_USED] = f"{self.data.source} (digest {self.data.digest}, {len(self.data.texts)} docs)"
         return tags
 
 
@@ -79,11 +85,9 @@ def load_eval_data(
 ) -> EvalData:
     """Read and normalise the dataset, then run its great-expectations gate; DataError if the gate fails.
     `labels`: a label file (URI) or the label -> description mapping itself."""
-    from validation import validate_evaluation_data
-
     descriptions = labels if isinstance(labels, dict) else load_label_descriptions(labels)
     frame = prepare(read_table(data), parse_columns(text_columns), label_column, delimiter)
-    gate = validate_evaluation_data(frame, list(descriptions))
+    gate = validation.validate_evaluation_data(frame, list(descriptions))
     if not gate.success:
         raise DataError(f"evaluation data {data} failed validation:\n" + "\n".join(f"- {f}" for f in gate.failures))
     texts = list(frame["text"])
@@ -98,34 +102,29 @@ def load_descriptions_arg(value: str) -> dict[str, str] | None:
         return None
     if value.lstrip().startswith("{"):
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"label_descriptions is not valid JSON: {exc}") from exc
-        if not isinstance(parsed, dict) or not parsed:
-            raise DataError("label_descriptions must be a non-empty mapping of label -> description")
-        return {str(k): str(v) for k, v in parsed.items()}
+            return label_descriptions(value)
+        except ContractError as exc:
+            raise DataError(str(exc)) from None
     return load_label_descriptions(value)
 
 
 def predict(model, data: EvalData, zero_shot: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(multi-hot predictions, scores) over the dataset's labels. The model's own labels and tuned thresholds
     are used when it knows every label of the set; otherwise (or when asked) it classifies zero-shot."""
-    from registry.contract import to_params
-
     frame = pd.DataFrame({"text": data.texts})
     out = None if zero_shot else model.predict(frame)
-    if out is None or not set(data.label_names) <= set(out["scores"].iloc[0]):
+    if out is None or not set(data.label_names) <= set(out[SCORES].iloc[0]):
         out = model.predict(frame, params=to_params(data.descriptions))
-    if list(out.columns[:3]) != ["labels", "top_label", "scores"] or len(out) != len(data.texts):
+    if list(out.columns[:3]) != list(OUTPUT_COLUMNS) or len(out) != len(data.texts):
         raise ModelError(f"predictions break the contract: columns {list(out.columns)}, {len(out)} rows")
-    y_pred = multi_hot(out["labels"], data.label_names).astype(bool)
-    scores = np.array([[float(s.get(label, 0.0)) for label in data.label_names] for s in out["scores"]])
+    y_pred = multi_hot(out[LABELS], data.label_names).astype(bool)
+    scores = np.array([[float(s.get(label, 0.0)) for label in data.label_names] for s in out[SCORES]])
     return y_pred, scores
 
 
 @functools.lru_cache(maxsize=1)
 def _metric():
-    import evaluate
+    import evaluate  # Hugging Face `evaluate` is slow to import: loaded when a model is first scored
 
     return evaluate.load(MULTILABEL_F1)
 
@@ -178,8 +177,6 @@ def log_model_metrics(ev: Evaluation, model_uri: str) -> str | None:
     """The summary metrics and intervals also as MLflow 3 model metrics, linked to the logged model behind
     `model_uri` and to the evaluation dataset, so the model's page shows them; the logged model's id, or None
     when the URI has no logged model (nothing is linked then)."""
-    from registry.lookup import logged_model_id
-
     model_id = logged_model_id(model_uri)
     if model_id is None:
         return None

@@ -6,6 +6,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mlprojects.evaluation.metrics import DEFAULT_THRESHOLD_GRID, f1_per_label  # noqa: E402
 
 
 def training_curves(history: list[dict], title: str = "SFT"):
@@ -75,8 +78,6 @@ def _grid(n: int, size: float = 2.6):
 
 def confusion_matrices(y_true, y_pred, labels: list[str]):
     """One 2x2 confusion matrix per label (rows: true no/yes, columns: predicted no/yes)."""
-    import numpy as np
-
     fig, axes = _grid(len(labels))
     for j, (ax, label) in enumerate(zip(axes, labels)):
         t, p = y_true[:, j].astype(bool), y_pred[:, j].astype(bool)
@@ -115,10 +116,6 @@ def precision_recall_curves(y_true, scores, labels: list[str]):
 
 def threshold_curves(y_true, scores, labels: list[str], thresholds=None):
     """F1 per label as a function of the decision threshold, with the model's own thresholds marked."""
-    import numpy as np
-
-    from mlprojects.evaluation.metrics import DEFAULT_THRESHOLD_GRID, f1_per_label
-
     fig, axes = _grid(len(labels))
     for j, (ax, label) in enumerate(zip(axes, labels)):
         f1 = [f1_per_label(y_true[:, j : j + 1], scores[:, j : j + 1] >= t)[2][0] for t in DEFAULT_THRESHOLD_GRID]

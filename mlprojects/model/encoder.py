@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlprojects.config import resolve_encoder
 from registry.errors import ConfigError
 
 # LoRA targets per architecture: every attention projection plus the attention output dense layer.
@@ -138,8 +139,6 @@ class DualEncoder(nn.Module):
 def load_encoder(name_or_path: str):
     """AutoModel + AutoTokenizer from an HF id or a local directory (offline when it is local)."""
     from transformers import AutoModel, AutoTokenizer
-
-    from mlprojects.config import resolve_encoder
 
     source = resolve_encoder(name_or_path)
     try:

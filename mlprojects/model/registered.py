@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-
-import pandas as pd
+from typing import Sequence
 
 import mlprojects
 import registry
 from mlprojects.model.classifier import Classifier
-from registry.contract import format_predictions
 from registry.log_model import log_pyfunc, torch_requirements
 from registry.lookup import classifier_dir
 
@@ -20,31 +19,18 @@ MODEL_CODE = [str(Path(mlprojects.__file__).parent), str(Path(registry.__file__)
 
 
 def log_classifier(
-    directory: str | Path,
-    text_columns: list[str],
-    example: pd.DataFrame,
-    example_output: pd.DataFrame,
-    name: str = "model",
+    classifier: Classifier, example_texts: Sequence[str], name: str = "model", saved: str | Path | None = None
 ):
-    """Log a saved Classifier as the torch pyfunc into the active run; returns MLflow's ModelInfo."""
-    return log_pyfunc(
-        PYFUNC_FILE,
-        {"classifier": str(directory)},
-        torch_requirements(),
-        text_columns,
-        example,
-        example_output,
-        MODEL_CODE,
-        name,
-    )
+    """Log `classifier` as the torch pyfunc into the active run, its answer to `example_texts` as the example;
+    returns MLflow's ModelInfo. `saved`: a directory it was already saved to (else it is saved here)."""
+    requirements = torch_requirements()  # a requirement no index can serve stops here, before anything is saved
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = saved or classifier.save(Path(tmp) / "classifier")
+        return log_pyfunc(
+            PYFUNC_FILE, {"classifier": str(directory)}, requirements, classifier, example_texts, MODEL_CODE, name
+        )
 
 
 def load_classifier(model_uri: str, device: str | None = None) -> Classifier:
     """The Classifier behind a registered torch model."""
     return Classifier.load(classifier_dir(model_uri), device)
-
-
-def example_output(classifier: Classifier, example: pd.DataFrame) -> pd.DataFrame:
-    """What the model answers for the input example: MLflow stores both with the model."""
-    probs = classifier.predict_proba(list(example["text"]))
-    return format_predictions(probs, classifier.labels, classifier.thresholds, classifier.single_label)

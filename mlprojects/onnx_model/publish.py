@@ -26,7 +26,6 @@ from mlprojects.onnx_model.export import ExportError, ExportResult, export_class
 from mlprojects.onnx_model.registered import log_onnx_classifier
 from registry import conventions as RC
 from registry.aliases import remove_alias
-from registry.contract import format_predictions
 from registry.documents import parse_columns, read_table
 from registry.errors import ConfigError, DataError
 from registry.log_model import register
@@ -43,22 +42,6 @@ class Published:
     name: str
     version: str
     result: ExportResult | None  # None when an export made earlier was found again
-
-
-def source_version(client: MlflowClient, model_uri: str) -> ModelVersion:
-    """The registered version behind `models:/name/N` or `models:/name@alias` (lineage needs one)."""
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-    if not model_uri.startswith("models:/"):
-        raise ConfigError(
-            f"model_uri must name a registered model (models:/<name>/<version> or "
-            f"models:/<name>@<alias>), got '{model_uri}'"
-        )
-    try:
-        name, version = get_model_name_and_version(client, model_uri)
-        return client.get_model_version(name, version)
-    except MlflowException as exc:
-        raise ConfigError(f"no registered model version at {model_uri}: {exc.message}") from exc
 
 
 def run_data(run_id: str | None, name: str) -> pd.DataFrame | None:
@@ -158,12 +141,12 @@ def export_version(
                 *((list(tuning["text"]), list(tuning["labels"])) if tuning is not None else ()),
             )
         except ExportError as exc:
-            mlflow.set_tag("onnx.parity", "failed" if exc.parity else "export failed")
+            mlflow.set_tag(RC.TAG_ONNX_PARITY, "failed" if exc.parity else "export failed")
             if exc.parity:
                 mlflow.log_metrics(exc.parity.metrics() | {f"size_mb_{k}": v for k, v in exc.sizes_mb.items()})
             raise
         parity = result.parity
-        mlflow.set_tag("onnx.parity", "passed")
+        mlflow.set_tag(RC.TAG_ONNX_PARITY, "passed")
         mlflow.log_metrics(parity.metrics() | {f"size_mb_{k}": v for k, v in result.sizes_mb.items()})
         log_json(
             {
@@ -176,15 +159,7 @@ def export_version(
             },
             "onnx/parity_report.json",
         )
-        example = evaluation[["text"]].head(3).reset_index(drop=True)
-        probs = classifier.predict_proba(list(example["text"]))
-        info = log_onnx_classifier(
-            result.directory,
-            classifier.text_columns,
-            example,
-            format_predictions(probs, classifier.labels, classifier.thresholds, classifier.single_label),
-            cfg.threads,
-        )
+        info = log_onnx_classifier(result.directory, list(evaluation["text"].head(3)), cfg.threads)
         version = register(
             info.model_uri,
             onnx_name,

@@ -1,5 +1,5 @@
 """Models-from-code definition of the ONNX pyfunc: onnxruntime, tokenizers, numpy and pandas at inference,
-never torch or transformers. Same contract as the torch pyfunc (`registry.contract`).
+never torch or transformers. Same contract, and the same predict path, as the torch pyfunc (`registry.contract`).
 
 Threads: `mlflow.pyfunc.load_model(uri, model_config={"threads": 4})`; default from the package (0 = all cores).
 """
@@ -11,7 +11,7 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel
 
 from mlprojects.onnx_model.runtime import OnnxClassifier
-from registry.contract import format_predictions, input_texts, parse_params, resolve_labels
+from registry.contract import predict
 
 
 class OnnxDualEncoderPyfunc(PythonModel):
@@ -24,12 +24,7 @@ class OnnxDualEncoderPyfunc(PythonModel):
         )
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        clf = self.classifier
-        descriptions, threshold = parse_params(params)
-        labels, thresholds = resolve_labels(clf.labels, clf.thresholds, descriptions, threshold)
-        probs = clf.predict_proba(input_texts(model_input, clf.text_columns), descriptions)
-        single = clf.single_label and descriptions is None and threshold is None
-        return format_predictions(probs, labels, thresholds, single)
+        return predict(self.classifier, model_input, params)
 
 
 mlflow.models.set_model(OnnxDualEncoderPyfunc())

@@ -16,11 +16,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mlprojects.config import PBTConfig, ScaleConfig, TrainConfig
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import build_model
 from mlprojects.training.distributed import torch_trainer
+from mlprojects.training.faults import fault_mode
 from mlprojects.training.ray_cluster import check_cluster, check_local, start_ray, storage_root
 from mlprojects.training.trial import METRIC, MODE, TrialData, load_trial_state, run_trial, trial_config
+from registry.conventions import TAG_STAGE
 from registry.errors import ConfigError, TrainingError
 
 CONTINUOUS = {"learning_rate": "loguniform", "weight_decay": "uniform", "warmup_ratio": "uniform"}
@@ -28,7 +33,6 @@ CHOICES = ("lora_r", "contrastive_weight")
 MUTABLE = tuple(CONTINUOUS) + CHOICES
 SEARCHES = ("pbt", "random")
 UNITS = ("epochs", "steps")
-FAIL_HOOKS = ("", "once", "always", "kill")
 
 
 def validate_config(pbt: PBTConfig) -> None:
@@ -62,8 +66,7 @@ def validate_config(pbt: PBTConfig) -> None:
         raise ConfigError("cpus_per_trial/gpus_per_trial must be >= 0 and not both 0")
     if not pbt.ray_address and pbt.cpus_per_trial > pbt.local_num_cpus:
         raise ConfigError(f"cpus_per_trial {pbt.cpus_per_trial} exceeds the local Ray's {pbt.local_num_cpus} CPUs")
-    if pbt.test_hook_fail_trials not in FAIL_HOOKS:
-        raise ConfigError(f"test_hook_fail_trials must be one of {FAIL_HOOKS}, got {pbt.test_hook_fail_trials!r}")
+    fault_mode()  # the test hook's setting, checked with the rest
 
 
 def search_space(pbt: PBTConfig, mutations: bool = False) -> dict:
@@ -138,7 +141,7 @@ def _callbacks(parent_run_id: str | None):
         MLflowLoggerCallback(
             tracking_uri=mlflow.get_tracking_uri(),
             experiment_name=experiment,
-            tags={"mlflow.parentRunId": parent_run_id, "stage": "sft-pbt-trial"},
+            tags={MLFLOW_PARENT_RUN_ID: parent_run_id, TAG_STAGE: "sft-pbt-trial"},
             log_params_on_trial_end=True,
         )
     ]
@@ -226,7 +229,6 @@ def run_tuning(
         val,
         descriptions,
         pbt.perturbation_interval,
-        pbt.test_hook_fail_trials,
         pbt.perturbation_unit,
     )
     started = start_ray(pbt)
@@ -311,9 +313,6 @@ def perturbations(experiment_path: str, trial_ids: list[str]) -> pd.DataFrame:
 
 def best_classifier(cfg: TrainConfig, outcome: TuneOutcome, descriptions: dict[str, str], text_columns: list[str]):
     """The best trial's checkpoint as a Classifier, at the hyperparameters it was trained with."""
-    from mlprojects.model.classifier import Classifier
-    from mlprojects.model.encoder import build_model
-
     best_cfg = trial_config(base_config(cfg), outcome.best_hparams)
     torch.manual_seed(best_cfg.seed)
     model = build_model(best_cfg)

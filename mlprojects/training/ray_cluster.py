@@ -11,11 +11,17 @@ import torch
 import mlprojects
 import registry
 from mlprojects.config import PBTConfig, ScaleConfig
+from mlprojects.training.faults import FAULT_ENV
 from registry.errors import ConfigError
 
 # Ray Train's V1 API: the one whose trainers a Tune Tuner accepts (PBT over multi-worker trials); set for Ray's
 # worker processes too, which import ray.train before our code.
 RAY_ENV = {"TOKENIZERS_PARALLELISM": "false", "RAY_TRAIN_V2_ENABLED": "0"}
+
+
+def worker_env() -> dict[str, str]:
+    """What every Ray worker (Tune trial or Ray Train worker) gets: RAY_ENV and a test hook's setting, if set."""
+    return {**RAY_ENV, **({FAULT_ENV: os.environ[FAULT_ENV]} if FAULT_ENV in os.environ else {})}
 
 
 def check_reachable(address: str) -> None:
@@ -40,7 +46,9 @@ def start_ray(pbt: PBTConfig) -> bool:
     if pbt.ray_address:
         check_reachable(pbt.ray_address)
         try:  # ship our code to the cluster's workers; nothing else differs from a local run
-            ray.init(address=pbt.ray_address, runtime_env={"py_modules": [mlprojects, registry], "env_vars": RAY_ENV})
+            ray.init(
+                address=pbt.ray_address, runtime_env={"py_modules": [mlprojects, registry], "env_vars": worker_env()}
+            )
         except (ConnectionError, RuntimeError, ValueError) as exc:
             raise ConfigError(f"cannot join the Ray cluster at {pbt.ray_address}: {exc}") from exc
         return True
@@ -54,7 +62,7 @@ def start_ray(pbt: PBTConfig) -> bool:
         runtime_env={
             "env_vars": {
                 "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
-                **RAY_ENV,
+                **worker_env(),
             }
         },
     )

@@ -42,7 +42,7 @@ def train_distributed(
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
     check_local(scale, pbt)
-    data = TrialData(base_config(cfg), train, val, descriptions, 1, pbt.test_hook_fail_trials, "epochs", cfg.patience)
+    data = TrialData(base_config(cfg), train, val, descriptions, 1, "epochs", cfg.patience)
     started = start_ray(pbt)
     t0 = time.perf_counter()
     try:

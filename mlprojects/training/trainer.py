@@ -12,8 +12,10 @@ import torch
 from tqdm.auto import tqdm
 
 from mlprojects.config import TrainConfig
+from mlprojects.data import multi_hot, soft_matrix
 from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
-from mlprojects.model.encoder import DualEncoder
+from mlprojects.model.classifier import Classifier
+from mlprojects.model.encoder import DualEncoder, build_model
 from mlprojects.training.losses import sft_loss
 from registry.errors import TrainingError
 
@@ -243,8 +245,6 @@ def fit(
 
 def make_split(frame, label_names: list[str]) -> Split:
     """A normalised frame (text, labels[, soft_labels]) -> tensors-ready Split."""
-    from mlprojects.data import multi_hot, soft_matrix
-
     hard = multi_hot(frame["labels"], label_names)
     soft = soft_matrix(frame["soft_labels"], label_names, hard) if "soft_labels" in frame else None
     return Split(list(frame["text"]), hard, soft)
@@ -259,9 +259,6 @@ def train_classifier(
     on_epoch: Callable[[int, dict], None] | None = None,
 ):
     """Fine-tune one configuration and return (Classifier with tuned thresholds, FitResult)."""
-    from mlprojects.model.classifier import Classifier
-    from mlprojects.model.encoder import build_model
-
     torch.manual_seed(cfg.seed)
     names = list(label_descriptions)
     model = build_model(cfg)

@@ -5,8 +5,6 @@ the better trial's weights; a changed LoRA rank is carried over by SVD (`lora_re
 
 from __future__ import annotations
 
-import os
-import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -16,6 +14,10 @@ import pandas as pd
 import torch
 
 from mlprojects.config import TrainConfig
+from mlprojects.model.encoder import build_model
+from mlprojects.model.lora_resize import lora_rank, resize_lora_state
+from mlprojects.training.faults import crash_if_asked, kill_if_asked
+from mlprojects.training.trainer import SFTTrainer, make_split
 
 STATE_FILE = "trainer_state.pt"
 METRIC, MODE = "f1_macro", "max"
@@ -31,26 +33,12 @@ class TrialData:
     val: pd.DataFrame
     descriptions: dict[str, str]
     interval: int
-    fail_hook: str = ""
     unit: str = "epochs"  # of `interval`: "epochs" or "steps"
     patience: int | None = None  # early stopping in epochs (one configuration); None: train to max_epochs (PBT)
 
 
 def trial_config(base: dict, hparams: dict) -> TrainConfig:
     return TrainConfig.from_dict({**base, **hparams})
-
-
-def _test_hook(mode: str, restored: bool) -> None:
-    """Test hook: crash a trial on purpose so failure handling can be tested with real Ray."""
-    from ray import tune
-
-    if mode == "always":
-        raise RuntimeError("test hook: trial crashed on purpose")
-    if mode == "once" and not restored:
-        marker = Path(tune.get_context().get_trial_dir()) / "test_hook_crashed"
-        if not marker.exists():
-            marker.touch()
-            raise RuntimeError("test hook: trial crashed once on purpose")
 
 
 def load_trial_state(checkpoint) -> dict:
@@ -60,10 +48,6 @@ def load_trial_state(checkpoint) -> dict:
 
 def build_trainer(cfg: TrainConfig, data: TrialData, state: dict | None = None):
     """A trainer for `cfg`, continued from a checkpoint's trainer state when given (resizing LoRA if needed)."""
-    from mlprojects.model.encoder import build_model
-    from mlprojects.model.lora_resize import lora_rank, resize_lora_state
-    from mlprojects.training.trainer import SFTTrainer, make_split
-
     torch.manual_seed(cfg.seed)
     names = list(data.descriptions)
     trainer = SFTTrainer(
@@ -97,11 +81,11 @@ def run_trial(config: dict, data: TrialData, checkpoint, report, rank: int = 0, 
 
     The same loop runs in a Tune function trainable (one process) and in every worker of a Ray Train job (DDP,
     `world` > 1). With `data.patience` set it stops early, `patience` epochs after the best validation F1."""
-    from ray import train
+    from ray import train, tune
 
     cfg = trial_config(data.base, config)
     if rank == 0:
-        _test_hook(data.fail_hook, checkpoint is not None)
+        crash_if_asked(tune.get_context().get_trial_dir(), checkpoint is not None)
     saved = load_trial_state(checkpoint) if checkpoint else None
     trainer = build_trainer(cfg, data, saved["trainer"] if saved else None)
     if world > 1:
@@ -117,8 +101,7 @@ def run_trial(config: dict, data: TrialData, checkpoint, report, rank: int = 0, 
                 record = trainer.train_epoch()
         iterations += 1
         train_s = time.perf_counter() - started  # training only: throughput = documents / train_s
-        if data.fail_hook == "kill" and checkpoint is None and iterations == 2 and rank == world - 1 > 0:
-            os.kill(os.getpid(), signal.SIGKILL)  # test hook: a worker dies after the first checkpoint
+        kill_if_asked(checkpoint is not None, iterations, rank, world)
         val = _broadcast(trainer.validate() if rank == 0 else None, rank, world)
         thresholds = [float(t) for t in val.pop("thresholds")]
         metrics = {

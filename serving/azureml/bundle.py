@@ -38,20 +38,6 @@ class Bundle:
         return self.root / "environment" / "conda.yaml"
 
 
-def resolve_version(model_uri: str) -> tuple[str, str]:
-    """(name, version) for `models:/name@alias` or `models:/name/N`."""
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
-
-    if not model_uri.startswith("models:/"):
-        raise ValueError(f"expected a registry URI models:/<name>@<alias> or models:/<name>/<version>, got {model_uri}")
-    client = mlflow.MlflowClient()
-    resolved = get_model_name_and_version(client, model_uri)
-    if len(resolved) != 2:
-        raise ValueError(f"{model_uri} is not a registered model version")
-    client.get_model_version(resolved[0], str(resolved[1]))  # models:/name/N is only parsed above: does it exist?
-    return resolved[0], str(resolved[1])
-
-
 def serving_artifact(model_name: str, version: str) -> str:
     """The version's ONNX export (lean CPU serving: onnxruntime, no torch) when it has one, else the version."""
     onnx = mlflow.MlflowClient().get_model_version(model_name, version).tags.get(TAG_ONNX_VERSION)

@@ -14,7 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from serving.azureml.bundle import INFERENCE_SERVER
+from registry.cli import ArgumentParser, cli_entry, registered_uri_arg
+from registry.lookup import resolve_version
+from serving.azureml.bundle import INFERENCE_SERVER, build_bundle, scoring_requirements
 
 MARKER = "installed-requirements.txt"
 
@@ -43,13 +45,18 @@ def ensure_venv(venv: str | Path, requirements: list[str]) -> Path:
     return python
 
 
+@cli_entry
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = ArgumentParser(
+        prog="python -m serving.azureml.inference_venv",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("venv")
-    p.add_argument("--model", required=True, help="registered model whose scoring requirements to install")
+    p.add_argument(
+        "--model", required=True, type=registered_uri_arg, help="registered model whose scoring requirements to install"
+    )
     args = p.parse_args(argv)
-    from serving.azureml.bundle import build_bundle, resolve_version, scoring_requirements
-
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         bundle = build_bundle(*resolve_version(args.model), tmp)

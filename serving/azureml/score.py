@@ -13,7 +13,7 @@ import sys
 import mlflow
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # scoring.py sits next to this file
-from scoring import PayloadError, client_message, is_client_error, parse_request, predict  # noqa: E402
+from scoring import answer, failure  # noqa: E402
 
 try:
     from azureml_inference_server_http.api.aml_response import AMLResponse
@@ -36,13 +36,8 @@ def init():
 
 def run(raw_data):
     try:
-        frame, params = parse_request(raw_data)
-        predictions = predict(model, frame, params)
-    except PayloadError as exc:
-        return AMLResponse({"error": str(exc)}, 400, json_str=True)
+        _, predictions = answer(model, raw_data)
     except Exception as exc:  # noqa: BLE001 - answer every bad request, keep serving
-        if is_client_error(exc):
-            return AMLResponse({"error": client_message(exc)}, 400, json_str=True)
-        logging.exception("prediction failed")
-        return AMLResponse({"error": "prediction failed on the server"}, 500, json_str=True)
+        status, message = failure(exc)
+        return AMLResponse({"error": message}, status, json_str=True)
     return AMLResponse({"predictions": predictions, "model": model_info}, 200, json_str=True)

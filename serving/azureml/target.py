@@ -14,6 +14,10 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import mlflow
+
+from registry.contract import OUTPUT_COLUMNS, SCORES, TOP_LABEL
+from registry.conventions import TAG_AZUREML_PREFIX
 from serving.azureml.bundle import build_bundle
 from serving.azureml.entities import deployment_entity, endpoint_entity, model_entity
 from serving.azureml.settings import load_settings, require_workspace
@@ -144,11 +148,9 @@ class AzureMLTarget:
 
 def _record(model_name: str, version: str, where: dict[str, str]) -> None:
     """Where the version is served, as model-version tags (names only: keys never leave the Azure client)."""
-    import mlflow
-
     client = mlflow.MlflowClient()
     for key, value in where.items():
-        client.set_model_version_tag(model_name, version, f"deployment.azureml.{key}", value)
+        client.set_model_version_tag(model_name, version, f"{TAG_AZUREML_PREFIX}{key}", value)
 
 
 def _live(traffic: dict[str, int]) -> str | None:
@@ -164,5 +166,5 @@ def check_answer(raw: str | bytes, expected: int) -> None:
     if not isinstance(predictions, list) or len(predictions) != expected:
         raise ValueError(f"smoke test answer has no {expected} predictions: {str(raw)[:200]}")
     for p in predictions:
-        if not {"prediction_id", "labels", "top_label", "scores"} <= set(p) or p["top_label"] not in p["scores"]:
+        if not {"prediction_id", *OUTPUT_COLUMNS} <= set(p) or p[TOP_LABEL] not in p[SCORES]:
             raise ValueError(f"smoke test answer breaks the contract: {json.dumps(p)[:200]}")

@@ -18,8 +18,10 @@ import sys
 from functools import lru_cache
 
 from registry.cli import ArgumentParser, cli_entry, db_url_arg, output_path_arg
+from registry.documents import load_label_descriptions
 from registry.errors import ConfigError, DataError
 from registry.locations import feedback_db_url
+from registry.lookup import label_names
 from serving.feedback.io import FeedbackFileError, parse_labels, read_feedback_file, write_feedback_file
 from serving.feedback.store import FeedbackStore, ImportReport
 
@@ -59,8 +61,6 @@ class LabelSets:
     """Label names per (model, version): the --labels file for all, else each version's own, from the registry."""
 
     def __init__(self, labels_file: str | None):
-        from registry.documents import load_label_descriptions
-
         self.fixed = list(load_label_descriptions(labels_file)) if labels_file else None
 
     def __call__(self, model_name, model_version) -> list[str] | None:
@@ -69,8 +69,6 @@ class LabelSets:
 
 @lru_cache(maxsize=None)
 def _registry_labels(model_name: str, model_version: str) -> list[str] | None:
-    from registry.lookup import label_names
-
     try:
         return label_names(model_name, model_version)
     except Exception as exc:  # noqa: BLE001 - any registry failure means: this version cannot be checked

@@ -19,6 +19,9 @@ from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, eve
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+import validation  # its great-expectations suites load on first use, never on a server's hot path
+from validation.feedback_rules import as_score, record_reasons
+
 T = TypeVar("T")
 COLUMNS = [
     "prediction_id",
@@ -131,8 +134,6 @@ class FeedbackStore:
     def add(self, record: FeedbackRecord | dict, label_names: Sequence[str] | None = None) -> None:
         """Validate (plain code: the feedback gate's rules without great-expectations, for a server's hot path) and
         store one record; raises `FeedbackRejected` with the reasons if it is not stored."""
-        from validation.feedback_rules import record_reasons
-
         row = record if isinstance(record, dict) else asdict(record)
         report = ImportReport()
         reasons = record_reasons(row, label_names)  # an id stored already is caught by the unique constraint
@@ -150,13 +151,11 @@ class FeedbackStore:
         `label_names`: the model's labels; None skips the known-label check (callers with a model should pass
         them). Rows are numbered from `first_row` (2 for a CSV with a header line).
         """
-        from validation.feedback_data import validate_feedback
-
         frame = pd.DataFrame([r if isinstance(r, dict) else asdict(r) for r in records], columns=COLUMNS)
         report = ImportReport()
         if frame.empty:
             return report
-        reasons = validate_feedback(frame, label_names, self.existing_ids(frame["prediction_id"]))
+        reasons = validation.validate_feedback(frame, label_names, self.existing_ids(frame["prediction_id"]))
         good = []
         for pos, row in enumerate(frame.to_dict("records")):
             if reasons.get(pos):
@@ -237,8 +236,6 @@ class FeedbackRejected(ValueError):
 
 def _row_values(row: dict) -> dict:
     """A validated record -> column values; the conversions are the validators' own (`as_score`)."""
-    from validation.feedback_rules import as_score
-
     timestamp = row.get("timestamp")
     if timestamp is None or (isinstance(timestamp, float) and pd.isna(timestamp)):
         timestamp = datetime.now(timezone.utc)

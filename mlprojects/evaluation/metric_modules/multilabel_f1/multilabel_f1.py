@@ -12,6 +12,8 @@ import datasets
 import evaluate
 import numpy as np
 
+from mlprojects.evaluation.metrics import multilabel_report
+
 _DESCRIPTION = """F1-macro (primary), F1-micro, F1-weighted, per-label precision/recall/F1/support and subset
 accuracy for multi-label classification; undefined ratios count as 0 (scikit-learn's zero_division=0)."""
 
@@ -43,7 +45,5 @@ class MultilabelF1(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, label_names=None):
-        from mlprojects.evaluation.metrics import multilabel_report
-
         y_pred, y_true = np.asarray(predictions, dtype=bool), np.asarray(references, dtype=bool)
         return multilabel_report(y_true, y_pred, label_names)

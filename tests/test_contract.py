@@ -1,0 +1,71 @@
+"""The pyfunc contract's one predict path, on a stand-in model (no encoder): what both pyfuncs answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from registry.contract import OUTPUT_COLUMNS, ContractError, label_descriptions, predict, to_params
+from registry.documents import join_text
+
+
+class StandIn:
+    """Fixed probabilities per label; counts its calls."""
+
+    labels = ["vat", "payroll"]
+    thresholds = np.array([0.5, 0.3])
+    single_label = False
+    text_columns = ["title", "body"]
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict_proba(self, texts, label_descriptions=None):
+        self.calls += 1
+        width = len(label_descriptions) if label_descriptions else len(self.labels)
+        return np.tile(np.linspace(0.9, 0.1, width), (len(texts), 1))
+
+
+def test_documents_get_thresholded_labels_top_label_and_scores():
+    out = predict(StandIn(), pd.DataFrame({"title": ["VAT", "Pay"], "body": ["invoice", None]}))
+    assert list(out.columns) == list(OUTPUT_COLUMNS) and len(out) == 2
+    assert out.loc[0, "labels"] == ["vat"] and out.loc[0, "top_label"] == "vat"
+    assert out.loc[0, "scores"] == {"vat": 0.9, "payroll": 0.1}
+
+
+@pytest.mark.parametrize("params", [None, to_params({"a": "Apples.", "b": "Banks."}), {"threshold": 0.2}])
+def test_no_documents_is_an_empty_answer_with_the_contracts_columns_and_no_scoring(params):
+    model = StandIn()
+    out = predict(model, pd.DataFrame({"text": pd.Series([], dtype=str)}), params)
+    assert list(out.columns) == list(OUTPUT_COLUMNS) and len(out) == 0
+    assert model.calls == 0
+
+
+def test_a_new_label_set_and_one_threshold_replace_the_models_own():
+    out = predict(StandIn(), pd.DataFrame({"text": ["x"]}), to_params({"a": "A.", "b": "B.", "c": "C."}, 0.4))
+    assert set(out.loc[0, "scores"]) == {"a", "b", "c"} and out.loc[0, "labels"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("{oops", "not valid JSON"),
+        ("[" * 5000, "nested too deeply"),
+        ("[1, 2]", "must be a non-empty mapping"),
+        ({}, "must be a non-empty mapping"),
+        ({"a": 1}, "labels without a text description: ['a']"),
+        ({" ": "Blank label."}, "labels without a text description"),
+    ],
+)
+def test_a_label_set_is_checked_in_one_place(value, message):
+    with pytest.raises(ContractError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        label_descriptions(value)
+    assert label_descriptions('{"a": "Apples."}') == {"a": "Apples."}
+
+
+def test_training_and_inference_join_text_columns_alike():
+    frame = pd.DataFrame({"title": ["VAT ", None, ""], "body": ["invoice", "memo", " "]}, index=[5, 6, 7])
+    joined = join_text(frame, ["title", "body"])
+    assert list(joined) == ["VAT. invoice", "memo", ""] and list(joined.index) == [5, 6, 7]
+    assert list(predict(StandIn(), frame)["scores"].map(len)) == [2, 2, 2]
