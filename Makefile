@@ -46,8 +46,8 @@ test-slow: install
 ui:
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000
 
-clean:  # back to a fresh demo: tracking store, artifacts, feedback store, local deployments, the demo's Ray results
-	rm -rf mlflow.db mlartifacts mlruns .pytest_cache feedback.db feedback.db-* deployments ray_results
+clean:  # back to a fresh demo: tracking store, artifacts, feedback store, inference log, local deployments, the demo's Ray results
+	rm -rf mlflow.db mlartifacts mlruns .pytest_cache feedback.db feedback.db-* inference_log.db inference_log.db-* deployments ray_results
 
 # Microsoft's Azure ML inference server in a venv of its own (its opentelemetry pins clash with ours), with the
 # champion's scoring requirements: runs serving/azureml/score.py locally as Azure does. Slow the first time.

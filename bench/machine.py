@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
@@ -18,3 +21,17 @@ def machine_info() -> dict:
         "platform": platform.platform(),
         "load_avg": list(os.getloadavg()),
     }
+
+
+def new_results(**settings) -> dict:
+    """A results record: when, on what machine (load before the run), with which settings."""
+    return {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(), **settings}
+
+
+def write_results(results: dict, out: str | Path) -> None:
+    """The load after the run beside the load before it, then the results file."""
+    results.setdefault("machine", {})["load_avg_after"] = list(os.getloadavg())
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2))
+    print(f"wrote {path}")

@@ -12,6 +12,12 @@ LEASE_TTL_S = float(os.environ.get("LIFECYCLE_LEASE_TTL_S", 120))  # a killed ho
 WATCH_INTERVAL_S = 30.0
 DEFAULT_DEPLOY_TARGET = "local"
 ONNX_ON_PROMOTION = "dynamic"  # a new champion's ONNX export (int8, fp32 when int8 fails its gates); "off"
+LISTEN_PORT = 5002  # `python -m lifecycle listen` (the endpoint's default is 5001)
+LISTEN_POLL_INTERVAL_S = 300.0  # every model is reconciled this often too: events missed, stage transitions, feedback
+LISTEN_LEASE_RETRY_S = 5.0  # a model whose lease another controller holds is tried again after this
+WEBHOOK_SECRET_ENV = "LIFECYCLE_WEBHOOK_SECRET"  # the variable holding the webhook's HMAC secret
+WEBHOOK_TOLERANCE_S = 300.0  # deliveries signed longer ago (or ahead) than this are refused: Standard Webhooks' 5 min
+RETRAIN_TIMEOUT_S = 4 * 3600.0  # a GRPO run the controller started is cancelled after this (its lease held meanwhile)
 
 
 def lifecycle_db_url() -> str:

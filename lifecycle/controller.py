@@ -9,8 +9,9 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import signal
 import socket
-import time
+import threading
 from contextlib import ExitStack
 
 import mlflow
@@ -20,11 +21,19 @@ from mlflow.exceptions import MlflowException
 
 from lifecycle import actions as A
 from lifecycle import db, history
-from lifecycle.config import DEFAULT_DEPLOY_TARGET, LEASE_TTL_S, ONNX_ON_PROMOTION, WATCH_INTERVAL_S
+from lifecycle.config import (
+    DEFAULT_DEPLOY_TARGET,
+    LEASE_TTL_S,
+    ONNX_ON_PROMOTION,
+    RETRAIN_TIMEOUT_S,
+    WATCH_INTERVAL_S,
+)
 from lifecycle.faults import checkpoint
 from lifecycle.lock import Lease, LeaseLost
 from lifecycle.planner import Action, decide, plan
+from lifecycle.retrain import run_grpo, situation
 from lifecycle.state import RegistryState, read_state
+from lifecycle.triggers import retrain_trigger
 from mlprojects.evaluation.bootstrap import paired_bootstrap
 from mlprojects.evaluation.judging import (
     EvalData,
@@ -37,8 +46,9 @@ from mlprojects.evaluation.judging import (
 )
 from registry import conventions as C
 from registry.errors import ConfigError, PlatformError
+from registry.locations import feedback_db_url
 from registry.model_card import refresh_cards
-from registry.settings import KEEP_ARCHIVED, ModelSettings, read_settings
+from registry.settings import KEEP_ARCHIVED, ModelSettings, read_retrain_settings, read_settings
 from registry.stages import client_stages_enabled
 from registry.tracking import log_json, setup
 from serving.targets import get_target
@@ -79,7 +89,7 @@ class Controller:
             stack.enter_context(self.lease)
             self.close_orphaned_runs()
             done: set[Action] = set()
-            while actions := plan(self.state(), self.deployed(), self.keep_archived()):
+            while actions := plan(self.state(), self.deployed(), self.keep_archived()) or self.retrain_plan(done):
                 action = actions[0]
                 if action in done:
                     raise PlatformError(f"{action.kind} of version {action.version} did not take effect; stopping")
@@ -149,9 +159,38 @@ class Controller:
             A.clone(self.ctx, intent)
             refs = {a: v for a, v in self.state().aliases.items() if a in (C.REFERENCE, C.POLICY)}
             self.note(f"cloned champion {action.version} as reference {refs[C.REFERENCE]} and policy {refs[C.POLICY]}")
+        elif action.kind == "retrain":
+            self.retrain(action.detail)
         elif action.kind == "retire":
             retired = A.retire(self.ctx, self.keep_archived())
             self.note(f"retired archived versions {', '.join(retired)} (keeping the last {self.keep_archived()})")
+
+    def retrain_plan(self, done: set[Action]) -> list[Action]:
+        """Once the registry is in the wanted state: a GRPO run when a trigger fires (at most one per pass)."""
+        settings = read_retrain_settings(self.client, self.name)
+        if not settings.auto or Action("retrain") in done or not self.state().champion:
+            return []
+        trigger = retrain_trigger(settings, situation(self.client, self.name, self.engine, feedback_db_url()))
+        if trigger is None:
+            return []
+        return [
+            Action("retrain", detail={"kind": trigger.kind, "reason": trigger.reason, "epochs": settings.grpo_epochs})
+        ]
+
+    def retrain(self, trigger: dict) -> None:
+        """Record the trigger, run `grpo` (the lease held throughout); the next plan judges its challenger."""
+        self.lease.ensure()
+        trigger_id = history.record_trigger(self.engine, self.name, trigger["kind"], trigger["reason"], self.actor)
+        self.note(f"retraining with GRPO: {trigger['reason']}")
+        before = set(self.state().versions)
+        run_id, ok = run_grpo(
+            self.name, trigger["epochs"], trigger["reason"], mlflow.active_run().info.run_id, RETRAIN_TIMEOUT_S
+        )
+        new = sorted(set(self.state().versions) - before, key=int)
+        outcome = f"registered version {new[-1]}" if ok and new else "failed (see the run's output)"
+        history.finish_trigger(self.engine, trigger_id, run_id, outcome)
+        mlflow.set_tag(C.TAG_RETRAIN_RUN, run_id)
+        self.note(f"retraining run {run_id}: {outcome}")
 
     def evaluate(self, version: str, requested_by: str) -> None:
         """Judge one candidate against the champion on the configured dataset; promote or reject it."""
@@ -301,16 +340,27 @@ class Controller:
         log.info("[%s] %s", self.name, line)
 
 
+def run_pass(controller: Controller) -> bool:
+    """One pass for a loop that retries: an error is reported, not raised (the registry is never half-done).
+    False when another controller holds the lease."""
+    try:
+        if controller.reconcile() is None:
+            log.info("[%s] another controller holds the lease", controller.name)
+            return False
+    except PlatformError as exc:
+        log.error("[%s] %s (retried on the next pass)", controller.name, exc)
+    finally:
+        while mlflow.active_run():
+            mlflow.end_run()
+    return True
+
+
 def watch(model_name: str, interval: float = WATCH_INTERVAL_S) -> None:
-    """Reconcile forever; an error is reported and retried on the next tick (the registry is never half-done)."""
+    """Reconcile a pass every `interval` seconds until SIGTERM, which lets the pass in progress finish (and give
+    the lease back) first."""
     controller = Controller(model_name)
-    while True:
-        try:
-            if controller.reconcile() is None:
-                log.info("[%s] another controller holds the lease", model_name)
-        except PlatformError as exc:
-            log.error("[%s] %s (retried in %g s)", model_name, exc, interval)
-        finally:
-            while mlflow.active_run():
-                mlflow.end_run()
-        time.sleep(interval)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    while not stop.is_set():
+        run_pass(controller)
+        stop.wait(interval)

@@ -1,4 +1,5 @@
-"""The controller's own SQL tables (lease, history), kept in the tracking database or LIFECYCLE_DB.
+"""The controller's own SQL tables (lease, history, retraining triggers), kept in the tracking database or
+LIFECYCLE_DB.
 
 Any SQLAlchemy URL works (SQLite file, PostgreSQL...); MLflow ignores tables it does not know.
 """
@@ -24,18 +25,35 @@ leases = Table(
     Column("expires_at", Float, nullable=False),
 )
 
-history = Table(
+
+def _records(name: str, *columns: Column) -> Table:
+    """A table of the controller's records about models: id, model name, time and actor, then `columns`."""
+    return Table(
+        name,
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("model_name", String(256), nullable=False, index=True),
+        Column("at", Float, nullable=False),
+        Column("actor", String(256), nullable=False),
+        *columns,
+    )
+
+
+history = _records(
     "lifecycle_history",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("model_name", String(256), nullable=False, index=True),
     Column("action", String(32), nullable=False),  # promote | rollback
     Column("version", String(32), nullable=False),  # the champion from now on
     Column("previous_version", String(32)),
-    Column("at", Float, nullable=False),
-    Column("actor", String(256), nullable=False),
     Column("intent_id", String(64), unique=True),  # makes a resumed action's record idempotent
     Column("detail", Text),
+)
+
+triggers = _records(
+    "lifecycle_triggers",
+    Column("kind", String(32), nullable=False),  # feedback | degraded
+    Column("reason", Text, nullable=False),
+    Column("run_id", String(64)),  # the GRPO run it started
+    Column("outcome", Text),  # started | registered version N | failed (...)
 )
 
 

@@ -6,11 +6,11 @@ import json
 import time
 from datetime import datetime, timezone
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
-from lifecycle.db import history
+from lifecycle.db import history, triggers
 
 
 def record(
@@ -70,19 +70,51 @@ def rollback_target(entries: list[dict]) -> str | None:
 
 def format_table(entries: list[dict]) -> str:
     """One line per reign: version, from, until, how it became champion."""
-
-    def when(t: float) -> str:
-        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
     lines = [f"{'version':>7}  {'champion from':<23}  {'until':<23}  how"]
     for i, entry in enumerate(entries):
-        until = when(entries[i + 1]["at"]) if i + 1 < len(entries) else "now"
+        until = _when(entries[i + 1]["at"]) if i + 1 < len(entries) else "now"
         how = entry["action"] + (
             f" (from version {entry['previous_version']})" if entry["previous_version"] else " (first champion)"
         )
         reason = json.loads(entry["detail"] or "{}").get("reason")
         lines.append(
-            f"{entry['version']:>7}  {when(entry['at']):<23}  {until:<23}  {how} by {entry['actor']}"
+            f"{entry['version']:>7}  {_when(entry['at']):<23}  {until:<23}  {how} by {entry['actor']}"
             + (f": {reason}" if reason else "")
         )
     return "\n".join(lines)
+
+
+def record_trigger(eng: Engine, model_name: str, kind: str, reason: str, actor: str) -> int:
+    """Append a retraining trigger (before its run starts, so a crash still leaves the record); its id."""
+    with eng.begin() as conn:
+        return conn.execute(
+            insert(triggers).values(
+                model_name=model_name, kind=kind, reason=reason, at=time.time(), actor=actor, outcome="started"
+            )
+        ).inserted_primary_key[0]
+
+
+def finish_trigger(eng: Engine, trigger_id: int, run_id: str | None, outcome: str) -> None:
+    with eng.begin() as conn:
+        conn.execute(update(triggers).where(triggers.c.id == trigger_id).values(run_id=run_id, outcome=outcome))
+
+
+def trigger_rows(eng: Engine, model_name: str) -> list[dict]:
+    with eng.connect() as conn:
+        result = conn.execute(select(triggers).where(triggers.c.model_name == model_name).order_by(triggers.c.id))
+        return [dict(r._mapping) for r in result]
+
+
+def format_triggers(entries: list[dict]) -> str:
+    """One line per retraining the controller started: when, why, and what came of it."""
+    lines = [f"{'retrained at':<23}  {'trigger':<8}  outcome, reason"]
+    for entry in entries:
+        lines.append(
+            f"{_when(entry['at']):<23}  {entry['kind']:<8}  {entry['outcome']} (run {entry['run_id']}): "
+            f"{entry['reason']}"
+        )
+    return "\n".join(lines)
+
+
+def _when(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")

@@ -13,7 +13,7 @@ from registry import conventions as C
 
 @dataclass(frozen=True)
 class Action:
-    kind: str  # resume | deploy | evaluate | clone | retire
+    kind: str  # resume | deploy | evaluate | clone | retire | retrain
     version: str | None = None
     detail: dict = field(default_factory=dict, compare=False)
 

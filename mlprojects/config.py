@@ -204,3 +204,24 @@ class PipelineConfig:
 
 PIPELINE = PipelineConfig()
 PIPELINE_RAY_RESULTS = REPO_ROOT / "ray_results"  # the demo's PBT state, removed by `make clean`
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """The `monitor` stage's window, sample sizes and verdict thresholds (`mlprojects.evaluation.drift` says what
+    each means)."""
+
+    window_hours: float = 24.0
+    max_docs: int = 500  # documents per side whose embeddings go into the MMD test (its cost grows as n²)
+    permutations: int = 200  # of the MMD permutation test
+    bootstrap: int = 1000  # resamples of the F1-from-feedback interval
+    max_psi: float = 0.25  # the conventional "significant shift" line of the PSI
+    min_p: float = 0.01  # a shift must also be significant at this level (chi-square, KS, MMD permutation test)
+    max_f1_drop: float = 0.05  # below the champion's test F1-macro by more than this, even at the interval's top
+    min_mean_score: float = 3.0  # on the 1 (wrong) .. 5 (right) feedback scale
+    min_docs: int = 30  # served documents needed for the distribution statistics
+    min_corrected: int = 20  # corrected feedback records needed for the F1 estimate
+    min_feedback: int = 20  # ratings needed for the mean-score rule
+
+
+MONITOR = MonitorConfig()

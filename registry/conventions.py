@@ -82,6 +82,24 @@ TAG_PENDING = "lifecycle.pending"  # JSON intent of an unfinished multi-step act
 TAG_DEPLOY_TARGET = "deploy.target"  # which DeploymentTarget serves the champion (default: local)
 TAG_ONNX_ON_PROMOTION = "lifecycle.onnx_export"  # quantisation of the export made on promotion, or "off"
 
+# Monitoring: the `monitor` stage's verdict on the champion version it watched (version tags).
+TAG_MONITOR_VERDICT = "monitor.verdict"  # ok | drift | degraded; none is written for a window without traffic
+TAG_MONITOR_REASON = "monitor.reason"
+TAG_MONITOR_WINDOW = "monitor.window"  # "<start> .. <end>" (UTC, ISO 8601) of the traffic judged
+TAG_MONITOR_AT = "monitor.at"
+TAG_MONITOR_RUN = "monitor.run_id"
+
+# Registered-model tags: continuous training, opt in per model (`python -m lifecycle configure --auto-retrain on`).
+TAG_RETRAIN_CONFIG = {
+    "auto": "retrain.auto",  # on | off
+    "min_feedback": "retrain.min_feedback",  # new feedback records since the last GRPO run that start one
+    "min_interval_s": "retrain.min_interval_s",  # at least this long between two triggered runs
+    "on_degraded": "retrain.on_degraded",  # on | off: a `degraded` monitor verdict on the champion starts one
+    "grpo_epochs": "retrain.grpo_epochs",  # num_train_epochs of the triggered GRPO run
+}
+TAG_RETRAIN_REASON = "lifecycle.retrain_reason"  # on a GRPO run the controller launched: what triggered it
+TAG_RETRAIN_RUN = "lifecycle.retrain_run"  # on a controller run: the GRPO run it launched
+
 # Run tags.
 TAG_STAGE = "stage"  # the entry point that made the run: sft, sft-pbt-trial (MLflow's own names: MLFLOW_*)
 TAG_TRAINING_DATA_GATE = "validation.training_data"  # sft: passed | failed

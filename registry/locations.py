@@ -26,3 +26,11 @@ FEEDBACK_DB_ENV = "FEEDBACK_DB_URL"
 def feedback_db_url() -> str:
     """FEEDBACK_DB_URL if set (any SQLAlchemy URL, e.g. postgresql://...), else a SQLite file in the repo."""
     return os.environ.get(FEEDBACK_DB_ENV) or f"sqlite:///{REPO_ROOT / 'feedback.db'}"
+
+
+INFERENCE_LOG_ENV = "INFERENCE_LOG_URL"
+
+
+def inference_log_url() -> str:
+    """INFERENCE_LOG_URL if set (any SQLAlchemy URL), else a SQLite file in the repo."""
+    return os.environ.get(INFERENCE_LOG_ENV) or f"sqlite:///{REPO_ROOT / 'inference_log.db'}"

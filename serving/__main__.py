@@ -15,10 +15,12 @@ import sys
 
 import uvicorn
 from mlflow.exceptions import MlflowException
+from sqlalchemy.engine import make_url
 
 from registry.cli import ArgumentParser, cli_entry, db_url_arg, finite_float, int_arg, positive, registered_uri_arg
 from registry.conventions import CHAMPION
 from registry.errors import ConfigError
+from registry.locations import inference_log_url
 from registry.lookup import resolve_version
 from serving import endpoint
 from serving.azureml.settings import load_settings
@@ -26,6 +28,7 @@ from serving.config import SERVE_HOST, SERVE_PORT, deploy_dir
 from serving.connections import deadline_protocol
 from serving.endpoint import EndpointSettings, create_app
 from serving.follow import DeploymentFollower, ModelSlot, deployed_version
+from serving.inference_log import TEXT_MODES
 from serving.targets import get_target
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--feedback-db", type=db_url_arg, default="", help="SQLAlchemy URL of the feedback store (default: its own)"
     )
     s.add_argument(
+        "--inference-log",
+        type=log_url_arg,
+        default=None,
+        help="SQLAlchemy URL of the inference log, or 'off' (default: INFERENCE_LOG_URL, else ./inference_log.db)",
+    )
+    s.add_argument(
+        "--log-text",
+        choices=TEXT_MODES,
+        default=limits.log_text,
+        help="keep each document's text in the inference log, or only its SHA-256",
+    )
+    s.add_argument("--log-retention-days", type=positive(finite_float), default=limits.log_retention_days)
+    s.add_argument(
         "--no-follow",
         action="store_true",
         help="serve the version the URI names now, even when a local deployment of its champion changes",
@@ -76,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dry-run", action="store_true", help="write the deployment files and print the plan only")
     d.add_argument("--out", default="azureml-deployment", help="where --dry-run writes its files")
     return p
+
+
+def log_url_arg(value: str) -> str:
+    """'off', or a usable database URL."""
+    return value if value == "off" else db_url_arg(value)
 
 
 def port_arg(value: str) -> int:
@@ -101,16 +122,20 @@ def serve(args: argparse.Namespace) -> int:
         max_labels=args.max_labels,
         request_timeout_s=args.request_timeout,
         max_pending=args.max_pending,
+        inference_log=None if args.inference_log == "off" else args.inference_log or inference_log_url(),
+        log_text=args.log_text,
+        log_retention_days=args.log_retention_days,
     )
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '') else args.host}:{args.port}"
     follower = DeploymentFollower(slot, model.name, deploy_dir(), _load).start(url) if follows else None
     log.info(
-        "serving %s version %s on http://%s:%s (auth: %s%s)",
+        "serving %s version %s on http://%s:%s (auth: %s; inference log: %s%s)",
         model.name,
         model.version,
         args.host,
         args.port,
         "API key" if api_key else "none",
+        make_url(settings.inference_log).render_as_string(hide_password=True) if settings.inference_log else "off",
         "; follows local deployments" if follower else "",
     )
     try:

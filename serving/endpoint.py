@@ -10,8 +10,11 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections import OrderedDict
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from threading import Lock
 
 import pandas as pd
@@ -27,6 +30,7 @@ from registry.lookup import registered_version
 from serving.access_log import AccessLog
 from serving.feedback import FeedbackStore
 from serving.follow import ModelSlot
+from serving.inference_log import InferenceLog
 from serving.scoring import PayloadError, answer, decode_json, failure
 from validation.feedback_rules import scores_ok
 
@@ -100,6 +104,9 @@ class EndpointSettings:
     max_pending: int = 64  # predictions admitted at once (running or queued); more are answered 503 at once
     body_timeout_s: float = 30.0  # the whole body must arrive within this (408)
     header_timeout_s: float = 10.0  # a connection must send its request head within this, or is closed
+    inference_log: str | None = None  # SQLAlchemy URL of the inference log; None: none kept (the CLI keeps one)
+    log_text: str = "text"  # text | hash: what the inference log keeps of each document
+    log_retention_days: float = 30.0  # inference-log rows older than this are deleted
 
 
 def error(status: int, message: str) -> JSONResponse:
@@ -118,7 +125,19 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     """The app over one model, or over a slot whose model a DeploymentFollower swaps: each request reads the
     slot once, so it is answered by one model from start to end."""
     slot = model if isinstance(model, ModelSlot) else ModelSlot(model)
-    app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None)
+    inference_log = (
+        InferenceLog(settings.inference_log, settings.log_text == "text", settings.log_retention_days)
+        if settings.inference_log
+        else None
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        if inference_log:  # the rows still queued are written before the server exits
+            await run_in_threadpool(inference_log.close)
+
+    app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.add_middleware(AccessLog)
     recent = RecentPredictions(settings.remember)
     pending = 0  # predictions admitted and not yet answered (read and written on the event loop only)
@@ -176,6 +195,7 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
                 headers={"Retry-After": "1"},
             )
         pending += 1
+        started = time.perf_counter()
         try:
             frame, predictions = await asyncio.wait_for(
                 run_in_threadpool(answer, model.pyfunc, body, settings.max_rows, settings.max_labels),
@@ -198,6 +218,23 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
                 p["prediction_id"],
                 {"text": text, "labels": p["labels"], "scores": p["scores"], "model_version": model.version},
             )  # the swap may change the model
+        if inference_log:
+            at, latency_ms = datetime.now(timezone.utc), 1000 * (time.perf_counter() - started)
+            inference_log.append(
+                [
+                    {
+                        "prediction_id": p["prediction_id"],
+                        "model_name": model.name,
+                        "model_version": model.version,
+                        "text": text,
+                        "labels": p["labels"],
+                        "scores": p["scores"],
+                        "latency_ms": latency_ms,
+                        "at": at,
+                    }
+                    for p, text in zip(predictions, texts)
+                ]
+            )
         return {"predictions": predictions, "model": model.info}
 
     @app.post("/feedback")

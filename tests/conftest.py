@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,8 @@ from mlprojects.config import resolve_encoder
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# the endpoints tests start keep their inference log out of the repository
+os.environ.setdefault("INFERENCE_LOG_URL", f"sqlite:///{tempfile.mkdtemp(prefix='inference-log-')}/inference_log.db")
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,14 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
+import pytest
 
 from mlprojects.model.classifier import Classifier
 from mlprojects.model.registered import log_classifier
+from mlprojects.sft import main as sft_main
 from registry.log_model import register
+from registry.lookup import classifier_dir
 from registry.tracking import setup
 from tests.conftest import REPO, use_mlflow_store
 
@@ -83,3 +87,38 @@ def spawn_lifecycle(*args: str, env: dict | None = None) -> subprocess.Popen:
         text=True,
         env=_child_env(env),
     )
+
+
+def train_sft_model(root: Path, tiny_encoder: str, demo_frame: pd.DataFrame) -> dict:
+    """One tiny SFT run through the sft code path (in-process) in a store under `root`: {root, uri, classifier (a
+    local copy of version 1 of `sft-model`), eval (100 further demo documents)}."""
+    mp = pytest.MonkeyPatch()
+    uri = use_store(mp, root)
+    demo_frame.head(120).to_csv(root / "train.csv", index=False)
+    eval_path = root / "eval.csv"
+    demo_frame.iloc[120:220].to_csv(eval_path, index=False)
+    rc = sft_main(
+        [
+            "--data",
+            str(root / "train.csv"),
+            "--labels",
+            str(REPO / "data" / "demo" / "labels.yaml"),
+            "--encoder",
+            tiny_encoder,
+            "--max-epochs",
+            "2",
+            "--min-examples",
+            "2",
+            "--model-name",
+            "sft-model",
+            "--learning-rate",
+            "3e-3",
+            "--batch-size",
+            "32",
+        ]
+    )
+    assert rc == 0
+    local = root / "classifier"
+    shutil.copytree(classifier_dir("models:/sft-model/1"), local)
+    mp.undo()
+    return {"root": root, "uri": uri, "classifier": local, "eval": str(eval_path)}

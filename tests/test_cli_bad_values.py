@@ -50,10 +50,22 @@ PIPELINE = naming_the_flag("--pbt-trials 0; --max-epochs 0; --grpo-epochs -1") +
 ]
 BATCH = [(["--model-uri", "models:/nope/latest"], "models:/"), (["--model-uri", "models:/nope/1"], "cannot resolve")]
 SERVE = naming_the_flag(
-    "--port -1; --port 99999; --port http; --max-body-bytes 0; --max-rows 0; --max-labels -5; --request-timeout nan"
+    "--port -1; --port 99999; --port http; --max-body-bytes 0; --max-rows 0; --max-labels -5; --request-timeout nan; "
+    "--log-text all; --log-retention-days 0"
 ) + [
     (["--feedback-db", "bogus://x"], "database URL"),
     (["--api-key-env", "BLANK_KEY"], "empty or not set"),
+    (["--inference-log", "bogus://x"], "database URL"),
+]
+MONITOR = naming_the_flag("--window-hours 0; --feedback-uri bogus://x") + [
+    (["--end", "yesterday"], "ISO 8601"),
+    (["--model-name", "a/b"], "'/'"),
+    (["--inference-log", "bogus://x"], "database URL"),
+    (["--model-name", "never-registered"], "no champion"),
+]
+LISTEN = naming_the_flag("--port 0; --poll-interval 0; --tolerance nan") + [
+    (["--model-name", "a/b"], "'/'"),
+    (["--secret-env", "BLANK_KEY"], "empty or not set"),
 ]
 FEEDBACK_ADD = [
     "add",
@@ -77,6 +89,8 @@ CASES = (
     + [("mlprojects.pipeline", argv, why) for argv, why in PIPELINE]
     + [("serving.batch_score", ["--input", "in.csv", "--output", "out", *argv], why) for argv, why in BATCH]
     + [("serving.__main__", ["serve", "--model", "models:/m@champion", *argv], why) for argv, why in SERVE]
+    + [("mlprojects.monitor", argv, why) for argv, why in MONITOR]
+    + [("lifecycle.__main__", ["listen", *argv], why) for argv, why in LISTEN]
     + [
         ("serving.__main__", ["deploy", "--model", "not-a-uri"], "models:/"),
         ("serving.__main__", ["deploy", "--target", "nowhere", "--model", "models:/m/1"], "--target"),
@@ -122,6 +136,8 @@ def nothing_heavy(monkeypatch, empty_store):
         ("serving.batch_score", "spark_session"),
         ("serving.endpoint", "load_model"),
         ("mlprojects.pipeline", "Steps"),
+        ("mlprojects.monitor", "read_window"),
+        ("lifecycle.listener", "serve"),
     ]:
         monkeypatch.setattr(importlib.import_module(module), attribute, forbidden)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-STAGES = {"sft", "evaluate", "export_onnx", "grpo", "pipeline"}  # mlprojects' entry points
+STAGES = {"sft", "evaluate", "export_onnx", "grpo", "monitor", "pipeline"}  # mlprojects' entry points
 OURS = ("registry", "validation", "serving", "mlprojects", "lifecycle")
 # What each part may import besides itself (and the standard library and third-party packages).
 ALLOWED = {

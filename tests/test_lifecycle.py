@@ -19,15 +19,14 @@ from lifecycle.__main__ import main as lifecycle_main
 from lifecycle.controller import Controller
 from lifecycle.faults import FAULT_ENV, STEPS
 from mlprojects.evaluate import main as evaluate_main
-from mlprojects.sft import main as sft_main
 from registry import conventions as C
 from registry.aliases import aliases
 from registry.errors import ConfigError, DataError
-from registry.lookup import classifier_dir, logged_model_id
+from registry.lookup import logged_model_id
 from registry.settings import write_settings
 from serving.local_target import LocalTarget
 from tests.conftest import REPO
-from tests.lifecycle_helpers import lifecycle_cli, register_variant, spawn_lifecycle, use_store
+from tests.lifecycle_helpers import lifecycle_cli, register_variant, spawn_lifecycle, train_sft_model, use_store
 from tests.test_sft_stage import mlflow_run
 
 LABELS = str(REPO / "data" / "demo" / "labels.yaml")
@@ -36,37 +35,7 @@ LABELS = str(REPO / "data" / "demo" / "labels.yaml")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_encoder, demo_frame):
     """One tiny SFT run through the sft code path (in-process): its store, its classifier, an evaluation set."""
-    root = tmp_path_factory.mktemp("lifecycle-trained")
-    mp = pytest.MonkeyPatch()
-    uri = use_store(mp, root)
-    demo_frame.head(120).to_csv(root / "train.csv", index=False)
-    eval_path = root / "eval.csv"
-    demo_frame.iloc[120:220].to_csv(eval_path, index=False)
-    rc = sft_main(
-        [
-            "--data",
-            str(root / "train.csv"),
-            "--labels",
-            LABELS,
-            "--encoder",
-            tiny_encoder,
-            "--max-epochs",
-            "2",
-            "--min-examples",
-            "2",
-            "--model-name",
-            "sft-model",
-            "--learning-rate",
-            "3e-3",
-            "--batch-size",
-            "32",
-        ]
-    )
-    assert rc == 0
-    local = root / "classifier"
-    shutil.copytree(classifier_dir("models:/sft-model/1"), local)
-    mp.undo()
-    return {"root": root, "uri": uri, "classifier": local, "eval": str(eval_path)}
+    return train_sft_model(tmp_path_factory.mktemp("lifecycle-trained"), tiny_encoder, demo_frame)
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 import pandas as pd
-from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, insert, select
+from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
@@ -221,6 +221,13 @@ class FeedbackStore:
             stmt = stmt.where(FeedbackRow.model_version == str(model_version))
         rows = self._retry(lambda: self._scalars(stmt))
         return pd.DataFrame([{c: getattr(r, c) for c in COLUMNS} for r in rows], columns=COLUMNS)
+
+    def count(self, model_name: str, since: datetime | None = None) -> int:
+        """Feedback on `model_name`, given after `since` if set: what a retraining trigger counts."""
+        stmt = select(func.count()).select_from(FeedbackRow).where(FeedbackRow.model_name == model_name)
+        if since is not None:
+            stmt = stmt.where(FeedbackRow.timestamp > since)
+        return self._retry(lambda: self._scalars(stmt))[0]
 
     def __len__(self) -> int:
         return len(self.query())
