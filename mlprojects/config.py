@@ -94,6 +94,21 @@ class PBTConfig:
     storage_path: str = ""  # "": Ray's default (~/ray_results)
 
 
+@dataclass
+class ScaleConfig:
+    """Where one SFT configuration trains. One worker without a GPU is this process, no Ray (the laptop default);
+    more workers or a GPU make it a Ray Train job: DDP workers, each global batch split over them."""
+
+    num_workers: int = 1
+    use_gpu: bool = False  # one GPU per worker, NCCL; else gloo on CPU
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1  # restarts of the worker group after a worker dies (from the last checkpoint)
+
+    @property
+    def distributed(self) -> bool:
+        return self.num_workers > 1 or self.use_gpu
+
+
 # --- GRPO hyperparameters ---
 # Where the platform departs from trl.GRPOConfig's defaults, and why (tests assert every other default is TRL's).
 # - learning_rate: TRL's 1e-6 is for full fine-tuning of billion-parameter LMs; fresh LoRA adapters on a small

@@ -20,9 +20,11 @@ from mlprojects.data import Splits, load_splits
 from mlprojects.evaluation.plots import hyperparameter_trajectories, training_curves
 from mlprojects.model.registered import log_classifier
 from mlprojects.training.pbt import best_classifier, run_tuning, validate_config
+from mlprojects.training.ray_cluster import check_local, check_reachable
+from mlprojects.training.ray_sft import train_distributed
 from mlprojects.training.trainer import train_classifier
 from registry import conventions as RC
-from registry.cli import ArgumentParser, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
+from registry.cli import ArgumentParser, boolean, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
 from registry.conventions import DEFAULT_MODEL_NAME
 from registry.documents import parse_columns
 from registry.errors import DataError
@@ -72,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-examples", type=non_negative(int_arg), default=d.min_examples, help="gate: examples needed per label"
     )
     p.add_argument("--seed", type=non_negative(int_arg), default=d.seed)
+    s = p.add_argument_group("scale (Ray Train: DDP workers; the default is this process, no Ray)")
+    w = C.ScaleConfig()
+    s.add_argument("--num-workers", type=positive(int_arg), default=w.num_workers, help="DDP workers per run/trial")
+    s.add_argument("--use-gpu", type=boolean, default=w.use_gpu, help="one GPU per worker (NCCL); else gloo on CPU")
+    s.add_argument("--cpus-per-worker", type=positive(), default=w.cpus_per_worker)
+    s.add_argument(
+        "--worker-failures", type=non_negative(int_arg), default=w.max_failures, help="restarts after a worker dies"
+    )
     t = p.add_argument_group("tuning (Population Based Training with Ray Tune)")
     b = C.PBTConfig()
     t.add_argument("--tune", default="none", choices=["none", "pbt"], help="none: one configuration, no Ray")
@@ -87,7 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-range", type=range_arg, default=b.learning_rate, help="LOW,HIGH (log-uniform)")
     t.add_argument("--weight-decay-range", type=range_arg, default=b.weight_decay, help="LOW,HIGH")
     t.add_argument("--warmup-range", type=range_arg, default=b.warmup_ratio, help="LOW,HIGH")
-    t.add_argument("--ray-address", default=b.ray_address, help="'auto' or host:port joins a cluster; '': local")
+    t.add_argument(
+        "--ray-address",
+        default=b.ray_address,
+        help="'auto' or host:port joins a cluster; '': local (PBT and Ray Train)",
+    )
     t.add_argument("--cpus-per-trial", type=positive(), default=b.cpus_per_trial)
     t.add_argument("--gpus-per-trial", type=non_negative(), default=b.gpus_per_trial)
     t.add_argument(
@@ -100,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> C.TrainConfig:
     return C.TrainConfig.from_dict({**vars(args), "soft_label_column": args.soft_label_column or None})
+
+
+def cluster_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
+    """The Ray cluster settings (held by PBTConfig) for a Ray Train run without tuning."""
+    return C.PBTConfig(
+        ray_address=args.ray_address.strip(),
+        storage_path=args.storage_path,
+    )
 
 
 def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
@@ -119,6 +141,15 @@ def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
     )
     validate_config(pbt)
     return pbt
+
+
+def scale_config_from_args(args: argparse.Namespace, cluster: C.PBTConfig) -> C.ScaleConfig:
+    """Workers a local Ray could never place, or a cluster that does not answer, fail here, before any data is read."""
+    scale = C.ScaleConfig(args.num_workers, args.use_gpu, args.cpus_per_worker, args.worker_failures)
+    if scale.distributed:
+        check_local(scale, cluster)
+        check_reachable(cluster.ray_address)
+    return scale
 
 
 def check_gate(splits: Splits, min_examples: int) -> None:
@@ -144,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
     pbt = pbt_config_from_args(args) if args.tune == "pbt" else None  # a bad tuning config fails here, first
+    cluster = pbt or cluster_config_from_args(args)  # where Ray runs: its address, storage, local CPUs
+    scale = scale_config_from_args(args, cluster)
     text_columns = parse_columns(args.text_columns)
     uri = setup(args.model_name)
     splits = load_splits(
@@ -173,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                 "test_data": args.test_data or f"split {cfg.test_fraction}",
                 "model_name": args.model_name,
                 "tune": args.tune,
+                "num_workers": scale.num_workers,
+                "use_gpu": scale.use_gpu,
             }
         )
         digest = log_dataset(train, args.data, "train", "training")
@@ -183,10 +218,17 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.log_dict(descriptions, "labels.json")
         if pbt:
             classifier, best, hparam_tags = tune_classifier(
-                cfg, pbt, train, val, descriptions, text_columns, run.info.run_id, args.resume or None
+                cfg, pbt, train, val, descriptions, text_columns, run.info.run_id, args.resume or None, scale
             )
         else:
-            classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
+            if scale.distributed:
+                classifier, result = train_distributed(
+                    cfg, scale, cluster, train, val, descriptions, text_columns, f"sft-ray-{run.info.run_id}"
+                )
+                for epoch, record in enumerate(result.history, 1):
+                    log_epoch(epoch, record)
+            else:
+                classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
             mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
             best, hparam_tags = {**result.best_metrics, "epoch": result.best_epoch}, {}
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items() if not k.startswith("hp_")})
@@ -226,6 +268,7 @@ def tune_classifier(
     text_columns: list[str],
     run_id: str,
     resume: str | None,
+    scale: C.ScaleConfig,
 ):
     """PBT over the population (each trial a child run); log its history; the best checkpoint as a Classifier."""
 
@@ -246,6 +289,7 @@ def tune_classifier(
         name=f"sft-pbt-{run_id}",
         resume=resume,
         on_start=announce,
+        scale=scale,
     )
     if len(outcome.perturbations):
         mlflow.log_table(outcome.perturbations, "pbt/perturbations.json")

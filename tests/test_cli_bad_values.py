@@ -25,6 +25,13 @@ SFT = naming_the_flag(
     (["--model-name", "tab\tname"], "'\\t'"),
     (["--model-name", "x' AND name='y"], '"\'"'),
     (["--model-name", ""], "empty"),
+    (["--num-workers", "0"], "--num-workers"),
+    (["--use-gpu", "maybe"], "--use-gpu"),
+    (["--num-workers", "3"], "3 workers × 1 CPUs need 3 CPUs, the local Ray has 2"),
+    (["--num-workers", "2", "--tune", "pbt", "--cpus-per-worker", "1.5"], "need 3 CPUs, the local Ray has 2"),
+    (["--num-workers", "64", "--cpus-per-worker", "0.01", "--use-gpu", "true"], "64 GPU workers need 64 GPUs"),
+    (["--num-workers", "2", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
+    (["--num-workers", "2", "--data", f"{MISSING}/docs.csv"], "data file not found"),
 ]
 EVALUATE = naming_the_flag("--bootstrap 0; --bootstrap -1; --confidence 1.5; --confidence nan; --seed -1") + [
     (["--output", f"{MISSING}/metrics.json"], "does not exist")
@@ -122,6 +129,7 @@ def nothing_heavy(monkeypatch, empty_store):
     monkeypatch.setenv("BLANK_KEY", "\n")
     for module, attribute in [
         ("mlprojects.sft", "train_classifier"),
+        ("mlprojects.sft", "train_distributed"),
         ("mlprojects.grpo", "load_classifier"),
         ("mlprojects.export_onnx", "source_classifier"),
         ("mlprojects.evaluate", "evaluate_model"),

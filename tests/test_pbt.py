@@ -22,7 +22,7 @@ from mlprojects.data import load_splits
 from mlprojects.model.encoder import merged_encoder
 from mlprojects.sft import main
 from mlprojects.training.faults import FAULT_ENV
-from mlprojects.training.pbt import TrialData, build_trainer, trial_config
+from mlprojects.training.trial import TrialData, build_trainer, trial_config
 from tests.conftest import REPO, cli_args
 from tests.test_sft_stage import mlflow_run
 

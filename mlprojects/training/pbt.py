@@ -9,10 +9,7 @@ by SVD (`lora_resize`).
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,20 +18,16 @@ import pandas as pd
 import torch
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-import mlprojects
-import registry
-from mlprojects.config import PBTConfig, TrainConfig
+from mlprojects.config import PBTConfig, ScaleConfig, TrainConfig
 from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import build_model
-from mlprojects.model.lora_resize import lora_rank, resize_lora_state
-from mlprojects.training.faults import FAULT_ENV, crash_if_asked, fault_mode
-from mlprojects.training.trainer import SFTTrainer, make_split
+from mlprojects.training.distributed import torch_trainer
+from mlprojects.training.faults import fault_mode
+from mlprojects.training.ray_cluster import check_cluster, check_local, start_ray, storage_root
+from mlprojects.training.trial import METRIC, MODE, TrialData, load_trial_state, run_trial, trial_config
 from registry.conventions import TAG_STAGE
 from registry.errors import ConfigError, TrainingError
 
-STATE_FILE = "trainer_state.pt"
-METRIC, MODE = "f1_macro", "max"
-HP_PREFIX = "hp_"
 CONTINUOUS = {"learning_rate": "loguniform", "weight_decay": "uniform", "warmup_ratio": "uniform"}
 CHOICES = ("lora_r", "contrastive_weight")
 MUTABLE = tuple(CONTINUOUS) + CHOICES
@@ -93,126 +86,12 @@ def search_space(pbt: PBTConfig, mutations: bool = False) -> dict:
     return {name: domains[name] for name in pbt.mutations}
 
 
-def _check_reachable(address: str) -> None:
-    """A host:port that does not answer fails in seconds here instead of Ray's long connection retries."""
-    if address == "auto" or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f"ray_address must be 'auto' or host:port, got '{address}'")
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as exc:
-        raise ConfigError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
-
-
-def start_ray(pbt: PBTConfig) -> bool:
-    """Join `ray_address` or start a small local Ray; True when we started it (and so should shut it down)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if pbt.ray_address:
-        _check_reachable(pbt.ray_address)
-        try:  # ship our code to the cluster's workers; nothing else differs from a local run
-            ray.init(address=pbt.ray_address, runtime_env={"py_modules": [mlprojects, registry]})
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"cannot join the Ray cluster at {pbt.ray_address}: {exc}") from exc
-        return True
-    repo = str(Path(mlprojects.__file__).resolve().parent.parent)
-    ray.init(
-        num_cpus=pbt.local_num_cpus,
-        num_gpus=int(torch.cuda.is_available()),
-        include_dashboard=False,
-        object_store_memory=pbt.object_store_bytes,
-        configure_logging=False,
-        runtime_env={
-            "env_vars": {
-                "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")])),
-                "TOKENIZERS_PARALLELISM": "false",
-                **({FAULT_ENV: os.environ[FAULT_ENV]} if FAULT_ENV in os.environ else {}),  # a test hook's setting
-            }
-        },
-    )
-    return True
-
-
-@dataclass
-class TrialData:
-    """What every trial needs, shipped once through Ray's object store (tune.with_parameters)."""
-
-    base: dict  # TrainConfig fields; the trial's config overrides the mutated ones
-    train: pd.DataFrame
-    val: pd.DataFrame
-    descriptions: dict[str, str]
-    interval: int
-    unit: str = "epochs"  # of `interval`: "epochs" or "steps"
-
-
-def trial_config(base: dict, hparams: dict) -> TrainConfig:
-    return TrainConfig.from_dict({**base, **hparams})
-
-
-def load_trial_state(checkpoint) -> dict:
-    with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / STATE_FILE, weights_only=False)
-
-
-def build_trainer(cfg: TrainConfig, data: TrialData, state: dict | None = None):
-    """A trainer for `cfg`, continued from a checkpoint's trainer state when given (resizing LoRA if needed)."""
-    torch.manual_seed(cfg.seed)
-    names = list(data.descriptions)
-    trainer = SFTTrainer(
-        build_model(cfg),
-        list(data.descriptions.values()),
-        make_split(data.train, names),
-        make_split(data.val, names),
-        cfg,
-    )
-    if state is not None:
-        same_rank = lora_rank(state["model"]) == cfg.lora_r
-        if not same_rank:
-            state = {**state, "model": resize_lora_state(state["model"], cfg.lora_alpha, cfg.lora_r, cfg.seed)}
-        trainer.load_state(state, optimizer=same_rank)
-    return trainer
-
-
 def train_trial(config: dict, data: TrialData) -> None:
-    """Ray Tune function trainable: `interval` epochs or steps per reported iteration, a full checkpoint each time."""
+    """Ray Tune function trainable: one process trains the trial."""
     from ray import tune
 
     torch.set_num_threads(max(1, int(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
-    cfg = trial_config(data.base, config)
-    checkpoint = tune.get_checkpoint()
-    crash_if_asked(tune.get_context().get_trial_dir(), checkpoint is not None)
-    trainer = build_trainer(cfg, data, load_trial_state(checkpoint)["trainer"] if checkpoint else None)
-    while trainer.epoch < cfg.max_epochs:
-        if data.unit == "steps":
-            record = trainer.train_steps(data.interval)
-        else:
-            for _ in range(min(data.interval, cfg.max_epochs - trainer.epoch)):
-                record = trainer.train_epoch()
-        val = trainer.validate()
-        thresholds = [float(t) for t in val.pop("thresholds")]
-        metrics = {
-            **record,
-            **val,
-            "epoch": trainer.epoch,
-            "step": trainer.scheduler.last_epoch,
-            **{HP_PREFIX + k: float(v) for k, v in config.items()},
-        }
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(
-                {
-                    "trainer": trainer.state(),
-                    "hparams": dict(config),
-                    "thresholds": thresholds,
-                    "metrics": metrics,
-                    "single_label": trainer.single_label,
-                },
-                Path(directory) / STATE_FILE,
-            )
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+    run_trial(config, data, tune.get_checkpoint(), tune.report)
 
 
 @dataclass
@@ -233,7 +112,7 @@ class TuneOutcome:
         return self.best_state["metrics"]
 
 
-def _scheduler(pbt: PBTConfig, search: str):
+def _scheduler(pbt: PBTConfig, search: str, nest):
     if search == "random":
         return None  # FIFO: every sampled configuration trains to the end
     from ray.tune.schedulers import PopulationBasedTraining
@@ -241,7 +120,7 @@ def _scheduler(pbt: PBTConfig, search: str):
     return PopulationBasedTraining(
         time_attr="training_iteration",
         perturbation_interval=1,
-        hyperparam_mutations=search_space(pbt, mutations=True),
+        hyperparam_mutations=nest(search_space(pbt, mutations=True)),
         quantile_fraction=pbt.quantile_fraction,
         resample_probability=pbt.resample_probability,
         synch=pbt.synch,
@@ -268,11 +147,6 @@ def _callbacks(parent_run_id: str | None):
     ]
 
 
-def storage_root(pbt: PBTConfig) -> str:
-    """Where Ray keeps trial checkpoints and the experiment state that `--resume` restores."""
-    return str(Path(pbt.storage_path or "~/ray_results").expanduser().resolve())
-
-
 def make_tuner(
     cfg: TrainConfig,
     pbt: PBTConfig,
@@ -281,13 +155,22 @@ def make_tuner(
     parent_run_id: str | None = None,
     name: str | None = None,
     resume: str | None = None,
+    scale: ScaleConfig | None = None,
 ):
-    """A new Tuner, or the interrupted one at `resume` (same trainable, same data)."""
+    """A new Tuner, or the interrupted one at `resume` (same trainable, same data).
+
+    With a distributed `scale` each trial is a Ray Train TorchTrainer over `scale.num_workers` DDP workers, and
+    the population's hyperparameters sit under its `train_loop_config`."""
     from ray import tune
 
-    trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=data), {"cpu": pbt.cpus_per_trial, "gpu": pbt.gpus_per_trial}
-    )
+    if scale is not None and scale.distributed:
+        trainable = torch_trainer(data, scale)
+        nest = lambda space: {"train_loop_config": space}  # noqa: E731
+    else:
+        trainable = tune.with_resources(
+            tune.with_parameters(train_trial, data=data), {"cpu": pbt.cpus_per_trial, "gpu": pbt.gpus_per_trial}
+        )
+        nest = lambda space: space  # noqa: E731
     if resume:
         resume = str(Path(resume).expanduser())
         if not tune.Tuner.can_restore(resume):
@@ -295,9 +178,13 @@ def make_tuner(
         return tune.Tuner.restore(resume, trainable, resume_errored=True)
     return tune.Tuner(
         trainable,
-        param_space=search_space(pbt),
+        param_space=nest(search_space(pbt)),
         tune_config=tune.TuneConfig(
-            metric=METRIC, mode=MODE, num_samples=pbt.population, scheduler=_scheduler(pbt, search), reuse_actors=True
+            metric=METRIC,
+            mode=MODE,
+            num_samples=pbt.population,
+            scheduler=_scheduler(pbt, search, nest),
+            reuse_actors=scale is None or not scale.distributed,
         ),
         run_config=tune.RunConfig(
             name=name,
@@ -321,6 +208,7 @@ def run_tuning(
     name: str = "sft-tune",
     resume: str | None = None,
     on_start=None,
+    scale: ScaleConfig | None = None,
 ) -> TuneOutcome:
     """Validate, start Ray, tune, and return the best checkpoint with the population's history.
 
@@ -332,8 +220,11 @@ def run_tuning(
     if search not in SEARCHES:
         raise ConfigError(f"search must be one of {SEARCHES}, got '{search}'")
     validate_config(pbt)
+    distributed = scale is not None and scale.distributed
+    if distributed:
+        check_local(scale, pbt)
     data = TrialData(
-        _base(cfg),
+        base_config(cfg),
         train,
         val,
         descriptions,
@@ -343,27 +234,31 @@ def run_tuning(
     started = start_ray(pbt)
     t0 = time.perf_counter()
     try:
-        tuner = make_tuner(cfg, pbt, data, search, parent_run_id, name, resume)
+        if distributed:
+            check_cluster(scale)
+        tuner = make_tuner(cfg, pbt, data, search, parent_run_id, name, resume, scale)
         if on_start:
             on_start(resume or str(Path(storage_root(pbt)) / name))
         results = tuner.fit()
     finally:
         if started:
             ray.shutdown()
-    return _outcome(results, cfg, time.perf_counter() - t0)
+    return tuning_outcome(list(results), results.experiment_path, cfg, time.perf_counter() - t0)
 
 
-def _base(cfg: TrainConfig) -> dict:
+def base_config(cfg: TrainConfig) -> dict:
     return cfg.to_params() | {"lora_target_modules": cfg.lora_target_modules}
 
 
-def _outcome(results, cfg: TrainConfig, wall_s: float) -> TuneOutcome:
-    path = results.experiment_path
+def tuning_outcome(results: list, path: str, cfg: TrainConfig, wall_s: float, finished: bool = True) -> TuneOutcome:
+    """The best checkpoint of `results` (Ray Tune or Ray Train results) with every trial's history.
+
+    `finished`: every trial must have reached max_epochs (PBT; early stopping ends a single run sooner)."""
     ok = [r for r in results if r.error is None]
     if not ok:
         first = next((r.error for r in results), None)
         raise TrainingError(f"all {len(results)} trials failed, nothing registered; first error: {first}")
-    unfinished = [r for r in ok if r.metrics.get("epoch", 0) < cfg.max_epochs]
+    unfinished = [r for r in ok if finished and r.metrics.get("epoch", 0) < cfg.max_epochs]
     if unfinished:
         raise TrainingError(
             f"tuning stopped before every trial finished ({len(unfinished)} unfinished), "
@@ -418,7 +313,7 @@ def perturbations(experiment_path: str, trial_ids: list[str]) -> pd.DataFrame:
 
 def best_classifier(cfg: TrainConfig, outcome: TuneOutcome, descriptions: dict[str, str], text_columns: list[str]):
     """The best trial's checkpoint as a Classifier, at the hyperparameters it was trained with."""
-    best_cfg = trial_config(_base(cfg), outcome.best_hparams)
+    best_cfg = trial_config(base_config(cfg), outcome.best_hparams)
     torch.manual_seed(best_cfg.seed)
     model = build_model(best_cfg)
     model.load_trainable_state(outcome.best_state["trainer"]["model"])

@@ -61,6 +61,38 @@ class SFTTrainer:
         self.epoch = 0
         self.order: np.ndarray | None = None  # this epoch's document order; None between epochs
         self.cursor = 0  # batches of `order` already trained
+        self.step_model: torch.nn.Module = model  # what the training step calls: the model, or its DDP wrapper
+        self.rank, self.world = 0, 1
+
+    def distribute(self, rank: int, world: int) -> None:
+        """Train as worker `rank` of `world` in an initialised process group: DDP averages the gradients, and each
+        worker takes its share of every global batch (the order is the same on every worker: same seed)."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = self.model.device
+        self.step_model = DistributedDataParallel(self.model, device_ids=[device] if device.type == "cuda" else None)
+        self.rank, self.world = rank, world
+
+    def _shard(self, idx: np.ndarray) -> tuple[np.ndarray, float]:
+        """This worker's part of a global batch and its loss weight: a shard's mean loss × n_shard·world/n_batch,
+        averaged over workers by DDP, is the global batch's mean loss. A worker left without documents (a last
+        batch smaller than the world) runs one document at weight 0, so its DDP all-reduce still happens."""
+        if self.world == 1:
+            return idx, 1.0
+        mine = np.array_split(idx, self.world)[self.rank]
+        if not len(mine):
+            return idx[:1], 0.0
+        return mine, len(mine) * self.world / len(idx)
+
+    def _mean_loss(self, loss_sum: float, seen: int) -> float:
+        """The mean training loss over every worker's documents."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            totals = torch.tensor([loss_sum, float(seen)], dtype=torch.float64, device=self.model.device)
+            dist.all_reduce(totals)
+            loss_sum, seen = totals.tolist()
+        return loss_sum / max(seen, 1)
 
     def _autocast(self):
         if self.model.device.type == "cuda":
@@ -88,7 +120,7 @@ class SFTTrainer:
     def train_epoch(self) -> dict[str, float]:
         """Train to the end of the current epoch (the rest of it, when a checkpoint stopped mid-epoch)."""
         _, loss_sum, seen = self._train_batches(budget=None)
-        return {"train_loss": loss_sum / max(seen, 1)}
+        return {"train_loss": self._mean_loss(loss_sum, seen)}
 
     def train_steps(self, steps: int) -> dict[str, float]:
         """Train `steps` optimiser steps, across epoch ends, stopping early at `max_epochs` (PBT in steps)."""
@@ -96,7 +128,7 @@ class SFTTrainer:
         while done < steps and self.epoch < self.cfg.max_epochs:
             part_steps, part_loss, part_seen = self._train_batches(budget=steps - done)
             done, loss_sum, seen = done + part_steps, loss_sum + part_loss, seen + part_seen
-        return {"train_loss": loss_sum / max(seen, 1)}
+        return {"train_loss": self._mean_loss(loss_sum, seen)}
 
     def _train_batches(self, budget: int | None) -> tuple[int, float, int]:
         """From the cursor to the end of this epoch, or until `budget` optimiser steps are done.
@@ -112,23 +144,25 @@ class SFTTrainer:
         progress = tqdm(total=len(batches), initial=self.cursor, desc=f"epoch {self.epoch + 1}", leave=False)
         while self.cursor < len(batches) and (budget is None or done < budget):
             self.cursor += 1
-            step, idx = self.cursor, batches[self.cursor - 1]
+            step = self.cursor
+            idx, weight = self._shard(batches[self.cursor - 1])
             with self._autocast():
-                logits, cos = self.model([split.texts[i] for i in idx], self.label_texts)
+                logits, cos = self.step_model([split.texts[i] for i in idx], self.label_texts)
             loss, _ = self._loss(logits, cos, idx, split)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
                     "lower the learning rate or check the data"
                 )
-            (loss / cfg.grad_accum_steps).backward()
+            (loss * weight / cfg.grad_accum_steps).backward()
             if step % cfg.grad_accum_steps == 0 or step == len(batches):
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad()
                 done += 1
-            loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
+            if weight:
+                loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
             progress.update()
         progress.close()
         if self.cursor == len(batches):
