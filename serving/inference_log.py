@@ -17,7 +17,6 @@ import queue
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pandas as pd
 from sqlalchemy import (
@@ -31,14 +30,13 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    create_engine,
     delete,
     insert,
     select,
 )
 from sqlalchemy.engine import Engine
 
-from serving.feedback.store import _sqlite_pragmas
+from serving.sql import open_store
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +65,7 @@ COLUMNS = [c.name for c in inference_log.columns if c.name != "id"]
 def open_engine(url: str, writer: bool = True) -> Engine:
     """An engine with the table created. The writer's SQLite connections use WAL (the monitor reads while the
     endpoint writes) and take the write lock up front, as the feedback store's do; a reader's take no lock."""
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url)
-    if writer and engine.dialect.name == "sqlite":
-        _sqlite_pragmas(engine)
+    engine = open_store(url, writer)
     metadata.create_all(engine)
     return engine
 

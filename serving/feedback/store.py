@@ -1,8 +1,7 @@
 """The durable feedback store: one SQL table through SQLAlchemy (SQLite file by default, any SQLAlchemy URL works).
 
-SQLite is made safe for several writers: WAL journal (readers never block the writer), a busy timeout, writes
-in `BEGIN IMMEDIATE` transactions (the write lock is taken up front, so two writers queue instead of failing
-on a lock upgrade), and a retry when the database is still locked. A unique constraint on `prediction_id`
+SQLite is made safe for several writers as `serving.sql` describes, plus a retry when the database is still
+locked. A unique constraint on `prediction_id`
 keeps one piece of feedback per prediction, whatever the number of writers.
 """
 
@@ -11,15 +10,15 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 import pandas as pd
-from sqlalchemy import JSON, DateTime, Integer, String, Text, create_engine, event, func, insert, select
+from sqlalchemy import JSON, DateTime, Integer, String, Text, func, insert, select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 import validation  # its great-expectations suites load on first use, never on a server's hot path
+from serving.sql import open_store
 from validation.feedback_rules import as_score, record_reasons
 
 T = TypeVar("T")
@@ -35,7 +34,6 @@ COLUMNS = [
     "source",
     "timestamp",
 ]
-SQLITE_BUSY_MS = 30_000
 LOCK_RETRIES = 8
 
 
@@ -86,24 +84,6 @@ class ImportReport:
         return [f"row {row}: {'; '.join(reasons)}" for row, _, reasons in self.rejected]
 
 
-def _sqlite_pragmas(engine) -> None:
-    """WAL + busy timeout on every connection; pysqlite's own transaction handling off so that BEGIN IMMEDIATE
-    (emitted by us) is what starts a transaction (SQLAlchemy's documented recipe)."""
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection, _record):
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
 def _locked(exc: OperationalError) -> bool:
     return "database is locked" in str(exc) or "database is busy" in str(exc)
 
@@ -113,11 +93,7 @@ class FeedbackStore:
 
     def __init__(self, url: str):
         self.url = url
-        if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = create_engine(url)
-        if self.engine.dialect.name == "sqlite":
-            _sqlite_pragmas(self.engine)
+        self.engine = open_store(url)
         self._retry(lambda: Base.metadata.create_all(self.engine))
 
     def _retry(self, work: Callable[[], T]) -> T:
