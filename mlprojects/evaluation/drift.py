@@ -20,6 +20,7 @@ import numpy as np
 from scipy import stats
 
 from mlprojects.config import MonitorConfig
+from mlprojects.data import multi_hot
 
 PSI_EPS = 1e-4  # an empty bin's share: PSI is infinite at 0, and one bin should not say "infinite shift" alone
 
@@ -32,16 +33,9 @@ def psi(expected: np.ndarray, actual: np.ndarray, eps: float = PSI_EPS) -> float
 
 
 def label_counts(label_lists, label_names: list[str]) -> np.ndarray:
-    """How often each label was assigned, plus a last bucket for documents given no label at all."""
-    index = {name: i for i, name in enumerate(label_names)}
-    counts = np.zeros(len(label_names) + 1)
-    for labels in label_lists:
-        known = [index[label] for label in labels or () if label in index]
-        if known:
-            np.add.at(counts, known, 1)
-        else:
-            counts[-1] += 1
-    return counts
+    """How often each label was assigned, plus a last bucket for documents given no known label at all."""
+    assigned = multi_hot(list(label_lists), label_names)
+    return np.append(assigned.sum(0), (assigned.sum(1) == 0).sum()).astype(float)
 
 
 def quantile_bins(reference: np.ndarray, n_bins: int = 10) -> np.ndarray:
