@@ -5,9 +5,7 @@ run per model runs at a time; the challenger it registers is judged by the next 
 from __future__ import annotations
 
 import functools
-import os
 import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 
@@ -18,8 +16,8 @@ from sqlalchemy.engine import Engine
 from lifecycle import history
 from lifecycle.triggers import Situation
 from registry import conventions as C
-from registry.locations import REPO_ROOT
 from registry.lookup import versions_of
+from registry.projects import start_entry_point
 from serving.feedback import FeedbackStore
 
 
@@ -56,25 +54,11 @@ def run_grpo(
     """(run id, whether it succeeded) of the `grpo` entry point started as an MLflow run in the controller's
     experiment (`epochs` None: the stage's default), tagged with its reason and as a child of the controller's
     run; cancelled after `timeout_s`."""
-    # the entry point's `python` must be this interpreter (its packages), whatever PATH the controller got
-    bin_dir = os.path.dirname(sys.executable)
-    if not os.environ.get("PATH", "").startswith(bin_dir + os.pathsep):
-        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     experiment = mlflow.active_run().info.experiment_id if mlflow.active_run() else None
     parameters = {"model_name": name, **({"num_train_epochs": f"{epochs:g}"} if epochs else {})}
-    submitted = mlflow.projects.run(
-        str(REPO_ROOT),
-        entry_point="grpo",
-        env_manager="local",
-        synchronous=False,
-        parameters=parameters,
-        experiment_id=experiment,
-        run_name="grpo (auto-retrain)",
-    )
+    submitted = start_entry_point("grpo", parameters, experiment, parent_run_id, run_name="grpo (auto-retrain)")
     client = MlflowClient()
     client.set_tag(submitted.run_id, C.TAG_RETRAIN_REASON, reason[:4000])
-    if parent_run_id:
-        client.set_tag(submitted.run_id, "mlflow.parentRunId", parent_run_id)
     try:
         submitted.command_proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:

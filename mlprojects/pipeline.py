@@ -21,7 +21,6 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from rich.console import Console
 from rich.table import Table
 
@@ -33,8 +32,8 @@ from registry.cli import ArgumentParser, cli_entry, db_url_arg, int_arg, model_n
 from registry.conventions import DEFAULT_MODEL_NAME
 from registry.documents import parse_columns, read_table
 from registry.errors import PlatformError
-from registry.locations import REPO_ROOT
 from registry.lookup import versions_of
+from registry.projects import start_entry_point
 from registry.tracking import setup
 from serving.feedback.simulate import rate_through_endpoint
 from serving.local_server import local_endpoint
@@ -73,15 +72,7 @@ class Steps:
         """The entry point's run id; a failed optional step is reported and the pipeline goes on (None)."""
         console.rule(f"[bold]{title}")
         start = time.time()
-        submitted = mlflow.projects.run(
-            str(REPO_ROOT),
-            entry_point=entry,
-            parameters=params,
-            env_manager="local",
-            experiment_id=self.experiment_id,
-            synchronous=False,
-        )
-        mlflow.MlflowClient().set_tag(submitted.run_id, MLFLOW_PARENT_RUN_ID, self.parent)
+        submitted = start_entry_point(entry, params, self.experiment_id, self.parent)
         if not submitted.wait():
             if required:
                 raise PlatformError(f"step '{title}' ({entry}) failed; see run {submitted.run_id} in the MLflow UI")
