@@ -101,6 +101,8 @@ CASES = (
         ("lifecycle.__main__", ["history", "--model-name", "never-registered"], "no registered model"),
         ("lifecycle.__main__", ["rollback", "--model-name", "never-registered"], "no registered model"),
         ("lifecycle.__main__", ["configure", "--model-name", "never-registered"], "no registered model"),
+        ("mlprojects.sft", ["--log-level", "LOUD"], "--log-level"),
+        ("lifecycle.__main__", ["--log-level", "chatty", "history"], "--log-level"),
     ]
 )
 
