@@ -18,6 +18,7 @@ import validation
 from mlprojects import config as C
 from mlprojects.data import Splits, load_splits
 from mlprojects.evaluation.plots import hyperparameter_trajectories, training_curves
+from mlprojects.model.encoder import check_encoder_fit
 from mlprojects.model.registered import log_classifier
 from mlprojects.training.pbt import best_classifier, run_tuning, validate_config
 from mlprojects.training.ray_cluster import check_local, check_reachable
@@ -124,7 +125,7 @@ def cluster_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
     )
 
 
-def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
+def pbt_config_from_args(args: argparse.Namespace, cfg: C.TrainConfig) -> C.PBTConfig:
     pbt = C.PBTConfig(
         population=args.pbt_trials,
         perturbation_interval=args.perturbation_interval,
@@ -139,7 +140,7 @@ def pbt_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
         max_failures=args.max_failures,
         storage_path=args.storage_path,
     )
-    validate_config(pbt)
+    validate_config(pbt, cfg)
     return pbt
 
 
@@ -174,9 +175,10 @@ def check_gate(splits: Splits, min_examples: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    pbt = pbt_config_from_args(args) if args.tune == "pbt" else None  # a bad tuning config fails here, first
+    pbt = pbt_config_from_args(args, cfg) if args.tune == "pbt" else None  # a bad tuning config fails here, first
     cluster = pbt or cluster_config_from_args(args)  # where Ray runs: its address, storage, local CPUs
     scale = scale_config_from_args(args, cluster)
+    check_encoder_fit(cfg, pbt.lora_r if pbt and "lora_r" in pbt.mutations else ())
     text_columns = parse_columns(args.text_columns)
     uri = setup(args.model_name)
     splits = load_splits(

@@ -32,6 +32,9 @@ SFT = naming_the_flag(
     (["--num-workers", "64", "--cpus-per-worker", "0.01", "--use-gpu", "true"], "64 GPU workers need 64 GPUs"),
     (["--num-workers", "2", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
     (["--num-workers", "2", "--data", f"{MISSING}/docs.csv"], "data file not found"),
+    (["--lora-r", "385"], "lora_r 385 exceeds the encoder's hidden size 384"),
+    (["--max-length", "1024"], "max_length 1024 exceeds the encoder's 512 position embeddings"),
+    (["--encoder", f"{MISSING}/encoder"], "cannot load encoder"),
 ]
 EVALUATE = naming_the_flag("--bootstrap 0; --bootstrap -1; --confidence 1.5; --confidence nan; --seed -1") + [
     (["--output", f"{MISSING}/metrics.json"], "does not exist")

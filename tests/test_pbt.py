@@ -66,6 +66,13 @@ def test_pbt_run_exploits_and_registers_the_best_trial(mlflow_env, pbt_args):
         steps = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "step"), key=lambda m: m.step)]
         epochs = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "epoch"), key=lambda m: m.step)]
         assert steps[-3:] == [4, 8, 10] and epochs[-3:] == [0, 1, 2], (steps, epochs)
+    first_lrs = [  # the hyperparameters each trial reported at its first interval, before any exploit
+        min(client.get_metric_history(child.info.run_id, "hp_learning_rate"), key=lambda m: m.step).value
+        for child in mlflow.search_runs(
+            search_all_experiments=True, filter_string="tags.stage = 'sft-pbt-trial'", output_format="list"
+        )
+    ]
+    assert TrainConfig().learning_rate in first_lrs, first_lrs  # the population starts from the configured recipe
 
 
 @pytest.mark.slow  # Known issue: restoring a *synchronous* PBT run whose trials were all PAUSED at the barrier can
@@ -155,6 +162,9 @@ def test_all_trials_failing_registers_nothing(mlflow_env, pbt_args, capsys, monk
         ({"weight_decay_range": "0.2,0.1"}, "weight_decay range has low > high"),
         ({"perturbation_unit": "minutes"}, "perturbation_unit must be one of ('epochs', 'steps')"),
         ({"ray_address": "127.0.0.1:1"}, "cannot reach the Ray cluster at 127.0.0.1:1"),
+        ({"lora_r": 64, "mutations": "learning_rate"}, "lora_r 64 exceeds the encoder's hidden size 32"),
+        ({"lora_r": 12}, "lora_r 12 is not among PBT's lora_r choices [4, 8, 16, 32]"),
+        ({"learning_rate": 1e-2}, "learning_rate 0.01 lies outside PBT's learning_rate range [0.0001, 0.003]"),
     ],
 )
 def test_bad_tuning_input_fails_before_any_trial(mlflow_env, pbt_args, capsys, change, message):

@@ -147,6 +147,25 @@ def load_encoder(name_or_path: str):
         raise ConfigError(f"cannot load encoder '{name_or_path}': {exc}") from exc
 
 
+def check_encoder_fit(cfg, lora_ranks: Sequence[int] = ()) -> None:
+    """Refuse, before any data is read, a recipe the encoder cannot hold: a LoRA rank above the layer width is a
+    factorisation with more parameters than the weight it adapts (peft would build it and train noise), and a
+    `max_length` beyond the position embeddings fails only on the first long document, mid-training."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_encoder(cfg.encoder))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot load encoder '{cfg.encoder}': {exc}") from exc
+    width = getattr(config, "hidden_size", None) or getattr(config, "dim", None)
+    rank = max([cfg.lora_r, *lora_ranks])
+    if width and rank > width:
+        raise ConfigError(f"lora_r {rank} exceeds the encoder's hidden size {width}; use a rank <= {width}")
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions and cfg.max_length > positions:
+        raise ConfigError(f"max_length {cfg.max_length} exceeds the encoder's {positions} position embeddings")
+
+
 def add_lora(encoder: nn.Module, r: int, alpha: int, dropout: float, targets: list[str] | None = None):
     """Freeze the encoder and wrap it with LoRA adapters (peft)."""
     from peft import LoraConfig, get_peft_model

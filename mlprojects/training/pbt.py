@@ -35,8 +35,9 @@ SEARCHES = ("pbt", "random")
 UNITS = ("epochs", "steps")
 
 
-def validate_config(pbt: PBTConfig) -> None:
-    """Every mistake a user can make in the tuning config, reported before Ray or any trial starts."""
+def validate_config(pbt: PBTConfig, cfg: TrainConfig | None = None) -> None:
+    """Every mistake a user can make in the tuning config, reported before Ray or any trial starts; with `cfg`,
+    also that its recipe (the population's first trial) lies inside the space PBT samples and mutates."""
     if pbt.population < 2:
         raise ConfigError(f"PBT needs a population of at least 2 trials, got {pbt.population}")
     unknown = sorted(set(pbt.mutations) - set(MUTABLE))
@@ -67,6 +68,22 @@ def validate_config(pbt: PBTConfig) -> None:
     if not pbt.ray_address and pbt.cpus_per_trial > pbt.local_num_cpus:
         raise ConfigError(f"cpus_per_trial {pbt.cpus_per_trial} exceeds the local Ray's {pbt.local_num_cpus} CPUs")
     fault_mode()  # the test hook's setting, checked with the rest
+    if cfg is not None:
+        check_initial_point(cfg, pbt)
+
+
+def initial_point(cfg: TrainConfig, pbt: PBTConfig) -> dict:
+    """The configured recipe's values of the mutated hyperparameters: the population's first trial, so PBT
+    starts from the defaults (a measured recipe) and the rest of the population explores around it."""
+    return {name: getattr(cfg, name) for name in pbt.mutations}
+
+
+def check_initial_point(cfg: TrainConfig, pbt: PBTConfig) -> None:
+    for name, value in initial_point(cfg, pbt).items():
+        if name in CHOICES and value not in getattr(pbt, name):
+            raise ConfigError(f"{name} {value} is not among PBT's {name} choices {list(getattr(pbt, name))}")
+        if name in CONTINUOUS and not getattr(pbt, name)[0] <= value <= getattr(pbt, name)[1]:
+            raise ConfigError(f"{name} {value} lies outside PBT's {name} range {list(getattr(pbt, name))}")
 
 
 def search_space(pbt: PBTConfig, mutations: bool = False) -> dict:
@@ -162,6 +179,7 @@ def make_tuner(
     With a distributed `scale` each trial is a Ray Train TorchTrainer over `scale.num_workers` DDP workers, and
     the population's hyperparameters sit under its `train_loop_config`."""
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
 
     if scale is not None and scale.distributed:
         trainable = torch_trainer(data, scale)
@@ -183,6 +201,7 @@ def make_tuner(
             metric=METRIC,
             mode=MODE,
             num_samples=pbt.population,
+            search_alg=BasicVariantGenerator(points_to_evaluate=[nest(initial_point(cfg, pbt))]),
             scheduler=_scheduler(pbt, search, nest),
             reuse_actors=scale is None or not scale.distributed,
         ),
@@ -219,7 +238,7 @@ def run_tuning(
 
     if search not in SEARCHES:
         raise ConfigError(f"search must be one of {SEARCHES}, got '{search}'")
-    validate_config(pbt)
+    validate_config(pbt, cfg)
     distributed = scale is not None and scale.distributed
     if distributed:
         check_local(scale, pbt)
