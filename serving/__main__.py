@@ -24,8 +24,8 @@ from registry.locations import inference_log_url
 from registry.lookup import resolve_version
 from serving import endpoint
 from serving.azureml.settings import load_settings
-from serving.config import SERVE_HOST, SERVE_PORT, deploy_dir
-from serving.connections import deadline_protocol
+from serving.config import HTTP_STACKS, SERVE_HOST, SERVE_HTTP, SERVE_PORT, deploy_dir
+from serving.connections import server_options
 from serving.endpoint import EndpointSettings, create_app
 from serving.follow import DeploymentFollower, ModelSlot, deployed_version
 from serving.inference_log import TEXT_MODES
@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="models:/<name>@<alias>, models:/<name>/<version>, runs:/...")
     s.add_argument("--host", default=SERVE_HOST)
     s.add_argument("--port", type=port_arg, default=SERVE_PORT)
+    s.add_argument(
+        "--http",
+        choices=list(HTTP_STACKS),
+        default=SERVE_HTTP,
+        help="HTTP stack: httptools (C parser on uvloop) or h11 (pure Python on asyncio)",
+    )
     s.add_argument("--api-key-env", default="", help="name of the environment variable holding the API key")
     s.add_argument("--max-body-bytes", type=positive(int_arg), default=limits.max_body_bytes)
     s.add_argument("--max-rows", type=positive(int_arg), default=limits.max_rows, help="documents per request")
@@ -146,7 +152,7 @@ def serve(args: argparse.Namespace) -> int:
             log_config=None,
             log_level="warning",
             access_log=False,
-            http=deadline_protocol(settings.header_timeout_s),
+            **server_options(args.http, settings.header_timeout_s),
         )
     finally:
         if follower:

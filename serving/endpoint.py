@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -134,6 +135,7 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        await run_in_threadpool(feedback_writer.shutdown)  # feedback acknowledged is stored before exit
         if inference_log:  # the rows still queued are written before the server exits
             await run_in_threadpool(inference_log.close)
 
@@ -144,6 +146,9 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
 
     # opened with the app: a first /feedback would otherwise pay for the schema (~100 ms)
     feedback_store = FeedbackStore(settings.feedback_db or feedback_db_url())
+    # one writer thread: SQLite takes one writer at a time, and writers from a pool of threads would wait in its
+    # busy handler (sleeps) instead of in a queue
+    feedback_writer = ThreadPoolExecutor(1, thread_name_prefix="feedback-writer")
 
     def store_feedback(record: dict, label_names: list[str]) -> None:
         feedback_store.add(record, label_names=label_names)
@@ -242,7 +247,7 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
         body = await read_body(request)
         try:
             record, label_names = feedback_record(decode_json(body), recent, slot.current)
-            await run_in_threadpool(store_feedback, record, label_names)
+            await asyncio.get_running_loop().run_in_executor(feedback_writer, store_feedback, record, label_names)
         except PayloadError as exc:
             return error(exc.status, str(exc))
         except ValueError as exc:  # FeedbackRejected: the store's own checks (known labels, duplicate feedback...)

@@ -54,7 +54,7 @@ PIPELINE = naming_the_flag("--pbt-trials 0; --max-epochs 0; --grpo-epochs -1") +
 BATCH = [(["--model-uri", "models:/nope/latest"], "models:/"), (["--model-uri", "models:/nope/1"], "cannot resolve")]
 SERVE = naming_the_flag(
     "--port -1; --port 99999; --port http; --max-body-bytes 0; --max-rows 0; --max-labels -5; --request-timeout nan; "
-    "--log-text all; --log-retention-days 0"
+    "--log-text all; --log-retention-days 0; --http h2"
 ) + [
     (["--feedback-db", "bogus://x"], "database URL"),
     (["--api-key-env", "BLANK_KEY"], "empty or not set"),

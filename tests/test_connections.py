@@ -11,14 +11,16 @@ import pytest
 import requests
 import uvicorn
 
-from serving.connections import deadline_protocol
+from serving.config import HTTP_STACKS, SERVE_HTTP
+from serving.connections import server_options
 from serving.endpoint import EndpointSettings, LoadedModel, create_app
 from serving.local_server import free_port
 
 
 @contextmanager
-def running(model: LoadedModel, settings: EndpointSettings):
-    """The endpoint app on a uvicorn server in a thread, on a free 127.0.0.1 port; yields the port."""
+def running(model: LoadedModel, settings: EndpointSettings, http: str = SERVE_HTTP):
+    """The endpoint app on a uvicorn server (HTTP stack `http`) in a thread, on a free 127.0.0.1 port; yields the
+    port."""
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -26,7 +28,7 @@ def running(model: LoadedModel, settings: EndpointSettings):
             host="127.0.0.1",
             port=port,
             log_level="warning",
-            http=deadline_protocol(settings.header_timeout_s),
+            **server_options(http, settings.header_timeout_s),
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -41,10 +43,11 @@ def running(model: LoadedModel, settings: EndpointSettings):
         thread.join(10)
 
 
-@pytest.fixture()
-def endpoint(tmp_path):
+@pytest.fixture(params=list(HTTP_STACKS))
+def endpoint(request, tmp_path):
+    """The endpoint on each HTTP stack the CLI offers: the deadlines must hold on every one."""
     settings = EndpointSettings(body_timeout_s=1.0, header_timeout_s=1.0, feedback_db=f"sqlite:///{tmp_path / 'fb.db'}")
-    with running(LoadedModel(pyfunc=None, name="m", version="1"), settings) as port:
+    with running(LoadedModel(pyfunc=None, name="m", version="1"), settings, request.param) as port:
         yield port
 
 
