@@ -7,12 +7,14 @@ import json
 import pytest
 import requests
 
+from registry.contract import LIMITS
 from serving.endpoint import RecentPredictions, feedback_record, load_model
 from serving.feedback import FeedbackStore
 from serving.scoring import PayloadError, decode_json, parse_request
 from tests.serving_model import build_served_model, running_endpoint
 
 API_KEY = "local-test-key-5f2c"
+LONG = LIMITS.max_description_chars
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 
 
@@ -112,6 +114,19 @@ BAD = [
     ({"input_data": ["x"], "params": {"threshold": "high"}}, 400, "threshold"),
     ({"input_data": ["x"], "params": {"label_descriptions": "{oops"}}, 400, "not valid JSON"),
     ({"input_data": ["x"], "params": {"label_descriptions": {"a": 1}}}, 400, "label_descriptions must be"),
+    ({"input_data": ["x"], "params": {"label_descriptions": {"a": " "}}}, 400, "without a text description: ['a']"),
+    ({"input_data": ["x"], "params": {"label_descriptions": {"A": "x.", "a": "y."}}}, 400, "label 'a' twice"),
+    ({"input_data": ["x"], "params": {"label_descriptions": '{"a": "x.", "a": "y."}'}}, 400, "repeats the label"),
+    (
+        {"input_data": ["x"], "params": {"label_descriptions": {"a": "x" * (LONG + 1)}}},
+        400,
+        f"longer than {LONG} characters",
+    ),
+    (
+        {"input_data": ["x"], "params": {"label_descriptions": {"VAT": "Vehicle tax.", "fruit": "Apples."}}},
+        400,
+        "own label(s) ['VAT'] other descriptions",
+    ),
 ]
 
 

@@ -168,6 +168,8 @@ def evaluate_model(
         y_pred, scores = predict(model, data, zero_shot)
     except ModelError:
         raise
+    except ContractError as exc:  # the label set does not fit this model (its own labels described otherwise)
+        raise DataError(str(exc)) from None
     except Exception as exc:
         raise ModelError(f"{model_uri} does not predict: {type(exc).__name__}: {exc}") from exc
     return score(data, y_pred, scores, n_bootstrap, seed, confidence)
