@@ -3,7 +3,8 @@ numpy/pandas only, so ONNX serving needs no torch.
 
 Input: a DataFrame with `text` (or the model's configured text columns). Params: `label_descriptions`
 (dict or JSON string: classify against a new label set, zero-shot) and `threshold` (one threshold for all
-labels). Output: OUTPUT_COLUMNS, `labels` (list), `top_label` (str), `scores` (dict label -> probability).
+labels). Output: OUTPUT_COLUMNS, `labels` (list), `top_label` (str), `scores` (dict label -> probability),
+`label_set` ("model": the model's own labels and tuned thresholds; "request": the request's label set, zero-shot).
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
-OUTPUT_COLUMNS = ("labels", "top_label", "scores")
-LABELS, TOP_LABEL, SCORES = OUTPUT_COLUMNS
+CORE_COLUMNS = ("labels", "top_label", "scores")  # what every version answers, those logged before `label_set` too
+LABELS, TOP_LABEL, SCORES = CORE_COLUMNS
+LABEL_SET = "label_set"
+OUTPUT_COLUMNS = (*CORE_COLUMNS, LABEL_SET)
+MODEL_SET, REQUEST_SET = "model", "request"  # LABEL_SET values: the model's own labels, or the request's
 DESCRIPTIONS_PARAM, THRESHOLD_PARAM = "label_descriptions", "threshold"
 MAPPING_ERROR = f"{DESCRIPTIONS_PARAM} must be a non-empty mapping of label -> description"
 
@@ -60,7 +64,7 @@ def predict(model: Scorer, model_input: pd.DataFrame, params: dict[str, Any] | N
     texts = input_texts(model_input, model.text_columns)
     probs = model.predict_proba(texts, descriptions) if texts else np.zeros((0, len(labels)))
     single = model.single_label and descriptions is None and threshold is None
-    return format_predictions(probs, labels, thresholds, single)
+    return format_predictions(probs, labels, thresholds, single, REQUEST_SET if descriptions else MODEL_SET)
 
 
 def join_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
@@ -171,14 +175,19 @@ def parse_params(params: dict[str, Any] | None) -> tuple[dict[str, str] | None, 
 
 
 def format_predictions(
-    probs: np.ndarray, labels: Sequence[str], thresholds: np.ndarray, single_label: bool = False
+    probs: np.ndarray,
+    labels: Sequence[str],
+    thresholds: np.ndarray,
+    single_label: bool = False,
+    label_set: str = MODEL_SET,
 ) -> pd.DataFrame:
-    """One row per document: thresholded labels (or the arg-max for single-label models), top label, scores."""
+    """One row per document: thresholded labels (or the arg-max for single-label models), top label, scores,
+    and which label set answered (a client cannot tell a zero-shot answer from the model's own otherwise)."""
     top = probs.argmax(1) if len(labels) else np.zeros(len(probs), dtype=int)
     rows = []
     for i, p in enumerate(probs):
         chosen = [labels[top[i]]] if single_label else [l for l, s, t in zip(labels, p, thresholds) if s >= t]
-        rows.append((chosen, labels[top[i]], {l: round(float(s), 6) for l, s in zip(labels, p)}))
+        rows.append((chosen, labels[top[i]], {l: round(float(s), 6) for l, s in zip(labels, p)}, label_set))
     return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
 
 

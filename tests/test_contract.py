@@ -35,6 +35,7 @@ def test_documents_get_thresholded_labels_top_label_and_scores():
     assert list(out.columns) == list(OUTPUT_COLUMNS) and len(out) == 2
     assert out.loc[0, "labels"] == ["vat"] and out.loc[0, "top_label"] == "vat"
     assert out.loc[0, "scores"] == {"vat": 0.9, "payroll": 0.1}
+    assert list(out["label_set"]) == ["model", "model"]
 
 
 @pytest.mark.parametrize("params", [None, to_params({"a": "Apples.", "b": "Banks."}), {"threshold": 0.2}])
@@ -48,6 +49,8 @@ def test_no_documents_is_an_empty_answer_with_the_contracts_columns_and_no_scori
 def test_a_new_label_set_and_one_threshold_replace_the_models_own():
     out = predict(StandIn(), pd.DataFrame({"text": ["x"]}), to_params({"a": "A.", "b": "B.", "c": "C."}, 0.4))
     assert set(out.loc[0, "scores"]) == {"a", "b", "c"} and out.loc[0, "labels"] == ["a", "b"]
+    assert out.loc[0, "label_set"] == "request"
+    assert predict(StandIn(), pd.DataFrame({"text": ["x"]}), {"threshold": 0.2}).loc[0, "label_set"] == "model"
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ def invoke(server, payload, headers=HEADERS, **kwargs) -> requests.Response:
     )
 
 
-def check_contract(answer: dict, n: int, labels: set[str] | None = None) -> None:
+def check_contract(answer: dict, n: int, labels: set[str] | None = None, label_set: str = "model") -> None:
     assert answer["model"] == {"name": "tiny-served", "version": "1"}
     predictions = answer["predictions"]
     assert len(predictions) == n and len({p["prediction_id"] for p in predictions}) == n
@@ -58,6 +58,7 @@ def check_contract(answer: dict, n: int, labels: set[str] | None = None) -> None
         assert p["top_label"] in p["scores"] and set(p["labels"]) <= set(p["scores"])
         assert p["scores"][p["top_label"]] == max(p["scores"].values())
         assert all(0 <= s <= 1 for s in p["scores"].values())
+        assert p["label_set"] == label_set
         if labels:
             assert set(p["scores"]) == labels
 
@@ -92,7 +93,7 @@ def test_zero_shot_labels_as_a_mapping_in_params(server):
         server, {"dataframe_records": [{"text": TEXTS[0]}], "params": {"label_descriptions": fruit, "threshold": 0.5}}
     )
     assert response.status_code == 200, response.text
-    check_contract(response.json(), 1, set(fruit))
+    check_contract(response.json(), 1, set(fruit), "request")
     p = response.json()["predictions"][0]
     assert p["labels"] == [l for l, s in p["scores"].items() if s >= 0.5]
 

@@ -135,14 +135,14 @@ def test_onnx_pyfunc_serves_the_contract_without_torch(exported, source_model, r
     torch_out = mlflow.pyfunc.load_model(source_model).predict(pd.DataFrame({"text": TEXTS}))
     labels = set(torch_out.loc[0, "scores"])
     for onnx_row, torch_row in zip(out["own"], torch_out.to_dict("records")):
-        assert set(onnx_row) == {"labels", "top_label", "scores"}
+        assert set(onnx_row) == set(OUTPUT_COLUMNS) and onnx_row["label_set"] == torch_row["label_set"] == "model"
         assert set(onnx_row["scores"]) == labels
         assert onnx_row["top_label"] == torch_row["top_label"]
         for label in labels:
             assert onnx_row["scores"][label] == pytest.approx(torch_row["scores"][label], abs=0.02)
     assert set(out["columns"][0]["scores"]) == labels
     for row in out["zero_shot"]:
-        assert set(row["scores"]) == set(FRUIT) and row["top_label"] in FRUIT
+        assert set(row["scores"]) == set(FRUIT) and row["top_label"] in FRUIT and row["label_set"] == "request"
         assert row["labels"] == [l for l, s in row["scores"].items() if s >= 0.5]
 
 
