@@ -107,7 +107,8 @@ def iterative_stratification(label_sets: Sequence[Sequence[str] | None], fractio
             for label in sets[i]:
                 counts[label] = counts.get(label, 0) + 1
         if counts:
-            rarest = min(counts, key=lambda l: (counts[l], rng.random()))
+            # in sorted order: the tie-breaking draws must not follow string hashes, which differ per process
+            rarest = min(sorted(counts), key=lambda l: (counts[l], rng.random()))
             rows = [i for i in remaining if rarest in sets[i]]
         else:  # unlabelled rows: by size alone
             rarest, rows = None, list(remaining)
