@@ -136,7 +136,10 @@ def label_descriptions(value: Any, limits: LabelSetLimits = LIMITS) -> dict[str,
     for label in value:
         key = label_key(str(label))
         if key in seen:
-            raise ContractError(f"{DESCRIPTIONS_PARAM} has the label {str(label).strip()!r} twice ({seen[key]!r})")
+            raise ContractError(
+                f"{DESCRIPTIONS_PARAM} names one label twice: {seen[key]!r} and {str(label).strip()!r} "
+                "(labels ignore case and surrounding spaces)"
+            )
         seen[key] = str(label).strip()
     return clean
 
@@ -144,11 +147,11 @@ def label_descriptions(value: Any, limits: LabelSetLimits = LIMITS) -> dict[str,
 def check_known_labels(own: dict[str, str], requested: dict[str, str]) -> None:
     """A request may reuse the model's labels only with the model's descriptions: the same name meaning two
     things in one answer (or between answers) would make its scores and feedback ambiguous."""
-    own_by_key = {label_key(k): (k, normalise(v)) for k, v in own.items()}
+    own_by_key = {label_key(k): normalise(v) for k, v in own.items()}
     conflicts = [
         label
         for label, text in requested.items()
-        if label_key(label) in own_by_key and own_by_key[label_key(label)][1] != normalise(text)
+        if own_by_key.get(label_key(label), normalise(text)) != normalise(text)
     ]
     if conflicts:
         raise ContractError(

@@ -38,7 +38,7 @@ SFT = naming_the_flag(
 BAD_LABEL_SETS = [
     ({"a": "Apples.", "b": " "}, "labels without a text description: ['b']"),
     ({"": "No name."}, "labels without a text description"),
-    ({"Fruit": "Apples.", "fruit ": "Pears."}, "has the label 'fruit' twice"),
+    ({"Fruit": "Apples.", "fruit ": "Pears."}, "names one label twice: 'Fruit' and 'fruit'"),
     ({"a": "x" * (LIMITS.max_description_chars + 1)}, f"longer than {LIMITS.max_description_chars} characters"),
     ({f"l{i}": "d" for i in range(LIMITS.max_labels + 1)}, f"at most {LIMITS.max_labels} are allowed"),
 ]

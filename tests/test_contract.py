@@ -63,7 +63,7 @@ def test_a_new_label_set_and_one_threshold_replace_the_models_own():
         ({"a": 1}, "labels without a text description: ['a']"),
         ({" ": "Blank label."}, "labels without a text description"),
         ({"a": "  \n "}, "labels without a text description: ['a']"),
-        ({"VAT": "Value-added tax.", " vat": "Sales tax."}, "has the label 'vat' twice ('VAT')"),
+        ({"VAT": "Value-added tax.", " vat": "Sales tax."}, "names one label twice: 'VAT' and 'vat'"),
         ('{"a": "Apples.", "a": "Again."}', "repeats the label(s) ['a']"),
         ({"a": "x" * (LIMITS.max_description_chars + 1)}, f"longer than {LIMITS.max_description_chars} characters"),
         ({"a" * (LIMITS.max_label_chars + 1): "Long name."}, f"longer than {LIMITS.max_label_chars} characters"),

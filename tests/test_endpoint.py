@@ -116,7 +116,7 @@ BAD = [
     ({"input_data": ["x"], "params": {"label_descriptions": "{oops"}}, 400, "not valid JSON"),
     ({"input_data": ["x"], "params": {"label_descriptions": {"a": 1}}}, 400, "label_descriptions must be"),
     ({"input_data": ["x"], "params": {"label_descriptions": {"a": " "}}}, 400, "without a text description: ['a']"),
-    ({"input_data": ["x"], "params": {"label_descriptions": {"A": "x.", "a": "y."}}}, 400, "label 'a' twice"),
+    ({"input_data": ["x"], "params": {"label_descriptions": {"A": "x.", "a": "y."}}}, 400, "twice: 'A' and 'a'"),
     ({"input_data": ["x"], "params": {"label_descriptions": '{"a": "x.", "a": "y."}'}}, 400, "repeats the label"),
     (
         {"input_data": ["x"], "params": {"label_descriptions": {"a": "x" * (LONG + 1)}}},
