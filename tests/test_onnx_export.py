@@ -23,6 +23,7 @@ from mlprojects.model.encoder import DualEncoder, load_encoder
 from mlprojects.onnx_model.export import ExportError, export_classifier
 from mlprojects.onnx_model.parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
 from mlprojects.sft import main as sft_main
+from registry import conventions as C
 from registry.contract import OUTPUT_COLUMNS, to_params
 from tests.conftest import REPO, cli_args, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
@@ -93,6 +94,11 @@ def test_export_registers_onnx_version_with_lineage_both_ways(exported):
     assert onnx_version.tags["lineage.source_model"] == "tiny-clf"
     assert onnx_version.tags["lineage.encoder"] == source.tags["lineage.encoder"]
     assert source.tags["lineage.onnx_version"] == "tiny-clf-onnx/1"
+    # the export answers with its source's label set, and records it as every version does
+    assert onnx_version.tags[C.TAG_LABEL_SET_DIGEST] == source.tags[C.TAG_LABEL_SET_DIGEST]
+    assert onnx_version.tags[C.TAG_LABEL_SET] == source.tags[C.TAG_LABEL_SET]
+    recorded = mlflow.artifacts.load_dict(f"models:/tiny-clf-onnx/1/artifacts/{C.LABEL_SET_FILE}")
+    assert recorded == mlflow.artifacts.load_dict(f"models:/tiny-clf/1/artifacts/{C.LABEL_SET_FILE}")
 
     run = client.get_run(onnx_version.run_id)
     assert run.data.tags["onnx.parity"] == "passed"
