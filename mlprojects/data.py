@@ -92,6 +92,7 @@ def iterative_stratification(label_sets: Sequence[Sequence[str] | None], fractio
     rng = np.random.default_rng(seed)
     n = len(label_sets)
     sets = [set(ls or ()) for ls in label_sets]
+    first_seen = {label: i for i, label in enumerate(dict.fromkeys(l for ls in label_sets for l in ls or ()))}
     shares = np.array([fraction, 1.0 - fraction])
     size_wanted = shares * n
     label_wanted: dict[str, np.ndarray] = {}
@@ -107,7 +108,8 @@ def iterative_stratification(label_sets: Sequence[Sequence[str] | None], fractio
             for label in sets[i]:
                 counts[label] = counts.get(label, 0) + 1
         if counts:
-            rarest = min(counts, key=lambda l: (counts[l], rng.random()))
+            # in first-seen order: the tie-breaking draws must not follow string hashes, which differ per process
+            rarest = min(sorted(counts, key=first_seen.get), key=lambda l: (counts[l], rng.random()))
             rows = [i for i in remaining if rarest in sets[i]]
         else:  # unlabelled rows: by size alone
             rarest, rows = None, list(remaining)

@@ -3,21 +3,39 @@ numpy/pandas only, so ONNX serving needs no torch.
 
 Input: a DataFrame with `text` (or the model's configured text columns). Params: `label_descriptions`
 (dict or JSON string: classify against a new label set, zero-shot) and `threshold` (one threshold for all
-labels). Output: OUTPUT_COLUMNS, `labels` (list), `top_label` (str), `scores` (dict label -> probability).
+labels). Output: OUTPUT_COLUMNS, `labels` (list), `top_label` (str), `scores` (dict label -> probability),
+`label_set` ("model": the model's own labels and tuned thresholds; "request": the request's label set, zero-shot).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
 
-OUTPUT_COLUMNS = ("labels", "top_label", "scores")
-LABELS, TOP_LABEL, SCORES = OUTPUT_COLUMNS
+CORE_COLUMNS = ("labels", "top_label", "scores")  # what every version answers, those logged before `label_set` too
+LABELS, TOP_LABEL, SCORES = CORE_COLUMNS
+LABEL_SET = "label_set"
+OUTPUT_COLUMNS = (*CORE_COLUMNS, LABEL_SET)
+MODEL_SET, REQUEST_SET = "model", "request"  # LABEL_SET values: the model's own labels, or the request's
 DESCRIPTIONS_PARAM, THRESHOLD_PARAM = "label_descriptions", "threshold"
 MAPPING_ERROR = f"{DESCRIPTIONS_PARAM} must be a non-empty mapping of label -> description"
+
+
+@dataclass(frozen=True)
+class LabelSetLimits:
+    """Bounds on every label set (label files, options, requests): each label is embedded per request, and the
+    encoder reads a description only up to its token window, so a longer one is a mistake, not more signal."""
+
+    max_labels: int = 256
+    max_label_chars: int = 200
+    max_description_chars: int = 1000
+
+
+LIMITS = LabelSetLimits()
 
 
 class ContractError(ValueError):
@@ -28,6 +46,7 @@ class Scorer(Protocol):
     """What a model needs to answer through `predict`: its labels and decisions, and probabilities for texts."""
 
     labels: list[str]
+    label_descriptions: dict[str, str]
     thresholds: np.ndarray
     single_label: bool
     text_columns: Sequence[str]
@@ -39,11 +58,13 @@ def predict(model: Scorer, model_input: pd.DataFrame, params: dict[str, Any] | N
     """The contract's answer for `model_input`: what both pyfuncs return, and what a logged model's example
     output is made of. No documents, no scoring: an empty answer with the contract's columns."""
     descriptions, threshold = parse_params(params)
+    if descriptions:
+        check_known_labels(model.label_descriptions, descriptions)
     labels, thresholds = resolve_labels(model.labels, model.thresholds, descriptions, threshold)
     texts = input_texts(model_input, model.text_columns)
     probs = model.predict_proba(texts, descriptions) if texts else np.zeros((0, len(labels)))
     single = model.single_label and descriptions is None and threshold is None
-    return format_predictions(probs, labels, thresholds, single)
+    return format_predictions(probs, labels, thresholds, single, REQUEST_SET if descriptions else MODEL_SET)
 
 
 def join_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
@@ -64,12 +85,35 @@ def input_texts(frame: pd.DataFrame, text_columns: Sequence[str]) -> list[str]:
     raise ContractError(f"input needs a 'text' column or the columns {list(text_columns)}; got {list(frame.columns)}")
 
 
-def label_descriptions(value: Any) -> dict[str, str]:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys repeat is refused: json would keep the last one silently."""
+    keys = [k for k, _ in pairs]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise ContractError(f"{DESCRIPTIONS_PARAM} repeats the label(s) {repeated}")
+    return dict(pairs)
+
+
+def normalise(text: Any) -> str:
+    """One line, single spaces: how a description is embedded and compared."""
+    return " ".join(str(text).split())
+
+
+def label_key(label: str) -> str:
+    """Labels that differ only in case or surrounding spaces are the same label."""
+    return label.strip().casefold()
+
+
+def label_descriptions(value: Any, limits: LabelSetLimits = LIMITS) -> dict[str, str]:
     """A label set to classify against, as a mapping or its JSON text: non-empty, every label and every
-    description non-empty text. The one check of a label -> description mapping (requests, files, options)."""
+    description non-empty text within `limits`, no label twice (ignoring case and spaces). Labels come back
+    stripped, descriptions on one line. The one check of a label -> description mapping (requests, files,
+    options)."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
+            value = json.loads(value, object_pairs_hook=_unique_keys)
+        except ContractError:
+            raise
         except RecursionError:
             raise ContractError(f"{DESCRIPTIONS_PARAM} is nested too deeply") from None
         except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
@@ -79,7 +123,41 @@ def label_descriptions(value: Any) -> dict[str, str]:
     bad = [str(k) for k, v in value.items() if not isinstance(v, str) or not v.strip() or not str(k).strip()]
     if bad:
         raise ContractError(f"{MAPPING_ERROR}; labels without a text description: {bad}")
-    return dict(value)
+    if len(value) > limits.max_labels:
+        raise ContractError(f"{DESCRIPTIONS_PARAM} has {len(value)} labels; at most {limits.max_labels} are allowed")
+    clean = {str(k).strip(): normalise(v) for k, v in value.items()}
+    long_names = [k[:40] for k in clean if len(k) > limits.max_label_chars]
+    if long_names:
+        raise ContractError(f"label names longer than {limits.max_label_chars} characters: {long_names}")
+    long = [k for k, v in clean.items() if len(v) > limits.max_description_chars]
+    if long:
+        raise ContractError(f"descriptions longer than {limits.max_description_chars} characters for labels {long}")
+    seen: dict[str, str] = {}
+    for label in value:
+        key = label_key(str(label))
+        if key in seen:
+            raise ContractError(
+                f"{DESCRIPTIONS_PARAM} names one label twice: {seen[key]!r} and {str(label).strip()!r} "
+                "(labels ignore case and surrounding spaces)"
+            )
+        seen[key] = str(label).strip()
+    return clean
+
+
+def check_known_labels(own: dict[str, str], requested: dict[str, str]) -> None:
+    """A request may reuse the model's labels only with the model's descriptions: the same name meaning two
+    things in one answer (or between answers) would make its scores and feedback ambiguous."""
+    own_by_key = {label_key(k): normalise(v) for k, v in own.items()}
+    conflicts = [
+        label
+        for label, text in requested.items()
+        if own_by_key.get(label_key(label), normalise(text)) != normalise(text)
+    ]
+    if conflicts:
+        raise ContractError(
+            f"{DESCRIPTIONS_PARAM} gives the model's own label(s) {conflicts} other descriptions: "
+            "use the model's descriptions for its labels, or other names for new ones"
+        )
 
 
 def parse_params(params: dict[str, Any] | None) -> tuple[dict[str, str] | None, float | None]:
@@ -100,14 +178,19 @@ def parse_params(params: dict[str, Any] | None) -> tuple[dict[str, str] | None, 
 
 
 def format_predictions(
-    probs: np.ndarray, labels: Sequence[str], thresholds: np.ndarray, single_label: bool = False
+    probs: np.ndarray,
+    labels: Sequence[str],
+    thresholds: np.ndarray,
+    single_label: bool = False,
+    label_set: str = MODEL_SET,
 ) -> pd.DataFrame:
-    """One row per document: thresholded labels (or the arg-max for single-label models), top label, scores."""
+    """One row per document: thresholded labels (or the arg-max for single-label models), top label, scores,
+    and which label set answered (a client cannot tell a zero-shot answer from the model's own otherwise)."""
     top = probs.argmax(1) if len(labels) else np.zeros(len(probs), dtype=int)
     rows = []
     for i, p in enumerate(probs):
         chosen = [labels[top[i]]] if single_label else [l for l, s, t in zip(labels, p, thresholds) if s >= t]
-        rows.append((chosen, labels[top[i]], {l: round(float(s), 6) for l, s in zip(labels, p)}))
+        rows.append((chosen, labels[top[i]], {l: round(float(s), 6) for l, s in zip(labels, p)}, label_set))
     return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))
 
 

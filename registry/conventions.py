@@ -33,6 +33,9 @@ TAG_ONNX_VERSION = "lineage.onnx_version"  # on a source version: its latest ONN
 TAG_ONNX_PRECISION = "onnx.precision"  # on an ONNX export: int8 | fp32 (the fallback when int8 fails its gates)
 TAG_ONNX_STATUS = "onnx.status"  # on a champion: what its export on promotion shipped, or why none did
 TAG_POLICY_VERSION = "grpo.policy_version"  # on a GRPO child: the policy clone it was trained from
+TAG_LABEL_SET = "label_set"  # JSON label -> description (each cut short) of the labels the version answers with
+TAG_LABEL_SET_DIGEST = "label_set.digest"  # of the whole set: equal digests, the same labels and descriptions
+LABEL_SET_FILE = "label_set.json"  # artifact of every logged model: its label set, descriptions in full
 HPARAM_PREFIX = "hparam."  # on a tuned SFT version: the best trial's hyperparameters, hparam.<name>
 
 

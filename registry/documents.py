@@ -51,18 +51,17 @@ def read_table(uri: str) -> pd.DataFrame:
 
 
 def load_label_descriptions(uri: str) -> dict[str, str]:
-    """A YAML or JSON mapping label -> description (checked as every label set is: `contract.label_descriptions`),
-    labels stripped and descriptions on one line."""
+    """A YAML or JSON mapping label -> description, checked and normalised as every label set is
+    (`contract.label_descriptions`)."""
     path = _local_path(uri)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise DataError(f"label file {uri} is not valid YAML/JSON: {exc}") from exc
     try:
-        raw = label_descriptions(raw)
+        return label_descriptions(raw)
     except ContractError as exc:
         raise DataError(f"label file {uri}: {exc}") from None
-    return {str(k).strip(): " ".join(v.split()) for k, v in raw.items()}
 
 
 def parse_columns(spec: str | Sequence[str]) -> list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Sequence
@@ -90,18 +92,22 @@ def log_pyfunc(
     """Log a models-from-code pyfunc into the active run with the code it imports (so every version carries its
     own code and loads after ours has moved on); returns MLflow's ModelInfo. `model` is what the pyfunc loads,
     in memory: its answer to `example_texts` (through the contract's predict path) is the logged example and
-    gives the output schema."""
+    gives the output schema; its label set is logged beside it in full (`LABEL_SET_FILE`), readable without the
+    model's own formats."""
     example = pd.DataFrame({"text": list(example_texts)})
-    return mlflow.pyfunc.log_model(
-        name=name,
-        python_model=str(python_model),
-        artifacts=artifacts,
-        code_paths=code_paths,
-        signature=signature(model.text_columns, predict(model, example)),
-        input_example=example,
-        pip_requirements=requirements,
-        model_config=model_config,
-    )
+    with tempfile.TemporaryDirectory() as tmp:
+        label_set = Path(tmp) / C.LABEL_SET_FILE
+        label_set.write_text(json.dumps(model.label_descriptions, indent=2, ensure_ascii=False), encoding="utf-8")
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(python_model),
+            artifacts={**artifacts, "label_set": str(label_set)},
+            code_paths=code_paths,
+            signature=signature(model.text_columns, predict(model, example)),
+            input_example=example,
+            pip_requirements=requirements,
+            model_config=model_config,
+        )
 
 
 def register(model_uri: str, model_name: str, tags: dict[str, str], alias: str | None = C.CHALLENGER) -> ModelVersion:

@@ -7,6 +7,8 @@ never says what the tags do not.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 
 from mlflow import MlflowClient
@@ -20,6 +22,7 @@ log = logging.getLogger(__name__)
 
 MAX_CHARS = 5000  # what every registry backend stores in a description
 SUMMARY = ("f1_macro", "f1_micro", "f1_weighted", "subset_accuracy")
+CARD_DESCRIPTION_CHARS = 120  # of each description in the label-set tag and card; in full in LABEL_SET_FILE
 
 
 def model_description(name: str, meta: dict) -> str:
@@ -144,7 +147,36 @@ def render_card(name: str, version: str, tags: dict, aliases: dict[str, str], st
             f"**Deployment**: {tags[C.TAG_DEPLOY_STATUS]} on `{tags[C.TAG_DEPLOY_TARGET]}` at "
             f"{tags.get(C.TAG_DEPLOY_AT, '?')}",
         ]
+    parts += _label_set_section(tags)  # last: a long label set is what the registry's limit cuts
     return _fit("\n".join(parts))
+
+
+def label_set_tags(descriptions: dict[str, str]) -> dict[str, str]:
+    """The version's label set as tags: each description cut short (so even the largest set fits a tag), and a
+    digest of the whole set, so two versions can be seen to answer with the same labels."""
+    whole = json.dumps(descriptions, sort_keys=True, ensure_ascii=False)
+    short = {label: _short(text) for label, text in descriptions.items()}
+    return {
+        C.TAG_LABEL_SET: json.dumps(short, ensure_ascii=False),
+        C.TAG_LABEL_SET_DIGEST: hashlib.sha256(whole.encode()).hexdigest()[:12],
+    }
+
+
+def _label_set_section(tags: dict) -> list[str]:
+    try:
+        labels = json.loads(tags.get(C.TAG_LABEL_SET) or "{}")
+    except ValueError:
+        return []
+    if not isinstance(labels, dict) or not labels:
+        return []
+    return [
+        "",
+        f"**Label set** ({len(labels)} labels, digest `{tags.get(C.TAG_LABEL_SET_DIGEST, '?')}`; descriptions in "
+        f"full in the model's artifact `{C.LABEL_SET_FILE}`)",
+        "",
+        "| label | description |",
+        "|---|---|",
+    ] + [f"| `{_cell(label)}` | {_cell(text)} |" for label, text in labels.items()]
 
 
 def write_card(client: MlflowClient, name: str, version: str) -> None:
@@ -169,12 +201,22 @@ def refresh_cards(client: MlflowClient, name: str) -> list[str]:
 
 
 def publish(client: MlflowClient, name: str, version: str) -> None:
-    """After registration: the model's description (first time) and the new version's card."""
+    """After registration: the model's description (first time), the version's label set as tags, and its card."""
     try:
-        describe_model(client, name, classifier_meta(name, version))
+        meta = classifier_meta(name, version)
     except (FileNotFoundError, MlflowException) as exc:  # a model logged by other code: it still gets its card
         log.warning("no description for %s: %s", name, exc)
+    else:
+        describe_model(client, name, meta)
+        if meta.get("label_descriptions"):
+            for key, value in label_set_tags(meta["label_descriptions"]).items():
+                client.set_model_version_tag(name, version, key, value)
     write_card(client, name, version)
+
+
+def _short(text: str) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= CARD_DESCRIPTION_CHARS else text[: CARD_DESCRIPTION_CHARS - 2] + " …"
 
 
 def _cell(text: str) -> str:

@@ -24,7 +24,18 @@ import mlflow
 import pandas as pd
 
 from registry.cli import ArgumentParser, cli_entry, int_arg, registered_uri_arg
-from registry.contract import LABELS, OUTPUT_COLUMNS, SCORES, TOP_LABEL, ContractError, parse_params, to_params
+from registry.contract import (
+    CORE_COLUMNS,
+    LABEL_SET,
+    LABELS,
+    MODEL_SET,
+    REQUEST_SET,
+    SCORES,
+    TOP_LABEL,
+    ContractError,
+    parse_params,
+    to_params,
+)
 from registry.conventions import CHAMPION, DEFAULT_MODEL_NAME
 from registry.documents import load_label_descriptions, parse_columns
 from registry.errors import ConfigError, DataError
@@ -79,7 +90,7 @@ def cached_udf(path: str, params: dict | None, threads: int | None):
     def predict(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         model = cached_model(path, threads)
         for frame in batches:
-            yield model.predict(frame, params=params or None)[list(OUTPUT_COLUMNS)]
+            yield model.predict(frame, params=params or None)[list(CORE_COLUMNS)]
 
     # Non-deterministic, so the optimiser cannot copy the call into each of the columns read from its result
     # (which would score every document once per output column).
@@ -159,6 +170,7 @@ def score(
         .withColumn("predicted_labels", F.col(f"_prediction.{LABELS}"))
         .withColumn(TOP_LABEL, F.col(f"_prediction.{TOP_LABEL}"))
         .withColumn(SCORES, F.col(f"_prediction.{SCORES}"))
+        .withColumn(LABEL_SET, F.lit(REQUEST_SET if label_descriptions else MODEL_SET))  # one label set per job
         .drop("_prediction")
         .withColumn("model_name", F.lit(model_name))
         .withColumn("model_version", F.lit(str(version)))

@@ -100,7 +100,7 @@ class EndpointSettings:
     feedback_db: str | None = None  # SQLAlchemy URL of the feedback store (None: its default)
     remember: int = 10_000  # predictions kept for feedback by id
     max_rows: int = 256  # documents per request (413 above): MiniLM scores ~60 short documents per CPU-second
-    max_labels: int = 64  # label_descriptions per request (422 above): each label is embedded per request
+    max_labels: int = 64  # label_descriptions per request (422 above), within every label set's (contract.LIMITS)
     request_timeout_s: float = 60.0  # a prediction still running after this is answered 503
     max_pending: int = 64  # predictions admitted at once (running or queued); more are answered 503 at once
     body_timeout_s: float = 30.0  # the whole body must arrive within this (408)

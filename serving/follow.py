@@ -18,7 +18,7 @@ from typing import Callable
 
 import pandas as pd
 
-from registry.contract import OUTPUT_COLUMNS
+from registry.contract import CORE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ModelSlot:
 def smoke_check(pyfunc) -> None:
     """A model that does not answer one document with the contract's columns is never swapped in."""
     out = pyfunc.predict(pd.DataFrame({"text": [SMOKE_TEXT]}))
-    if len(out) != 1 or not set(OUTPUT_COLUMNS) <= set(out.columns):
+    if len(out) != 1 or not set(CORE_COLUMNS) <= set(out.columns):
         raise RuntimeError(f"smoke prediction broke the contract: {out!r}")
 
 

@@ -120,18 +120,21 @@ def check_score_py_under_azmlinfsrv(deployment) -> None:
             assert len(body["predictions"]) == 2
             for p in body["predictions"]:
                 assert p["prediction_id"] and p["top_label"] in p["scores"] and set(p["labels"]) <= set(p["scores"])
+                assert p["label_set"] == "model"
         zero_shot = requests.post(
             score,
             timeout=60,
             json={"input_data": texts[:1], "params": {"label_descriptions": {"fruit": "Apples.", "bank": "Loans."}}},
         )
         assert set(zero_shot.json()["predictions"][0]["scores"]) == {"fruit", "bank"}
+        assert zero_shot.json()["predictions"][0]["label_set"] == "request"
         for data, message in [
             (b"{oops", "not valid JSON"),
             (b'{"input_data": 5}', "input_data must be"),
             (b'{"inputs": {"text": [1]}}', "must be a string"),
             (b'{"input_data": ["x"], "params": {"threshold": 2}}', "threshold"),
             (b"\xff\xfe", "UTF-8"),
+            (b'{"input_data": ["x"], "params": {"label_descriptions": {"a": "x.", "A ": "y."}}}', "twice"),
         ]:
             bad = requests.post(score, data=data, headers=headers, timeout=60)
             assert bad.status_code == 400, (data, bad.text)

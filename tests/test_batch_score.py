@@ -54,11 +54,13 @@ def test_spark_scores_match_the_pyfunc_and_carry_model_and_time(served, spark, d
         "predicted_labels",
         "top_label",
         "scores",
+        "label_set",
         "model_name",
         "model_version",
         "scored_at",
     } <= set(scored.columns)
     assert set(scored["model_version"]) == {served.version} and set(scored["model_name"]) == {served.name}
+    assert set(scored["label_set"]) == {"model"}
     assert scored["scored_at"].nunique() == 1 and str(scored["scored_at"].dtype).startswith("datetime64")
 
     pyfunc = mlflow.pyfunc.load_model(f"models:/{served.name}/{served.version}")

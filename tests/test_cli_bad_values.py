@@ -2,9 +2,11 @@
 training starts. Run in-process through each CLI's main (argparse + cli_entry, as `python -m` runs them)."""
 
 import importlib
+import json
 
 import pytest
 
+from registry.contract import LIMITS
 from tests.conftest import use_mlflow_store
 
 MISSING = "/nonexistent-dir-for-test/out"
@@ -36,9 +38,21 @@ SFT = naming_the_flag(
     (["--max-length", "1024"], "max_length 1024 exceeds the encoder's 512 position embeddings"),
     (["--encoder", f"{MISSING}/encoder"], "cannot load encoder"),
 ]
-EVALUATE = naming_the_flag("--bootstrap 0; --bootstrap -1; --confidence 1.5; --confidence nan; --seed -1") + [
-    (["--output", f"{MISSING}/metrics.json"], "does not exist")
+BAD_LABEL_SETS = [
+    ({"a": "Apples.", "b": " "}, "labels without a text description: ['b']"),
+    ({"": "No name."}, "labels without a text description"),
+    ({"Fruit": "Apples.", "fruit ": "Pears."}, "names one label twice: 'Fruit' and 'fruit'"),
+    ({"a": "x" * (LIMITS.max_description_chars + 1)}, f"longer than {LIMITS.max_description_chars} characters"),
+    ({f"l{i}": "d" for i in range(LIMITS.max_labels + 1)}, f"at most {LIMITS.max_labels} are allowed"),
 ]
+EVALUATE = (
+    naming_the_flag("--bootstrap 0; --bootstrap -1; --confidence 1.5; --confidence nan; --seed -1")
+    + [
+        (["--output", f"{MISSING}/metrics.json"], "does not exist"),
+        (["--label-descriptions", '{"a": "Apples.", "a": "Again."}'], "repeats the label(s) ['a']"),
+    ]
+    + [(["--label-descriptions", json.dumps(value)], why) for value, why in BAD_LABEL_SETS]
+)
 EXPORT = naming_the_flag("--threads -1; --max-f1-drop nan; --min-fp32-cosine nan") + [
     (["--model-uri", "nope"], "models:/"),
     (["--model-uri", "models:/a'b/1"], '"\'"'),
@@ -160,3 +174,19 @@ def test_a_bad_value_is_one_line_and_exit_2(nothing_heavy, capsys, module, argv,
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     assert why in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("value,why", BAD_LABEL_SETS, ids=[why[:40] for _, why in BAD_LABEL_SETS])
+@pytest.mark.parametrize(
+    "module,argv",
+    [
+        ("mlprojects.sft", ["--data", "data/demo/tax_documents.csv", "--labels"]),
+        ("mlprojects.evaluate", ["--model-uri", "models:/m/1", "--data", "d.csv", "--labels"]),
+        ("mlprojects.evaluate", ["--model-uri", "models:/m/1", "--data", "d.csv", "--label-descriptions"]),
+    ],
+    ids=["sft --labels", "evaluate --labels", "evaluate --label-descriptions"],
+)
+def test_a_bad_label_file_is_one_line_and_exit_2(nothing_heavy, capsys, tmp_path, module, argv, value, why):
+    path = tmp_path / "labels.yaml"
+    path.write_text(json.dumps(value))
+    test_a_bad_value_is_one_line_and_exit_2(nothing_heavy, capsys, module, [*argv, str(path)], why)

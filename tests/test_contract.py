@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from registry.contract import OUTPUT_COLUMNS, ContractError, label_descriptions, predict, to_params
+from registry.contract import LIMITS, OUTPUT_COLUMNS, ContractError, label_descriptions, predict, to_params
 from registry.documents import join_text
 
 
 class StandIn:
     """Fixed probabilities per label; counts its calls."""
 
-    labels = ["vat", "payroll"]
+    label_descriptions = {"vat": "Value-added tax.", "payroll": "Payroll taxes."}
+    labels = list(label_descriptions)
     thresholds = np.array([0.5, 0.3])
     single_label = False
     text_columns = ["title", "body"]
@@ -32,6 +35,7 @@ def test_documents_get_thresholded_labels_top_label_and_scores():
     assert list(out.columns) == list(OUTPUT_COLUMNS) and len(out) == 2
     assert out.loc[0, "labels"] == ["vat"] and out.loc[0, "top_label"] == "vat"
     assert out.loc[0, "scores"] == {"vat": 0.9, "payroll": 0.1}
+    assert list(out["label_set"]) == ["model", "model"]
 
 
 @pytest.mark.parametrize("params", [None, to_params({"a": "Apples.", "b": "Banks."}), {"threshold": 0.2}])
@@ -45,6 +49,8 @@ def test_no_documents_is_an_empty_answer_with_the_contracts_columns_and_no_scori
 def test_a_new_label_set_and_one_threshold_replace_the_models_own():
     out = predict(StandIn(), pd.DataFrame({"text": ["x"]}), to_params({"a": "A.", "b": "B.", "c": "C."}, 0.4))
     assert set(out.loc[0, "scores"]) == {"a", "b", "c"} and out.loc[0, "labels"] == ["a", "b"]
+    assert out.loc[0, "label_set"] == "request"
+    assert predict(StandIn(), pd.DataFrame({"text": ["x"]}), {"threshold": 0.2}).loc[0, "label_set"] == "model"
 
 
 @pytest.mark.parametrize(
@@ -56,12 +62,31 @@ def test_a_new_label_set_and_one_threshold_replace_the_models_own():
         ({}, "must be a non-empty mapping"),
         ({"a": 1}, "labels without a text description: ['a']"),
         ({" ": "Blank label."}, "labels without a text description"),
+        ({"a": "  \n "}, "labels without a text description: ['a']"),
+        ({"VAT": "Value-added tax.", " vat": "Sales tax."}, "names one label twice: 'VAT' and 'vat'"),
+        ('{"a": "Apples.", "a": "Again."}', "repeats the label(s) ['a']"),
+        ({"a": "x" * (LIMITS.max_description_chars + 1)}, f"longer than {LIMITS.max_description_chars} characters"),
+        ({"a" * (LIMITS.max_label_chars + 1): "Long name."}, f"longer than {LIMITS.max_label_chars} characters"),
+        ({f"l{i}": "d" for i in range(LIMITS.max_labels + 1)}, f"at most {LIMITS.max_labels} are allowed"),
     ],
 )
 def test_a_label_set_is_checked_in_one_place(value, message):
-    with pytest.raises(ContractError, match=message.replace("[", r"\[").replace("(", r"\(")):
+    with pytest.raises(ContractError, match=re.escape(message)):
         label_descriptions(value)
     assert label_descriptions('{"a": "Apples."}') == {"a": "Apples."}
+
+
+def test_labels_come_back_stripped_and_descriptions_on_one_line():
+    assert label_descriptions({" a ": " Apples\n and  pears. "}) == {"a": "Apples and pears."}
+
+
+def test_the_models_own_labels_may_be_reused_only_with_their_descriptions():
+    model, frame = StandIn(), pd.DataFrame({"text": ["x"]})
+    same = predict(model, frame, to_params({"VAT": "Value-added  tax.", "fruit": "Apples."}))
+    assert set(same.loc[0, "scores"]) == {"VAT", "fruit"}
+    with pytest.raises(ContractError, match=r"own label\(s\) \['Vat'\] other descriptions"):
+        predict(model, frame, to_params({"Vat": "Vehicle tax.", "fruit": "Apples."}))
+    assert model.calls == 1
 
 
 def test_training_and_inference_join_text_columns_alike():

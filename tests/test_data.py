@@ -1,6 +1,9 @@
 """Reading and normalising inputs: every supported shape works, every bad one is a clear DataError."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -8,6 +11,7 @@ import pytest
 from mlprojects.data import content_hashes, load_splits, parse_label_value, prepare, split_pools, stratified_split
 from registry.documents import load_label_descriptions, read_table
 from registry.errors import DataError
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize(
@@ -148,3 +152,27 @@ def test_pools_are_disjoint_stratified_and_cover_every_row(demo_frame):
 def test_an_empty_path_is_refused_not_read_as_the_working_directory():
     with pytest.raises(DataError, match="no data file given"):
         read_table("")
+
+
+SPLIT_IN_A_PROCESS = """
+import json, sys
+from mlprojects.data import iterative_stratification
+labels = [["a", "b"], ["c"], ["d", "e"], ["b", "c"], ["e"], ["a"], ["d"], ["f", "g"], ["g"], ["f"]] * 3
+print(json.dumps(iterative_stratification(labels, 0.3, seed=7).tolist()))
+"""
+
+
+def test_splits_are_the_same_in_every_process_whatever_its_string_hash_seed():
+    """Ties between equally rare labels are broken by seeded draws in label order, not in string-hash order."""
+    masks = {
+        subprocess.run(
+            [sys.executable, "-c", SPLIT_IN_A_PROCESS],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=REPO,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        ).stdout
+        for seed in ("0", "1", "2", "3")
+    }
+    assert len(masks) == 1, masks

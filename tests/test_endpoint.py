@@ -7,12 +7,14 @@ import json
 import pytest
 import requests
 
+from registry.contract import LIMITS
 from serving.endpoint import RecentPredictions, feedback_record, load_model
 from serving.feedback import FeedbackStore
 from serving.scoring import PayloadError, decode_json, parse_request
 from tests.serving_model import build_served_model, running_endpoint
 
 API_KEY = "local-test-key-5f2c"
+LONG = LIMITS.max_description_chars
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 
 
@@ -48,7 +50,7 @@ def invoke(server, payload, headers=HEADERS, **kwargs) -> requests.Response:
     )
 
 
-def check_contract(answer: dict, n: int, labels: set[str] | None = None) -> None:
+def check_contract(answer: dict, n: int, labels: set[str] | None = None, label_set: str = "model") -> None:
     assert answer["model"] == {"name": "tiny-served", "version": "1"}
     predictions = answer["predictions"]
     assert len(predictions) == n and len({p["prediction_id"] for p in predictions}) == n
@@ -56,6 +58,7 @@ def check_contract(answer: dict, n: int, labels: set[str] | None = None) -> None
         assert p["top_label"] in p["scores"] and set(p["labels"]) <= set(p["scores"])
         assert p["scores"][p["top_label"]] == max(p["scores"].values())
         assert all(0 <= s <= 1 for s in p["scores"].values())
+        assert p["label_set"] == label_set
         if labels:
             assert set(p["scores"]) == labels
 
@@ -90,7 +93,7 @@ def test_zero_shot_labels_as_a_mapping_in_params(server):
         server, {"dataframe_records": [{"text": TEXTS[0]}], "params": {"label_descriptions": fruit, "threshold": 0.5}}
     )
     assert response.status_code == 200, response.text
-    check_contract(response.json(), 1, set(fruit))
+    check_contract(response.json(), 1, set(fruit), "request")
     p = response.json()["predictions"][0]
     assert p["labels"] == [l for l, s in p["scores"].items() if s >= 0.5]
 
@@ -112,6 +115,19 @@ BAD = [
     ({"input_data": ["x"], "params": {"threshold": "high"}}, 400, "threshold"),
     ({"input_data": ["x"], "params": {"label_descriptions": "{oops"}}, 400, "not valid JSON"),
     ({"input_data": ["x"], "params": {"label_descriptions": {"a": 1}}}, 400, "label_descriptions must be"),
+    ({"input_data": ["x"], "params": {"label_descriptions": {"a": " "}}}, 400, "without a text description: ['a']"),
+    ({"input_data": ["x"], "params": {"label_descriptions": {"A": "x.", "a": "y."}}}, 400, "twice: 'A' and 'a'"),
+    ({"input_data": ["x"], "params": {"label_descriptions": '{"a": "x.", "a": "y."}'}}, 400, "repeats the label"),
+    (
+        {"input_data": ["x"], "params": {"label_descriptions": {"a": "x" * (LONG + 1)}}},
+        400,
+        f"longer than {LONG} characters",
+    ),
+    (
+        {"input_data": ["x"], "params": {"label_descriptions": {"VAT": "Vehicle tax.", "fruit": "Apples."}}},
+        400,
+        "own label(s) ['VAT'] other descriptions",
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ from mlprojects.model.registered import load_classifier, log_classifier
 from mlprojects.training.grpo_trainer import GRPOTrainer, logits_of, prepare_policy
 from mlprojects.training.rewards import targets_from_feedback
 from mlprojects.training.trainer import train_classifier
+from registry import conventions as C
 from registry.documents import load_label_descriptions
 from registry.log_model import register
 from registry.lookup import label_names
@@ -141,6 +142,7 @@ def test_grpo_stage_registers_a_challenger_child_of_the_reference(registered, re
     challenger = client.get_model_version_by_alias(NAME, "challenger")
     assert str(challenger.version) == "4" and f"Registered {NAME} version 4" in proc.stdout
     assert challenger.tags["lineage.kind"] == "grpo"
+    assert challenger.tags[C.TAG_LABEL_SET_DIGEST] == client.get_model_version(NAME, "1").tags[C.TAG_LABEL_SET_DIGEST]
     assert challenger.tags["lineage.parent_version"] == str(
         client.get_model_version_by_alias(NAME, "reference").version
     )

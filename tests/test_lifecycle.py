@@ -197,6 +197,30 @@ def test_evaluate_entry_point(trained, monkeypatch, tmp_path):
     )
 
 
+def test_evaluate_scores_a_new_label_set_zero_shot_and_leaves_the_version_alone(trained, monkeypatch, tmp_path, capsys):
+    use_store(monkeypatch, trained["root"])
+    data, fruit = tmp_path / "fruit.csv", tmp_path / "fruit.yaml"
+    rows = [("Apple harvest", "Orchards picked apples early", "apple"), ("Loan rates", "The bank raised rates", "bank")]
+    pd.DataFrame(
+        [r for i in range(4) for r in [(f"{t} {i}", b, l) for t, b, l in rows]], columns=["title", "body", "labels"]
+    ).to_csv(data, index=False)
+    fruit.write_text("apple: Apples, orchards and fruit harvests.\nbank: Banks, loans and interest rates.\n")
+    tags_before = dict(version("sft-model", "1").tags)
+    out = tmp_path / "zero_shot.json"
+    common = ["--model-uri", "models:/sft-model/1", "--data", str(data), "--text-columns", "title,body"]
+    assert evaluate_main([*common, "--label-descriptions", str(fruit), "--output", str(out), "--bootstrap", "100"]) == 0
+    report = json.loads(out.read_text())["report"]
+    assert set(report["per_label"]) == {"apple", "bank"} and 0.0 <= report["f1_macro"] <= 1.0
+    assert dict(version("sft-model", "1").tags) == tags_before  # zero-shot results are not the version's own
+
+    # the model's own label described otherwise is refused in one line, and nothing is logged as its result
+    bad = json.dumps({"apple": "Apples.", "bank": "Banks.", "vat": "Vehicle tax."})
+    capsys.readouterr()
+    assert evaluate_main([*common, "--label-descriptions", bad]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the encoder's loading progress bar
+    assert last.startswith("error: ") and "gives the model's own label(s) ['vat'] other descriptions" in last
+
+
 # --- the main story: bad states, promotion, rejection, a person's request, rollback ------------------------------
 
 

@@ -1,7 +1,14 @@
 """Model cards and descriptions are rendered from tags alone (pure): what each section says, and its limits."""
 
+import json
+
+import mlflow
+
 from registry import conventions as C
-from registry.model_card import MAX_CHARS, model_description, render_card
+from registry.documents import load_label_descriptions
+from registry.model_card import MAX_CHARS, label_set_tags, model_description, render_card
+from tests.conftest import REPO
+from tests.serving_model import build_served_model
 
 TAGS = {
     C.TAG_KIND: "grpo",
@@ -49,3 +56,36 @@ def test_description_lists_labels_and_stays_within_the_registry_limit():
     assert "| `vat` | Value added tax. |" in text and "over 2 labels" in text and "(title, body)" in text
     many = model_description("m", {"labels": [f"label_{i}" for i in range(1000)]})
     assert len(many) <= MAX_CHARS and many.endswith("…")
+
+
+def test_the_label_set_is_in_tags_and_card_descriptions_cut_short():
+    long = "Value added tax " * 40
+    tags = label_set_tags({"vat": long, "audit": "Tax audits | reviews."})
+    assert len(tags[C.TAG_LABEL_SET_DIGEST]) == 12
+    assert json.loads(tags[C.TAG_LABEL_SET])["vat"].endswith(" …")
+    assert (
+        label_set_tags({"audit": "Tax audits | reviews.", "vat": long})[C.TAG_LABEL_SET_DIGEST]
+        == tags[C.TAG_LABEL_SET_DIGEST]
+    )  # the digest names the set, whatever its order
+    card = render_card("m", "1", {**TAGS, **tags}, {})
+    assert f"**Label set** (2 labels, digest `{tags[C.TAG_LABEL_SET_DIGEST]}`" in card and C.LABEL_SET_FILE in card
+    assert "| `audit` | Tax audits \\| reviews. |" in card
+    assert card.index("**Deployment**") < card.index("**Label set**")
+    assert "**Label set**" not in render_card("m", "1", {C.TAG_LABEL_SET: "not json"}, {})
+
+
+def test_a_registered_version_records_its_label_set(tmp_path_factory, tiny_encoder):
+    """Every logged model carries its label set as an artifact; registering it puts the set in tags and card."""
+    served = build_served_model(tmp_path_factory.mktemp("served"), tiny_encoder)
+    client = mlflow.MlflowClient(served.tracking_uri)
+    version = client.get_model_version(served.name, served.version)
+    labels = load_label_descriptions(str(REPO / "data/demo/labels.yaml"))
+    assert version.tags[C.TAG_LABEL_SET_DIGEST] == label_set_tags(labels)[C.TAG_LABEL_SET_DIGEST]
+    assert f"| `vat` | {labels['vat'][:20]}" in version.description
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(served.tracking_uri)
+    try:
+        recorded = mlflow.artifacts.load_dict(f"models:/{served.name}/{served.version}/artifacts/{C.LABEL_SET_FILE}")
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert recorded == labels

@@ -23,6 +23,7 @@ from mlprojects.model.encoder import DualEncoder, load_encoder
 from mlprojects.onnx_model.export import ExportError, export_classifier
 from mlprojects.onnx_model.parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
 from mlprojects.sft import main as sft_main
+from registry import conventions as C
 from registry.contract import OUTPUT_COLUMNS, to_params
 from tests.conftest import REPO, cli_args, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
@@ -93,6 +94,11 @@ def test_export_registers_onnx_version_with_lineage_both_ways(exported):
     assert onnx_version.tags["lineage.source_model"] == "tiny-clf"
     assert onnx_version.tags["lineage.encoder"] == source.tags["lineage.encoder"]
     assert source.tags["lineage.onnx_version"] == "tiny-clf-onnx/1"
+    # the export answers with its source's label set, and records it as every version does
+    assert onnx_version.tags[C.TAG_LABEL_SET_DIGEST] == source.tags[C.TAG_LABEL_SET_DIGEST]
+    assert onnx_version.tags[C.TAG_LABEL_SET] == source.tags[C.TAG_LABEL_SET]
+    recorded = mlflow.artifacts.load_dict(f"models:/tiny-clf-onnx/1/artifacts/{C.LABEL_SET_FILE}")
+    assert recorded == mlflow.artifacts.load_dict(f"models:/tiny-clf/1/artifacts/{C.LABEL_SET_FILE}")
 
     run = client.get_run(onnx_version.run_id)
     assert run.data.tags["onnx.parity"] == "passed"
@@ -135,14 +141,14 @@ def test_onnx_pyfunc_serves_the_contract_without_torch(exported, source_model, r
     torch_out = mlflow.pyfunc.load_model(source_model).predict(pd.DataFrame({"text": TEXTS}))
     labels = set(torch_out.loc[0, "scores"])
     for onnx_row, torch_row in zip(out["own"], torch_out.to_dict("records")):
-        assert set(onnx_row) == {"labels", "top_label", "scores"}
+        assert set(onnx_row) == set(OUTPUT_COLUMNS) and onnx_row["label_set"] == torch_row["label_set"] == "model"
         assert set(onnx_row["scores"]) == labels
         assert onnx_row["top_label"] == torch_row["top_label"]
         for label in labels:
             assert onnx_row["scores"][label] == pytest.approx(torch_row["scores"][label], abs=0.02)
     assert set(out["columns"][0]["scores"]) == labels
     for row in out["zero_shot"]:
-        assert set(row["scores"]) == set(FRUIT) and row["top_label"] in FRUIT
+        assert set(row["scores"]) == set(FRUIT) and row["top_label"] in FRUIT and row["label_set"] == "request"
         assert row["labels"] == [l for l, s in row["scores"].items() if s >= 0.5]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from mlprojects.data import content_hashes
 from mlprojects.sft import main
+from registry import conventions as C
 from registry.contract import to_params
 from tests.conftest import REPO
 
@@ -67,8 +68,11 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
     model = mlflow.pyfunc.load_model("models:/tiny-clf/1")
     texts = ["Is VAT due on our consulting invoices to Germany for 2022?", "Payroll tax memo"]
     out = model.predict(pd.DataFrame({"text": texts}))
-    assert list(out.columns) == ["labels", "top_label", "scores"]
+    assert list(out.columns) == ["labels", "top_label", "scores", "label_set"] and set(out["label_set"]) == {"model"}
     labels = set(mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/labels.json"))
+    recorded = mlflow.artifacts.load_dict(f"models:/tiny-clf/1/artifacts/{C.LABEL_SET_FILE}")
+    assert recorded == mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/labels.json")
+    assert "**Label set** (12 labels" in client.get_model_version("tiny-clf", "1").description
     for row in out.itertuples():
         assert set(row.scores) == labels and row.top_label in labels
         assert set(row.labels) <= labels
@@ -83,7 +87,7 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
     fruit = {"apple": "Apples and orchards.", "bank": "Banks, loans and interest."}
     zero_shot = model.predict(pd.DataFrame({"text": texts}), params=to_params(fruit, threshold=0.5))
     for row in zero_shot.itertuples():
-        assert set(row.scores) == set(fruit) and row.top_label in fruit
+        assert set(row.scores) == set(fruit) and row.top_label in fruit and row.label_set == "request"
         assert row.labels == [l for l, s in row.scores.items() if s >= 0.5]
 
 

@@ -20,7 +20,7 @@ from mlprojects.data import multi_hot, prepare
 from mlprojects.evaluation import plots
 from mlprojects.evaluation.bootstrap import bootstrap_intervals
 from registry import conventions as C
-from registry.contract import LABELS, OUTPUT_COLUMNS, SCORES, ContractError, label_descriptions, to_params
+from registry.contract import CORE_COLUMNS, LABELS, SCORES, ContractError, label_descriptions, to_params
 from registry.documents import load_label_descriptions, parse_columns, read_table
 from registry.errors import DataError, PlatformError
 from registry.loading import load_pyfunc
@@ -115,7 +115,7 @@ def predict(model, data: EvalData, zero_shot: bool = False) -> tuple[np.ndarray,
     out = None if zero_shot else model.predict(frame)
     if out is None or not set(data.label_names) <= set(out[SCORES].iloc[0]):
         out = model.predict(frame, params=to_params(data.descriptions))
-    if list(out.columns[:3]) != list(OUTPUT_COLUMNS) or len(out) != len(data.texts):
+    if list(out.columns[: len(CORE_COLUMNS)]) != list(CORE_COLUMNS) or len(out) != len(data.texts):
         raise ModelError(f"predictions break the contract: columns {list(out.columns)}, {len(out)} rows")
     y_pred = multi_hot(out[LABELS], data.label_names).astype(bool)
     scores = np.array([[float(s.get(label, 0.0)) for label in data.label_names] for s in out[SCORES]])

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mlflow
 
-from registry.contract import OUTPUT_COLUMNS, SCORES, TOP_LABEL
+from registry.contract import CORE_COLUMNS, SCORES, TOP_LABEL
 from registry.conventions import TAG_AZUREML_PREFIX
 from serving.azureml.bundle import build_bundle
 from serving.azureml.entities import deployment_entity, endpoint_entity, model_entity
@@ -166,5 +166,5 @@ def check_answer(raw: str | bytes, expected: int) -> None:
     if not isinstance(predictions, list) or len(predictions) != expected:
         raise ValueError(f"smoke test answer has no {expected} predictions: {str(raw)[:200]}")
     for p in predictions:
-        if not {"prediction_id", *OUTPUT_COLUMNS} <= set(p) or p[TOP_LABEL] not in p[SCORES]:
+        if not {"prediction_id", *CORE_COLUMNS} <= set(p) or p[TOP_LABEL] not in p[SCORES]:
             raise ValueError(f"smoke test answer breaks the contract: {json.dumps(p)[:200]}")
