@@ -14,7 +14,7 @@ from mlprojects.data import load_splits
 from mlprojects.training.ray_cluster import start_ray
 from tests.conftest import cli_args
 
-ENCODER_ARGS = {"max_epochs": 2, "min_examples": 1, "batch_size": 16, "seed": 7}
+ENCODER_ARGS = {"max_epochs": 2, "min_examples": 1, "batch_size": 16, "seed": 42}
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +79,11 @@ def test_a_parquet_folder_streams_through_one_worker_to_the_validation_loss_of_t
 ):
     """One worker streaming the Parquet folder registers a model; one process on the same rows as one CSV, same
     seed and batch size, reaches a comparable validation loss. They cannot agree exactly: the stream's batches come
-    in block order shuffled within a buffer, the process draws a permutation. Tolerance 5 % of the best validation
-    loss: TOLERANCE_NOTE."""
+    in block order shuffled within a buffer, the process draws a permutation. Tolerance 0.2 % of the best
+    validation loss, ~10x the spread batch order alone gives: measured on these splits, in memory at seeds 42, 43,
+    44: 10.4417, 10.4394, 10.4419 (0.024 %); streamed through two workers at seed 42: 10.4416. The tiny random
+    encoder moves little in two epochs, so this catches a stream that trains on other data or other targets, not
+    a subtle one."""
     common = {**files["args"], **ENCODER_ARGS, "encoder": tiny_encoder, "storage_path": tmp_path / "ray"}
     code, err = _sft(capsys, **common, model_name="streamed", stream="true", cpus_per_worker=0.5)
     assert code == 0, err[-3000:]
@@ -91,7 +94,7 @@ def test_a_parquet_folder_streams_through_one_worker_to_the_validation_loss_of_t
     assert "test_f1_macro" in run.data.metrics
     streamed, in_memory = run.data.metrics, _run_of("in-memory").data.metrics
     assert streamed["docs_train"] == in_memory["docs_train"] == len(files["fit"])  # the stream's count, not a sample
-    assert streamed["best_val_loss"] == pytest.approx(in_memory["best_val_loss"], rel=0.05)
+    assert streamed["best_val_loss"] == pytest.approx(in_memory["best_val_loss"], rel=2e-3)
 
 
 @pytest.mark.slow  # about 100 s under load: Ray Train starting two workers dominates
