@@ -19,7 +19,7 @@ from mlprojects.data import Splits, content_hashes, prepare
 from mlprojects.training.trainer import FitStream, make_split
 from registry.documents import load_label_descriptions, read_table
 from registry.errors import DataError
-from validation import StreamCounts
+from validation.counts import StreamCounts
 
 log = logging.getLogger(__name__)
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}

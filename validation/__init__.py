@@ -11,7 +11,7 @@ import importlib
 _EXPORTS = {
     "DataValidationError": "validation.gx_runner",
     "GateResult": "validation.gx_runner",
-    "StreamCounts": "validation.training_data",
+    "StreamCounts": "validation.counts",
     "validate_evaluation_data": "validation.evaluation_data",
     "validate_feedback": "validation.feedback_data",
     "validate_streamed_training_data": "validation.training_data",

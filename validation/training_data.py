@@ -12,12 +12,12 @@ caller computed over every row while streaming (:class:`StreamCounts`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from validation.counts import StreamCounts
 from validation.gx_runner import Check, GateResult, gx, run_checks
 
 E = gx.expectations
@@ -26,17 +26,6 @@ _OVERLAP = {
     "val": "{n} row{s} also in train (train/validation overlap)",
     "test": "{n} row{s} also in train or validation (overlap with the test split)",
 }
-
-
-@dataclass
-class StreamCounts:
-    """What one pass over a streamed fit split counted, every row included (the caller streams; this judges)."""
-
-    rows: int = 0
-    empty_text: int = 0  # null or blank after stripping
-    no_labels: int = 0
-    held_out: int = 0  # rows whose text is also in the validation or test split
-    label_rows: dict[str, int] = field(default_factory=dict)  # rows per label value, unknown values included
 
 
 def validate_streamed_training_data(
