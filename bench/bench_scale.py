@@ -40,12 +40,16 @@ def one_process(data: TrialData, threads: int) -> float:
     return reports[MEASURED_EPOCH - 1]["train_s"]
 
 
-def ray_workers(data: TrialData, workers: int, storage: Path) -> float:
-    """Training seconds of the measured epoch on rank 0 of a Ray Train job (1 CPU and torch thread per worker)."""
+def ray_workers(
+    data: TrialData, workers: int, storage: Path, scale: ScaleConfig | None = None, datasets: dict | None = None
+) -> float:
+    """Training seconds of the measured epoch on rank 0 of a Ray Train job (by default 1 CPU and torch thread per
+    worker); `datasets` are streamed to the workers."""
     from ray.train import RunConfig
 
     run_config = RunConfig(storage_path=str(storage), name=f"bench-scale-{workers}-{time.time_ns()}")
-    result = torch_trainer(data, ScaleConfig(num_workers=workers), run_config).fit()
+    scale = scale or ScaleConfig(num_workers=workers)
+    result = torch_trainer(data, scale, run_config, datasets=datasets).fit()
     if result.error:
         raise result.error
     reports = sorted((m for _, m in result.best_checkpoints), key=lambda m: m["epoch"])

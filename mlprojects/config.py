@@ -103,10 +103,18 @@ class ScaleConfig:
     use_gpu: bool = False  # one GPU per worker, NCCL; else gloo on CPU
     cpus_per_worker: float = 1.0
     max_failures: int = 1  # restarts of the worker group after a worker dies (from the last checkpoint)
+    # Streaming: the fit split read as a ray.data dataset (Parquet/CSV) and streamed through the workers, so data
+    # larger than memory trains; validation and test files are small and loaded whole.
+    stream: bool = False
+    # Ray CPUs kept free for reading the stream while the workers train; at least 1: Ray Data's file-listing task
+    # asks for one CPU and cannot be told less, so with less free the read (and the workers waiting on it) stalls
+    reader_cpus: float = 1.0
+    gate_sample: int = 1000  # fit rows (uniform sample) the full data gate checks; counts cover every row
 
     @property
     def distributed(self) -> bool:
-        return self.num_workers > 1 or self.use_gpu
+        """Ray Train, not this process: several workers, a GPU, or a stream (read by Ray Data)."""
+        return self.num_workers > 1 or self.use_gpu or self.stream
 
 
 # --- GRPO hyperparameters ---

@@ -7,6 +7,7 @@ mlflow run . -e sft --env-manager local -P tune=pbt -P pbt_trials=4     # Popula
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 import tempfile
@@ -20,15 +21,16 @@ from mlprojects.data import Splits, load_splits
 from mlprojects.evaluation.plots import hyperparameter_trajectories, training_curves
 from mlprojects.model.encoder import check_encoder_fit
 from mlprojects.model.registered import log_classifier
+from mlprojects.streaming import Stream, load_stream, stream_source
 from mlprojects.training.pbt import best_classifier, run_tuning, validate_config
-from mlprojects.training.ray_cluster import check_local, check_reachable
+from mlprojects.training.ray_cluster import check_local, check_reachable, ray_session
 from mlprojects.training.ray_sft import train_distributed
 from mlprojects.training.trainer import train_classifier
 from registry import conventions as RC
 from registry.cli import ArgumentParser, boolean, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
 from registry.conventions import DEFAULT_MODEL_NAME
 from registry.documents import parse_columns
-from registry.errors import DataError
+from registry.errors import ConfigError, DataError
 from registry.log_model import register
 from registry.settings import init_from_sft_run
 from registry.tracking import log_dataset, log_epoch, log_json, log_params_once, setup
@@ -82,6 +84,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus-per-worker", type=positive(), default=w.cpus_per_worker)
     s.add_argument(
         "--worker-failures", type=non_negative(int_arg), default=w.max_failures, help="restarts after a worker dies"
+    )
+    s.add_argument(
+        "--stream",
+        type=boolean,
+        default=w.stream,
+        help="read --data (Parquet/CSV file, folder or glob) as a ray.data stream",
+    )
+    s.add_argument("--reader-cpus", type=positive(), default=w.reader_cpus, help="Ray CPUs that read the stream")
+    s.add_argument(
+        "--gate-sample", type=positive(int_arg), default=w.gate_sample, help="streamed rows the data gate checks whole"
     )
     t = p.add_argument_group("tuning (Population Based Training with Ray Tune)")
     b = C.PBTConfig()
@@ -146,22 +158,43 @@ def pbt_config_from_args(args: argparse.Namespace, cfg: C.TrainConfig) -> C.PBTC
 
 def scale_config_from_args(args: argparse.Namespace, cluster: C.PBTConfig) -> C.ScaleConfig:
     """Workers a local Ray could never place, or a cluster that does not answer, fail here, before any data is read."""
-    scale = C.ScaleConfig(args.num_workers, args.use_gpu, args.cpus_per_worker, args.worker_failures)
+    scale = C.ScaleConfig(
+        args.num_workers,
+        args.use_gpu,
+        args.cpus_per_worker,
+        args.worker_failures,
+        args.stream,
+        args.reader_cpus,
+        args.gate_sample,
+    )
+    if scale.stream and args.tune != "none":
+        raise ConfigError("--stream trains one configuration; PBT over a stream is not supported yet")
     if scale.distributed:
         check_local(scale, cluster)
         check_reachable(cluster.ray_address)
     return scale
 
 
-def check_gate(splits: Splits, min_examples: int) -> None:
-    """Run the great-expectations gate, log its result, stop the stage (nothing registered) if it fails."""
-    result = validation.validate_training_data(
-        splits.fit,
-        list(splits.descriptions),
-        min_examples=min_examples,
-        val=splits.validation if len(splits.validation) else None,
-        test=splits.test if len(splits.test) else None,
-    )
+def check_gate(splits: Splits, min_examples: int, stream: Stream | None = None) -> None:
+    """Run the great-expectations gate, log its result, stop the stage (nothing registered) if it fails. A stream
+    is judged on its sample (the fit frame) and the counts of its one pass."""
+    if stream:
+        result = validation.validate_streamed_training_data(
+            splits.fit,
+            stream.counts,
+            list(splits.descriptions),
+            min_examples=min_examples,
+            val=splits.validation,
+            test=splits.test,
+        )
+    else:
+        result = validation.validate_training_data(
+            splits.fit,
+            list(splits.descriptions),
+            min_examples=min_examples,
+            val=splits.validation if len(splits.validation) else None,
+            test=splits.test if len(splits.test) else None,
+        )
     log_json(result.details, "validation/training_data_result.json")
     mlflow.set_tag(RC.TAG_TRAINING_DATA_GATE, "passed" if result.success else "failed")
     if not result.success:
@@ -180,77 +213,106 @@ def main(argv: list[str] | None = None) -> int:
     scale = scale_config_from_args(args, cluster)
     check_encoder_fit(cfg, pbt.lora_r if pbt and "lora_r" in pbt.mutations else ())
     text_columns = parse_columns(args.text_columns)
+    source = stream_source(args.data, args.val_data, args.test_data) if scale.stream else None  # before Ray starts
     uri = setup(args.model_name)
-    splits = load_splits(
-        args.data,
-        args.labels,
-        text_columns,
-        args.label_column,
-        args.val_data or None,
-        args.test_data or None,
-        cfg.val_fraction,
-        cfg.test_fraction,
-        cfg.seed,
-        args.label_delimiter,
-        cfg.soft_label_column,
-    )
-    train, val, descriptions = splits.fit, splits.validation, splits.descriptions
-    with mlflow.start_run(run_name="sft-pbt" if pbt else "sft") as run:
-        mlflow.set_tag(RC.TAG_STAGE, "sft")
-        log_params_once(
-            {
-                **cfg.to_params(),
-                "data": args.data,
-                "labels": args.labels,
-                "text_columns": ",".join(text_columns),
-                "label_column": args.label_column,
-                "val_data": args.val_data or f"split {cfg.val_fraction}",
-                "test_data": args.test_data or f"split {cfg.test_fraction}",
-                "model_name": args.model_name,
-                "tune": args.tune,
-                "num_workers": scale.num_workers,
-                "use_gpu": scale.use_gpu,
-            }
-        )
-        digest = log_dataset(train, args.data, "train", "training")
-        val_digest = log_dataset(val, args.val_data or args.data, "validation", "validation")
-        test_digest = log_dataset(splits.test, args.test_data or args.data, "test", "testing")
-        mlflow.log_metrics({f"docs_{name}": len(frame) for name, frame in splits.frames().items()})
-        check_gate(splits, cfg.min_examples)
-        mlflow.log_dict(descriptions, "labels.json")
-        if pbt:
-            classifier, best, hparam_tags = tune_classifier(
-                cfg, pbt, train, val, descriptions, text_columns, run.info.run_id, args.resume or None, scale
+    with ray_session(cluster) if scale.stream else contextlib.nullcontext():  # a stream is read by Ray Data
+        stream = None
+        if source:
+            splits, stream = load_stream(
+                source,
+                args.labels,
+                text_columns,
+                args.label_column,
+                args.val_data,
+                args.test_data,
+                scale.reader_cpus,
+                scale.gate_sample,
+                cfg.seed,
+                args.label_delimiter,
+                cfg.soft_label_column,
             )
         else:
-            if scale.distributed:
-                classifier, result = train_distributed(
-                    cfg, scale, cluster, train, val, descriptions, text_columns, f"sft-ray-{run.info.run_id}"
+            splits = load_splits(
+                args.data,
+                args.labels,
+                text_columns,
+                args.label_column,
+                args.val_data or None,
+                args.test_data or None,
+                cfg.val_fraction,
+                cfg.test_fraction,
+                cfg.seed,
+                args.label_delimiter,
+                cfg.soft_label_column,
+            )
+        train, val, descriptions = splits.fit, splits.validation, splits.descriptions
+        with mlflow.start_run(run_name="sft-pbt" if pbt else "sft") as run:
+            mlflow.set_tag(RC.TAG_STAGE, "sft")
+            log_params_once(
+                {
+                    **cfg.to_params(),
+                    "data": args.data,
+                    "labels": args.labels,
+                    "text_columns": ",".join(text_columns),
+                    "label_column": args.label_column,
+                    "val_data": args.val_data or f"split {cfg.val_fraction}",
+                    "test_data": args.test_data or f"split {cfg.test_fraction}",
+                    "model_name": args.model_name,
+                    "tune": args.tune,
+                    "num_workers": scale.num_workers,
+                    "use_gpu": scale.use_gpu,
+                    "stream": scale.stream,
+                }
+            )
+            digest = log_dataset(train, args.data, "train", "training")
+            val_digest = log_dataset(val, args.val_data or args.data, "validation", "validation")
+            test_digest = log_dataset(splits.test, args.test_data or args.data, "test", "testing")
+            docs = {f"docs_{name}": len(frame) for name, frame in splits.frames().items()}
+            if stream:  # the fit frame is the gate's sample; the count is the stream's
+                docs.update(docs_train=stream.counts.rows, docs_train_gate_sample=len(splits.fit))
+            mlflow.log_metrics(docs)
+            check_gate(splits, cfg.min_examples, stream)
+            mlflow.log_dict(descriptions, "labels.json")
+            if pbt:
+                classifier, best, hparam_tags = tune_classifier(
+                    cfg, pbt, train, val, descriptions, text_columns, run.info.run_id, args.resume or None, scale
                 )
-                for epoch, record in enumerate(result.history, 1):
-                    log_epoch(epoch, record)
             else:
-                classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
-            mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
-            best, hparam_tags = {**result.best_metrics, "epoch": result.best_epoch}, {}
-        mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items() if not k.startswith("hp_")})
-        test = classifier.f1_scores(splits.test)  # reported only: nothing above chose anything by it
-        mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
-        version = publish(
-            classifier,
-            splits,
-            args.model_name,
-            {
-                RC.TAG_SOURCE_RUN: run.info.run_id,
-                RC.TAG_KIND: "sft",
-                RC.TAG_DATA_DIGEST: digest,
-                RC.TAG_VALIDATION_DIGEST: val_digest,
-                RC.TAG_TEST_DIGEST: test_digest,
-                RC.TAG_ENCODER: cfg.encoder,
-                **hparam_tags,
-            },
-        )
-        init_from_sft_run(mlflow.MlflowClient(), args.model_name, run.info.run_id)
+                if scale.distributed:
+                    classifier, result = train_distributed(
+                        cfg,
+                        scale,
+                        cluster,
+                        stream or train,
+                        val,
+                        descriptions,
+                        text_columns,
+                        f"sft-ray-{run.info.run_id}",
+                    )
+                    for epoch, record in enumerate(result.history, 1):
+                        log_epoch(epoch, record)
+                else:
+                    classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
+                mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
+                best, hparam_tags = {**result.best_metrics, "epoch": result.best_epoch}, {}
+            mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items() if not k.startswith("hp_")})
+            test = classifier.f1_scores(splits.test)  # reported only: nothing above chose anything by it
+            mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
+            version = publish(
+                classifier,
+                splits,
+                args.model_name,
+                {
+                    RC.TAG_SOURCE_RUN: run.info.run_id,
+                    RC.TAG_KIND: "sft",
+                    RC.TAG_DATA_DIGEST: digest,
+                    RC.TAG_VALIDATION_DIGEST: val_digest,
+                    RC.TAG_TEST_DIGEST: test_digest,
+                    RC.TAG_ENCODER: cfg.encoder,
+                    **hparam_tags,
+                },
+            )
+            init_from_sft_run(mlflow.MlflowClient(), args.model_name, run.info.run_id)
     print(
         f"\nRegistered {args.model_name} version {version.version} (models:/{args.model_name}/{version.version}, "
         f"alias {RC.CHALLENGER}); "

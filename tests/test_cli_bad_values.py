@@ -3,6 +3,7 @@ training starts. Run in-process through each CLI's main (argparse + cli_entry, a
 
 import importlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,8 @@ from registry.contract import LIMITS
 from tests.conftest import use_mlflow_store
 
 MISSING = "/nonexistent-dir-for-test/out"
+DEMO = str(Path(__file__).resolve().parent.parent / "data" / "demo")
+HELD_OUT = ["--val-data", f"{DEMO}/tax_documents.csv", "--test-data", f"{DEMO}/tax_documents.csv"]
 
 
 def naming_the_flag(cases: str) -> list[tuple[list[str], str]]:
@@ -37,6 +40,15 @@ SFT = naming_the_flag(
     (["--lora-r", "385"], "lora_r 385 exceeds the encoder's hidden size 384"),
     (["--max-length", "1024"], "max_length 1024 exceeds the encoder's 512 position embeddings"),
     (["--encoder", f"{MISSING}/encoder"], "cannot load encoder"),
+    (["--stream", "true", "--data", f"{MISSING}/docs.csv"], "--stream needs --val-data and --test-data files"),
+    (["--stream", "true", *HELD_OUT, "--data", f"{MISSING}/docs.csv"], "data path not found"),
+    (["--stream", "true", *HELD_OUT, "--data", f"{MISSING}/*.parquet"], "data path matches no files"),
+    (["--stream", "true", *HELD_OUT, "--data", f"{DEMO}/labels.yaml"], "reads Parquet or CSV files"),
+    (["--stream", "true", "--num-workers", "2"], "2 workers × 1 CPUs + 1 reading the stream need 3 CPUs"),
+    (["--stream", "true", "--reader-cpus", "0.5"], "reader_cpus must be >= 1"),
+    (["--stream", "true", "--tune", "pbt"], "PBT over a stream is not supported"),
+    (["--stream", "yes please"], "--stream"),
+    (["--gate-sample", "0"], "--gate-sample"),
 ]
 BAD_LABEL_SETS = [
     ({"a": "Apples.", "b": " "}, "labels without a text description: ['b']"),

@@ -11,8 +11,10 @@ import importlib
 _EXPORTS = {
     "DataValidationError": "validation.gx_runner",
     "GateResult": "validation.gx_runner",
+    "StreamCounts": "validation.counts",
     "validate_evaluation_data": "validation.evaluation_data",
     "validate_feedback": "validation.feedback_data",
+    "validate_streamed_training_data": "validation.training_data",
     "validate_training_data": "validation.training_data",
 }
 __all__ = list(_EXPORTS)

@@ -4,16 +4,20 @@ Runs GX expectations on the (already normalised) train and optional validation f
 ``text`` is a str per row, ``labels`` a list of str per row.  GX validates one frame per suite,
 so the gate uses one suite per frame shape: the rows, the rows exploded to one label per row,
 and the per-label example counts.
+
+A fit split too large for memory (a stream) is gated on a uniform sample with the same suites, plus counts the
+caller computed over every row while streaming (:class:`StreamCounts`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from validation.counts import StreamCounts
 from validation.gx_runner import Check, GateResult, gx, run_checks
 
 E = gx.expectations
@@ -22,6 +26,62 @@ _OVERLAP = {
     "val": "{n} row{s} also in train (train/validation overlap)",
     "test": "{n} row{s} also in train or validation (overlap with the test split)",
 }
+
+
+def validate_streamed_training_data(
+    sample: pd.DataFrame,
+    counts: StreamCounts,
+    label_names: Sequence[str],
+    *,
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    min_examples: int = 5,
+    text_column: str = "text",
+    labels_column: str = "labels",
+) -> GateResult:
+    """The gate for a fit split seen as a sample plus whole-stream counts: the row suites on the sample (a
+    duplicate text is found only within it), every count-based check on the counts, validation and test whole."""
+    cols = (text_column, labels_column)
+    results = [_split_checks("train", sample, label_names, cols), _stream_checks(counts, label_names, cols)]
+    results.append(_min_examples("train", counts.label_rows, label_names, min_examples, labels_column))
+    seen = sample[text_column] if text_column in sample.columns else pd.Series(dtype=object)
+    for split, frame in (("val", val), ("test", test)):
+        results.append(_split_checks(split, frame, label_names, cols, train_texts=seen))
+        if text_column in frame.columns:
+            seen = pd.concat([seen, frame[text_column]], ignore_index=True)
+        if _columns_ok(frame, cols):
+            results.append(_min_examples(split, _label_rows(frame, labels_column), label_names, min_examples, cols[1]))
+    return GateResult.combine(results)
+
+
+def _stream_checks(counts: StreamCounts, label_names: Sequence[str], cols: tuple[str, str]) -> GateResult:
+    """The row checks' counterparts over the whole stream: one row of counts, each expected to be 0."""
+    text, labels = cols
+    frame = pd.DataFrame(
+        {"empty_text": [counts.empty_text], "no_labels": [counts.no_labels], "held_out": [counts.held_out]}
+    )
+    checks = [
+        Check(E.ExpectColumnMaxToBeBetween(column="empty_text", max_value=0), "{n} streamed row{s} with no text", text),
+        Check(
+            E.ExpectColumnMaxToBeBetween(column="no_labels", max_value=0),
+            "{n} streamed row{s} with no labels (null or empty list)",
+            labels,
+        ),
+        Check(
+            E.ExpectColumnMaxToBeBetween(column="held_out", max_value=0),
+            "{n} streamed row{s} also in validation or test (overlap with the held-out splits)",
+            text,
+        ),
+    ]
+    seen = pd.DataFrame({"label": pd.Series(sorted(counts.label_rows), dtype=object)})
+    label_check = Check(
+        E.ExpectColumnValuesToBeInSet(column="label", value_set=list(label_names)),
+        "{n} streamed label value{s} not in the label file",
+        labels,
+    )
+    return GateResult.combine(
+        [run_checks("train_stream", frame, checks), run_checks("train_stream_labels", seen, [label_check])]
+    )
 
 
 def validate_training_data(
@@ -41,7 +101,7 @@ def validate_training_data(
     cols = (text_column, labels_column)
     results = [_split_checks("train", train, label_names, cols)]
     if _columns_ok(train, cols):
-        results.append(_min_examples("train", train, label_names, min_examples, labels_column))
+        results.append(_min_examples("train", _label_rows(train, labels_column), label_names, min_examples, cols[1]))
     seen = train[text_column] if text_column in train.columns else pd.Series(dtype=object)
     for split, frame in (("val", val), ("test", test)):
         if frame is None:
@@ -50,7 +110,7 @@ def validate_training_data(
         if text_column in frame.columns:  # the test split must not overlap validation either
             seen = pd.concat([seen, frame[text_column]], ignore_index=True)
         if _columns_ok(frame, cols):  # F1 on a label with a handful of held-out examples is noise
-            results.append(_min_examples(split, frame, label_names, min_examples, labels_column))
+            results.append(_min_examples(split, _label_rows(frame, labels_column), label_names, min_examples, cols[1]))
     return GateResult.combine(results)
 
 
@@ -124,12 +184,16 @@ def _split_checks(
     return GateResult.combine([run_checks(split, rows, checks), run_checks(f"{split}_labels", long, [label_check])])
 
 
+def _label_rows(df: pd.DataFrame, labels: str) -> dict[str, int]:
+    """Rows per label value (a label listed twice in one row counts once)."""
+    long = _explode(df, labels).reset_index().drop_duplicates()
+    return {str(k): int(v) for k, v in long["label"].value_counts().items()}
+
+
 def _min_examples(
-    split: str, df: pd.DataFrame, label_names: Sequence[str], min_examples: int, labels: str
+    split: str, counts: Mapping[str, int], label_names: Sequence[str], min_examples: int, labels: str
 ) -> GateResult:
     """Every known label needs enough rows in each split, or its model (train) or its metrics (val, test) are noise."""
-    long = _explode(df, labels).reset_index().drop_duplicates()  # count rows, not repeats
-    counts = long["label"].value_counts()
     frame = pd.DataFrame({"label": list(label_names), "count": [int(counts.get(n, 0)) for n in label_names]})
     check = Check(
         E.ExpectColumnValuesToBeBetween(column="count", min_value=min_examples),

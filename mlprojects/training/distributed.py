@@ -24,8 +24,11 @@ def train_worker(config: dict, data: TrialData, threads: int) -> None:
     run_trial(config, data, train.get_checkpoint(), train.report, context.get_world_rank(), context.get_world_size())
 
 
-def torch_trainer(data: TrialData, scale: ScaleConfig, run_config=None, config: dict | None = None):
-    """A TorchTrainer over `scale.num_workers` workers; the driver-side trainer actor takes no CPU of theirs."""
+def torch_trainer(
+    data: TrialData, scale: ScaleConfig, run_config=None, config: dict | None = None, datasets: dict | None = None
+):
+    """A TorchTrainer over `scale.num_workers` workers; the driver-side trainer actor takes no CPU of theirs.
+    `datasets` (ray.data) are split over the workers as they stream (`get_dataset_shard`)."""
     from ray.train import ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -40,4 +43,5 @@ def torch_trainer(data: TrialData, scale: ScaleConfig, run_config=None, config: 
             trainer_resources={"CPU": 0},
         ),
         run_config=run_config,
+        datasets=datasets,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from pathlib import Path
@@ -69,9 +70,30 @@ def start_ray(pbt: PBTConfig) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def ray_session(pbt: PBTConfig):
+    """Ray running for a block (started here, or joined); shut down after it only if started here."""
+    import ray
+
+    started = start_ray(pbt)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def storage_root(pbt: PBTConfig) -> str:
     """Where Ray keeps trial checkpoints and the experiment state that `--resume` restores."""
     return str(Path(pbt.storage_path or "~/ray_results").expanduser().resolve())
+
+
+def reader_cpus(scale: ScaleConfig) -> float:
+    """CPUs kept free for Ray Data's read tasks while the workers train (a stream only): with none left, the
+    read would wait for the workers, which wait for its data."""
+    if scale.stream and scale.reader_cpus < 1:
+        raise ConfigError(f"reader_cpus must be >= 1 (Ray Data lists the files on one CPU), got {scale.reader_cpus:g}")
+    return scale.reader_cpus if scale.stream else 0.0
 
 
 def check_local(scale: ScaleConfig, pbt: PBTConfig) -> None:
@@ -82,10 +104,11 @@ def check_local(scale: ScaleConfig, pbt: PBTConfig) -> None:
         )
     if pbt.ray_address:
         return
-    cpus = scale.num_workers * scale.cpus_per_worker
+    cpus = scale.num_workers * scale.cpus_per_worker + reader_cpus(scale)
     if cpus > pbt.local_num_cpus:
+        reading = f" + {scale.reader_cpus:g} reading the stream" if scale.stream else ""
         raise ConfigError(
-            f"{scale.num_workers} workers × {scale.cpus_per_worker:g} CPUs need {cpus:g} CPUs, "
+            f"{scale.num_workers} workers × {scale.cpus_per_worker:g} CPUs{reading} need {cpus:g} CPUs, "
             f"the local Ray has {pbt.local_num_cpus}"
         )
     if scale.use_gpu and scale.num_workers > torch.cuda.device_count():
@@ -100,7 +123,10 @@ def check_cluster(scale: ScaleConfig) -> None:
     import ray
 
     have = ray.cluster_resources()
-    need = {"CPU": scale.num_workers * scale.cpus_per_worker, "GPU": scale.num_workers if scale.use_gpu else 0}
+    need = {
+        "CPU": scale.num_workers * scale.cpus_per_worker + reader_cpus(scale),
+        "GPU": scale.num_workers if scale.use_gpu else 0,
+    }
     for kind, amount in need.items():
         if amount > have.get(kind, 0):
             raise ConfigError(

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from mlprojects.config import PBTConfig, ScaleConfig, TrainConfig
+from mlprojects.streaming import Stream
 from mlprojects.training.distributed import torch_trainer
 from mlprojects.training.pbt import base_config, best_classifier, tuning_outcome
 from mlprojects.training.ray_cluster import check_cluster, check_local, start_ray, storage_root
@@ -30,19 +31,22 @@ def train_distributed(
     cfg: TrainConfig,
     scale: ScaleConfig,
     pbt: PBTConfig,
-    train: pd.DataFrame,
+    train: pd.DataFrame | Stream,
     val: pd.DataFrame,
     descriptions: dict[str, str],
     text_columns: list[str],
     name: str = "sft-ray-train",
 ):
     """One configuration on Ray Train, early stopping on validation F1: (Classifier, FitResult) as
-    `train_classifier` returns, from the best epoch's checkpoint. `pbt` gives the cluster (address, storage)."""
+    `train_classifier` returns, from the best epoch's checkpoint. `pbt` gives the cluster (address, storage).
+    A Stream's dataset is split over the workers as they read it; a frame is shipped to each whole."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
     check_local(scale, pbt)
-    data = TrialData(base_config(cfg), train, val, descriptions, 1, "epochs", cfg.patience)
+    streamed = isinstance(train, Stream)
+    fit = train.spec if streamed else train
+    data = TrialData(base_config(cfg), fit, val, descriptions, 1, "epochs", cfg.patience)
     started = start_ray(pbt)
     t0 = time.perf_counter()
     try:
@@ -53,7 +57,8 @@ def train_distributed(
             failure_config=FailureConfig(max_failures=scale.max_failures),
             checkpoint_config=CheckpointConfig(checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
         )
-        result = torch_trainer(data, scale, run_config).fit()
+        datasets = {"train": train.dataset} if streamed else None
+        result = torch_trainer(data, scale, run_config, datasets=datasets).fit()
     finally:
         if started:
             ray.shutdown()

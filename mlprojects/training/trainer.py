@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +28,16 @@ class Split:
 
 
 @dataclass
+class FitStream:
+    """The fit split as batches streamed to this worker (its shard of a ray.data dataset), never held whole; it
+    trains whole epochs, in the order the stream gives (shuffled locally), so there is no mid-epoch position."""
+
+    rows: int  # in the whole stream, every worker's shard together
+    single_label: bool
+    batches: Callable[[int, int], Iterable[Split]]  # (epoch, documents per batch) -> this worker's batches
+
+
+@dataclass
 class FitResult:
     best_epoch: int
     best_metrics: dict
@@ -42,19 +52,21 @@ class SFTTrainer:
         self,
         model: DualEncoder,
         label_texts: list[str],
-        train: Split,
+        train: Split | FitStream,
         val: Split,
         cfg: TrainConfig,
         total_epochs: int | None = None,
     ):
         self.model, self.label_texts, self.train_split, self.val_split, self.cfg = model, label_texts, train, val, cfg
-        self.single_label = bool((train.targets.sum(1) == 1).all())
+        streamed = isinstance(train, FitStream)
+        self.single_label = train.single_label if streamed else bool((train.targets.sum(1) == 1).all())
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
-        steps = math.ceil(len(train.texts) / cfg.batch_size / cfg.grad_accum_steps) * (total_epochs or cfg.max_epochs)
+        rows = train.rows if streamed else len(train.texts)
+        steps = math.ceil(rows / cfg.batch_size / cfg.grad_accum_steps) * (total_epochs or cfg.max_epochs)
         from transformers import get_linear_schedule_with_warmup
 
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, int(cfg.warmup_ratio * steps), steps)
@@ -119,11 +131,16 @@ class SFTTrainer:
 
     def train_epoch(self) -> dict[str, float]:
         """Train to the end of the current epoch (the rest of it, when a checkpoint stopped mid-epoch)."""
-        _, loss_sum, seen = self._train_batches(budget=None)
+        if isinstance(self.train_split, FitStream):
+            _, loss_sum, seen = self._train_stream()
+        else:
+            _, loss_sum, seen = self._train_batches(budget=None)
         return {"train_loss": self._mean_loss(loss_sum, seen)}
 
     def train_steps(self, steps: int) -> dict[str, float]:
         """Train `steps` optimiser steps, across epoch ends, stopping early at `max_epochs` (PBT in steps)."""
+        if isinstance(self.train_split, FitStream):
+            raise TrainingError("a streamed fit split trains whole epochs, not a number of steps")
         done, loss_sum, seen = 0, 0.0, 0
         while done < steps and self.epoch < self.cfg.max_epochs:
             part_steps, part_loss, part_seen = self._train_batches(budget=steps - done)
@@ -144,30 +161,57 @@ class SFTTrainer:
         progress = tqdm(total=len(batches), initial=self.cursor, desc=f"epoch {self.epoch + 1}", leave=False)
         while self.cursor < len(batches) and (budget is None or done < budget):
             self.cursor += 1
-            step = self.cursor
             idx, weight = self._shard(batches[self.cursor - 1])
-            with self._autocast():
-                logits, cos = self.step_model([split.texts[i] for i in idx], self.label_texts)
-            loss, _ = self._loss(logits, cos, idx, split)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
-                    "lower the learning rate or check the data"
-                )
-            (loss * weight / cfg.grad_accum_steps).backward()
-            if step % cfg.grad_accum_steps == 0 or step == len(batches):
-                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad()
-                done += 1
+            stepped, loss = self._step(split, idx, weight, self.cursor, last=self.cursor == len(batches))
+            done += stepped
             if weight:
-                loss_sum, seen = loss_sum + loss.item() * len(idx), seen + len(idx)
+                loss_sum, seen = loss_sum + loss * len(idx), seen + len(idx)
             progress.update()
         progress.close()
         if self.cursor == len(batches):
             self.epoch, self.order = self.epoch + 1, None
         return done, loss_sum, seen
+
+    def _train_stream(self) -> tuple[int, float, int]:
+        """One epoch of the stream: every worker's shard holds as many documents (Ray's equal split), so with a
+        batch of batch_size / world documents each the workers run the same steps and DDP's average is the
+        global batch's mean gradient."""
+        self.model.train()
+        done, loss_sum, seen, step = 0, 0.0, 0, 0
+        self.optimizer.zero_grad()
+        for step, batch in enumerate(
+            self.train_split.batches(self.epoch, max(1, self.cfg.batch_size // self.world)), 1
+        ):
+            stepped, loss = self._step(batch, np.arange(len(batch.texts)), 1.0, step, last=False)
+            done, loss_sum, seen = done + stepped, loss_sum + loss * len(batch.texts), seen + len(batch.texts)
+        if step % self.cfg.grad_accum_steps:  # the epoch's last, partial accumulation
+            self._apply_gradients()
+            done += 1
+        self.epoch += 1
+        return done, loss_sum, seen
+
+    def _step(self, split: Split, idx: np.ndarray, weight: float, step: int, last: bool) -> tuple[bool, float]:
+        """Forward and backward on `split`'s documents `idx`; an optimiser step every grad_accum_steps batches
+        and at the last. Returns (whether the optimiser stepped, the batch's mean loss)."""
+        with self._autocast():
+            logits, cos = self.step_model([split.texts[i] for i in idx], self.label_texts)
+        loss, _ = self._loss(logits, cos, idx, split)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
+                "lower the learning rate or check the data"
+            )
+        (loss * weight / self.cfg.grad_accum_steps).backward()
+        stepped = step % self.cfg.grad_accum_steps == 0 or last
+        if stepped:
+            self._apply_gradients()
+        return stepped, loss.item()
+
+    def _apply_gradients(self) -> None:
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad()
 
     @torch.no_grad()
     def validate(self) -> dict:

@@ -16,6 +16,7 @@ import torch
 from mlprojects.config import TrainConfig
 from mlprojects.model.encoder import build_model
 from mlprojects.model.lora_resize import lora_rank, resize_lora_state
+from mlprojects.streaming import StreamSpec
 from mlprojects.training.faults import crash_if_asked, kill_if_asked
 from mlprojects.training.trainer import SFTTrainer, make_split
 
@@ -29,7 +30,7 @@ class TrialData:
     """What every trial needs, shipped once through Ray's object store (tune.with_parameters)."""
 
     base: dict  # TrainConfig fields; the trial's config overrides the mutated ones
-    train: pd.DataFrame
+    train: pd.DataFrame | StreamSpec  # a stream: each Ray Train worker reads its shard of the dataset
     val: pd.DataFrame
     descriptions: dict[str, str]
     interval: int
@@ -53,7 +54,7 @@ def build_trainer(cfg: TrainConfig, data: TrialData, state: dict | None = None):
     trainer = SFTTrainer(
         build_model(cfg),
         list(data.descriptions.values()),
-        make_split(data.train, names),
+        data.train.fit_stream() if isinstance(data.train, StreamSpec) else make_split(data.train, names),
         make_split(data.val, names),
         cfg,
     )
