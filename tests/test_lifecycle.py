@@ -21,6 +21,7 @@ from lifecycle.faults import FAULT_ENV, STEPS
 from mlprojects.evaluate import main as evaluate_main
 from registry import conventions as C
 from registry.aliases import aliases
+from registry.contract import OUTPUT_COLUMNS
 from registry.errors import ConfigError, DataError
 from registry.lookup import logged_model_id
 from registry.settings import write_settings
@@ -71,7 +72,7 @@ def reconcile(name: str) -> list[str]:
 
 def predicts(model_uri: str) -> None:
     out = mlflow.pyfunc.load_model(model_uri).predict(pd.DataFrame({"text": ["Payroll tax memo for 2023"]}))
-    assert list(out.columns) == ["labels", "top_label", "scores"] and len(out) == 1
+    assert list(out.columns) == list(OUTPUT_COLUMNS) and len(out) == 1
 
 
 # --- sft -> first champion, clones, deployment ----------------------------------------------------------------

@@ -23,6 +23,7 @@ from mlprojects.model.encoder import merged_encoder
 from mlprojects.sft import main
 from mlprojects.training.faults import FAULT_ENV
 from mlprojects.training.trial import TrialData, build_trainer, trial_config
+from registry.contract import OUTPUT_COLUMNS
 from tests.conftest import REPO, cli_args
 from tests.test_sft_stage import mlflow_run
 
@@ -142,7 +143,7 @@ def assert_best_trial_registered(proc, n_sft_runs: int) -> None:
 
     model = mlflow.pyfunc.load_model("models:/tiny-pbt/1")
     out = model.predict(pd.DataFrame({"text": ["Is VAT due on consulting invoices to Germany for 2022?"]}))
-    assert list(out.columns) == ["labels", "top_label", "scores"]
+    assert list(out.columns) == list(OUTPUT_COLUMNS)
 
 
 def test_all_trials_failing_registers_nothing(mlflow_env, pbt_args, capsys, monkeypatch):

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from registry import conventions as RC
+from registry.contract import OUTPUT_COLUMNS
 from serving.feedback import FeedbackStore
 from tests.test_sft_stage import mlflow_run
 
@@ -81,7 +82,7 @@ def test_pipeline_runs_every_stage_and_leaves_a_consistent_registry(mlflow_env, 
 
     model = mlflow.pyfunc.load_model(f"models:/tiny-pipeline@{RC.CHAMPION}")
     out = model.predict(pd.DataFrame({"text": ["Is VAT due on our 2023 consulting invoices?"]}))
-    assert list(out.columns) == ["labels", "top_label", "scores"]
+    assert list(out.columns) == list(OUTPUT_COLUMNS)
 
 
 def pipeline_run(client: mlflow.MlflowClient) -> str:
