@@ -56,6 +56,29 @@ def ray_workers(
     return reports[MEASURED_EPOCH - 1]["train_s"]
 
 
+def timed_run(name: str, repeat: int, docs: int, seconds: float, load_before: tuple) -> dict:
+    """One measured run, with the machine's load before and after it (the box is shared)."""
+    print(f"{name}: {docs / seconds:.1f} documents/s (load {load_before[0]:.1f})", flush=True)
+    return {
+        "repeat": repeat,
+        "train_s": seconds,
+        "docs_per_s": docs / seconds,
+        "load_before": load_before,
+        "load_after": os.getloadavg(),
+    }
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict:
+    return {
+        name: {
+            "docs_per_s_mean": float(np.mean([r["docs_per_s"] for r in rows])),
+            "docs_per_s_min": float(np.min([r["docs_per_s"] for r in rows])),
+            "docs_per_s_max": float(np.max([r["docs_per_s"] for r in rows])),
+        }
+        for name, rows in runs.items()
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench_scale", description=__doc__)
     p.add_argument("--docs", type=int, default=256, help="fit documents (Made With ML train split)")
@@ -83,24 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 seconds = ray_workers(data, 2, Path(args.storage))
             else:
                 seconds = one_process(data, 1 if "1 thread" in name else 2)
-            runs[name].append(
-                {
-                    "repeat": repeat,
-                    "train_s": seconds,
-                    "docs_per_s": len(fit) / seconds,
-                    "load_before": load_before,
-                    "load_after": os.getloadavg(),
-                }
-            )
-            print(f"{name}: {len(fit) / seconds:.1f} documents/s (load {load_before[0]:.1f})", flush=True)
-    summary = {
-        name: {
-            "docs_per_s_mean": float(np.mean([r["docs_per_s"] for r in rows])),
-            "docs_per_s_min": float(np.min([r["docs_per_s"] for r in rows])),
-            "docs_per_s_max": float(np.max([r["docs_per_s"] for r in rows])),
-        }
-        for name, rows in runs.items()
-    }
+            runs[name].append(timed_run(name, repeat, len(fit), seconds, load_before))
+    summary = summarise(runs)
     out = {
         "encoder": cfg.encoder,
         "fit_docs": len(fit),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.bench_scale import MEASURED_EPOCH, ray_workers
+from bench.bench_scale import MEASURED_EPOCH, ray_workers, summarise, timed_run
 from bench.machine import new_results, write_results
 from bench.madewithml import load_split
 from mlprojects.config import EMBEDDED_ENCODER, PBTConfig, ScaleConfig, TrainConfig
@@ -79,24 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                     load_before = os.getloadavg()
                     seconds = ray_workers(data, workers, Path(tmp) / "ray", scale, datasets)
                     name = f"{mode}, {workers} worker{'s' if workers > 1 else ''}"
-                    runs.setdefault(name, []).append(
-                        {
-                            "repeat": repeat,
-                            "train_s": seconds,
-                            "docs_per_s": len(fit) / seconds,
-                            "load_before": load_before,
-                            "load_after": os.getloadavg(),
-                        }
-                    )
-                    print(f"{name}: {len(fit) / seconds:.1f} documents/s (load {load_before[0]:.1f})", flush=True)
-    summary = {
-        name: {
-            "docs_per_s_mean": float(np.mean([r["docs_per_s"] for r in rows])),
-            "docs_per_s_min": float(np.min([r["docs_per_s"] for r in rows])),
-            "docs_per_s_max": float(np.max([r["docs_per_s"] for r in rows])),
-        }
-        for name, rows in runs.items()
-    }
+                    runs.setdefault(name, []).append(timed_run(name, repeat, len(fit), seconds, load_before))
+    summary = summarise(runs)
     ratios = {}
     for workers in args.workers.split(","):
         w = f"{workers} worker{'s' if int(workers) > 1 else ''}"
