@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from registry.contract import normalise
 from registry.documents import join_text, load_label_descriptions, parse_columns, read_table
 from registry.errors import DataError
 
@@ -129,7 +130,7 @@ def iterative_stratification(label_sets: Sequence[Sequence[str] | None], fractio
 
 def content_hashes(texts: pd.Series) -> pd.Series:
     """A document's identity across splits: sha256 of its whitespace-normalised text."""
-    return texts.map(lambda t: hashlib.sha256(" ".join(str(t).split()).encode("utf-8")).hexdigest())
+    return texts.map(lambda t: hashlib.sha256(normalise(t).encode("utf-8")).hexdigest())
 
 
 @dataclass

@@ -95,7 +95,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
 
 
 def normalise(text: Any) -> str:
-    """One line, single spaces: how a description is embedded and compared."""
+    """One line, single spaces: how descriptions are compared and shown, and how a document is identified."""
     return " ".join(str(text).split())
 
 

@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from registry import conventions as C
 from registry.aliases import is_archived
+from registry.contract import normalise
 from registry.lookup import classifier_meta, versions_of
 
 log = logging.getLogger(__name__)
@@ -215,12 +216,12 @@ def publish(client: MlflowClient, name: str, version: str) -> None:
 
 
 def _short(text: str) -> str:
-    text = " ".join(str(text).split())
+    text = normalise(text)
     return text if len(text) <= CARD_DESCRIPTION_CHARS else text[: CARD_DESCRIPTION_CHARS - 2] + " …"
 
 
 def _cell(text: str) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    return normalise(text).replace("|", "\\|")
 
 
 def _fit(text: str) -> str:
