@@ -56,3 +56,15 @@ def test_new_directions_stay_trainable():
     new_a, new_b = resize_lora_pair(a, b, alpha=4, new_r=5)
     assert new_a.shape == (5, 10) and new_b.shape == (6, 5)
     assert torch.count_nonzero(new_a[2:]) > 0 and torch.count_nonzero(new_b[:, 2:]) == 0
+
+
+def test_adapter_scale_blends_pretrained_and_fine_tuned_weights(tiny_encoder):
+    """W + s·BA is linear in s: scale 0 is the pre-trained encoder, 0.5 the midpoint of it and the full merge."""
+    model = _trained_like(TrainConfig(encoder=tiny_encoder, lora_r=4))
+    full, half, zero = (merged_encoder(model, s).state_dict() for s in (1.0, 0.5, 0.0))
+    base = merged_encoder(build_model(TrainConfig(encoder=tiny_encoder, lora_r=4))).state_dict()
+    assert any(not torch.equal(full[k], zero[k]) for k in full)
+    for key in full:
+        torch.testing.assert_close(zero[key], base[key])
+        torch.testing.assert_close(half[key], (full[key] + zero[key]) / 2, atol=1e-6, rtol=1e-5)
+    assert merged_encoder(model).state_dict().keys() == full.keys()  # the model itself is left as it was

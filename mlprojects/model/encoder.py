@@ -186,10 +186,22 @@ def build_model(cfg, lora: bool = True) -> DualEncoder:
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def merged_encoder(model: DualEncoder) -> nn.Module:
-    """A plain transformers encoder with LoRA folded in: what is saved and served (no peft at inference)."""
+def merged_encoder(model: DualEncoder, adapter_scale: float = 1.0) -> nn.Module:
+    """A plain transformers encoder with LoRA folded in: what is saved and served (no peft at inference).
+
+    `adapter_scale` < 1 folds in only that fraction of the adapter (W + s·BA): a weight-space blend of the
+    fine-tuned and the pre-trained encoder (WiSE-FT), which keeps more of the pre-trained zero-shot ability."""
     encoder = copy.deepcopy(model.encoder).cpu()
-    return encoder.merge_and_unload() if hasattr(encoder, "merge_and_unload") else encoder
+    if not hasattr(encoder, "merge_and_unload"):
+        return encoder
+    if adapter_scale != 1.0:
+        from peft.tuners.lora import LoraLayer
+
+        for module in encoder.modules():
+            if isinstance(module, LoraLayer):
+                for adapter in module.scaling:
+                    module.scaling[adapter] *= adapter_scale
+    return encoder.merge_and_unload()
 
 
 def save_encoder(model: DualEncoder, directory: Path) -> None:
