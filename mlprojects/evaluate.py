@@ -22,8 +22,9 @@ from mlprojects.evaluation.judging import (
 )
 from registry.aliases import set_tags
 from registry.cli import ArgumentParser, cli_entry, fraction, int_arg, non_negative, output_path_arg, positive
+from registry.contract import ContractError, check_known_labels
 from registry.errors import ConfigError
-from registry.lookup import model_name_of, registered_version
+from registry.lookup import classifier_meta, model_name_of, registered_version
 from registry.model_card import write_card
 from registry.settings import BOOTSTRAP_RESAMPLES, CONFIDENCE
 from registry.tracking import log_params_once, setup
@@ -58,6 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     override = load_descriptions_arg(args.label_descriptions)
     if not override and not args.labels:
         raise ConfigError("give the label file (labels) or a label set to evaluate zero-shot (label_descriptions)")
+    version = registered_version(args.model_uri)
+    if override and version:  # a conflict is found from the version's metadata, before its weights download
+        try:
+            check_known_labels(classifier_meta(*version).get("label_descriptions", {}), override)
+        except ContractError as exc:
+            raise ConfigError(str(exc)) from exc
     data = load_eval_data(
         args.data, override or args.labels, args.text_columns, args.label_column, args.label_delimiter
     )
@@ -74,7 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         ev = evaluate_model(args.model_uri, data, args.bootstrap, args.seed, args.confidence, zero_shot=bool(override))
         log_evaluation(ev)
-        version = registered_version(args.model_uri)
         if not override:  # zero-shot scores on another label set are not the model's own results
             log_model_metrics(ev, args.model_uri)
         if version and not override:

@@ -218,7 +218,9 @@ def test_evaluate_scores_a_new_label_set_zero_shot_and_leaves_the_version_alone(
     bad = json.dumps({"apple": "Apples.", "bank": "Banks.", "vat": "Vehicle tax."})
     capsys.readouterr()
     assert evaluate_main([*common, "--label-descriptions", bad]) == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the encoder's loading progress bar
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not any("Loading weights" in line for line in err), err  # refused before the encoder loads
+    last = err[-1]
     assert last.startswith("error: ") and "gives the model's own label(s) ['vat'] other descriptions" in last
 
 
