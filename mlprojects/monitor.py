@@ -31,6 +31,7 @@ from registry.aliases import set_tags
 from registry.cli import ArgumentParser, cli_entry, db_url_arg, model_name_arg, optional, positive
 from registry.errors import ConfigError
 from registry.locations import feedback_db_url, inference_log_url
+from registry.lookup import label_names
 from registry.tracking import log_json, log_params_once, setup
 from serving.feedback import FeedbackStore
 from serving.inference_log import read_window
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     rated = FeedbackStore(args.feedback_uri or feedback_db_url()).query(
         model_name=args.model_name, model_version=version
     )
-    traffic = window(served, rated, version, start, end)
+    traffic = window(served, rated, version, start, end, label_names(args.model_name, version))
     with mlflow.start_run(run_name="monitor") as run:
         log_params_once({"model_name": args.model_name, "champion_version": version, "window": span, **asdict(cfg)})
         counts = {

@@ -4,6 +4,7 @@ and a champion its users say is wrong."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import mlflow
@@ -51,11 +52,11 @@ def champion(trained, demo_frame):
     return {"pyfunc": pyfunc, "unseen": list(unseen["title"].str.strip() + ". " + unseen["body"].str.strip())}
 
 
-def traffic(pyfunc, texts: list[str], tmp_path, rate=None) -> tuple[str, str]:
-    """Serve `texts` with the champion into an inference log; with `rate(i, labels) -> (score, corrected)` users
-    also give feedback on each. Returns the log's and the feedback store's URLs."""
+def traffic(pyfunc, texts: list[str], tmp_path, rate=None, params=None) -> tuple[str, str]:
+    """Serve `texts` with the champion (and `params`) into an inference log; with `rate(i, labels) -> (score,
+    corrected)` users also give feedback on each. Returns the log's and the feedback store's URLs."""
     log_url, feedback_url = f"sqlite:///{tmp_path / 'log.db'}", f"sqlite:///{tmp_path / 'feedback.db'}"
-    answers = pyfunc.predict(pd.DataFrame({"text": texts}))
+    answers = pyfunc.predict(pd.DataFrame({"text": texts}), params=params)
     now = datetime.now(timezone.utc)
     log = InferenceLog(log_url, flush_interval_s=0.05)
     log.append(
@@ -152,6 +153,17 @@ def test_in_distribution_traffic_with_good_feedback_is_ok(champion, trained, tmp
         assert key in metrics, key
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/monitor_distributions.png", "plots/monitor_feedback.png"}
+
+
+def test_zero_shot_answers_on_another_label_set_are_not_the_champions_traffic(
+    champion, trained, tmp_path, monkeypatch, capsys
+):
+    """Off-domain documents classified against a request's own labels would read as drift if they were counted."""
+    fruit = json.dumps({"apple": "Apples, orchards and fruit.", "bank": "Banks, loans and interest rates."})
+    urls = traffic(champion["pyfunc"], OFF_DOMAIN, tmp_path, lambda i, labels: (1, []), {"label_descriptions": fruit})
+    out, run = monitor(trained, monkeypatch, capsys, *urls)
+    assert "no traffic in the window" in out, out
+    assert run.data.metrics["served_docs"] == 0 and run.data.metrics["feedback"] == 0
 
 
 def test_off_domain_traffic_is_drift(champion, trained, tmp_path, monkeypatch, capsys):

@@ -52,17 +52,27 @@ class Reference:
     source: str  # its runs:/ URI
 
 
-def window(served: pd.DataFrame, feedback: pd.DataFrame, version: str, start: datetime, end: datetime) -> Window:
+def window(
+    served: pd.DataFrame, feedback: pd.DataFrame, version: str, start: datetime, end: datetime, labels: list[str]
+) -> Window:
     """The champion version's share of a window: its rows of the inference log (read for the window), and the
-    feedback on its predictions given in the window."""
+    feedback on its predictions given in the window; answers on its own label set only (`labels`), since a
+    request with other labels is zero-shot on another task, and its label mix says nothing of drift here."""
     stamps = pd.to_datetime(feedback["timestamp"], utc=True)
     in_window = (stamps >= pd.Timestamp(start)) & (stamps < pd.Timestamp(end))
     return Window(
         start,
         end,
-        served[served["model_version"] == str(version)].reset_index(drop=True),
-        feedback[in_window].reset_index(drop=True),
+        own_label_set(served[served["model_version"] == str(version)], labels),
+        own_label_set(feedback[in_window], labels),
     )
+
+
+def own_label_set(answers: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """The rows answered on `labels` (their `scores` name exactly those), re-indexed; rows without scores (feedback
+    imported from a file may have none) are kept."""
+    own = answers["scores"].map(lambda scores: not scores or set(scores) == set(labels)).astype(bool)
+    return answers[own].reset_index(drop=True)
 
 
 def lineage_artifact(client: mlflow.MlflowClient, name: str, version: str, path: str) -> tuple[pd.DataFrame, str]:
