@@ -85,10 +85,10 @@ def input_texts(frame: pd.DataFrame, text_columns: Sequence[str]) -> list[str]:
     raise ContractError(f"input needs a 'text' column or the columns {list(text_columns)}; got {list(frame.columns)}")
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
-    """A JSON object whose keys repeat is refused: json would keep the last one silently."""
+def unique_keys(pairs: list[tuple[Any, Any]]) -> dict:
+    """A JSON or YAML mapping whose keys repeat is refused: json and PyYAML would keep the last one silently."""
     keys = [k for k, _ in pairs]
-    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    repeated = sorted({str(k) for k in keys if keys.count(k) > 1})
     if repeated:
         raise ContractError(f"{DESCRIPTIONS_PARAM} repeats the label(s) {repeated}")
     return dict(pairs)
@@ -111,7 +111,7 @@ def label_descriptions(value: Any, limits: LabelSetLimits = LIMITS) -> dict[str,
     options)."""
     if isinstance(value, str):
         try:
-            value = json.loads(value, object_pairs_hook=_unique_keys)
+            value = json.loads(value, object_pairs_hook=unique_keys)
         except ContractError:
             raise
         except RecursionError:

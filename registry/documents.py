@@ -10,7 +10,7 @@ import mlflow
 import pandas as pd
 import yaml
 
-from registry.contract import ContractError, join_columns, label_descriptions
+from registry.contract import ContractError, join_columns, label_descriptions, unique_keys
 from registry.errors import DataError
 
 _REMOTE_SCHEMES = ("runs:/", "models:/", "dbfs:/", "mlflow-artifacts:/")
@@ -50,16 +50,23 @@ def read_table(uri: str) -> pd.DataFrame:
     return frame
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping naming one key twice is refused (`unique_keys`)."""
+
+    def construct_mapping(self, node, deep=False):
+        self.flatten_mapping(node)
+        unique_keys([(self.construct_object(key, deep=deep), None) for key, _ in node.value])
+        return super().construct_mapping(node, deep)
+
+
 def load_label_descriptions(uri: str) -> dict[str, str]:
     """A YAML or JSON mapping label -> description, checked and normalised as every label set is
     (`contract.label_descriptions`)."""
     path = _local_path(uri)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))  # YAML is a superset of JSON
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        return label_descriptions(yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:  # YAML is a superset of JSON: one parser reads both
         raise DataError(f"label file {uri} is not valid YAML/JSON: {exc}") from exc
-    try:
-        return label_descriptions(raw)
     except ContractError as exc:
         raise DataError(f"label file {uri}: {exc}") from None
 

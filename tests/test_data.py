@@ -71,7 +71,14 @@ def test_label_files(tmp_path):
     good = tmp_path / "l.json"
     good.write_text(json.dumps({"a": "About apples.", "b": "About  bananas."}))
     assert load_label_descriptions(str(good)) == {"a": "About apples.", "b": "About bananas."}
-    for text, message in [("[1, 2]", "mapping"), ("a: [unclosed", "not valid YAML"), ("a: ''", "without a text")]:
+    repeated = r"repeats the label\(s\) \['a'\]"  # PyYAML and json would keep the last silently
+    for text, message in [
+        ("[1, 2]", "mapping"),
+        ("a: [unclosed", "not valid YAML"),
+        ("a: ''", "without a text"),
+        ("a: About apples.\nb: About bananas.\na: About apricots.\n", repeated),
+        ('{"a": "About apples.", "a": "About apricots."}', repeated),
+    ]:
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(DataError, match=message):
