@@ -204,6 +204,37 @@ def check_gate(splits: Splits, min_examples: int, stream: Stream | None = None) 
         )
 
 
+def load_data(
+    args: argparse.Namespace, cfg: C.TrainConfig, scale: C.ScaleConfig, source, text_columns: list[str]
+) -> tuple[Splits, Stream | None]:
+    """The three splits, and the stream behind the fit split when `--stream` reads it with Ray Data."""
+    common = dict(seed=cfg.seed, delimiter=args.label_delimiter, soft_label_column=cfg.soft_label_column)
+    if source:
+        return load_stream(
+            source,
+            args.labels,
+            text_columns,
+            args.label_column,
+            args.val_data,
+            args.test_data,
+            scale.reader_cpus,
+            scale.gate_sample,
+            **common,
+        )
+    splits = load_splits(
+        args.data,
+        args.labels,
+        text_columns,
+        args.label_column,
+        args.val_data or None,
+        args.test_data or None,
+        cfg.val_fraction,
+        cfg.test_fraction,
+        **common,
+    )
+    return splits, None
+
+
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -216,35 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     source = stream_source(args.data, args.val_data, args.test_data) if scale.stream else None  # before Ray starts
     uri = setup(args.model_name)
     with ray_session(cluster) if scale.stream else contextlib.nullcontext():  # a stream is read by Ray Data
-        stream = None
-        if source:
-            splits, stream = load_stream(
-                source,
-                args.labels,
-                text_columns,
-                args.label_column,
-                args.val_data,
-                args.test_data,
-                scale.reader_cpus,
-                scale.gate_sample,
-                cfg.seed,
-                args.label_delimiter,
-                cfg.soft_label_column,
-            )
-        else:
-            splits = load_splits(
-                args.data,
-                args.labels,
-                text_columns,
-                args.label_column,
-                args.val_data or None,
-                args.test_data or None,
-                cfg.val_fraction,
-                cfg.test_fraction,
-                cfg.seed,
-                args.label_delimiter,
-                cfg.soft_label_column,
-            )
+        splits, stream = load_data(args, cfg, scale, source, text_columns)
         train, val, descriptions = splits.fit, splits.validation, splits.descriptions
         with mlflow.start_run(run_name="sft-pbt" if pbt else "sft") as run:
             mlflow.set_tag(RC.TAG_STAGE, "sft")
@@ -273,28 +276,9 @@ def main(argv: list[str] | None = None) -> int:
             mlflow.log_metrics(docs)
             check_gate(splits, cfg.min_examples, stream)
             mlflow.log_dict(descriptions, "labels.json")
-            if pbt:
-                classifier, best, hparam_tags = tune_classifier(
-                    cfg, pbt, train, val, descriptions, text_columns, run.info.run_id, args.resume or None, scale
-                )
-            else:
-                if scale.distributed:
-                    classifier, result = train_distributed(
-                        cfg,
-                        scale,
-                        cluster,
-                        stream or train,
-                        val,
-                        descriptions,
-                        text_columns,
-                        f"sft-ray-{run.info.run_id}",
-                    )
-                    for epoch, record in enumerate(result.history, 1):
-                        log_epoch(epoch, record)
-                else:
-                    classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
-                mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
-                best, hparam_tags = {**result.best_metrics, "epoch": result.best_epoch}, {}
+            classifier, best, hparam_tags = fit(
+                cfg, pbt, scale, cluster, stream or train, val, descriptions, text_columns, run.info.run_id, args.resume
+            )
             mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items() if not k.startswith("hp_")})
             test = classifier.f1_scores(splits.test)  # reported only: nothing above chose anything by it
             mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
@@ -321,6 +305,34 @@ def main(argv: list[str] | None = None) -> int:
         f"See it: mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)"
     )
     return 0
+
+
+def fit(
+    cfg: C.TrainConfig,
+    pbt: C.PBTConfig | None,
+    scale: C.ScaleConfig,
+    cluster: C.PBTConfig,
+    train,
+    val,
+    descriptions: dict[str, str],
+    text_columns: list[str],
+    run_id: str,
+    resume: str,
+):
+    """(classifier, best validation metrics, hyperparameter tags) from PBT, Ray Train workers, or this process.
+    `train` is the fit frame, or the stream behind it."""
+    if pbt:
+        return tune_classifier(cfg, pbt, train, val, descriptions, text_columns, run_id, resume or None, scale)
+    if scale.distributed:
+        classifier, result = train_distributed(
+            cfg, scale, cluster, train, val, descriptions, text_columns, f"sft-ray-{run_id}"
+        )
+        for epoch, record in enumerate(result.history, 1):
+            log_epoch(epoch, record)
+    else:
+        classifier, result = train_classifier(cfg, train, val, descriptions, text_columns, log_epoch)
+    mlflow.log_figure(training_curves(result.history), "plots/training_curves.png")
+    return classifier, {**result.best_metrics, "epoch": result.best_epoch}, {}
 
 
 def tune_classifier(
