@@ -122,7 +122,7 @@ class Rejected(Exception):
 
 
 class ClientGone(Exception):
-    """The client disconnected before its body was complete."""
+    """The client disconnected before its body was complete (after the bytes in its argument)."""
 
 
 def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = EndpointSettings()):
@@ -159,28 +159,31 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
         if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
             raise Rejected(413, f"body of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes")
         chunks: list[bytes] = []
-        size = 0
+
+        async def receive_all() -> None:
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone(size)
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > settings.max_body_bytes:
+                    raise Rejected(413, f"body exceeds the limit of {settings.max_body_bytes} bytes")
+                if not message.get("more_body", False):
+                    return
+
         try:
-            async with asyncio.timeout(settings.body_timeout_s):  # a deadline without a task of its own
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise ClientGone
-                    chunk = message.get("body", b"")
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size > settings.max_body_bytes:
-                        raise Rejected(413, f"body exceeds the limit of {settings.max_body_bytes} bytes")
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
+            await asyncio.wait_for(receive_all(), settings.body_timeout_s)
+        except asyncio.TimeoutError:
             raise Rejected(408, f"the body did not arrive within {settings.body_timeout_s:g} s") from None
-        except ClientGone:
+        except ClientGone as gone:
             client = scope.get("client")
             log.warning(
                 "%s disconnected after %d bytes of its %s body; request dropped",
                 client[0] if client else "a client",
-                size,
+                gone.args[0],
                 scope["path"],
             )
             raise Rejected(400, "client disconnected before the body was complete") from None
