@@ -1,8 +1,9 @@
 """Where the /feedback route's CPU goes without HTTP: the endpoint app called as ASGI in this process, 8 requests
 in flight, CPU seconds per request (all threads) for the app as served, the app with the store's write made a
-no-op, the same route as a plain Starlette route (no FastAPI), the store's `add` alone, and a bare `sqlite3`
-insert + commit of the same columns (the floor any SQLite store pays). Results ->
-bench/results/feedback_route.json.
+no-op, the app with its access log on (info level, to /dev/null), the same route as a plain Starlette route
+(no FastAPI, SQLAlchemy insert), the store's `add` alone (SQLAlchemy), its `add_each` through the writer's
+`sqlite3` inserter (one record per commit), and a bare `sqlite3` insert + commit of the same columns (the floor
+any SQLite store pays). Results -> bench/results/feedback_route.json.
 
     python -m bench.bench_feedback_route [--requests 2000] [--repeats 3]
 """
@@ -12,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from unittest import mock
 
@@ -115,6 +117,36 @@ def store_ms(db: str, records: int) -> float:
     return 1000 * (time.process_time() - start) / records
 
 
+def inserter_ms(db: str, records: int) -> float:
+    store = FeedbackStore(db)
+    inserter = store.sqlite_inserter()
+    start = time.process_time()
+    for i in range(records):
+        record = {**json.loads(body(i)), "model_name": "m", "model_version": "1", "source": "bench"}
+        assert store.add_each([(record, MODEL.labels)], inserter) == [[]]
+    elapsed = time.process_time() - start
+    inserter.close()
+    return 1000 * elapsed / records
+
+
+@contextmanager
+def access_log_on():
+    """The access log at info level, as `serve` runs by default, written to /dev/null."""
+    access = logging.getLogger("serving.access")
+    with open(os.devnull, "w") as sink:
+        handler = logging.StreamHandler(sink)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False  # one handler, as `serve` has
+        try:
+            yield
+        finally:
+            access.setLevel(logging.WARNING)
+            access.propagate = True
+            access.removeHandler(handler)
+
+
 def sqlite_ms(path: str, records: int) -> float:
     con = sqlite3.connect(path, isolation_level=None)
     con.execute("PRAGMA journal_mode=WAL")
@@ -149,19 +181,17 @@ def main(argv: list[str] | None = None) -> int:
             return f"sqlite:///{Path(tmp) / name}.db"
 
         async def routes(repeat: int) -> dict:
-            """The three apps, each on a fresh store, in an order that alternates between repeats."""
+            """The apps, each on a fresh store, in an order that alternates between repeats."""
             apps = {
                 "endpoint_app": lambda: create_app(MODEL, EndpointSettings(feedback_db=db(f"a{repeat}"))),
                 "endpoint_app_store_noop": lambda: create_app(MODEL, EndpointSettings(feedback_db=db(f"b{repeat}"))),
+                "endpoint_app_access_log": lambda: create_app(MODEL, EndpointSettings(feedback_db=db(f"f{repeat}"))),
                 "plain_starlette_route": lambda: plain_route(db(f"c{repeat}")),
             }
             out = {}
             for name in list(apps)[:: 1 if repeat % 2 == 0 else -1]:
-                with (
-                    mock.patch.object(FeedbackStore, "add", lambda *a, **k: None)
-                    if name.endswith("noop")
-                    else nullcontext()
-                ):
+                noop = mock.patch.object(FeedbackStore, "add_each", lambda _store, items, *a: [[] for _ in items])
+                with noop if name.endswith("noop") else access_log_on() if name.endswith("log") else nullcontext():
                     out[name] = await cpu_ms_per_request(apps[name](), args.requests)
             return out
 
@@ -169,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         results["cpu_ms_per_request"] = {k: [run[k] for run in runs] for k in runs[0]}
         results["cpu_ms_per_record"] = {
             "feedback_store_add": store_ms(db("d"), args.requests),
+            "feedback_store_add_each_sqlite3": inserter_ms(db("g"), args.requests),
             "bare_sqlite3_insert_commit": sqlite_ms(str(Path(tmp) / "e.db"), args.requests),
         }
     print(json.dumps({k: results[k] for k in ("cpu_ms_per_request", "cpu_ms_per_record")}, indent=1))

@@ -6,6 +6,7 @@ request counts, repeats alternate the settings side by side; the bundled MiniLM 
 With ML texts. Results -> bench/results/limits.json.
 
     python -m bench.bench_limits [--repeats 3] [--requests 40] [--feedback 400] [--skip-invocations]
+    python -m bench.bench_limits --skip-invocations --baseline /path/to/other/checkout  # its server vs this one
     python -m bench.bench_limits --validation   # per-record feedback validation: plain rules vs the GX suite
 """
 
@@ -88,11 +89,11 @@ def validation_baseline(records: int) -> dict:
 
 
 @contextmanager
-def endpoint(model_uri: str, feedback_db: str, *args: str, with_process: bool = False):
-    """The endpoint's URL (and its process with `with_process`) while it runs."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+def endpoint(model_uri: str, feedback_db: str, *args: str, with_process: bool = False, code: Path = REPO_ROOT):
+    """The endpoint's URL (and its process with `with_process`) while it runs; `code`: the checkout it runs from."""
+    env = {**os.environ, "PYTHONPATH": str(code)}
     options = ["--feedback-db", feedback_db, *args]
-    with local_endpoint(model_uri, *options, log_level="WARNING", env=env, timeout=300) as (url, proc):
+    with local_endpoint(model_uri, *options, log_level="WARNING", env=env, timeout=300, cwd=code) as (url, proc):
         yield (url, proc) if with_process else url
 
 
@@ -193,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-invocations", action="store_true", help="measure /feedback only")
     p.add_argument("--stacks", nargs="+", choices=list(HTTP_STACKS), default=list(HTTP_STACKS), help="serve --http")
     p.add_argument("--clients", nargs="+", choices=CLIENTS, default=list(CLIENTS))
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout whose server is measured on /feedback beside this one's, alternating",
+    )
     p.add_argument("--validation", action="store_true", help="only compare per-record validation (in-process)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
@@ -213,7 +220,12 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "loadavg_before": load_before},
         "max_pending": args.max_pending or "default",
-        "feedback_settings": {"stacks": args.stacks, "clients": args.clients, "requests": args.feedback},
+        "feedback_settings": {
+            "stacks": args.stacks,
+            "clients": args.clients,
+            "requests": args.feedback,
+            "baseline": str(args.baseline) if args.baseline else None,
+        },
         "invocations": {"1": [], "32": []},
         "feedback": [],
     }
@@ -223,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         mlflow.set_experiment("bench-limits")
         model_uri = zero_shot_model(descriptions, Path(tmp))
         labels = list(descriptions)
+        codes = {"this": REPO_ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
         for repeat in range(args.repeats):
             serve_args = ["--max-pending", str(args.max_pending)] if args.max_pending else []
             if not args.skip_invocations:
@@ -238,11 +251,11 @@ def main(argv: list[str] | None = None) -> int:
                         print(json.dumps(run), flush=True)
             if args.skip_feedback:
                 continue
-            settings = [(stack, client) for client in args.clients for stack in args.stacks]
-            for stack, client in settings if repeat % 2 == 0 else settings[::-1]:
-                db = f"sqlite:///{tmp}/feedback-{repeat}-{stack}-{client}.db"
+            settings = [(stack, client, code) for code in codes for client in args.clients for stack in args.stacks]
+            for stack, client, code in settings if repeat % 2 == 0 else settings[::-1]:
+                db = f"sqlite:///{tmp}/feedback-{repeat}-{stack}-{client}-{code}.db"
                 # a fresh server per setting: its first /feedback is measured too
-                with endpoint(model_uri, db, "--http", stack, with_process=True) as (url, proc):
+                with endpoint(model_uri, db, "--http", stack, with_process=True, code=codes[code]) as (url, proc):
                     bodies = [
                         {
                             "prediction_id": f"r{repeat}-{i}",
@@ -258,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
                 stored = FeedbackStore(db).query()
                 run.update(
                     {
+                        "code": code,
                         "http": stack,
                         "rows_stored": len(stored),
                         "rows_lost": run["statuses"].get("201", 0) - len(stored),
@@ -275,15 +289,17 @@ def main(argv: list[str] | None = None) -> int:
             "invocations_served_p99_ms": {c: summary(inv[c], "served_p99_ms") for c in inv},
         }
     keys = ("p50_ms", "p99_ms", "first_ms", "throughput_rps", "server_cpu_ms_per_request", "client_cpu_ms_per_request")
-    for stack in args.stacks:
-        for client in args.clients:
-            runs = [r for r in results["feedback"] if r["http"] == stack and r["client"] == client]
-            if runs:
-                results["summary"][f"feedback_{stack}_{client}"] = {
-                    **{k: summary(runs, k) for k in keys},
-                    "rows_lost": sum(r["rows_lost"] for r in runs),
-                    "requests": sum(r["requests"] for r in runs),
-                }
+    for code in ("this", "baseline"):
+        for stack in args.stacks:
+            for client in args.clients:
+                runs = [r for r in results["feedback"] if (r["code"], r["http"], r["client"]) == (code, stack, client)]
+                if runs:
+                    name = f"feedback_{stack}_{client}" + ("_baseline" if code == "baseline" else "")
+                    results["summary"][name] = {
+                        **{k: summary(runs, k) for k in keys},
+                        "rows_lost": sum(r["rows_lost"] for r in runs),
+                        "requests": sum(r["requests"] for r in runs),
+                    }
     results["machine"]["loadavg_after"] = os.getloadavg()
     out = Path(args.out or RESULTS)
     out.parent.mkdir(parents=True, exist_ok=True)

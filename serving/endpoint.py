@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,14 +21,14 @@ import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from starlette.requests import ClientDisconnect
 
 from registry.contract import input_texts
 from registry.loading import load_pyfunc
 from registry.locations import feedback_db_url
 from registry.lookup import registered_version
 from serving.access_log import AccessLog
-from serving.feedback import FeedbackStore
+from serving.fast_route import INTERNAL_ERROR, FastRoute
+from serving.feedback import FeedbackStore, FeedbackWriter
 from serving.follow import ModelSlot
 from serving.inference_log import InferenceLog
 from serving.scoring import PayloadError, answer, decode_json, failure
@@ -122,9 +121,14 @@ class Rejected(Exception):
         self.status = status
 
 
-def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = EndpointSettings()) -> FastAPI:
-    """The app over one model, or over a slot whose model a DeploymentFollower swaps: each request reads the
-    slot once, so it is answered by one model from start to end."""
+class ClientGone(Exception):
+    """The client disconnected before its body was complete (after the bytes in its argument)."""
+
+
+def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = EndpointSettings()):
+    """The ASGI app over one model, or over a slot whose model a DeploymentFollower swaps: each request reads the
+    slot once, so it is answered by one model from start to end. `POST /feedback` is answered in plain ASGI in
+    front of FastAPI (`FastRoute`), which serves the rest; the access log sees both."""
     slot = model if isinstance(model, ModelSlot) else ModelSlot(model)
     inference_log = (
         InferenceLog(settings.inference_log, settings.log_text == "text", settings.log_retention_days)
@@ -135,53 +139,66 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
-        await run_in_threadpool(feedback_writer.shutdown)  # feedback acknowledged is stored before exit
+        await run_in_threadpool(feedback_writer.close)  # feedback queued is written before exit
         if inference_log:  # the rows still queued are written before the server exits
             await run_in_threadpool(inference_log.close)
 
     app = FastAPI(title="dual-encoder classifier", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
-    app.add_middleware(AccessLog)
     recent = RecentPredictions(settings.remember)
     pending = 0  # predictions admitted and not yet answered (read and written on the event loop only)
 
     # opened with the app: a first /feedback would otherwise pay for the schema (~100 ms)
-    feedback_store = FeedbackStore(settings.feedback_db or feedback_db_url())
-    # one writer thread: SQLite takes one writer at a time, and writers from a pool of threads would wait in its
-    # busy handler (sleeps) instead of in a queue
-    feedback_writer = ThreadPoolExecutor(1, thread_name_prefix="feedback-writer")
+    feedback_writer = FeedbackWriter(FeedbackStore(settings.feedback_db or feedback_db_url()))
 
-    def store_feedback(record: dict, label_names: list[str]) -> None:
-        feedback_store.add(record, label_names=label_names)
-
-    async def read_body(request: Request) -> bytes:
-        """The body; Rejected when the request is unauthorised, too large, too slow or abandoned."""
-        if settings.api_key and not _authorised(request, settings.api_key):
+    async def read_body(scope: dict, receive) -> bytes:
+        """The body, read in plain ASGI; Rejected when the request is unauthorised, too large, too slow or
+        abandoned."""
+        if settings.api_key and not _authorised(scope, settings.api_key):
             raise Rejected(401, "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-        declared = request.headers.get("content-length")
+        declared = _header(scope, b"content-length")
         if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
             raise Rejected(413, f"body of {declared} bytes exceeds the limit of {settings.max_body_bytes} bytes")
         chunks: list[bytes] = []
 
-        async def receive() -> None:
-            async for chunk in request.stream():
+        async def receive_all() -> None:
+            size = 0
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone(size)
+                chunk = message.get("body", b"")
                 chunks.append(chunk)
-                if sum(map(len, chunks)) > settings.max_body_bytes:
+                size += len(chunk)
+                if size > settings.max_body_bytes:
                     raise Rejected(413, f"body exceeds the limit of {settings.max_body_bytes} bytes")
+                if not message.get("more_body", False):
+                    return
 
         try:
-            await asyncio.wait_for(receive(), settings.body_timeout_s)
+            await asyncio.wait_for(receive_all(), settings.body_timeout_s)
         except asyncio.TimeoutError:
             raise Rejected(408, f"the body did not arrive within {settings.body_timeout_s:g} s") from None
-        except ClientDisconnect:
-            client = request.client.host if request.client else "a client"
+        except ClientGone as gone:
+            client = scope.get("client")
             log.warning(
                 "%s disconnected after %d bytes of its %s body; request dropped",
-                client,
-                sum(map(len, chunks)),
-                request.url.path,
+                client[0] if client else "a client",
+                gone.args[0],
+                scope["path"],
             )
             raise Rejected(400, "client disconnected before the body was complete") from None
-        return b"".join(chunks)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def feedback_answer(scope: dict, receive) -> tuple[int, dict]:
+        """(status, JSON body) for one POST /feedback: 201 only once the row is committed."""
+        try:
+            record, label_names = feedback_record(decode_json(await read_body(scope, receive)), recent, slot.current)
+        except (Rejected, PayloadError) as exc:
+            return exc.status, {"error": str(exc)}
+        reasons = await feedback_writer.submit(record, label_names)  # the store's checks: labels, duplicates...
+        if reasons:
+            return 422, {"error": "; ".join(reasons)}
+        return 201, {"stored": True, "prediction_id": record["prediction_id"]}
 
     @app.get("/health")
     @app.get("/ping")
@@ -191,7 +208,7 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     @app.post("/invocations")
     async def invocations(request: Request):
         nonlocal pending
-        body = await read_body(request)
+        body = await read_body(request.scope, request.receive)
         model = slot.current
         if pending >= settings.max_pending:  # shed load: a queue this long only adds latency for everyone
             return JSONResponse(
@@ -242,17 +259,10 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
             )
         return {"predictions": predictions, "model": model.info}
 
-    @app.post("/feedback")
+    @app.post("/feedback")  # what FastRoute does not take (a redirect from /feedback/) still gets the same answer
     async def feedback(request: Request):
-        body = await read_body(request)
-        try:
-            record, label_names = feedback_record(decode_json(body), recent, slot.current)
-            await asyncio.get_running_loop().run_in_executor(feedback_writer, store_feedback, record, label_names)
-        except PayloadError as exc:
-            return error(exc.status, str(exc))
-        except ValueError as exc:  # FeedbackRejected: the store's own checks (known labels, duplicate feedback...)
-            return error(422, str(exc))
-        return JSONResponse({"stored": True, "prediction_id": record["prediction_id"]}, status_code=201)
+        status, payload = await feedback_answer(request.scope, request.receive)
+        return JSONResponse(payload, status_code=status)
 
     @app.exception_handler(Rejected)
     async def rejected(request: Request, exc: Rejected):
@@ -261,14 +271,22 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):  # pragma: no cover - last line of defence
         log.exception("unhandled error")
-        return error(500, "internal error; see the server log")
+        return error(500, INTERNAL_ERROR)
 
-    return app
+    return AccessLog(FastRoute(app, "/feedback", feedback_answer))
 
 
-def _authorised(request: Request, key: str) -> bool:
-    given = request.headers.get("x-api-key") or ""
-    auth = request.headers.get("authorization") or ""
+def _header(scope: dict, name: bytes) -> str | None:
+    """The first value of header `name` (lower case, as ASGI servers pass names)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _authorised(scope: dict, key: str) -> bool:
+    given = _header(scope, b"x-api-key") or ""
+    auth = _header(scope, b"authorization") or ""
     if auth.lower().startswith("bearer "):
         given = given or auth[7:].strip()
     return bool(given) and hmac.compare_digest(given.encode(), key.encode())

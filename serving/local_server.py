@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import IO, Iterator
 
 import requests
@@ -51,16 +52,18 @@ def local_endpoint(
     env: dict | None = None,
     output: int | IO = subprocess.DEVNULL,
     timeout: float = 180,
+    cwd: Path = REPO_ROOT,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """`python -m serving serve --model <model_uri> <options>` on a free 127.0.0.1 port: (its URL, the process)
     once it answers /health; stopped afterwards. Its stderr goes to a pipe read only when it fails to start, or
     with its stdout to `output` when that is a file; a server with a busy access log needs `log_level` WARNING
-    or a file, or the unread pipe fills and blocks it."""
+    or a file, or the unread pipe fills and blocks it. `cwd`: the checkout whose `serving` runs (a benchmark
+    serves an older one beside this one)."""
     port = free_port()
     level = ["--log-level", log_level] if log_level else []
     command = [sys.executable, "-m", "serving", *level, "serve", "--model", model_uri, "--port", str(port), *options]
     stderr = subprocess.PIPE if output == subprocess.DEVNULL else subprocess.STDOUT
-    proc = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=output, stderr=stderr, text=True)
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=output, stderr=stderr, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_healthy(url, proc, timeout)

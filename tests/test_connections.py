@@ -71,9 +71,10 @@ def test_a_connection_that_sends_no_request_is_closed(endpoint):
         assert _closed_within(sock, 15) == b""
 
 
-def test_a_body_that_stalls_is_a_408(endpoint):
+@pytest.mark.parametrize("route", ["/invocations", "/feedback"])
+def test_a_body_that_stalls_is_a_408(endpoint, route):
     with socket.create_connection(("127.0.0.1", endpoint), timeout=15) as sock:
-        sock.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        sock.sendall(f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{{".encode())
         sock.settimeout(15)
         answer = b""
         while b"did not arrive" not in answer and (data := sock.recv(4096)):  # the answer, not keep-alive's close
@@ -115,3 +116,34 @@ def test_predictions_beyond_max_pending_are_refused_at_once(tmp_path):
     assert first.status_code == 200, first.text
     assert second.status_code == 503 and second.headers["Retry-After"] == "1" and "busy" in second.json()["error"]
     assert second.elapsed.total_seconds() < first.elapsed.total_seconds()
+
+
+@pytest.mark.parametrize("http", list(HTTP_STACKS))
+def test_the_feedback_route_in_front_of_fastapi_answers_as_fastapi_did(tmp_path, http):
+    """POST /feedback is answered in plain ASGI: the same statuses and bodies as every other route (auth, size,
+    JSON, the store's checks), on both HTTP stacks; other methods and /feedback/ still reach FastAPI."""
+    settings = EndpointSettings(api_key="k", max_body_bytes=400, feedback_db=f"sqlite:///{tmp_path / 'fb.db'}")
+    model = LoadedModel(pyfunc=None, name="m", version="1", labels=("vat", "audit"))
+    good = {"prediction_id": "p1", "score": 4, "text": "t", "predicted_labels": ["vat"]}
+    with running(model, settings, http) as port:
+        url, key = f"http://127.0.0.1:{port}/feedback", {"X-API-Key": "k"}
+        stored = requests.post(url, json=good, headers=key, timeout=10)
+        again = requests.post(url, json=good, headers=key, timeout=10)
+        unknown = requests.post(
+            url, json={**good, "prediction_id": "p2", "corrected_labels": ["x"]}, headers=key, timeout=10
+        )
+        slash = requests.post(url + "/", json={**good, "prediction_id": "p3"}, headers=key, timeout=10)
+        answers = [
+            requests.post(url, json=good, timeout=10),
+            requests.post(url, data=b"{not json", headers=key, timeout=10),
+            requests.post(url, json={**good, "text": "x" * 500}, headers=key, timeout=10),
+            requests.post(url, json={**good, "score": 9}, headers=key, timeout=10),
+            requests.get(url, headers=key, timeout=10),
+        ]
+    assert stored.status_code == 201 and stored.json() == {"stored": True, "prediction_id": "p1"}
+    assert stored.headers["content-type"] == "application/json"
+    assert again.status_code == 422 and again.json() == {"error": "prediction_id already has feedback in the store"}
+    assert unknown.status_code == 422 and "['x']" in unknown.json()["error"]
+    assert slash.status_code == 201 and slash.json()["prediction_id"] == "p3"
+    assert [a.status_code for a in answers] == [401, 400, 413, 400, 405]
+    assert all("error" in a.json() or "detail" in a.json() for a in answers)

@@ -1,14 +1,17 @@
 """The feedback store: good rows stored and bad rows rejected with reasons, CLI import/export, two writers at once."""
 
+import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
+from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
 
-from serving.feedback import FeedbackRecord, FeedbackRejected, FeedbackStore
+from serving.feedback import FeedbackRecord, FeedbackRejected, FeedbackStore, FeedbackWriter
 from serving.feedback import store as feedback_store
 from serving.feedback.__main__ import main
 from tests.conftest import REPO, feedback_record
@@ -128,6 +131,7 @@ def test_cli_import_export_round_trip(tmp_path, _cli):
 
 WRITER = """
 import sys
+from datetime import datetime, timezone
 from serving.feedback import FeedbackRecord, FeedbackStore
 store = FeedbackStore(sys.argv[1])
 name, n = sys.argv[2], int(sys.argv[3])
@@ -212,3 +216,56 @@ def test_a_row_the_database_refuses_is_reported_and_the_others_stored(tmp_path, 
     report = store.add_many([feedback_record("a"), feedback_record("b"), feedback_record("c")], LABELS)
     assert report.accepted == 2 and report.lines() == ["row 2: cannot be stored: boom"]
     assert list(store.query()["prediction_id"]) == ["a", "c"]
+
+
+def _raw_rows(db_file) -> list[tuple]:
+    with sqlite3.connect(db_file) as conn:
+        return conn.execute(f"SELECT {', '.join(feedback_store.COLUMNS)} FROM feedback ORDER BY id").fetchall()
+
+
+def test_the_writers_sqlite_insert_stores_what_sqlalchemy_stores(tmp_path):
+    """One group commit through the writer thread's own sqlite3 connection: the same bytes in the same columns as
+    SQLAlchemy's insert, and the same verdicts (a duplicate within the batch or in the store, an unknown label)."""
+    at = datetime(2026, 12, 1, 12, 30, 5, 123456, tzinfo=timezone.utc)
+    items = [
+        (feedback_record("a", scores={"vat": 0.8}, corrected_labels=["payroll"], timestamp=at), LABELS),
+        (feedback_record("b", timestamp=at), LABELS),
+        (feedback_record("a", score=1, timestamp=at), LABELS),  # twice in one transaction
+        (feedback_record("c", corrected_labels=["fraud"], timestamp=at), LABELS),
+        (feedback_record("p0", timestamp=at), LABELS),  # stored before
+    ]
+    rows, verdicts = {}, {}
+    for way in ("sqlalchemy", "sqlite3"):
+        store = FeedbackStore(f"sqlite:///{tmp_path / way}.db")
+        store.add(feedback_record("p0", timestamp=at), LABELS)
+        inserter = store.sqlite_inserter() if way == "sqlite3" else None
+        verdicts[way] = store.add_each(items, inserter)
+        if inserter:
+            inserter.close()
+        rows[way] = _raw_rows(tmp_path / f"{way}.db")
+    assert verdicts["sqlite3"] == verdicts["sqlalchemy"]
+    assert [bool(v) for v in verdicts["sqlite3"]] == [False, False, True, True, True]
+    assert "already has feedback" in verdicts["sqlite3"][2][0] and "fraud" in verdicts["sqlite3"][3][0]
+    assert rows["sqlite3"] == rows["sqlalchemy"] and [r[0] for r in rows["sqlite3"]] == ["p0", "a", "b"]
+    assert FeedbackStore(f"sqlite:///{tmp_path / 'sqlite3'}.db").query().iloc[1]["timestamp"] == at.replace(tzinfo=None)
+
+
+def test_the_writer_answers_each_request_after_its_commit_and_loses_nothing(tmp_path):
+    """200 submissions from one event loop at once: the writer commits them in groups, each answer only once its
+    row is in the file (read by another connection), one duplicate refused."""
+    db = tmp_path / "fb.db"
+    writer = FeedbackWriter(FeedbackStore(f"sqlite:///{db}"))
+
+    async def one(i: int) -> list[str]:
+        reasons = await writer.submit(feedback_record(f"p{min(i, 198)}"), LABELS)  # 198 and 199: one id
+        if not reasons:
+            assert f"p{min(i, 198)}" in {r[0] for r in _raw_rows(db)}
+        return reasons
+
+    async def all_at_once() -> list[list[str]]:
+        return await asyncio.gather(*(one(i) for i in range(200)))
+
+    verdicts = asyncio.run(all_at_once())
+    writer.close()
+    assert sum(1 for v in verdicts if v) == 1 and "already has feedback" in next(v for v in verdicts if v)[0]
+    assert len(_raw_rows(db)) == 199

@@ -5,5 +5,6 @@ FeedbackStore(url).add(FeedbackRecord(prediction_id, model_name, model_version, 
 """
 
 from serving.feedback.store import FeedbackRecord, FeedbackRejected, FeedbackStore, ImportReport
+from serving.feedback.writer import FeedbackWriter
 
-__all__ = ["FeedbackRecord", "FeedbackRejected", "FeedbackStore", "ImportReport"]
+__all__ = ["FeedbackRecord", "FeedbackRejected", "FeedbackStore", "FeedbackWriter", "ImportReport"]
