@@ -15,6 +15,7 @@ from mlprojects.model.encoder import DualEncoder, build_model, merged_encoder
 from mlprojects.model.registered import log_classifier
 from mlprojects.training.grpo_trainer import prepare_policy
 from registry.contract import to_params
+from registry.tracking import setup
 
 OWN = {"vat": "Value added tax on sales and invoices.", "payroll": "Wages, salaries and payroll tax."}
 NEW = {"fruit": "Apples, pears and orchards.", "bank": "Banks, loans and interest rates."}
@@ -109,6 +110,7 @@ def test_a_grpo_policy_keeps_the_references_new_label_encoder(tiny_encoder, tmp_
 def test_the_pyfunc_answers_request_label_sets_with_the_blended_encoder(tiny_encoder, mlflow_env):
     """Scale 0: a request label set is scored by the untrained encoder, the model's own by the full merge."""
     classifier = _classifier(tiny_encoder, 0.0)
+    setup("new-labels")  # this store's experiment (MLflow remembers the last store's otherwise)
     with mlflow.start_run():
         info = log_classifier(classifier, TEXTS[:1])
     model = mlflow.pyfunc.load_model(info.model_uri)

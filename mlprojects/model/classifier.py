@@ -74,6 +74,14 @@ class Classifier:
         """F1 summary of this model's decisions on a labelled frame (`text`, `labels`)."""
         return f1_summary(multi_hot(frame["labels"], self.labels), self.decisions(list(frame["text"])))
 
+    @property
+    def served_new_label_adapter_scale(self) -> float:
+        """The adapter scale request label sets are served at once saved: 1.0 when there is no second encoder
+        (none loaded, and no adapter on the pre-trained encoder to blend)."""
+        if self.new_label_model is not None or (self.new_label_adapter_scale < 1.0 and has_lora(self.model)):
+            return self.new_label_adapter_scale
+        return 1.0
+
     def _save_new_label_encoder(self, directory: Path) -> dict:
         """Save the new-label encoder, when there is one; returns its entries of classifier.json: the adapter
         scale (1.0: none saved) and its own logit scale and bias (GRPO moves only the main model's).
@@ -81,12 +89,12 @@ class Classifier:
         A loaded one is saved as it is. A blend is made only from adapters that still sit on the pre-trained
         encoder (SFT's peft model): W + s·BA interpolates toward the encoder the adapter was trained on, so any
         other base (GRPO's adapters on the merged SFT encoder) would give a different, unchosen blend."""
+        if self.served_new_label_adapter_scale == 1.0:
+            return {"new_label_adapter_scale": 1.0}
         if self.new_label_model is not None:
             source, adapter_scale = self.new_label_model, 1.0  # already merged: saved unchanged
-        elif self.new_label_adapter_scale < 1.0 and has_lora(self.model):
-            source, adapter_scale = self.model, self.new_label_adapter_scale
         else:
-            return {"new_label_adapter_scale": 1.0}
+            source, adapter_scale = self.model, self.new_label_adapter_scale
         save_encoder(source, directory, adapter_scale)
         return {
             "new_label_adapter_scale": self.new_label_adapter_scale,

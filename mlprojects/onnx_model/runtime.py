@@ -105,6 +105,7 @@ class OnnxClassifier:
     new_label_encoder: OnnxEncoder | None = None
     new_label_scale: float | None = None
     new_label_bias: float | None = None
+    new_label_adapter_scale: float = 1.0  # of the torch model's new-label encoder; 1.0: none
 
     @property
     def labels(self) -> list[str]:
@@ -144,4 +145,5 @@ class OnnxClassifier:
             encoder(new_labels) if new_labels else None,
             meta.get("new_label_scale"),
             meta.get("new_label_bias"),
+            meta.get("new_label_adapter_scale", 1.0),
         )
