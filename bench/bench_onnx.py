@@ -84,7 +84,7 @@ def measure(variants: dict[str, Callable], texts: Sequence[str], rounds: int) ->
 
 def build_graphs(classifier, workdir: Path, calibration: Sequence[str], threads: int) -> dict[str, Path]:
     """fp32 export, fused fp32, and int8 (dynamic / static QDQ) from each; the shipped default is int8_dynamic."""
-    fp32, _ = export_graph(classifier, workdir / "fp32.onnx", OnnxConfig().opset)
+    fp32, _ = export_graph(classifier.model, workdir / "fp32.onnx", OnnxConfig().opset)
     fused = workdir / "fused.onnx"
     fuse(fp32, fused, classifier.model.encoder.config)
     tokenizer = tokenizer_of(classifier, workdir)
@@ -233,7 +233,7 @@ def pyfunc_suite(args) -> dict:
             texts[:64],
         )
         tokenizer = tokenizer_of(classifier, workdir)
-        fp32, _ = export_graph(classifier, workdir / "fp32.onnx", OnnxConfig().opset)
+        fp32, _ = export_graph(classifier.model, workdir / "fp32.onnx", OnnxConfig().opset)
         fused = workdir / "fused.onnx"
         fuse(fp32, fused, classifier.model.encoder.config)
         graphs = {"onnx_int8_fused_attention_fp32": quantize(fused, workdir / "fused_int8.onnx", "dynamic")}

@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 "nothing was trained or registered"
             )
         policy = load_classifier(f"models:/{args.model_name}@{RC.POLICY}")
+        policy.share_new_label_encoder(reference)  # new labels stay the reference's (feedback is on its own)
         digest = _log_feedback(feedback, feedback_uri)
         targets = targets_from_feedback(
             feedback["predicted_labels"], feedback["score"], feedback["corrected_labels"], reference.labels

@@ -27,7 +27,17 @@ from mlprojects.training.ray_cluster import check_local, check_reachable, ray_se
 from mlprojects.training.ray_sft import train_distributed
 from mlprojects.training.trainer import train_classifier
 from registry import conventions as RC
-from registry.cli import ArgumentParser, boolean, cli_entry, fraction, int_arg, model_name_arg, non_negative, positive
+from registry.cli import (
+    ArgumentParser,
+    boolean,
+    cli_entry,
+    fraction,
+    int_arg,
+    model_name_arg,
+    non_negative,
+    positive,
+    unit_interval,
+)
 from registry.conventions import DEFAULT_MODEL_NAME
 from registry.documents import parse_columns
 from registry.errors import ConfigError, DataError
@@ -68,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum-steps", type=positive(int_arg), default=d.grad_accum_steps)
     p.add_argument("--learning-rate", type=positive(), default=d.learning_rate)
     p.add_argument("--lora-r", type=positive(int_arg), default=d.lora_r)
+    p.add_argument(
+        "--new-label-adapter-scale",
+        type=unit_interval,
+        default=d.new_label_adapter_scale,
+        help="share of the LoRA update in the encoder that serves request label sets (1: no second encoder)",
+    )
     p.add_argument("--contrastive-weight", type=non_negative(), default=d.contrastive_weight)
     p.add_argument("--pos-weight", type=positive(), default=None)
     p.add_argument("--focal-gamma", type=non_negative(), default=d.focal_gamma)

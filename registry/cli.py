@@ -167,6 +167,14 @@ def fraction(value: str) -> float:
     return number
 
 
+def unit_interval(value: str) -> float:
+    """A number from 0 to 1, both included (a blend weight)."""
+    number = _typed(finite_float, value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (inclusive), got {value}")
+    return number
+
+
 def boolean(value: str) -> bool:
     """true or false (also yes/no, on/off, 1/0): a switch an MLproject parameter can set."""
     word = value.strip().lower()

@@ -88,16 +88,22 @@ def log_pyfunc(
     code_paths: list[str],
     name: str = "model",
     model_config: dict | None = None,
+    new_label_adapter_scale: float = 1.0,
 ):
     """Log a models-from-code pyfunc into the active run with the code it imports (so every version carries its
     own code and loads after ours has moved on); returns MLflow's ModelInfo. `model` is what the pyfunc loads,
     in memory: its answer to `example_texts` (through the contract's predict path) is the logged example and
     gives the output schema; its label set is logged beside it in full (`LABEL_SET_FILE`), readable without the
-    model's own formats."""
+    model's own formats, with the share of the fine-tuning update in the encoder that serves request label sets
+    (`new_label_adapter_scale`; 1.0: the same encoder as the model's own labels)."""
     example = pd.DataFrame({"text": list(example_texts)})
     with tempfile.TemporaryDirectory() as tmp:
         label_set = Path(tmp) / C.LABEL_SET_FILE
-        label_set.write_text(json.dumps(model.label_descriptions, indent=2, ensure_ascii=False), encoding="utf-8")
+        recorded = {
+            C.LABEL_SET_DESCRIPTIONS: model.label_descriptions,
+            C.LABEL_SET_NEW_LABEL_SCALE: new_label_adapter_scale,
+        }
+        label_set.write_text(json.dumps(recorded, indent=2, ensure_ascii=False), encoding="utf-8")
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(python_model),

@@ -174,10 +174,27 @@ def _label_set_section(tags: dict) -> list[str]:
         "",
         f"**Label set** ({len(labels)} labels, digest `{tags.get(C.TAG_LABEL_SET_DIGEST, '?')}`; descriptions in "
         f"full in the model's artifact `{C.LABEL_SET_FILE}`)",
+        *_new_label_lines(tags.get(C.TAG_NEW_LABEL_SCALE)),
         "",
         "| label | description |",
         "|---|---|",
     ] + [f"| `{_cell(label)}` | {_cell(text)} |" for label, text in labels.items()]
+
+
+def _new_label_lines(scale: str | None) -> list[str]:
+    """Which encoder answers a request's own label set (`label_descriptions`); nothing for versions before."""
+    try:
+        share = float(scale or "")
+    except ValueError:
+        return []
+    if share >= 1.0:
+        return ["", "**New labels** (a request's `label_descriptions`): scored by the same fine-tuned encoder."]
+    return [
+        "",
+        f"**New labels** (a request's `label_descriptions`): scored by a second encoder holding {share:g} of "
+        "the fine-tuning update (weight-space blend with the pre-trained encoder, which keeps more zero-shot "
+        "ability); the model's own labels by the fully fine-tuned one.",
+    ]
 
 
 def write_card(client: MlflowClient, name: str, version: str) -> None:
@@ -210,7 +227,9 @@ def publish(client: MlflowClient, name: str, version: str) -> None:
     else:
         describe_model(client, name, meta)
         if meta.get("label_descriptions"):
-            for key, value in label_set_tags(meta["label_descriptions"]).items():
+            tags = label_set_tags(meta["label_descriptions"])
+            tags[C.TAG_NEW_LABEL_SCALE] = str(float(meta.get(C.LABEL_SET_NEW_LABEL_SCALE, 1.0)))
+            for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
     write_card(client, name, version)
 

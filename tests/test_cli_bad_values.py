@@ -24,7 +24,7 @@ SFT = naming_the_flag(
     "--max-epochs 0; --max-epochs -1; --max-epochs inf; --learning-rate nan; --learning-rate -1; --batch-size 0; "
     "--val-fraction 0; --val-fraction 1.5; --lora-r 0; --max-length 0; --patience -1; --grad-accum-steps 0; "
     "--pos-weight -2; --focal-gamma -1; --seed -3; --min-examples x; --contrastive-weight nan; --cpus-per-trial 0; "
-    "--pbt-trials 0"
+    "--pbt-trials 0; --new-label-adapter-scale 1.5; --new-label-adapter-scale -0.1; --new-label-adapter-scale nan"
 ) + [
     (["--model-name", "a/b"], "'/'"),
     (["--model-name", "tab\tname"], "'\\t'"),

@@ -1,5 +1,6 @@
 """GRPO on a tiny registered model: learning from feedback, the KL anchor, and the `grpo` stage end to end."""
 
+import json
 from dataclasses import replace
 
 import mlflow
@@ -10,6 +11,7 @@ import torch
 
 from mlprojects.config import GRPOParams, TrainConfig
 from mlprojects.grpo import main
+from mlprojects.model.classifier import META_FILE, NEW_LABEL_ENCODER_DIR
 from mlprojects.model.registered import load_classifier, log_classifier
 from mlprojects.training.grpo_trainer import GRPOTrainer, logits_of, prepare_policy
 from mlprojects.training.rewards import targets_from_feedback
@@ -17,7 +19,7 @@ from mlprojects.training.trainer import train_classifier
 from registry import conventions as C
 from registry.documents import load_label_descriptions
 from registry.log_model import register
-from registry.lookup import label_names
+from registry.lookup import classifier_dir, label_names
 from registry.tracking import setup
 from serving.feedback import FeedbackRecord, FeedbackStore
 from tests.conftest import REPO, use_mlflow_store
@@ -159,6 +161,13 @@ def test_grpo_stage_registers_a_challenger_child_of_the_reference(registered, re
     assert [i.dataset.name for i in run.inputs.dataset_inputs] == ["feedback"]
     out = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger").predict(pd.DataFrame({"text": ["VAT question"]}))
     assert set(out.loc[0, "scores"]) == set(registered["labels"])
+    # request label sets: the reference's new-label encoder, carried over byte for byte (feedback is on own labels)
+    saved = {
+        role: classifier_dir(f"models:/{NAME}@{role}") / NEW_LABEL_ENCODER_DIR for role in ("reference", "challenger")
+    }
+    weights = {role: (path / "model.safetensors").read_bytes() for role, path in saved.items()}
+    assert weights["reference"] == weights["challenger"]
+    assert json.loads((saved["challenger"].parent / META_FILE).read_text())["new_label_adapter_scale"] == 0.5
 
 
 def test_missing_alias_or_feedback_is_a_clear_error_and_registers_nothing(registered, tmp_path, capsys):

@@ -88,4 +88,14 @@ def test_a_registered_version_records_its_label_set(tmp_path_factory, tiny_encod
         recorded = mlflow.artifacts.load_dict(f"models:/{served.name}/{served.version}/artifacts/{C.LABEL_SET_FILE}")
     finally:
         mlflow.set_tracking_uri(previous)
-    assert recorded == labels
+    assert recorded == {C.LABEL_SET_DESCRIPTIONS: labels, C.LABEL_SET_NEW_LABEL_SCALE: 0.5}
+    assert version.tags[C.TAG_NEW_LABEL_SCALE] == "0.5"
+
+
+def test_the_card_says_which_encoder_serves_new_labels():
+    tags = label_set_tags({"vat": "Value added tax."})
+    blended = render_card("m", "1", {**tags, C.TAG_NEW_LABEL_SCALE: "0.3"}, {})
+    assert "a second encoder holding 0.3 of the fine-tuning update" in blended
+    assert "same fine-tuned encoder" in render_card("m", "1", {**tags, C.TAG_NEW_LABEL_SCALE: "1.0"}, {})
+    for before in ({}, {C.TAG_NEW_LABEL_SCALE: "n/a"}):  # versions logged before the knob, or an edited tag
+        assert "**New labels**" not in render_card("m", "1", {**tags, **before}, {})

@@ -15,13 +15,14 @@ import pytest
 import torch
 
 import mlprojects.onnx_model.export as export
-from mlprojects.config import OnnxConfig
+from mlprojects.config import OnnxConfig, TrainConfig
 from mlprojects.evaluation.bootstrap import paired_bootstrap
 from mlprojects.export_onnx import main
 from mlprojects.model.classifier import Classifier
-from mlprojects.model.encoder import DualEncoder, load_encoder
+from mlprojects.model.encoder import DualEncoder, build_model, load_encoder
 from mlprojects.onnx_model.export import ExportError, export_classifier
 from mlprojects.onnx_model.parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
+from mlprojects.onnx_model.runtime import NEW_LABEL_MODEL_FILE, OnnxClassifier
 from mlprojects.sft import main as sft_main
 from registry import conventions as C
 from registry.contract import OUTPUT_COLUMNS, to_params
@@ -106,7 +107,15 @@ def test_export_registers_onnx_version_with_lineage_both_ways(exported):
     assert metrics["parity_fp32_min_cosine"] >= 0.9999
     assert metrics["parity_int8_mean_cosine"] >= 0.99
     assert metrics["f1_macro_drop_low"] <= 0.005 and metrics["decision_agreement"] >= 0.9
-    assert {"size_mb_torch_fp32", "size_mb_onnx_fp32", "size_mb_onnx_int8"} <= set(metrics)
+    assert {"size_mb_torch_fp32", "size_mb_onnx_fp32", "size_mb_onnx_int8", "size_mb_onnx_new_labels_int8"} <= set(
+        metrics
+    )
+    # the source has a new-label encoder (sft's default scale): its graph is exported and gated too
+    assert metrics["parity_new_labels_fp32_min_cosine"] >= 0.9999
+    assert metrics["parity_new_labels_int8_mean_cosine"] >= 0.99
+    package = os.path.join(mlflow.artifacts.download_artifacts(exported), "artifacts", "onnx_classifier")
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(os.path.join(package, NEW_LABEL_MODEL_FILE)).graph.node}
+    assert json.load(open(os.path.join(package, "onnx_classifier.json")))["new_label_adapter_scale"] == 0.5
     report = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/onnx/parity_report.json")
     assert report["steps"]["quantization"] == "dynamic" and report["precision"] == "int8"
     assert report["steps"]["thresholds"] == "the torch model's"
@@ -285,6 +294,42 @@ def test_static_quantisation_is_calibrated_on_text(tiny_encoder, tmp_path):
     assert "QuantizeLinear" in {n.op_type for n in graph.graph.node}
     assert result.parity.fp32_min_cosine >= 0.9999
     assert result.steps == {"fusion": "none", "quantization": "static", "thresholds": "the torch model's"}
+
+
+def test_request_label_sets_are_served_by_the_new_label_graph(tiny_encoder, tmp_path):
+    """Scale 0: the export's new-label graph is the untrained encoder, and request label sets are scored by it
+    (as the torch model does); its own labels by the main graph."""
+    torch.manual_seed(1)
+    model = build_model(TrainConfig(encoder=tiny_encoder, lora_r=4))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+    Classifier(model.eval(), FRUIT, np.full(2, 0.5), new_label_adapter_scale=0.0).save(tmp_path / "torch")
+    classifier = Classifier.load(tmp_path / "torch", "cpu")
+    cfg = OnnxConfig(quantization="none", max_f1_drop=1.0, min_agreement=0.0)
+    result = export_classifier(classifier, tmp_path / "out", cfg, TEXTS, [["bank"]] * 3, TEXTS)
+    assert result.parity.new_labels_fp32_min_cosine >= 0.9999 and "onnx_new_labels_fp32" in result.sizes_mb
+    onnx_clf = OnnxClassifier.load(result.directory, threads=1)
+    new = {"vat": "Value added tax on invoices.", "payroll": "Wages and payroll tax."}
+    np.testing.assert_allclose(onnx_clf.predict_proba(TEXTS, new), classifier.predict_proba(TEXTS, new), atol=1e-4)
+    np.testing.assert_allclose(onnx_clf.predict_proba(TEXTS), classifier.predict_proba(TEXTS), atol=1e-4)
+    main_only = OnnxClassifier(
+        onnx_clf.encoder, FRUIT, onnx_clf.label_embeddings, onnx_clf.thresholds, onnx_clf.scale, onnx_clf.bias
+    )
+    assert not np.allclose(main_only.predict_proba(TEXTS, new), onnx_clf.predict_proba(TEXTS, new), atol=1e-3)
+
+
+def test_the_new_label_graph_is_held_to_the_cosine_gates():
+    report = _report()
+    report.new_labels_fp32_min_cosine, report.new_labels_mean_cosine, report.new_labels_min_cosine = 0.999, 0.9, 0.8
+    assert gate_failures(report, 0.9999, 0.99, 0.005, 0.9) == [
+        "new-label graph fp32 embedding parity: min cosine 0.999000 < 0.9999",
+        "new-label graph int8 embedding parity: mean cosine 0.900000 < 0.99",
+    ]
+    assert report.metrics()["parity_new_labels_int8_mean_cosine"] == 0.9
+    assert "new-label graph int8 mean cosine 0.90000" in report.summary()
+    assert not [k for k in _report().metrics() if "new_labels" in k]
 
 
 def _report(precision="int8", fp32=1.0, mean=0.995, f1=(0.80, 0.797), drop=(-0.02, 0.03), agreement=0.95, n=40):

@@ -71,8 +71,10 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
     assert list(out.columns) == ["labels", "top_label", "scores", "label_set"] and set(out["label_set"]) == {"model"}
     labels = set(mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/labels.json"))
     recorded = mlflow.artifacts.load_dict(f"models:/tiny-clf/1/artifacts/{C.LABEL_SET_FILE}")
-    assert recorded == mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/labels.json")
-    assert "**Label set** (12 labels" in client.get_model_version("tiny-clf", "1").description
+    assert recorded[C.LABEL_SET_DESCRIPTIONS] == mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/labels.json")
+    assert recorded[C.LABEL_SET_NEW_LABEL_SCALE] == 0.5  # sft's default: a second encoder serves new labels
+    card = client.get_model_version("tiny-clf", "1").description
+    assert "**Label set** (12 labels" in card and "a second encoder holding 0.5 of the fine-tuning update" in card
     for row in out.itertuples():
         assert set(row.scores) == labels and row.top_label in labels
         assert set(row.labels) <= labels

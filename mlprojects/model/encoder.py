@@ -186,13 +186,18 @@ def build_model(cfg, lora: bool = True) -> DualEncoder:
     return model.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def has_lora(model: DualEncoder) -> bool:
+    """Whether the encoder still holds LoRA adapters (a peft model over the encoder they were trained on)."""
+    return hasattr(model.encoder, "merge_and_unload")
+
+
 def merged_encoder(model: DualEncoder, adapter_scale: float = 1.0) -> nn.Module:
     """A plain transformers encoder with LoRA folded in: what is saved and served (no peft at inference).
 
     `adapter_scale` < 1 folds in only that fraction of the adapter (W + s·BA): a weight-space blend of the
     fine-tuned and the pre-trained encoder (WiSE-FT), which keeps more of the pre-trained zero-shot ability."""
     encoder = copy.deepcopy(model.encoder).cpu()
-    if not hasattr(encoder, "merge_and_unload"):
+    if not has_lora(model):
         return encoder
     if adapter_scale != 1.0:
         from peft.tuners.lora import LoraLayer
@@ -204,6 +209,6 @@ def merged_encoder(model: DualEncoder, adapter_scale: float = 1.0) -> nn.Module:
     return encoder.merge_and_unload()
 
 
-def save_encoder(model: DualEncoder, directory: Path) -> None:
-    merged_encoder(model).save_pretrained(directory)
+def save_encoder(model: DualEncoder, directory: Path, adapter_scale: float = 1.0) -> None:
+    merged_encoder(model, adapter_scale).save_pretrained(directory)
     model.tokenizer.save_pretrained(directory)

@@ -27,7 +27,14 @@ def log_classifier(
     with tempfile.TemporaryDirectory() as tmp:
         directory = saved or classifier.save(Path(tmp) / "classifier")
         return log_pyfunc(
-            PYFUNC_FILE, {"classifier": str(directory)}, requirements, classifier, example_texts, MODEL_CODE, name
+            PYFUNC_FILE,
+            {"classifier": str(directory)},
+            requirements,
+            classifier,
+            example_texts,
+            MODEL_CODE,
+            name,
+            new_label_adapter_scale=classifier.served_new_label_adapter_scale,
         )
 
 

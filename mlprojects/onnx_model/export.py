@@ -20,13 +20,14 @@ from tqdm.auto import tqdm
 from mlprojects.config import OnnxConfig
 from mlprojects.data import multi_hot
 from mlprojects.model.classifier import Classifier
-from mlprojects.model.encoder import POOLERS
+from mlprojects.model.encoder import POOLERS, DualEncoder
 from mlprojects.onnx_model.parity import ParityReport, check_parity, own_thresholds
 from mlprojects.onnx_model.quantize import TextCalibrationReader, quantize
 from mlprojects.onnx_model.runtime import (
     LABEL_EMB_FILE,
     META_FILE,
     MODEL_FILE,
+    NEW_LABEL_MODEL_FILE,
     TOKENIZER_FILE,
     OnnxClassifier,
     OnnxEncoder,
@@ -71,18 +72,18 @@ class ExportResult:
     steps: dict[str, str] = field(default_factory=dict)
 
 
-def export_graph(classifier: Classifier, path: Path, opset: int) -> tuple[Path, list[str]]:
+def export_graph(model: DualEncoder, path: Path, opset: int) -> tuple[Path, list[str]]:
     """TorchScript-based `torch.onnx.export` (robust for BERT-style encoders) with dynamic batch and sequence
     axes; eager attention so ONNX Runtime's fusions recognise the pattern. Returns (path, input names)."""
-    encoder = classifier.model.encoder.cpu().eval()
+    encoder = model.encoder.cpu().eval()
     attention = getattr(encoder.config, "_attn_implementation", None)
     if attention and hasattr(encoder, "set_attn_implementation"):
         encoder.set_attn_implementation("eager")
-    sample = classifier.model.tokenizer(
+    sample = model.tokenizer(
         ["an example document", "a second, longer example document"], padding=True, return_tensors="pt"
     )
     names = [n for n in INPUTS if n in sample]
-    graph = EmbeddingGraph(encoder, classifier.model.pooling, names)
+    graph = EmbeddingGraph(encoder, model.pooling, names)
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"embeddings": {0: "batch"}}
     try:
         with torch.no_grad():
@@ -125,6 +126,45 @@ def fuse(source: Path, target: Path, config) -> bool:
     return True
 
 
+@dataclass
+class Graph:
+    """One encoder's export: the fp32 graph (what parity compares first) and the graph that is shipped."""
+
+    fp32: Path
+    shipped: Path
+    input_names: list[str]
+    fused: bool
+
+
+def build_graph(
+    model: DualEncoder, workdir: Path, cfg: OnnxConfig, tokenizer, pad_id: int, calibration_texts: Sequence[str]
+) -> Graph:
+    """Export one encoder, fuse it when asked (and its family is known), quantise it as configured."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    fp32, input_names = export_graph(model, workdir / "fp32.onnx", cfg.opset)
+    fused = workdir / "fused.onnx"
+    graph = fused if cfg.fuse and fuse(fp32, fused, model.encoder.config) else fp32
+    shipped = workdir / MODEL_FILE
+    if cfg.quantization == "none":
+        shutil.copyfile(graph, shipped)
+    else:
+        reader = (
+            TextCalibrationReader(OnnxEncoder(graph, tokenizer, pad_id, cfg.threads), calibration_texts)
+            if cfg.quantization == "static"
+            else None
+        )
+        quantize(graph, shipped, cfg.quantization, reader)
+    return Graph(fp32, shipped, input_names, graph is fused)
+
+
+def graph_encoders(graph: Graph, tokenizer, pad_id: int, cfg: OnnxConfig) -> tuple[OnnxEncoder, OnnxEncoder]:
+    """(fp32, shipped) encoders of a graph: one and the same when nothing was quantised."""
+    fp32 = OnnxEncoder(graph.fp32, tokenizer, pad_id, cfg.threads, cfg.batch_size)
+    if cfg.quantization == "none":
+        return fp32, fp32
+    return fp32, OnnxEncoder(graph.shipped, tokenizer, pad_id, cfg.threads, cfg.batch_size)
+
+
 def _size_mb(path: Path) -> float:
     return round(path.stat().st_size / 2**20, 2)
 
@@ -154,34 +194,27 @@ def export_classifier(
         raise ExportError("the encoder has no fast tokenizer (tokenizer.json), which ONNX serving needs")
     precision = "fp32" if cfg.quantization == "none" else "int8"
     steps: dict[str, str] = {}
+    new_label_model = classifier.new_label_model
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        progress = tqdm(total=4, desc="onnx export")
-        fp32, input_names = export_graph(classifier, tmp / "fp32.onnx", cfg.opset)
-        progress.update()
+        progress = tqdm(total=3 + (new_label_model is not None), desc="onnx export")
         hf_tokenizer.backend_tokenizer.save(str(tmp / TOKENIZER_FILE))
         tokenizer = load_tokenizer(tmp / TOKENIZER_FILE, classifier.model.max_length)
         pad_id = int(hf_tokenizer.pad_token_id or 0)
-        fused = tmp / "fused.onnx"
-        graph = fused if cfg.fuse and fuse(fp32, fused, classifier.model.encoder.config) else fp32
-        steps["fusion"] = "ort-transformers" if graph is fused else "none"
+        main = build_graph(classifier.model, tmp / "main", cfg, tokenizer, pad_id, calibration_texts)
         progress.update()
-        final = tmp / MODEL_FILE
-        if precision == "fp32":
-            shutil.copyfile(graph, final)
-        else:
-            reader = (
-                TextCalibrationReader(OnnxEncoder(graph, tokenizer, pad_id, cfg.threads), calibration_texts)
-                if cfg.quantization == "static"
-                else None
-            )
-            quantize(graph, final, cfg.quantization, reader)
-        steps["quantization"] = cfg.quantization
-        progress.update()
-        fp32_encoder = OnnxEncoder(fp32, tokenizer, pad_id, cfg.threads, cfg.batch_size)
-        encoder = (
-            fp32_encoder if precision == "fp32" else OnnxEncoder(final, tokenizer, pad_id, cfg.threads, cfg.batch_size)
+        # request label sets: the encoder with part of the adapter folded in, exported and quantised alike
+        new = (
+            build_graph(new_label_model, tmp / "new_labels", cfg, tokenizer, pad_id, calibration_texts)
+            if new_label_model is not None
+            else None
         )
+        progress.update(new is not None)
+        steps["fusion"] = "ort-transformers" if main.fused else "none"
+        steps["quantization"] = cfg.quantization
+
+        fp32_encoder, encoder = graph_encoders(main, tokenizer, pad_id, cfg)
+        new_fp32_encoder, new_encoder = graph_encoders(new, tokenizer, pad_id, cfg) if new else (None, None)
         label_emb = encoder.embed(list(classifier.label_descriptions.values()))
         onnx_clf = OnnxClassifier(
             encoder,
@@ -192,6 +225,9 @@ def export_classifier(
             float(classifier.model.bias),
             classifier.single_label,
             tuple(classifier.text_columns),
+            new_encoder,
+            float(new_label_model.scale) if new is not None else None,
+            float(new_label_model.bias) if new is not None else None,
         )
         retune = cfg.thresholds == "validation" and len(tuning_texts) > 0 and not classifier.single_label
         if retune:
@@ -206,12 +242,16 @@ def export_classifier(
             if retune
             else "the torch model's"
         )
-        parity = check_parity(classifier, fp32_encoder, onnx_clf, precision, eval_texts, eval_labels, cfg)
+        parity = check_parity(
+            classifier, fp32_encoder, onnx_clf, precision, eval_texts, eval_labels, cfg, new_fp32_encoder
+        )
         progress.update()
         progress.close()
-        sizes = {"torch_fp32": _torch_size_mb(classifier), "onnx_fp32": _size_mb(fp32)}
+        sizes = {"torch_fp32": _torch_size_mb(classifier), "onnx_fp32": _size_mb(main.fp32)}
         if precision == "int8":
-            sizes["onnx_int8"] = _size_mb(final)
+            sizes["onnx_int8"] = _size_mb(main.shipped)
+        if new is not None:
+            sizes[f"onnx_new_labels_{precision}"] = _size_mb(new.shipped)
         if not parity.passed:
             raise ExportError(
                 f"ONNX {precision} export failed its parity gates, nothing was registered:\n"
@@ -219,7 +259,9 @@ def export_classifier(
                 parity,
                 sizes,
             )
-        shutil.copyfile(final, out_dir / MODEL_FILE)
+        shutil.copyfile(main.shipped, out_dir / MODEL_FILE)
+        if new is not None:
+            shutil.copyfile(new.shipped, out_dir / NEW_LABEL_MODEL_FILE)
         shutil.copyfile(tmp / TOKENIZER_FILE, out_dir / TOKENIZER_FILE)
     np.save(out_dir / LABEL_EMB_FILE, label_emb)
     meta = {
@@ -233,11 +275,21 @@ def export_classifier(
         "pooling": classifier.model.pooling,
         "max_length": classifier.model.max_length,
         "pad_id": pad_id,
-        "input_names": input_names,
+        "input_names": main.input_names,
         "threads": cfg.threads,
         "batch_size": cfg.batch_size,
         "steps": steps,
         "precision": precision,
+        "new_label_adapter_scale": classifier.new_label_adapter_scale,
+        **(
+            {
+                "new_label_model": NEW_LABEL_MODEL_FILE,
+                "new_label_scale": onnx_clf.new_label_scale,
+                "new_label_bias": onnx_clf.new_label_bias,
+            }
+            if new is not None
+            else {}
+        ),
     }
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     return ExportResult(out_dir, parity, sizes, steps)

@@ -67,6 +67,14 @@ class ParityReport:
     n_texts: int
     confidence: float = 0.95
     failures: list[str] = field(default_factory=list)
+    # the new-label graph (request label sets), when the model has one: its embeddings against its torch encoder
+    new_labels_fp32_min_cosine: float | None = None
+    new_labels_mean_cosine: float | None = None
+    new_labels_min_cosine: float | None = None
+
+    @property
+    def has_new_labels(self) -> bool:
+        return self.new_labels_fp32_min_cosine is not None
 
     @property
     def f1_macro_drop(self) -> float:
@@ -88,6 +96,15 @@ class ParityReport:
             "f1_macro_drop_low": self.drop_low,
             "f1_macro_drop_high": self.drop_high,
             "decision_agreement": self.agreement,
+            **(
+                {
+                    "parity_new_labels_fp32_min_cosine": self.new_labels_fp32_min_cosine,
+                    f"parity_new_labels_{p}_mean_cosine": self.new_labels_mean_cosine,
+                    f"parity_new_labels_{p}_min_cosine": self.new_labels_min_cosine,
+                }
+                if self.has_new_labels
+                else {}
+            ),
         }
 
     def summary(self) -> str:
@@ -97,23 +114,48 @@ class ParityReport:
             if self.precision == "fp32"
             else f"int8 graph, int8 mean cosine {self.mean_cosine:.5f} (fp32 min {self.fp32_min_cosine:.6f})"
         )
+        new_labels = (
+            f"; new-label graph {self.precision} mean cosine {self.new_labels_mean_cosine:.5f}"
+            if self.has_new_labels
+            else ""
+        )
         return (
             f"{cosines}; F1-macro {self.f1_macro_torch:.4f} -> {self.f1_macro_onnx:.4f} "
             f"(drop {self.confidence:.0%} interval [{self.drop_low:+.4f}, {self.drop_high:+.4f}]); "
-            f"label sets as torch's on {self.agreement:.1%} of {self.n_texts} documents"
+            f"label sets as torch's on {self.agreement:.1%} of {self.n_texts} documents{new_labels}"
         )
+
+
+def cosine_failures(
+    graph: str, precision: str, fp32_min: float, mean: float, min_fp32_cosine: float, min_int8_mean_cosine: float
+) -> list[str]:
+    """The embedding gates of one graph (`graph` names it in the message, '' for the main one)."""
+    failures = []
+    if not fp32_min >= min_fp32_cosine:
+        failures.append(f"{graph}fp32 embedding parity: min cosine {fp32_min:.6f} < {min_fp32_cosine}")
+    if precision == "int8" and not mean >= min_int8_mean_cosine:
+        failures.append(f"{graph}int8 embedding parity: mean cosine {mean:.6f} < {min_int8_mean_cosine}")
+    return failures
 
 
 def gate_failures(
     report: ParityReport, min_fp32_cosine: float, min_int8_mean_cosine: float, max_f1_drop: float, min_agreement: float
 ) -> list[str]:
     """One readable line per gate that the measured values miss. The int8 cosine gate applies to int8 only;
-    the F1 gate fails when the whole drop interval lies above `max_f1_drop`."""
-    failures = []
-    if not report.fp32_min_cosine >= min_fp32_cosine:
-        failures.append(f"fp32 embedding parity: min cosine {report.fp32_min_cosine:.6f} < {min_fp32_cosine}")
-    if report.precision == "int8" and not report.mean_cosine >= min_int8_mean_cosine:
-        failures.append(f"int8 embedding parity: mean cosine {report.mean_cosine:.6f} < {min_int8_mean_cosine}")
+    the F1 gate fails when the whole drop interval lies above `max_f1_drop`. The new-label graph is held to the
+    same cosine gates (no labelled documents of new labels to judge its decisions on)."""
+    failures = cosine_failures(
+        "", report.precision, report.fp32_min_cosine, report.mean_cosine, min_fp32_cosine, min_int8_mean_cosine
+    )
+    if report.has_new_labels:
+        failures += cosine_failures(
+            "new-label graph ",
+            report.precision,
+            report.new_labels_fp32_min_cosine,
+            report.new_labels_mean_cosine,
+            min_fp32_cosine,
+            min_int8_mean_cosine,
+        )
     if not report.drop_low <= max_f1_drop:
         failures.append(
             f"F1-macro drop {report.f1_macro_drop:.4f} ({report.f1_macro_torch:.4f} -> "
@@ -130,6 +172,13 @@ def gate_failures(
     return failures
 
 
+def embedding_cosines(model, fp32_encoder, shipped_encoder, texts: list[str], precision: str):
+    """(fp32, shipped) row cosines of one ONNX graph's embeddings to its torch encoder's."""
+    reference = model.embed(texts).numpy()
+    fp32 = row_cosines(reference, fp32_encoder.embed(texts))
+    return fp32, fp32 if precision == "fp32" else row_cosines(reference, shipped_encoder.embed(texts))
+
+
 def check_parity(
     classifier,
     fp32_encoder,
@@ -138,14 +187,23 @@ def check_parity(
     eval_texts: Sequence[str],
     eval_labels: Sequence[Sequence[str]],
     cfg,
+    new_label_fp32_encoder=None,
 ) -> ParityReport:
     """Embeddings of the evaluation documents and the label descriptions through torch, ONNX fp32 and the
-    shipped graph; torch's decisions (its thresholds) against the export's (its own thresholds) on the
-    evaluation labels."""
+    shipped graph, for the main and (with `new_label_fp32_encoder`) the new-label encoder; torch's decisions
+    (its thresholds) against the export's (its own thresholds) on the evaluation labels."""
     texts = list(eval_texts)[: cfg.parity_sample] + list(classifier.label_descriptions.values())
-    reference = classifier.model.embed(texts).numpy()
-    fp32 = row_cosines(reference, fp32_encoder.embed(texts))
-    shipped = fp32 if precision == "fp32" else row_cosines(reference, onnx_classifier.encoder.embed(texts))
+    fp32, shipped = embedding_cosines(classifier.model, fp32_encoder, onnx_classifier.encoder, texts, precision)
+    new_labels = {}
+    if new_label_fp32_encoder is not None:
+        new_fp32, new_shipped = embedding_cosines(
+            classifier.new_label_model, new_label_fp32_encoder, onnx_classifier.new_label_encoder, texts, precision
+        )
+        new_labels = {
+            "new_labels_fp32_min_cosine": float(new_fp32.min()),
+            "new_labels_mean_cosine": float(new_shipped.mean()),
+            "new_labels_min_cosine": float(new_shipped.min()),
+        }
     y_true = multi_hot(eval_labels, classifier.labels)
     single = classifier.single_label
     torch_pred = decide(classifier.predict_proba(list(eval_texts)), classifier.thresholds, single)
@@ -163,6 +221,7 @@ def check_parity(
         agreement=decision_agreement(torch_pred, onnx_pred),
         n_texts=len(eval_texts),
         confidence=cfg.confidence,
+        **new_labels,
     )
     report.failures = gate_failures(
         report, cfg.min_fp32_cosine, cfg.min_int8_mean_cosine, cfg.max_f1_drop, cfg.min_agreement

@@ -17,13 +17,15 @@ def log_onnx_classifier(package_dir: str | Path, example_texts: Sequence[str], t
     answer to `example_texts` as the example; returns ModelInfo. `threads` (0 = all cores) can be overridden at
     load: `load_model(uri, model_config={"threads": n})`."""
     requirements = onnx_requirements()
+    classifier = OnnxClassifier.load(package_dir, threads)
     return log_pyfunc(
         PYFUNC_FILE,
         {"onnx_classifier": str(package_dir)},
         requirements,
-        OnnxClassifier.load(package_dir, threads),
+        classifier,
         example_texts,
         MODEL_CODE,
         name,
         {"threads": int(threads)},
+        classifier.new_label_adapter_scale,
     )

@@ -15,6 +15,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 MODEL_FILE = "model.onnx"
+NEW_LABEL_MODEL_FILE = "model_new_labels.onnx"  # scores request label sets, when the torch model had two encoders
 TOKENIZER_FILE = "tokenizer.json"
 META_FILE = "onnx_classifier.json"
 LABEL_EMB_FILE = "label_embeddings.npy"
@@ -90,7 +91,8 @@ class OnnxEncoder:
 
 @dataclass
 class OnnxClassifier:
-    """What the ONNX package holds: the encoder, its label set with precomputed embeddings, and the head."""
+    """What the ONNX package holds: the encoder, its label set with precomputed embeddings, and the head; and,
+    when the torch model had one, the new-label encoder (with its logit scale and bias) for request label sets."""
 
     encoder: OnnxEncoder
     label_descriptions: dict[str, str]
@@ -100,34 +102,39 @@ class OnnxClassifier:
     bias: float
     single_label: bool = False
     text_columns: tuple[str, ...] = ("text",)
+    new_label_encoder: OnnxEncoder | None = None
+    new_label_scale: float | None = None
+    new_label_bias: float | None = None
+    new_label_adapter_scale: float = 1.0  # of the torch model's new-label encoder; 1.0: none
 
     @property
     def labels(self) -> list[str]:
         return list(self.label_descriptions)
 
     def predict_proba(self, texts: Sequence[str], label_descriptions: dict[str, str] | None = None) -> np.ndarray:
-        """Own labels use the precomputed embeddings; a new label set is embedded by the ONNX encoder."""
-        label_emb = (
-            self.encoder.embed(list(label_descriptions.values())) if label_descriptions else self.label_embeddings
-        )
+        """Own labels use the precomputed embeddings; a new label set (descriptions and documents) goes through
+        the new-label encoder when there is one, else the main encoder."""
+        encoder, scale, bias = self.encoder, self.scale, self.bias
+        if label_descriptions and self.new_label_encoder is not None:
+            encoder, scale, bias = self.new_label_encoder, self.new_label_scale, self.new_label_bias
+        label_emb = encoder.embed(list(label_descriptions.values())) if label_descriptions else self.label_embeddings
         if not texts:
             return np.zeros((0, len(label_emb)), dtype=np.float32)
-        return probabilities(self.encoder.embed(texts), label_emb, self.scale, self.bias)
+        return probabilities(encoder.embed(texts), label_emb, scale, bias)
 
     @classmethod
     def load(cls, directory: str | Path, threads: int | None = None) -> "OnnxClassifier":
         directory = Path(directory)
         meta = json.loads((directory / META_FILE).read_text())
         tokenizer = load_tokenizer(directory / TOKENIZER_FILE, meta["max_length"])
-        encoder = OnnxEncoder(
-            directory / MODEL_FILE,
-            tokenizer,
-            meta["pad_id"],
-            meta["threads"] if threads is None else threads,
-            meta["batch_size"],
-        )
+        threads = meta["threads"] if threads is None else threads
+
+        def encoder(name: str) -> OnnxEncoder:
+            return OnnxEncoder(directory / name, tokenizer, meta["pad_id"], threads, meta["batch_size"])
+
+        new_labels = meta.get("new_label_model")  # absent: an export of a one-encoder model
         return cls(
-            encoder,
+            encoder(MODEL_FILE),
             meta["label_descriptions"],
             np.load(directory / LABEL_EMB_FILE),
             np.asarray(meta["thresholds"]),
@@ -135,4 +142,8 @@ class OnnxClassifier:
             meta["bias"],
             meta["single_label"],
             tuple(meta["text_columns"]),
+            encoder(new_labels) if new_labels else None,
+            meta.get("new_label_scale"),
+            meta.get("new_label_bias"),
+            meta.get("new_label_adapter_scale", 1.0),
         )

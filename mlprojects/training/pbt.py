@@ -342,4 +342,5 @@ def best_classifier(cfg: TrainConfig, outcome: TuneOutcome, descriptions: dict[s
         np.asarray(outcome.best_state["thresholds"]),
         outcome.best_state["single_label"],
         text_columns,
+        best_cfg.new_label_adapter_scale,
     )

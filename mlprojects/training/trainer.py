@@ -310,5 +310,12 @@ def train_classifier(
         model, list(label_descriptions.values()), make_split(train, names), make_split(val, names), cfg
     )
     result = fit(trainer, cfg.max_epochs, cfg.patience, on_epoch)
-    classifier = Classifier(model, dict(label_descriptions), result.thresholds, trainer.single_label, text_columns)
+    classifier = Classifier(
+        model,
+        dict(label_descriptions),
+        result.thresholds,
+        trainer.single_label,
+        text_columns,
+        cfg.new_label_adapter_scale,
+    )
     return classifier, result
