@@ -1,0 +1,355 @@
+"""Leave-labels-out benchmark: does fine-tuning keep the zero-shot ability that is the dual encoder's reason to exist?
+
+    python -m bench.bench_new_labels --dataset madewithml --seeds 0 --holdouts all
+    python -m bench.bench_new_labels --dataset demo --seeds 0,1,2 --holdouts 0,2
+    python -m bench.bench_new_labels --table          # the markdown summary of what the results file holds
+
+Per label split: the held-out labels are removed from the fit and validation documents' label lists (documents
+left with none dropped) and from the trained label set; the model trains with today's SFT defaults
+(`train_classifier`, TrainConfig). Then, at each adapter scale s (`merged_encoder(model, adapter_scale=s)`, scale
+and bias as trained):
+- trained labels: the model's own label set, its thresholds (tuned at s=1 by training; re-tuned on validation for
+  s<1), on the documents of the trained labels;
+- new labels: a request label set with every description (trained + held-out), scored as the served model scores
+  one (`registry.contract.resolve_labels`: 0.5 for every label, multi-label), F1-macro over the held-out labels.
+The untrained encoder (`build_model(cfg, lora=False)`) is scored the same way. Document splits are fixed (seed 42)
+so every seed sees the same documents; the seed drives training only. Validation chooses the adapter scale for
+new labels; test only reports. Each finished model is appended to the results file at once (a file lock keeps
+two concurrent runs from losing each other's records); runs already in it are skipped, so a run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+from bench.machine import machine_info
+from bench.madewithml import SEED, load_split
+from mlprojects import config as C
+from mlprojects.config import TrainConfig
+from mlprojects.data import load_splits, multi_hot, stratified_split
+from mlprojects.evaluation.metrics import decide, f1_per_label, tune_thresholds
+from mlprojects.model.encoder import DualEncoder, build_model, merged_encoder
+from mlprojects.training.trainer import train_classifier
+from registry.cli import ArgumentParser, cli_entry
+from registry.contract import resolve_labels
+from registry.errors import ConfigError
+
+RESULTS = Path(__file__).resolve().parent / "results" / "new_labels.json"
+SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
+# Demo: three disjoint groups of four, each mixing document kinds and tax topics.
+DEMO_HOLDOUTS = (
+    ("tax_question", "vat", "withholding_tax", "tax_year_mention"),
+    ("tax_problem", "internal_memo", "corporate_income_tax", "payroll_tax"),
+    ("tax_solution", "tax_ruling", "personal_income_tax", "transfer_pricing"),
+)
+MADEWITHML_HOLDOUTS = (("computer-vision",), ("natural-language-processing",), ("mlops",), ("other",))
+HOLDOUTS = {"madewithml": MADEWITHML_HOLDOUTS, "demo": DEMO_HOLDOUTS}
+
+
+def load_dataset(name: str, val_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, dict[str, str]]:
+    """(fit, validation, test, descriptions) with every label, split once with seed 42 as the other benchmarks do."""
+    if name == "madewithml":
+        train, test, descriptions = load_split()
+        fit, val = stratified_split(train, val_fraction, SEED)
+        return fit, val, test, descriptions
+    cfg = TrainConfig()
+    splits = load_splits(
+        str(C.DEMO_DATA),
+        str(C.DEMO_LABELS),
+        C.DEMO_TEXT_COLUMNS,
+        C.DEMO_LABEL_COLUMN,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        seed=SEED,
+    )
+    return splits.fit, splits.validation, splits.test, splits.descriptions
+
+
+def restrict(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """Only `labels` kept in each label list; documents left with none dropped."""
+    keep = set(labels)
+    out = frame.assign(labels=[[label for label in ls if label in keep] for ls in frame["labels"]])
+    return out[out["labels"].map(len) > 0].reset_index(drop=True)
+
+
+def blended(model: DualEncoder, adapter_scale: float) -> DualEncoder:
+    """The trained model with `adapter_scale` of its LoRA update folded in; tokenizer, pooling, scale, bias kept."""
+    return DualEncoder(
+        merged_encoder(model, adapter_scale),
+        model.tokenizer,
+        model.pooling,
+        model.max_length,
+        float(model.scale),
+        float(model.bias),
+    ).eval()
+
+
+def new_label_f1(
+    model: DualEncoder, frame: pd.DataFrame, descriptions: dict[str, str], held_out: list[str]
+) -> dict[str, float]:
+    """Per held-out label F1 when a request carries the whole label set: the served request path (0.5, multi-label)."""
+    names, thresholds = resolve_labels([], np.zeros(0), descriptions, None)
+    probs = model.probabilities(model.embed(list(frame["text"])), model.embed(list(descriptions.values())))
+    _, _, f1, _ = f1_per_label(multi_hot(frame["labels"], names), decide(probs, thresholds))
+    return {label: float(f1[names.index(label)]) for label in held_out}
+
+
+def trained_label_f1(
+    model: DualEncoder,
+    frames: dict[str, pd.DataFrame],
+    descriptions: dict[str, str],
+    thresholds: np.ndarray,
+    single_label: bool,
+) -> dict[str, float]:
+    """F1-macro on the model's own labels per frame; `thresholds=None` re-tunes them on the validation frame."""
+    label_emb = model.embed(list(descriptions.values()))
+    probs = {name: model.probabilities(model.embed(list(f["text"])), label_emb) for name, f in frames.items()}
+    truth = {name: multi_hot(f["labels"], list(descriptions)) for name, f in frames.items()}
+    if thresholds is None:
+        thresholds = tune_thresholds(truth["validation"], probs["validation"])
+    return {
+        name: float(f1_per_label(truth[name], decide(probs[name], thresholds, single_label))[2].mean())
+        for name in frames
+    }
+
+
+def macro(per_label: dict[str, float]) -> float:
+    return float(np.mean(list(per_label.values())))
+
+
+def choose_scale(val_f1: dict[str, float]) -> float:
+    """The best validation new-label F1; a tie goes to the larger scale (closer to the model as trained)."""
+    return max(SCALES, key=lambda s: (round(val_f1[str(s)], 10), s))
+
+
+def run_one(dataset: str, holdout: int, seed: int, data, untrained: dict) -> dict:
+    fit, val, test, descriptions = data
+    held_out = list(HOLDOUTS[dataset][holdout])
+    trained = [label for label in descriptions if label not in held_out]
+    trained_desc = {label: descriptions[label] for label in trained}
+    cfg = TrainConfig(seed=seed)
+    start, load_before = time.perf_counter(), os.getloadavg()[0]
+    classifier, result = train_classifier(cfg, restrict(fit, trained), restrict(val, trained), trained_desc, ["text"])
+    train_s = time.perf_counter() - start
+    own_frames = {"validation": restrict(val, trained), "test": restrict(test, trained)}
+    record = {
+        "dataset": dataset,
+        "holdout": holdout,
+        "seed": seed,
+        "held_out": held_out,
+        "n_fit": len(restrict(fit, trained)),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "scale": classifier.model.scale.item(),
+        "bias": classifier.model.bias.item(),
+        "new": {"validation": {}, "test": {}},
+        "new_per_label": {"validation": {}, "test": {}},
+        "trained": {"validation": {}, "test": {}},
+        "untrained_new": {split: macro({k: untrained[split][k] for k in held_out}) for split in ("validation", "test")},
+    }
+    start = time.perf_counter()
+    for s in SCALES:
+        model = blended(classifier.model, s)
+        for split, frame in (("validation", val), ("test", test)):
+            per_label = new_label_f1(model, frame, descriptions, held_out)
+            record["new_per_label"][split][str(s)] = per_label
+            record["new"][split][str(s)] = macro(per_label)
+        own = trained_label_f1(
+            model, own_frames, trained_desc, classifier.thresholds if s == 1.0 else None, classifier.single_label
+        )
+        for split, value in own.items():
+            record["trained"][split][str(s)] = value
+    chosen = choose_scale(record["new"]["validation"])
+    record.update(
+        chosen_scale=chosen,
+        train_s=round(train_s, 1),
+        eval_s=round(time.perf_counter() - start, 1),
+        load_avg_1m=[load_before, os.getloadavg()[0]],
+    )
+    return record
+
+
+def untrained_f1(data) -> dict[str, dict[str, float]]:
+    """The untrained encoder's per-label F1 for a request with every label (its own init scale and bias)."""
+    _, val, test, descriptions = data
+    model = build_model(TrainConfig(), lora=False)
+    return {
+        split: new_label_f1(model, frame, descriptions, list(descriptions))
+        for split, frame in (("validation", val), ("test", test))
+    }
+
+
+def update(out: Path, mutate) -> dict:
+    """Read, change and write the results file under a lock on it, so concurrent runs never lose each other's
+    records."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        text = handle.read()
+        results = json.loads(text) if text else {"runs": [], "untrained": {}, "machine": []}
+        mutate(results)
+        results["summary"] = summarise(results)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(results, indent=2))
+    return results
+
+
+def interval(values: list[float]) -> dict:
+    """Mean with a 95% Student-t interval across the (seed, label split) runs; no interval from one run."""
+    v = np.asarray(values, dtype=float)
+    out = {"mean": float(v.mean()), "n": len(v)}
+    if len(v) > 1:
+        half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+        out.update(low=out["mean"] - half, high=out["mean"] + half)
+    return out
+
+
+def summarise(results: dict) -> dict:
+    """Per dataset, over its runs: new labels (untrained, each scale, the per-model choice, the one scale with the best
+    mean validation F1) and trained labels per scale, on test; the differences to the untrained encoder paired."""
+    summary = {}
+    for dataset in sorted({r["dataset"] for r in results["runs"]}):
+        runs = [r for r in results["runs"] if r["dataset"] == dataset]
+        best_fixed = max(SCALES, key=lambda s: (np.mean([r["new"]["validation"][str(s)] for r in runs]), s))
+        base = [r["untrained_new"]["test"] for r in runs]
+        chosen = [r["new"]["test"][str(r["chosen_scale"])] for r in runs]
+        fixed = [r["new"]["test"][str(best_fixed)] for r in runs]
+        summary[dataset] = {
+            "runs": len(runs),
+            "seeds": sorted({r["seed"] for r in runs}),
+            "holdouts": sorted({r["holdout"] for r in runs}),
+            "untrained_new_test": interval(base),
+            "new_test": {str(s): interval([r["new"]["test"][str(s)] for r in runs]) for s in SCALES},
+            "new_validation": {str(s): interval([r["new"]["validation"][str(s)] for r in runs]) for s in SCALES},
+            "trained_test": {str(s): interval([r["trained"]["test"][str(s)] for r in runs]) for s in SCALES},
+            "chosen_scales": [r["chosen_scale"] for r in runs],
+            "chosen_new_test": interval(chosen),
+            "chosen_minus_untrained": interval(np.subtract(chosen, base).tolist()),
+            "best_fixed_scale_on_validation": best_fixed,
+            "fixed_new_test": interval(fixed),
+            "fixed_minus_untrained": interval(np.subtract(fixed, base).tolist()),
+            "scale1_minus_untrained": interval(np.subtract([r["new"]["test"]["1.0"] for r in runs], base).tolist()),
+            "train_s": interval([r["train_s"] for r in runs]),
+            "load_avg_1m": [x for r in runs for x in r["load_avg_1m"]],
+        }
+    return summary
+
+
+def fmt(i: dict) -> str:
+    return f"{i['mean']:.3f} [{i['low']:.3f}, {i['high']:.3f}]" if "low" in i else f"{i['mean']:.3f}"
+
+
+def markdown_table(results: dict) -> str:
+    """Levels on test, and in brackets below them the paired difference to the untrained encoder (same held-out
+    labels, same documents): the label splits differ far more from each other than the methods do."""
+    rows = [
+        "| dataset | runs (label splits × seeds) | new labels: untrained | new: SFT, scale 1 | new: scale chosen on "
+        "validation per model | new: one scale for all, chosen on validation | trained labels: SFT, scale 1 | "
+        "load (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for dataset, s in results["summary"].items():
+        load = s["load_avg_1m"]
+        rows.append(
+            f"| {dataset} | {s['runs']} ({len(s['holdouts'])} × {len(s['seeds'])}) | {fmt(s['untrained_new_test'])} "
+            f"| {fmt(s['new_test']['1.0'])}<br>Δ {fmt(s['scale1_minus_untrained'])} "
+            f"| {fmt(s['chosen_new_test'])}<br>Δ {fmt(s['chosen_minus_untrained'])}<br>(scales {s['chosen_scales']}) "
+            f"| s={s['best_fixed_scale_on_validation']}: {fmt(s['fixed_new_test'])}<br>"
+            f"Δ {fmt(s['fixed_minus_untrained'])} | {fmt(s['trained_test']['1.0'])} "
+            f"| {min(load):.1f}–{max(load):.1f} |"
+        )
+    rows += ["", "| dataset | F1-macro | " + " | ".join(f"s={s}" for s in SCALES) + " |", "|---|---|" + "---|" * 5]
+    titles = {"new_validation": "new, validation", "new_test": "new, test", "trained_test": "trained, test"}
+    for dataset, s in results["summary"].items():
+        for key, title in titles.items():
+            rows.append(f"| {dataset} | {title} | " + " | ".join(fmt(s[key][str(x)]) for x in SCALES) + " |")
+    rows += ["", shared_scale_line(results["summary"])]
+    return "\n".join(rows)
+
+
+def shared_scale_line(summary: dict) -> str:
+    """One default for every data set: the scale with the best validation new-label F1-macro, averaged over the
+    data sets (each weighs the same), and what it gives on test."""
+    by_scale = {s: np.mean([d["new_validation"][str(s)]["mean"] for d in summary.values()]) for s in SCALES}
+    best = max(SCALES, key=lambda s: (by_scale[s], s))
+    tests = ", ".join(
+        f"{name} {d['new_test'][str(best)]['mean']:.3f} (untrained {d['untrained_new_test']['mean']:.3f})"
+        for name, d in summary.items()
+    )
+    means = ", ".join(f"s={s}: {v:.3f}" for s, v in by_scale.items())
+    return f"One scale for both data sets, by mean validation new-label F1-macro ({means}): s={best}; test: {tests}."
+
+
+def parse_list(value: str, choices: int) -> list[int]:
+    if value == "all":
+        return list(range(choices))
+    try:
+        picked = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a comma list of integers or 'all', got '{value}'") from None
+    return picked
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(
+        prog="bench_new_labels", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--dataset", choices=sorted(HOLDOUTS), default="madewithml")
+    p.add_argument("--seeds", default="0", help="comma list of training seeds")
+    p.add_argument("--holdouts", default="all", help="comma list of label-split indices, or 'all'")
+    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on the shared machine)")
+    p.add_argument("--table", action="store_true", help="print the summary table of --out and stop")
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    if args.table:
+        print(markdown_table(json.loads(out.read_text())))
+        return 0
+    torch.set_num_threads(args.threads)
+    seeds = parse_list(args.seeds, 0)
+    holdouts = parse_list(args.holdouts, len(HOLDOUTS[args.dataset]))
+    if bad := [h for h in holdouts if not 0 <= h < len(HOLDOUTS[args.dataset])]:
+        raise ConfigError(f"holdouts {bad} out of range for {args.dataset} (0..{len(HOLDOUTS[args.dataset]) - 1})")
+    data = load_dataset(args.dataset, TrainConfig().val_fraction)
+    done = (
+        {(r["dataset"], r["holdout"], r["seed"]) for r in json.loads(out.read_text())["runs"]}
+        if out.exists()
+        else set()
+    )
+    untrained = untrained_f1(data)
+    update(out, lambda r: r["untrained"].update({args.dataset: untrained}) or r["machine"].append(machine_info()))
+    for seed in seeds:
+        for holdout in holdouts:
+            if (args.dataset, holdout, seed) in done:
+                print(f"skip {args.dataset} holdout {holdout} seed {seed}: already in {out}", file=sys.stderr)
+                continue
+            record = run_one(args.dataset, holdout, seed, data, untrained)
+            update(out, lambda r, rec=record: r["runs"].append(rec))
+            print(
+                f"{args.dataset} holdout {holdout} seed {seed}: new untrained {record['untrained_new']['test']:.3f}, "
+                f"scale 1 {record['new']['test']['1.0']:.3f}, chosen s={record['chosen_scale']} "
+                f"{record['new']['test'][str(record['chosen_scale'])]:.3f}; "
+                f"trained {record['trained']['test']['1.0']:.3f}"
+                f" ({record['train_s']:.0f} s train)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
