@@ -167,7 +167,10 @@ def test_grpo_stage_registers_a_challenger_child_of_the_reference(registered, re
     }
     weights = {role: (path / "model.safetensors").read_bytes() for role, path in saved.items()}
     assert weights["reference"] == weights["challenger"]
-    assert json.loads((saved["challenger"].parent / META_FILE).read_text())["new_label_adapter_scale"] == 0.5
+    assert (
+        json.loads((saved["challenger"].parent / META_FILE).read_text())["new_label_adapter_scale"]
+        == TrainConfig().new_label_adapter_scale
+    )
 
 
 def test_missing_alias_or_feedback_is_a_clear_error_and_registers_nothing(registered, tmp_path, capsys):

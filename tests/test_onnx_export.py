@@ -115,7 +115,10 @@ def test_export_registers_onnx_version_with_lineage_both_ways(exported):
     assert metrics["parity_new_labels_int8_mean_cosine"] >= 0.99
     package = os.path.join(mlflow.artifacts.download_artifacts(exported), "artifacts", "onnx_classifier")
     assert "MatMulInteger" in {n.op_type for n in onnx.load(os.path.join(package, NEW_LABEL_MODEL_FILE)).graph.node}
-    assert json.load(open(os.path.join(package, "onnx_classifier.json")))["new_label_adapter_scale"] == 0.5
+    assert (
+        json.load(open(os.path.join(package, "onnx_classifier.json")))["new_label_adapter_scale"]
+        == TrainConfig().new_label_adapter_scale
+    )
     report = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/onnx/parity_report.json")
     assert report["steps"]["quantization"] == "dynamic" and report["precision"] == "int8"
     assert report["steps"]["thresholds"] == "the torch model's"
