@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
-from mlprojects.config import resolve_encoder
+from mlprojects.config import TrainConfig, resolve_encoder
+from mlprojects.model.encoder import DualEncoder, build_model
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -37,6 +39,17 @@ def tiny_encoder(tmp_path_factory) -> str:
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+def lora_with_update(cfg: TrainConfig, std: float = 0.05) -> DualEncoder:
+    """A LoRA model whose adapters hold a non-zero update (peft starts B at zero), as after some training."""
+    torch.manual_seed(1)
+    model = build_model(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, std)
+    return model.eval()
 
 
 def cli_args(**options) -> list[str]:

@@ -6,17 +6,7 @@ import torch
 from mlprojects.config import TrainConfig
 from mlprojects.model.encoder import build_model, merged_encoder
 from mlprojects.model.lora_resize import lora_rank, resize_lora_pair, resize_lora_state
-
-
-def _trained_like(cfg: TrainConfig):
-    """A model whose adapters hold a non-zero update (peft starts B at zero), as after some training."""
-    torch.manual_seed(1)
-    model = build_model(cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.05)
-    return model
+from tests.conftest import lora_with_update
 
 
 def _merged(model):
@@ -25,7 +15,7 @@ def _merged(model):
 
 @pytest.mark.parametrize("old_r,new_r", [(4, 8), (4, 32)])
 def test_rank_increase_keeps_merged_weights(tiny_encoder, old_r, new_r):
-    small = _trained_like(TrainConfig(encoder=tiny_encoder, lora_r=old_r))
+    small = lora_with_update(TrainConfig(encoder=tiny_encoder, lora_r=old_r))
     state = resize_lora_state(small.trainable_state(), alpha=16, new_r=new_r)
     assert lora_rank(state) == new_r
     big = build_model(TrainConfig(encoder=tiny_encoder, lora_r=new_r))
@@ -60,7 +50,7 @@ def test_new_directions_stay_trainable():
 
 def test_adapter_scale_blends_pretrained_and_fine_tuned_weights(tiny_encoder):
     """W + s·BA is linear in s: scale 0 is the pre-trained encoder, 0.5 the midpoint of it and the full merge."""
-    model = _trained_like(TrainConfig(encoder=tiny_encoder, lora_r=4))
+    model = lora_with_update(TrainConfig(encoder=tiny_encoder, lora_r=4))
     full, half, zero = (merged_encoder(model, s).state_dict() for s in (1.0, 0.5, 0.0))
     base = merged_encoder(build_model(TrainConfig(encoder=tiny_encoder, lora_r=4))).state_dict()
     assert any(not torch.equal(full[k], zero[k]) for k in full)

@@ -16,25 +16,20 @@ from mlprojects.model.registered import log_classifier
 from mlprojects.training.grpo_trainer import prepare_policy
 from registry.contract import to_params
 from registry.tracking import setup
+from tests.conftest import lora_with_update
 
 OWN = {"vat": "Value added tax on sales and invoices.", "payroll": "Wages, salaries and payroll tax."}
 NEW = {"fruit": "Apples, pears and orchards.", "bank": "Banks, loans and interest rates."}
 TEXTS = ["Is VAT due on consulting invoices to Germany?", "Our orchard sells apples.", "Salary slips for May"]
 
 
-def _trained_like(tiny_encoder: str) -> DualEncoder:
-    """A LoRA model whose adapters hold a non-zero update (peft starts B at zero), as after some training."""
-    torch.manual_seed(1)
-    model = build_model(TrainConfig(encoder=tiny_encoder, lora_r=4))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
-    return model.eval()
-
-
 def _classifier(tiny_encoder: str, scale: float) -> Classifier:
-    return Classifier(_trained_like(tiny_encoder), OWN, np.full(2, 0.5), new_label_adapter_scale=scale)
+    return Classifier(
+        lora_with_update(TrainConfig(encoder=tiny_encoder, lora_r=4), 0.2),
+        OWN,
+        np.full(2, 0.5),
+        new_label_adapter_scale=scale,
+    )
 
 
 def _direct(model: DualEncoder, encoder, descriptions: dict[str, str]) -> np.ndarray:

@@ -19,14 +19,14 @@ from mlprojects.config import OnnxConfig, TrainConfig
 from mlprojects.evaluation.bootstrap import paired_bootstrap
 from mlprojects.export_onnx import main
 from mlprojects.model.classifier import Classifier
-from mlprojects.model.encoder import DualEncoder, build_model, load_encoder
+from mlprojects.model.encoder import DualEncoder, load_encoder
 from mlprojects.onnx_model.export import ExportError, export_classifier
 from mlprojects.onnx_model.parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
 from mlprojects.onnx_model.runtime import NEW_LABEL_MODEL_FILE, OnnxClassifier
 from mlprojects.sft import main as sft_main
 from registry import conventions as C
 from registry.contract import OUTPUT_COLUMNS, to_params
-from tests.conftest import REPO, cli_args, use_mlflow_store
+from tests.conftest import REPO, cli_args, lora_with_update, use_mlflow_store
 from tests.test_sft_stage import mlflow_run
 
 FRUIT = {"apple": "Apples, orchards and fruit harvests.", "bank": "Banks, loans and interest rates."}
@@ -302,13 +302,8 @@ def test_static_quantisation_is_calibrated_on_text(tiny_encoder, tmp_path):
 def test_request_label_sets_are_served_by_the_new_label_graph(tiny_encoder, tmp_path):
     """Scale 0: the export's new-label graph is the untrained encoder, and request label sets are scored by it
     (as the torch model does); its own labels by the main graph."""
-    torch.manual_seed(1)
-    model = build_model(TrainConfig(encoder=tiny_encoder, lora_r=4))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.2)
-    Classifier(model.eval(), FRUIT, np.full(2, 0.5), new_label_adapter_scale=0.0).save(tmp_path / "torch")
+    model = lora_with_update(TrainConfig(encoder=tiny_encoder, lora_r=4), 0.2)
+    Classifier(model, FRUIT, np.full(2, 0.5), new_label_adapter_scale=0.0).save(tmp_path / "torch")
     classifier = Classifier.load(tmp_path / "torch", "cpu")
     cfg = OnnxConfig(quantization="none", max_f1_drop=1.0, min_agreement=0.0)
     result = export_classifier(classifier, tmp_path / "out", cfg, TEXTS, [["bank"]] * 3, TEXTS)
