@@ -4,6 +4,7 @@ import json
 
 import mlflow
 
+from mlprojects.config import TrainConfig
 from registry import conventions as C
 from registry.documents import load_label_descriptions
 from registry.model_card import MAX_CHARS, label_set_tags, model_description, render_card
@@ -88,8 +89,9 @@ def test_a_registered_version_records_its_label_set(tmp_path_factory, tiny_encod
         recorded = mlflow.artifacts.load_dict(f"models:/{served.name}/{served.version}/artifacts/{C.LABEL_SET_FILE}")
     finally:
         mlflow.set_tracking_uri(previous)
-    assert recorded == {C.LABEL_SET_DESCRIPTIONS: labels, C.LABEL_SET_NEW_LABEL_SCALE: 0.5}
-    assert version.tags[C.TAG_NEW_LABEL_SCALE] == "0.5"
+    scale = TrainConfig().new_label_adapter_scale  # the served model was trained with sft's defaults
+    assert recorded == {C.LABEL_SET_DESCRIPTIONS: labels, C.LABEL_SET_NEW_LABEL_SCALE: scale}
+    assert version.tags[C.TAG_NEW_LABEL_SCALE] == str(scale)
 
 
 def test_the_card_says_which_encoder_serves_new_labels():

@@ -8,6 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 
+from mlprojects.config import TrainConfig
 from mlprojects.data import content_hashes
 from mlprojects.sft import main
 from registry import conventions as C
@@ -72,9 +73,11 @@ def test_sft_stage_registers_a_model_that_honours_the_contract(mlflow_env, tiny_
     labels = set(mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/labels.json"))
     recorded = mlflow.artifacts.load_dict(f"models:/tiny-clf/1/artifacts/{C.LABEL_SET_FILE}")
     assert recorded[C.LABEL_SET_DESCRIPTIONS] == mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/labels.json")
-    assert recorded[C.LABEL_SET_NEW_LABEL_SCALE] == 0.5  # sft's default: a second encoder serves new labels
+    scale = TrainConfig().new_label_adapter_scale  # sft's default: a second encoder serves new labels
+    assert recorded[C.LABEL_SET_NEW_LABEL_SCALE] == scale
     card = client.get_model_version("tiny-clf", "1").description
-    assert "**Label set** (12 labels" in card and "a second encoder holding 0.5 of the fine-tuning update" in card
+    assert "**Label set** (12 labels" in card
+    assert f"a second encoder holding {scale:g} of the fine-tuning update" in card
     for row in out.itertuples():
         assert set(row.scores) == labels and row.top_label in labels
         assert set(row.labels) <= labels
