@@ -22,7 +22,7 @@ from mlprojects.evaluation.judging import (
 )
 from registry.aliases import set_tags
 from registry.cli import ArgumentParser, cli_entry, fraction, int_arg, non_negative, output_path_arg, positive
-from registry.contract import ContractError, check_known_labels
+from registry.contract import check_known_labels
 from registry.errors import ConfigError
 from registry.lookup import classifier_meta, model_name_of, registered_version
 from registry.model_card import write_card
@@ -61,10 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         raise ConfigError("give the label file (labels) or a label set to evaluate zero-shot (label_descriptions)")
     version = registered_version(args.model_uri)
     if override and version:  # a conflict is found from the version's metadata, before its weights download
-        try:
-            check_known_labels(classifier_meta(*version).get("label_descriptions", {}), override)
-        except ContractError as exc:
-            raise ConfigError(str(exc)) from exc
+        check_known_labels(classifier_meta(*version).get("label_descriptions", {}), override)
     data = load_eval_data(
         args.data, override or args.labels, args.text_columns, args.label_column, args.label_delimiter
     )

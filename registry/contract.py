@@ -16,6 +16,8 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import pandas as pd
 
+from registry.errors import PlatformError
+
 CORE_COLUMNS = ("labels", "top_label", "scores")  # what every version answers, those logged before `label_set` too
 LABELS, TOP_LABEL, SCORES = CORE_COLUMNS
 LABEL_SET = "label_set"
@@ -38,8 +40,8 @@ class LabelSetLimits:
 LIMITS = LabelSetLimits()
 
 
-class ContractError(ValueError):
-    """The request does not fit the contract; servers answer it with a 4xx."""
+class ContractError(PlatformError, ValueError):
+    """The request does not fit the contract: servers answer it with a 4xx, commands with `error: ...` and exit 2."""
 
 
 class Scorer(Protocol):

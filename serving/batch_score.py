@@ -32,7 +32,6 @@ from registry.contract import (
     REQUEST_SET,
     SCORES,
     TOP_LABEL,
-    ContractError,
     parse_params,
     to_params,
 )
@@ -222,10 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     setup(model_name_of(args.model_uri))
     name, version = resolve_version(args.model_uri)
     descriptions = load_label_descriptions(args.label_descriptions) if args.label_descriptions else None
-    try:  # checked here, not in the first Spark task
-        _, threshold = parse_params({"threshold": args.threshold})
-    except ContractError as exc:
-        raise ConfigError(str(exc)) from None
+    _, threshold = parse_params({"threshold": args.threshold})  # checked here, not in the first Spark task
     spark = spark_session(args.spark_master, args.arrow_records)
     with mlflow.start_run(run_name="batch_score"):
         log_params_once(

@@ -20,7 +20,7 @@ from mlprojects.data import multi_hot, prepare
 from mlprojects.evaluation import plots
 from mlprojects.evaluation.bootstrap import bootstrap_intervals
 from registry import conventions as C
-from registry.contract import CORE_COLUMNS, LABELS, SCORES, ContractError, label_descriptions, to_params
+from registry.contract import CORE_COLUMNS, LABELS, SCORES, label_descriptions, to_params
 from registry.documents import load_label_descriptions, parse_columns, read_table
 from registry.errors import DataError, PlatformError
 from registry.loading import load_pyfunc
@@ -101,10 +101,7 @@ def load_descriptions_arg(value: str) -> dict[str, str] | None:
     if not value:
         return None
     if value.lstrip().startswith("{"):
-        try:
-            return label_descriptions(value)
-        except ContractError as exc:
-            raise DataError(str(exc)) from None
+        return label_descriptions(value)
     return load_label_descriptions(value)
 
 
