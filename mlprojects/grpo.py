@@ -14,7 +14,6 @@ stays unread. The result is registered as a new version tagged `lineage.kind=grp
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 import tempfile
 from dataclasses import fields
@@ -39,12 +38,8 @@ from registry.locations import feedback_db_url
 from registry.log_model import register
 from registry.lookup import resolve_version
 from registry.tracking import log_epoch, log_json, log_params_once, setup
-from serving.feedback import FeedbackStore
-from serving.feedback.io import FeedbackFileError, read_feedback_file
+from serving.feedback.source import FILE_SUFFIXES, load_feedback
 
-log = logging.getLogger(__name__)
-
-FILE_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 POSITIVE = {
     "num_generations",
     "temperature",
@@ -111,35 +106,6 @@ def validation_split(client: mlflow.MlflowClient, model_name: str, version: str,
             f"no validation split to re-tune the policy's thresholds on ({uri}): pass --validation-data "
             "with a labelled file the reference was selected on; nothing was trained or registered"
         ) from exc
-
-
-def load_feedback(feedback_uri: str, model_name: str, label_names: list[str]) -> tuple[pd.DataFrame, dict]:
-    """Feedback rows on `model_name` usable with `label_names`, and counts of what was left out and why."""
-    if feedback_uri.lower().endswith(FILE_SUFFIXES):
-        try:
-            records, first_row = read_feedback_file(feedback_uri)
-        except FeedbackFileError as exc:
-            raise DataError(str(exc)) from exc
-        with tempfile.TemporaryDirectory(prefix="feedback-") as tmp:
-            store = FeedbackStore(f"sqlite:///{tmp}/feedback.db")  # the file passes the same gate as an import
-            report = store.add_many(records, label_names, first_row)
-            frame = store.query(model_name=model_name)
-            store.engine.dispose()
-        for line in report.lines():
-            log.warning("feedback left out: %s", line)
-        rejected = len(report.rejected)
-    else:
-        frame, rejected = FeedbackStore(feedback_uri).query(model_name=model_name), 0
-    known = set(label_names)
-    usable = frame["predicted_labels"].map(lambda ls: set(ls) <= known) & frame["corrected_labels"].map(
-        lambda ls: ls is None or set(ls) <= known
-    )
-    counts = {
-        "feedback_rejected": rejected,
-        "feedback_other_label_set": int((~usable).sum()),
-        "feedback_used": int(usable.sum()),
-    }
-    return frame[usable].reset_index(drop=True), counts
 
 
 @cli_entry
