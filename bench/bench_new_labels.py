@@ -39,7 +39,7 @@ from mlprojects import config as C
 from mlprojects.config import TrainConfig
 from mlprojects.data import load_splits, multi_hot, stratified_split
 from mlprojects.evaluation.metrics import decide, f1_per_label, tune_shared_threshold, tune_thresholds
-from mlprojects.model.encoder import DualEncoder, build_model, merged_encoder
+from mlprojects.model.encoder import DualEncoder, blended, build_model
 from mlprojects.training.trainer import train_classifier
 from registry.cli import ArgumentParser, cli_entry
 from registry.contract import resolve_labels
@@ -82,18 +82,6 @@ def restrict(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     keep = set(labels)
     out = frame.assign(labels=[[label for label in ls if label in keep] for ls in frame["labels"]])
     return out[out["labels"].map(len) > 0].reset_index(drop=True)
-
-
-def blended(model: DualEncoder, adapter_scale: float) -> DualEncoder:
-    """The trained model with `adapter_scale` of its LoRA update folded in; tokenizer, pooling, scale, bias kept."""
-    return DualEncoder(
-        merged_encoder(model, adapter_scale),
-        model.tokenizer,
-        model.pooling,
-        model.max_length,
-        float(model.scale),
-        float(model.bias),
-    ).eval()
 
 
 def request_probs(model: DualEncoder, frame: pd.DataFrame, descriptions: dict[str, str]) -> np.ndarray:
