@@ -11,8 +11,13 @@ and bias as trained):
 - trained labels: the model's own label set, its thresholds (tuned at s=1 by training; re-tuned on validation for
   s<1), on the documents of the trained labels;
 - new labels: a request label set with every description (trained + held-out), scored as the served model scores
-  one (`registry.contract.resolve_labels`: 0.5 for every label, multi-label), F1-macro over the held-out labels.
-The untrained encoder (`build_model(cfg, lora=False)`) is scored the same way. Document splits are fixed (seed 42)
+  one (`registry.contract.resolve_labels`: one threshold for every label, multi-label), F1-macro over the held-out
+  labels; decided at 0.5 (versions saved before `sft` tuned the request threshold), and at the request threshold
+  `sft` tunes: the one threshold with the best validation F1-macro over the trained labels scored the same way
+  (`own_label_threshold`; the held-out labels play no part).
+The untrained encoder (`build_model(cfg, lora=False)`) is scored the same way, at 0.5 and at a threshold tuned the
+same way (the fair baseline for the tuned one). Each run's per-document probabilities go to `--scores-dir`, so
+another decision rule can be measured without training again. Document splits are fixed (seed 42)
 so every seed sees the same documents; the seed drives training only. Validation chooses the adapter scale for
 new labels; test only reports. Each finished model is appended to the results file at once (a file lock keeps
 two concurrent runs from losing each other's records); runs already in it are skipped, so a run resumes.
