@@ -11,8 +11,13 @@ and bias as trained):
 - trained labels: the model's own label set, its thresholds (tuned at s=1 by training; re-tuned on validation for
   s<1), on the documents of the trained labels;
 - new labels: a request label set with every description (trained + held-out), scored as the served model scores
-  one (`registry.contract.resolve_labels`: 0.5 for every label, multi-label), F1-macro over the held-out labels.
-The untrained encoder (`build_model(cfg, lora=False)`) is scored the same way. Document splits are fixed (seed 42)
+  one (`registry.contract.resolve_labels`: one threshold for every label, multi-label), F1-macro over the held-out
+  labels; decided at 0.5 (versions saved before `sft` tuned the request threshold), and at the request threshold
+  `sft` tunes: the one threshold with the best validation F1-macro over the trained labels scored the same way
+  (`own_label_threshold`; the held-out labels play no part).
+The untrained encoder (`build_model(cfg, lora=False)`) is scored the same way, at 0.5 and at a threshold tuned the
+same way (the fair baseline for the tuned one). Each run's per-document probabilities go to `--scores-dir`, so
+another decision rule can be measured without training again. Document splits are fixed (seed 42)
 so every seed sees the same documents; the seed drives training only. Validation chooses the adapter scale for
 new labels; test only reports. Each finished model is appended to the results file at once (a file lock keeps
 two concurrent runs from losing each other's records); runs already in it are skipped, so a run resumes.
@@ -38,14 +43,15 @@ from bench.madewithml import SEED, load_split
 from mlprojects import config as C
 from mlprojects.config import TrainConfig
 from mlprojects.data import load_splits, multi_hot, stratified_split
-from mlprojects.evaluation.metrics import decide, f1_per_label, tune_thresholds
-from mlprojects.model.encoder import DualEncoder, build_model, merged_encoder
+from mlprojects.evaluation.metrics import decide, f1_per_label, tune_shared_threshold, tune_thresholds
+from mlprojects.model.encoder import DualEncoder, blended, build_model
 from mlprojects.training.trainer import train_classifier
 from registry.cli import ArgumentParser, cli_entry
 from registry.contract import resolve_labels
 from registry.errors import ConfigError
 
 RESULTS = Path(__file__).resolve().parent / "results" / "new_labels.json"
+SCORES = Path("/tmp/new_labels_scores")  # per-document probabilities per run, to re-measure a rule without training
 SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)
 # Demo: three disjoint groups of four, each mixing document kinds and tax topics.
 DEMO_HOLDOUTS = (
@@ -83,26 +89,32 @@ def restrict(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     return out[out["labels"].map(len) > 0].reset_index(drop=True)
 
 
-def blended(model: DualEncoder, adapter_scale: float) -> DualEncoder:
-    """The trained model with `adapter_scale` of its LoRA update folded in; tokenizer, pooling, scale, bias kept."""
-    return DualEncoder(
-        merged_encoder(model, adapter_scale),
-        model.tokenizer,
-        model.pooling,
-        model.max_length,
-        float(model.scale),
-        float(model.bias),
-    ).eval()
+def request_probs(model: DualEncoder, frame: pd.DataFrame, descriptions: dict[str, str]) -> np.ndarray:
+    """Probabilities [docs, labels] for a request carrying the whole label set (each label scored on its own)."""
+    return model.probabilities(model.embed(list(frame["text"])), model.embed(list(descriptions.values())))
 
 
 def new_label_f1(
-    model: DualEncoder, frame: pd.DataFrame, descriptions: dict[str, str], held_out: list[str]
+    probs: np.ndarray,
+    frame: pd.DataFrame,
+    descriptions: dict[str, str],
+    held_out: list[str],
+    threshold: float | None = None,
 ) -> dict[str, float]:
-    """Per held-out label F1 when a request carries the whole label set: the served request path (0.5, multi-label)."""
-    names, thresholds = resolve_labels([], np.zeros(0), descriptions, None)
-    probs = model.probabilities(model.embed(list(frame["text"])), model.embed(list(descriptions.values())))
+    """Per held-out label F1 when a request carries the whole label set, decided as the served request path
+    decides (`threshold` for every label, 0.5 when None; multi-label)."""
+    names, thresholds = resolve_labels([], np.zeros(0), descriptions, threshold)
     _, _, f1, _ = f1_per_label(multi_hot(frame["labels"], names), decide(probs, thresholds))
     return {label: float(f1[names.index(label)]) for label in held_out}
+
+
+def own_label_threshold(probs: np.ndarray, frame: pd.DataFrame, names: list[str], trained: list[str]) -> float:
+    """The request-set threshold an `sft` run can tune: one for every label, on the validation documents of its
+    own (trained) labels, scored as a request set is; the held-out labels play no part."""
+    cols = [names.index(label) for label in trained]
+    truth = multi_hot(frame["labels"], names)[:, cols]
+    rows = truth.any(1)
+    return tune_shared_threshold(truth[rows], probs[rows][:, cols])
 
 
 def trained_label_f1(
@@ -133,10 +145,12 @@ def choose_scale(val_f1: dict[str, float]) -> float:
     return max(SCALES, key=lambda s: (round(val_f1[str(s)], 10), s))
 
 
-def run_one(dataset: str, holdout: int, seed: int, data, untrained: dict) -> dict:
+def run_one(dataset: str, holdout: int, seed: int, data, untrained: dict, scores_dir: Path) -> dict:
     fit, val, test, descriptions = data
     held_out = list(HOLDOUTS[dataset][holdout])
-    trained = [label for label in descriptions if label not in held_out]
+    names = list(descriptions)
+    trained = [label for label in names if label not in held_out]
+    frames = {"validation": val, "test": test}
     trained_desc = {label: descriptions[label] for label in trained}
     cfg = TrainConfig(seed=seed)
     start, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -156,20 +170,42 @@ def run_one(dataset: str, holdout: int, seed: int, data, untrained: dict) -> dic
         "new": {"validation": {}, "test": {}},
         "new_per_label": {"validation": {}, "test": {}},
         "trained": {"validation": {}, "test": {}},
-        "untrained_new": {split: macro({k: untrained[split][k] for k in held_out}) for split in ("validation", "test")},
+        "request_threshold": {},
+        "new_tuned": {"validation": {}, "test": {}},
     }
+    untrained_t = own_label_threshold(untrained["validation"], val, names, trained)
+    record.update(
+        untrained_threshold=untrained_t,
+        **{
+            key: {
+                split: macro(new_label_f1(untrained[split], frames[split], descriptions, held_out, t))
+                for split in frames
+            }
+            for key, t in (("untrained_new", None), ("untrained_new_tuned", untrained_t))
+        },
+    )
     start = time.perf_counter()
+    saved = {f"untrained_{split}": untrained[split] for split in frames}
     for s in SCALES:
         model = blended(classifier.model, s)
-        for split, frame in (("validation", val), ("test", test)):
-            per_label = new_label_f1(model, frame, descriptions, held_out)
+        probs = {split: request_probs(model, frame, descriptions) for split, frame in frames.items()}
+        saved.update({f"{split}_{s}": p for split, p in probs.items()})
+        threshold = own_label_threshold(probs["validation"], val, names, trained)
+        record["request_threshold"][str(s)] = threshold
+        for split, frame in frames.items():
+            per_label = new_label_f1(probs[split], frame, descriptions, held_out)
             record["new_per_label"][split][str(s)] = per_label
             record["new"][split][str(s)] = macro(per_label)
+            record["new_tuned"][split][str(s)] = macro(
+                new_label_f1(probs[split], frame, descriptions, held_out, threshold)
+            )
         own = trained_label_f1(
             model, own_frames, trained_desc, classifier.thresholds if s == 1.0 else None, classifier.single_label
         )
         for split, value in own.items():
             record["trained"][split][str(s)] = value
+    scores_dir.mkdir(parents=True, exist_ok=True)
+    np.savez(scores_dir / f"{dataset}_h{holdout}_s{seed}.npz", names=np.array(names), **saved)
     chosen = choose_scale(record["new"]["validation"])
     record.update(
         chosen_scale=chosen,
@@ -180,14 +216,11 @@ def run_one(dataset: str, holdout: int, seed: int, data, untrained: dict) -> dic
     return record
 
 
-def untrained_f1(data) -> dict[str, dict[str, float]]:
-    """The untrained encoder's per-label F1 for a request with every label (its own init scale and bias)."""
+def untrained_probs(data) -> dict[str, np.ndarray]:
+    """The untrained encoder's probabilities for a request with every label (its own init scale and bias)."""
     _, val, test, descriptions = data
     model = build_model(TrainConfig(), lora=False)
-    return {
-        split: new_label_f1(model, frame, descriptions, list(descriptions))
-        for split, frame in (("validation", val), ("test", test))
-    }
+    return {split: request_probs(model, frame, descriptions) for split, frame in (("validation", val), ("test", test))}
 
 
 def update(out: Path, mutate) -> dict:
@@ -245,7 +278,54 @@ def summarise(results: dict) -> dict:
             "train_s": interval([r["train_s"] for r in runs]),
             "load_avg_1m": [x for r in runs for x in r["load_avg_1m"]],
         }
+        if all("new_tuned" in r for r in runs):  # runs measured with the tuned request-set threshold
+            summary[dataset]["request_threshold"] = tuned_summary(runs, base)
     return summary
+
+
+def tuned_summary(runs: list[dict], base: list[float]) -> dict:
+    """The request-set threshold tuned on validation over the trained labels: new labels on test per scale, paired
+    against the untrained encoder at 0.5 and against the untrained encoder with a threshold tuned the same way."""
+    base_tuned = [r["untrained_new_tuned"]["test"] for r in runs]
+    out = {
+        "untrained_tuned_new_test": interval(base_tuned),
+        "untrained_thresholds": [r["untrained_threshold"] for r in runs],
+    }
+    for s in SCALES:
+        tuned = [r["new_tuned"]["test"][str(s)] for r in runs]
+        out[str(s)] = {
+            "new_validation": interval([r["new_tuned"]["validation"][str(s)] for r in runs]),
+            "new_test": interval(tuned),
+            "minus_untrained": interval(np.subtract(tuned, base).tolist()),
+            "minus_untrained_tuned": interval(np.subtract(tuned, base_tuned).tolist()),
+            "thresholds": [r["request_threshold"][str(s)] for r in runs],
+        }
+    return out
+
+
+def tuned_table(summary: dict) -> str:
+    """New labels on test with the tuned request-set threshold, per scale; Δ paired to both untrained baselines."""
+    rows = [
+        "| dataset | untrained, 0.5 | untrained, tuned threshold | "
+        + " | ".join(f"s={s}, tuned threshold" for s in SCALES)
+        + " |",
+        "|---|---|---|" + "---|" * len(SCALES),
+    ]
+    for dataset, d in summary.items():
+        if "request_threshold" not in d:
+            continue
+        t = d["request_threshold"]
+        cells = [
+            f"{fmt(t[str(s)]['new_test'])}<br>Δ vs 0.5 {fmt(t[str(s)]['minus_untrained'])}<br>"
+            f"Δ vs tuned {fmt(t[str(s)]['minus_untrained_tuned'])}<br>validation {fmt(t[str(s)]['new_validation'])}"
+            f"<br>thresholds {t[str(s)]['thresholds']}"
+            for s in SCALES
+        ]
+        rows.append(
+            f"| {dataset} | {fmt(d['untrained_new_test'])} | {fmt(t['untrained_tuned_new_test'])}<br>"
+            f"thresholds {t['untrained_thresholds']} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(rows)
 
 
 def fmt(i: dict) -> str:
@@ -277,6 +357,8 @@ def markdown_table(results: dict) -> str:
         for key, title in titles.items():
             rows.append(f"| {dataset} | {title} | " + " | ".join(fmt(s[key][str(x)]) for x in SCALES) + " |")
     rows += ["", shared_scale_line(results["summary"])]
+    if any("request_threshold" in d for d in results["summary"].values()):
+        rows += ["", tuned_table(results["summary"])]
     return "\n".join(rows)
 
 
@@ -312,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0", help="comma list of training seeds")
     p.add_argument("--holdouts", default="all", help="comma list of label-split indices, or 'all'")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--scores-dir", default=str(SCORES), help="where each run's per-document probabilities go (.npz)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on the shared machine)")
     p.add_argument("--table", action="store_true", help="print the summary table of --out and stop")
     args = p.parse_args(argv)
@@ -330,19 +413,24 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists()
         else set()
     )
-    untrained = untrained_f1(data)
-    update(out, lambda r: r["untrained"].update({args.dataset: untrained}) or r["machine"].append(machine_info()))
+    untrained = untrained_probs(data)
+    per_label = {
+        split: new_label_f1(probs, frame, data[3], list(data[3]))
+        for (split, probs), frame in zip(untrained.items(), data[1:3])
+    }
+    update(out, lambda r: r["untrained"].update({args.dataset: per_label}) or r["machine"].append(machine_info()))
     for seed in seeds:
         for holdout in holdouts:
             if (args.dataset, holdout, seed) in done:
                 print(f"skip {args.dataset} holdout {holdout} seed {seed}: already in {out}", file=sys.stderr)
                 continue
-            record = run_one(args.dataset, holdout, seed, data, untrained)
+            record = run_one(args.dataset, holdout, seed, data, untrained, Path(args.scores_dir))
             update(out, lambda r, rec=record: r["runs"].append(rec))
             print(
                 f"{args.dataset} holdout {holdout} seed {seed}: new untrained {record['untrained_new']['test']:.3f}, "
                 f"scale 1 {record['new']['test']['1.0']:.3f}, chosen s={record['chosen_scale']} "
-                f"{record['new']['test'][str(record['chosen_scale'])]:.3f}; "
+                f"{record['new']['test'][str(record['chosen_scale'])]:.3f}; tuned request threshold: untrained "
+                f"{record['untrained_new_tuned']['test']:.3f}, s=0.25 {record['new_tuned']['test']['0.25']:.3f}; "
                 f"trained {record['trained']['test']['1.0']:.3f}"
                 f" ({record['train_s']:.0f} s train)",
                 file=sys.stderr,

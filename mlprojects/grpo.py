@@ -149,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = {f"final_{k}": result.final(k) for k in ("reward_mean", "kl", "entropy", "clip_fraction")}
         summary["val_f1_macro_reference"] = reference.f1_scores(validation)["f1_macro"]
         policy.retune_thresholds(validation)
+        policy.tune_request_threshold(validation)  # changed only where the policy's own encoder serves new labels
         summary["val_f1_macro"] = policy.f1_scores(validation)["f1_macro"]
         mlflow.log_metrics(summary)
         log_json(dict(zip(policy.labels, map(float, policy.thresholds))), "thresholds.json")

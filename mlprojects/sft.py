@@ -296,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg, pbt, scale, cluster, stream or train, val, descriptions, text_columns, run.info.run_id, args.resume
             )
             mlflow.log_metrics({f"best_{k}": float(v) for k, v in best.items() if not k.startswith("hp_")})
+            mlflow.log_metric("request_threshold", classifier.tune_request_threshold(val))
             test = classifier.f1_scores(splits.test)  # reported only: nothing above chose anything by it
             mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
             version = publish(

@@ -24,6 +24,7 @@ LABEL_SET = "label_set"
 OUTPUT_COLUMNS = (*CORE_COLUMNS, LABEL_SET)
 MODEL_SET, REQUEST_SET = "model", "request"  # LABEL_SET values: the model's own labels, or the request's
 DESCRIPTIONS_PARAM, THRESHOLD_PARAM = "label_descriptions", "threshold"
+REQUEST_THRESHOLD = 0.5  # for every label of a request set, unless the model was saved with a tuned one
 MAPPING_ERROR = f"{DESCRIPTIONS_PARAM} must be a non-empty mapping of label -> description"
 
 
@@ -50,6 +51,7 @@ class Scorer(Protocol):
     labels: list[str]
     label_descriptions: dict[str, str]
     thresholds: np.ndarray
+    request_threshold: float  # for every label of a request's own label set
     single_label: bool
     text_columns: Sequence[str]
 
@@ -62,7 +64,9 @@ def predict(model: Scorer, model_input: pd.DataFrame, params: dict[str, Any] | N
     descriptions, threshold = parse_params(params)
     if descriptions:
         check_known_labels(model.label_descriptions, descriptions)
-    labels, thresholds = resolve_labels(model.labels, model.thresholds, descriptions, threshold)
+    # a model loaded with code from before the tuned request threshold has none: it answered with the default
+    request_threshold = getattr(model, "request_threshold", REQUEST_THRESHOLD)
+    labels, thresholds = resolve_labels(model.labels, model.thresholds, descriptions, threshold, request_threshold)
     texts = input_texts(model_input, model.text_columns)
     probs = model.predict_proba(texts, descriptions) if texts else np.zeros((0, len(labels)))
     single = model.single_label and descriptions is None and threshold is None
@@ -197,13 +201,18 @@ def format_predictions(
 
 
 def resolve_labels(
-    own_labels: Sequence[str], own_thresholds: np.ndarray, descriptions: dict | None, threshold: float | None
+    own_labels: Sequence[str],
+    own_thresholds: np.ndarray,
+    descriptions: dict | None,
+    threshold: float | None,
+    request_threshold: float = REQUEST_THRESHOLD,
 ) -> tuple[list[str], np.ndarray]:
-    """Label names and thresholds for this call: a new label set uses `threshold` (or 0.5) for every label."""
+    """Label names and thresholds for this call: a new label set uses `threshold` (or the model's
+    `request_threshold`) for every label; its labels have no tuned thresholds of their own."""
     labels = list(descriptions) if descriptions else list(own_labels)
     if threshold is not None:
         return labels, np.full(len(labels), threshold)
-    return labels, (np.full(len(labels), 0.5) if descriptions else np.asarray(own_thresholds))
+    return labels, (np.full(len(labels), request_threshold) if descriptions else np.asarray(own_thresholds))
 
 
 def to_params(label_descriptions: dict[str, str] | None = None, threshold: float | None = None) -> dict:

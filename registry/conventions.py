@@ -36,10 +36,13 @@ TAG_POLICY_VERSION = "grpo.policy_version"  # on a GRPO child: the policy clone 
 TAG_LABEL_SET = "label_set"  # JSON label -> description (each cut short) of the labels the version answers with
 TAG_LABEL_SET_DIGEST = "label_set.digest"  # of the whole set: equal digests, the same labels and descriptions
 LABEL_SET_FILE = "label_set.json"  # artifact of every logged model: its label set, descriptions in full
-# its keys: the label -> description mapping, and the share of the fine-tuning (LoRA) update in the encoder that
-# serves request label sets (1.0: the model's own encoder serves them too)
+# its keys: the label -> description mapping, the share of the fine-tuning (LoRA) update in the encoder that
+# serves request label sets (1.0: the model's own encoder serves them too), and the one threshold a request set's
+# labels are decided with (tuned on validation; absent: 0.5)
 LABEL_SET_DESCRIPTIONS, LABEL_SET_NEW_LABEL_SCALE = "label_descriptions", "new_label_adapter_scale"
+LABEL_SET_REQUEST_THRESHOLD = "request_threshold"
 TAG_NEW_LABEL_SCALE = "label_set.new_label_adapter_scale"  # the same share, as a version tag (shown on the card)
+TAG_REQUEST_THRESHOLD = "label_set.request_threshold"  # the same threshold, as a version tag (shown on the card)
 HPARAM_PREFIX = "hparam."  # on a tuned SFT version: the best trial's hyperparameters, hparam.<name>
 
 

@@ -95,13 +95,15 @@ def log_pyfunc(
     in memory: its answer to `example_texts` (through the contract's predict path) is the logged example and
     gives the output schema; its label set is logged beside it in full (`LABEL_SET_FILE`), readable without the
     model's own formats, with the share of the fine-tuning update in the encoder that serves request label sets
-    (`new_label_adapter_scale`; 1.0: the same encoder as the model's own labels)."""
+    (`new_label_adapter_scale`; 1.0: the same encoder as the model's own labels) and the threshold their labels
+    are decided with."""
     example = pd.DataFrame({"text": list(example_texts)})
     with tempfile.TemporaryDirectory() as tmp:
         label_set = Path(tmp) / C.LABEL_SET_FILE
         recorded = {
             C.LABEL_SET_DESCRIPTIONS: model.label_descriptions,
             C.LABEL_SET_NEW_LABEL_SCALE: new_label_adapter_scale,
+            C.LABEL_SET_REQUEST_THRESHOLD: float(model.request_threshold),
         }
         label_set.write_text(json.dumps(recorded, indent=2, ensure_ascii=False), encoding="utf-8")
         return mlflow.pyfunc.log_model(

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from registry import conventions as C
 from registry.aliases import is_archived
-from registry.contract import normalise
+from registry.contract import REQUEST_THRESHOLD, normalise
 from registry.lookup import classifier_meta, versions_of
 
 log = logging.getLogger(__name__)
@@ -174,26 +174,35 @@ def _label_set_section(tags: dict) -> list[str]:
         "",
         f"**Label set** ({len(labels)} labels, digest `{tags.get(C.TAG_LABEL_SET_DIGEST, '?')}`; descriptions in "
         f"full in the model's artifact `{C.LABEL_SET_FILE}`)",
-        *_new_label_lines(tags.get(C.TAG_NEW_LABEL_SCALE)),
+        *_new_label_lines(tags.get(C.TAG_NEW_LABEL_SCALE), tags.get(C.TAG_REQUEST_THRESHOLD)),
         "",
         "| label | description |",
         "|---|---|",
     ] + [f"| `{_cell(label)}` | {_cell(text)} |" for label, text in labels.items()]
 
 
-def _new_label_lines(scale: str | None) -> list[str]:
-    """Which encoder answers a request's own label set (`label_descriptions`); nothing for versions before."""
+def _new_label_lines(scale: str | None, threshold: str | None) -> list[str]:
+    """Which encoder answers a request's own label set (`label_descriptions`), and the threshold its labels are
+    decided with; nothing for versions before the scale, and the default threshold for those before its tuning."""
     try:
         share = float(scale or "")
     except ValueError:
         return []
+    try:
+        cut = f"{float(threshold or ''):g}, tuned on validation over the model's own labels scored this way"
+    except ValueError:
+        cut = f"{REQUEST_THRESHOLD:g}"
+    decided = f"; each label assigned at probability ≥ {cut}."
     if share >= 1.0:
-        return ["", "**New labels** (a request's `label_descriptions`): scored by the same fine-tuned encoder."]
+        return [
+            "",
+            f"**New labels** (a request's `label_descriptions`): scored by the same fine-tuned encoder{decided}",
+        ]
     return [
         "",
         f"**New labels** (a request's `label_descriptions`): scored by a second encoder holding {share:g} of "
         "the fine-tuning update (weight-space blend with the pre-trained encoder, which keeps more zero-shot "
-        "ability); the model's own labels by the fully fine-tuned one.",
+        f"ability); the model's own labels by the fully fine-tuned one{decided}",
     ]
 
 
@@ -229,6 +238,8 @@ def publish(client: MlflowClient, name: str, version: str) -> None:
         if meta.get("label_descriptions"):
             tags = label_set_tags(meta["label_descriptions"])
             tags[C.TAG_NEW_LABEL_SCALE] = str(float(meta.get(C.LABEL_SET_NEW_LABEL_SCALE, 1.0)))
+            if C.LABEL_SET_REQUEST_THRESHOLD in meta:  # absent: logged before it was tuned, served at the default
+                tags[C.TAG_REQUEST_THRESHOLD] = str(float(meta[C.LABEL_SET_REQUEST_THRESHOLD]))
             for key, value in tags.items():
                 client.set_model_version_tag(name, version, key, value)
     write_card(client, name, version)

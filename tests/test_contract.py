@@ -18,6 +18,7 @@ class StandIn:
     label_descriptions = {"vat": "Value-added tax.", "payroll": "Payroll taxes."}
     labels = list(label_descriptions)
     thresholds = np.array([0.5, 0.3])
+    request_threshold = 0.5
     single_label = False
     text_columns = ["title", "body"]
 
@@ -44,6 +45,19 @@ def test_no_documents_is_an_empty_answer_with_the_contracts_columns_and_no_scori
     out = predict(model, pd.DataFrame({"text": pd.Series([], dtype=str)}), params)
     assert list(out.columns) == list(OUTPUT_COLUMNS) and len(out) == 0
     assert model.calls == 0
+
+
+def test_a_new_label_set_is_decided_at_the_models_request_threshold_unless_the_request_gives_one():
+    model = StandIn()
+    model.request_threshold = 0.25  # linspace(0.9, 0.1, 3): 0.9, 0.5, 0.1
+    frame, new = pd.DataFrame({"text": ["x"]}), {"a": "A.", "b": "B.", "c": "C."}
+    assert predict(model, frame, to_params(new)).loc[0, "labels"] == ["a", "b"]
+    assert predict(model, frame, to_params(new, 0.6)).loc[0, "labels"] == ["a"]
+    assert predict(model, frame).loc[0, "labels"] == ["vat"]  # the model's own labels keep their thresholds
+    del model.request_threshold  # a model from code before the tuned threshold: the default, 0.5
+    assert predict(model, frame, to_params(new)).loc[0, "labels"] == ["a", "b"]
+    model.request_threshold = 0.55
+    assert predict(model, frame, to_params(new)).loc[0, "labels"] == ["a"]
 
 
 def test_a_new_label_set_and_one_threshold_replace_the_models_own():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
+from mlprojects.evaluation.metrics import decide, f1_summary, tune_shared_threshold, tune_thresholds
 from mlprojects.model.encoder import cls_pool, mean_pool
 
 
@@ -26,6 +26,18 @@ def test_threshold_ties_prefer_half():
     y = np.array([[1], [0]])
     probs = np.array([[0.99], [0.01]])  # every threshold in (0.01, 0.99] is perfect
     assert tune_thresholds(y, probs).tolist() == [0.5]
+
+
+def test_one_shared_threshold_maximises_f1_macro_over_all_labels():
+    """By hand: label a is perfect for t in (0.20, 0.35], label b for t in (0.32, 0.40]; both only in (0.32, 0.35],
+    where the grid's 0.33, 0.34 and 0.35 tie at F1-macro 1 and the one closest to 0.5 wins. At 0.5 each label
+    finds one of its two documents (F1 2/3)."""
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    probs = np.array([[0.60, 0.25], [0.20, 0.70], [0.35, 0.40], [0.10, 0.32]])
+    assert tune_shared_threshold(y, probs) == 0.35
+    assert f1_summary(y, probs >= 0.5)["f1_macro"] == pytest.approx(2 / 3)
+    # 0.3: a perfect, b also takes the 0.32 (F1 4/5): 0.9 beats 0.5 (2/3) and 0.7 (a finds none: 1/3)
+    assert tune_shared_threshold(y, probs, grid=[0.3, 0.5, 0.7]) == 0.3
 
 
 def test_decide_threshold_and_single_label():

@@ -90,8 +90,11 @@ def test_a_registered_version_records_its_label_set(tmp_path_factory, tiny_encod
     finally:
         mlflow.set_tracking_uri(previous)
     scale = TrainConfig().new_label_adapter_scale  # the served model was trained with sft's defaults
+    threshold = recorded.pop(C.LABEL_SET_REQUEST_THRESHOLD)  # tuned by sft on validation
     assert recorded == {C.LABEL_SET_DESCRIPTIONS: labels, C.LABEL_SET_NEW_LABEL_SCALE: scale}
     assert version.tags[C.TAG_NEW_LABEL_SCALE] == str(scale)
+    assert version.tags[C.TAG_REQUEST_THRESHOLD] == str(threshold) and 0.0 < threshold < 1.0
+    assert f"probability ≥ {threshold:g}, tuned on validation" in version.description
 
 
 def test_the_card_says_which_encoder_serves_new_labels():
@@ -99,5 +102,8 @@ def test_the_card_says_which_encoder_serves_new_labels():
     blended = render_card("m", "1", {**tags, C.TAG_NEW_LABEL_SCALE: "0.3"}, {})
     assert "a second encoder holding 0.3 of the fine-tuning update" in blended
     assert "same fine-tuned encoder" in render_card("m", "1", {**tags, C.TAG_NEW_LABEL_SCALE: "1.0"}, {})
+    tuned = render_card("m", "1", {**tags, C.TAG_NEW_LABEL_SCALE: "0.3", C.TAG_REQUEST_THRESHOLD: "0.27"}, {})
+    assert "assigned at probability ≥ 0.27, tuned on validation" in tuned
+    assert "assigned at probability ≥ 0.5." in blended  # logged before the threshold was tuned: the default
     for before in ({}, {C.TAG_NEW_LABEL_SCALE: "n/a"}):  # versions logged before the knob, or an edited tag
         assert "**New labels**" not in render_card("m", "1", {**tags, **before}, {})

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mlprojects.config import GRPOParams, TrainConfig
+from mlprojects.evaluation.metrics import tune_shared_threshold
 from mlprojects.model.classifier import META_FILE, NEW_LABEL_ENCODER_DIR, Classifier
 from mlprojects.model.encoder import DualEncoder, build_model, merged_encoder
 from mlprojects.model.registered import log_classifier
@@ -79,13 +80,33 @@ def test_scale_one_and_versions_before_the_knob_have_one_encoder(tiny_encoder, t
     np.testing.assert_allclose(loaded.predict_proba(TEXTS, NEW), full, atol=1e-5)
 
 
+def test_the_request_threshold_is_tuned_on_the_own_labels_scored_as_a_request_set(tiny_encoder, tmp_path):
+    """Tuned with the encoder that will serve request sets (the blend), saved, loaded back; 0.5 when absent."""
+    classifier = _classifier(tiny_encoder, 0.5)
+    frame = pd.DataFrame({"text": TEXTS, "labels": [["vat"], ["payroll"], ["payroll"]]})
+    chosen = classifier.tune_request_threshold(frame)
+    blend = merged_encoder(classifier.model, 0.5)
+    probs = _direct(classifier.model, blend, OWN)
+    assert chosen == tune_shared_threshold(np.array([[1, 0], [0, 1], [0, 1]]), probs) == classifier.request_threshold
+    assert classifier.tune_request_threshold(frame.iloc[:0]) == chosen  # no documents: kept
+    classifier.save(tmp_path / "clf")
+    assert Classifier.load(tmp_path / "clf", "cpu").request_threshold == chosen
+    meta_file = tmp_path / "clf" / META_FILE  # a version saved before the threshold was tuned
+    meta_file.write_text(
+        json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != "request_threshold"})
+    )
+    assert Classifier.load(tmp_path / "clf", "cpu").request_threshold == 0.5
+
+
 def test_a_grpo_policy_keeps_the_references_new_label_encoder(tiny_encoder, tmp_path):
     """The policy's fresh adapters sit on the merged SFT encoder: saving it must carry the reference's second
     encoder as it is, not blend the policy's adapters into a new one."""
     _classifier(tiny_encoder, 0.3).save(tmp_path / "reference")
     reference = Classifier.load(tmp_path / "reference", "cpu")
     policy = Classifier.load(tmp_path / "reference", "cpu")
+    reference.request_threshold = 0.31
     policy.share_new_label_encoder(reference)
+    assert policy.request_threshold == 0.31  # tuned for the encoder the policy keeps
     prepare_policy(policy, GRPOParams(lora_r=4))
     with torch.no_grad():  # as after GRPO: the main encoder, the logit scale and bias all moved
         for name, p in policy.model.named_parameters():

@@ -303,14 +303,22 @@ def test_request_label_sets_are_served_by_the_new_label_graph(tiny_encoder, tmp_
     """Scale 0: the export's new-label graph is the untrained encoder, and request label sets are scored by it
     (as the torch model does); its own labels by the main graph."""
     model = lora_with_update(TrainConfig(encoder=tiny_encoder, lora_r=4), 0.2)
-    Classifier(model, FRUIT, np.full(2, 0.5), new_label_adapter_scale=0.0).save(tmp_path / "torch")
+    Classifier(model, FRUIT, np.full(2, 0.5), new_label_adapter_scale=0.0, request_threshold=0.37).save(
+        tmp_path / "torch"
+    )
     classifier = Classifier.load(tmp_path / "torch", "cpu")
     cfg = OnnxConfig(quantization="none", max_f1_drop=1.0, min_agreement=0.0)
     result = export_classifier(classifier, tmp_path / "out", cfg, TEXTS, [["bank"]] * 3, TEXTS)
     assert result.parity.new_labels_fp32_min_cosine >= 0.9999 and "onnx_new_labels_fp32" in result.sizes_mb
     onnx_clf = OnnxClassifier.load(result.directory, threads=1)
+    assert onnx_clf.request_threshold == classifier.request_threshold == 0.37  # request sets decided alike
     new = {"vat": "Value added tax on invoices.", "payroll": "Wages and payroll tax."}
     np.testing.assert_allclose(onnx_clf.predict_proba(TEXTS, new), classifier.predict_proba(TEXTS, new), atol=1e-4)
+    meta_file = result.directory / "onnx_classifier.json"  # an export from before the threshold was tuned
+    meta_file.write_text(
+        json.dumps({k: v for k, v in json.loads(meta_file.read_text()).items() if k != "request_threshold"})
+    )
+    assert OnnxClassifier.load(result.directory, threads=1).request_threshold == 0.5
     np.testing.assert_allclose(onnx_clf.predict_proba(TEXTS), classifier.predict_proba(TEXTS), atol=1e-4)
     main_only = OnnxClassifier(
         onnx_clf.encoder, FRUIT, onnx_clf.label_embeddings, onnx_clf.thresholds, onnx_clf.scale, onnx_clf.bias

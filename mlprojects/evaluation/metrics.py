@@ -7,6 +7,8 @@ from typing import Sequence
 import numpy as np
 
 DEFAULT_THRESHOLD_GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+# One threshold for a whole label set: finer, since a trained logit scale packs many scores near 0 or 1.
+SHARED_THRESHOLD_GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 
 
 def f1_per_label(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -45,6 +47,17 @@ def tune_thresholds(
         scores = [f1_per_label(y_true[:, j : j + 1], probs[:, j : j + 1] >= t)[2][0] for t in grid[order]]
         best[j] = grid[order][int(np.argmax(scores))]
     return best
+
+
+def tune_shared_threshold(
+    y_true: np.ndarray, probs: np.ndarray, grid: Sequence[float] = SHARED_THRESHOLD_GRID
+) -> float:
+    """The one grid threshold for every label with the best F1-macro; ties go to the one closest to 0.5. For label
+    sets whose own labels cannot be tuned (a request's new labels): tuned on labels that can, applied to all."""
+    grid = np.asarray(grid, dtype=float)
+    ordered = grid[np.argsort(np.abs(grid - 0.5), kind="stable")]
+    scores = [f1_per_label(y_true, probs >= t)[2].mean() for t in ordered]
+    return float(ordered[int(np.argmax(scores))])
 
 
 def decide(probs: np.ndarray, thresholds: np.ndarray, single_label: bool = False) -> np.ndarray:

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from mlprojects.data import multi_hot
-from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
-from mlprojects.model.encoder import DualEncoder, has_lora, save_encoder
+from mlprojects.evaluation.metrics import decide, f1_summary, tune_shared_threshold, tune_thresholds
+from mlprojects.model.encoder import DualEncoder, blended, has_lora, save_encoder
+from registry.contract import REQUEST_THRESHOLD
 
 META_FILE = "classifier.json"
 ENCODER_DIR = "encoder"
@@ -31,6 +32,7 @@ class Classifier:
     text_columns: list[str] = field(default_factory=lambda: ["text"])
     new_label_adapter_scale: float = 1.0  # 1.0: no second encoder
     new_label_model: DualEncoder | None = field(default=None, repr=False)
+    request_threshold: float = REQUEST_THRESHOLD  # for every label of a request set; `sft` tunes it on validation
     _label_emb: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -58,6 +60,28 @@ class Classifier:
         new ones, and the policy's adapters sit on the merged SFT encoder, not the pre-trained one, so a blend of
         them would not be the WiSE-FT blend the scale was chosen for."""
         self.new_label_model, self.new_label_adapter_scale = source.new_label_model, source.new_label_adapter_scale
+        self.request_threshold = source.request_threshold
+
+    def request_model(self) -> DualEncoder:
+        """The encoder that scores a request's label set once saved: the new-label encoder, or the blend it will
+        be saved as, or (no second encoder) the model itself."""
+        if self.new_label_model is not None:
+            return self.new_label_model
+        if self.served_new_label_adapter_scale < 1.0:
+            return blended(self.model, self.new_label_adapter_scale)
+        return self.model
+
+    def tune_request_threshold(self, frame) -> float:
+        """One threshold for every label of a request set, tuned on a labelled validation frame (`text`,
+        `labels`) over the model's own labels scored as a request set is (by `request_model`). New labels have
+        no tuned thresholds of their own, and the trained logit scale and bias (and the blend) move the
+        cosine -> probability map away from where 0.5 is a good cut. No documents: the threshold is kept."""
+        if len(frame):
+            model = self.request_model()
+            label_emb = model.embed(list(self.label_descriptions.values()))
+            probs = model.probabilities(model.embed(list(frame["text"])), label_emb)
+            self.request_threshold = tune_shared_threshold(multi_hot(frame["labels"], self.labels), probs)
+        return self.request_threshold
 
     def retune_thresholds(self, frame) -> np.ndarray:
         """Per-label thresholds tuned on a labelled validation frame (`text`, `labels`) with this model's own
@@ -115,6 +139,7 @@ class Classifier:
             "bias": float(self.model.bias),
             "pooling": self.model.pooling,
             "max_length": self.model.max_length,
+            "request_threshold": self.request_threshold,
             **self._save_new_label_encoder(directory / NEW_LABEL_ENCODER_DIR),
         }
         (directory / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -136,6 +161,7 @@ class Classifier:
             _load_dual_encoder(new_labels, meta, meta.get("new_label_scale"), meta.get("new_label_bias"), device)
             if new_labels.is_dir()
             else None,
+            meta.get("request_threshold", REQUEST_THRESHOLD),  # versions saved before it was tuned
         )
 
 

@@ -209,6 +209,19 @@ def merged_encoder(model: DualEncoder, adapter_scale: float = 1.0) -> nn.Module:
     return encoder.merge_and_unload()
 
 
+def blended(model: DualEncoder, adapter_scale: float) -> DualEncoder:
+    """`model` with only `adapter_scale` of its LoRA update folded in; tokenizer, pooling, logit scale and bias
+    kept: the new-label encoder before it is saved."""
+    return DualEncoder(
+        merged_encoder(model, adapter_scale),
+        model.tokenizer,
+        model.pooling,
+        model.max_length,
+        float(model.scale),
+        float(model.bias),
+    ).eval()
+
+
 def save_encoder(model: DualEncoder, directory: Path, adapter_scale: float = 1.0) -> None:
     merged_encoder(model, adapter_scale).save_pretrained(directory)
     model.tokenizer.save_pretrained(directory)

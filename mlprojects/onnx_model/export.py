@@ -228,6 +228,7 @@ def export_classifier(
             new_encoder,
             float(new_label_model.scale) if new is not None else None,
             float(new_label_model.bias) if new is not None else None,
+            request_threshold=classifier.request_threshold,
         )
         retune = cfg.thresholds == "validation" and len(tuning_texts) > 0 and not classifier.single_label
         if retune:
@@ -281,6 +282,7 @@ def export_classifier(
         "steps": steps,
         "precision": precision,
         "new_label_adapter_scale": classifier.new_label_adapter_scale,
+        "request_threshold": classifier.request_threshold,
         **(
             {
                 "new_label_model": NEW_LABEL_MODEL_FILE,

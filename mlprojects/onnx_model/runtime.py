@@ -14,6 +14,8 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from registry.contract import REQUEST_THRESHOLD
+
 MODEL_FILE = "model.onnx"
 NEW_LABEL_MODEL_FILE = "model_new_labels.onnx"  # scores request label sets, when the torch model had two encoders
 TOKENIZER_FILE = "tokenizer.json"
@@ -106,6 +108,7 @@ class OnnxClassifier:
     new_label_scale: float | None = None
     new_label_bias: float | None = None
     new_label_adapter_scale: float = 1.0  # of the torch model's new-label encoder; 1.0: none
+    request_threshold: float = REQUEST_THRESHOLD  # the torch model's, for every label of a request set
 
     @property
     def labels(self) -> list[str]:
@@ -146,4 +149,5 @@ class OnnxClassifier:
             meta.get("new_label_scale"),
             meta.get("new_label_bias"),
             meta.get("new_label_adapter_scale", 1.0),
+            meta.get("request_threshold", REQUEST_THRESHOLD),  # exports from before it was tuned
         )
