@@ -264,6 +264,13 @@ class SFTTrainer:
             )
 
 
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of several trainable states (SWA over epochs): one model with less epoch noise."""
+    if not states:
+        raise TrainingError("no states to average")
+    return {name: torch.stack([state[name] for state in states]).mean(0) for name in states[0]}
+
+
 def fit(
     trainer: SFTTrainer, max_epochs: int, patience: int, on_epoch: Callable[[int, dict], None] | None = None
 ) -> FitResult:

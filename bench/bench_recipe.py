@@ -1,0 +1,191 @@
+"""Which default SFT recipe: several ways of turning one training run into a model, measured on the same runs.
+
+    python -m bench.bench_recipe --seeds 42,7,1,2,3 --out bench/results/recipe/defaults.json
+    python -m bench.bench_recipe --set learning_rate=2e-3 --set max_epochs=5 --out bench/results/recipe/lr2e-3.json
+
+Each seed trains `max_epochs` epochs without early stopping (the learning-rate schedule depends on max_epochs
+only, so the epochs an early-stopped run would have trained are the same) and keeps every epoch's trainable
+weights. The rules, each a model from that one run:
+- `f1_patience`: today's selection, the best validation F1-macro epoch with early stopping after `patience`;
+- `loss_patience`: the same on validation loss (lowest), a smoother criterion than 72 documents' F1;
+- `last`: the last epoch;
+- `avg_last_K`: the average of the last K epochs' trainable weights (LoRA, scale, bias), SWA-style.
+Validation and test scores are recorded for every rule; the rule is chosen on validation, test only reports.
+Split and seeds as `bench.bench_sft` (the seed also draws the validation split).
+
+    python -m bench.bench_recipe --demo --recipe old:learning_rate=1e-3 --recipe new: --out /tmp/demo_times.json
+
+`--demo` times `train_classifier` (what `sft` runs between reading the data and registering) on the demo data's
+fit / validation split for each named recipe (TrainConfig overrides), alternating them, side by side in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+from bench.bench_sft import argmax_scores, parse_overrides
+from bench.machine import new_results, write_results
+from bench.madewithml import load_split
+from mlprojects.config import TrainConfig
+from mlprojects.data import stratified_split
+from mlprojects.model.encoder import build_model
+from mlprojects.training.trainer import SFTTrainer, average_states, make_split
+from registry.cli import ArgumentParser, cli_entry
+
+
+def select_with_patience(scores: list[float], patience: int, higher_is_better: bool) -> int:
+    """The 0-based epoch `fit` would keep: the best score so far, stopping `patience` epochs after it."""
+    best = 0
+    for epoch in range(1, len(scores)):
+        better = scores[epoch] > scores[best] if higher_is_better else scores[epoch] < scores[best]
+        if better:
+            best = epoch
+        elif epoch - best >= patience:
+            break
+    return best
+
+
+def scores_of(model, texts: list[str], frame, names: list[str], label_texts: list[str]) -> dict[str, float]:
+    probs = model.probabilities(model.embed(texts), model.embed(label_texts))
+    return argmax_scores(probs, frame, names)
+
+
+def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averages: list[int]) -> dict:
+    fit_part, val = stratified_split(train, cfg.val_fraction, cfg.seed)
+    names, label_texts = list(descriptions), list(descriptions.values())
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg)
+    trainer = SFTTrainer(model, label_texts, make_split(fit_part, names), make_split(val, names), cfg)
+    epochs, states = [], []
+    for _ in range(cfg.max_epochs):
+        started = time.perf_counter()
+        record = trainer.train_epoch()
+        train_s = time.perf_counter() - started
+        metrics = trainer.validate()
+        metrics.pop("thresholds")
+        states.append(model.trainable_state())
+        test_scores = scores_of(model, list(test["text"]), test, names, label_texts)
+        epochs.append({**record, **metrics, "test_f1_macro": test_scores["f1_macro"], "train_s": train_s})
+        print(f"seed {cfg.seed} epoch {len(epochs)}: {epochs[-1]}", file=sys.stderr, flush=True)
+
+    def at_epoch(index: int) -> dict:
+        return {
+            "epoch": index + 1,
+            "val_f1_macro": epochs[index]["f1_macro"],
+            "test_f1_macro": epochs[index]["test_f1_macro"],
+        }
+
+    rules = {
+        "f1_patience": at_epoch(select_with_patience([e["f1_macro"] for e in epochs], cfg.patience, True)),
+        "loss_patience": at_epoch(select_with_patience([e["val_loss"] for e in epochs], cfg.patience, False)),
+        "last": at_epoch(len(epochs) - 1),
+    }
+    for k in averages:
+        if k > len(states):
+            continue
+        model.load_trainable_state(average_states(states[-k:]))
+        rules[f"avg_last_{k}"] = {
+            "epochs": k,
+            "val_f1_macro": scores_of(model, list(val["text"]), val, names, label_texts)["f1_macro"],
+            "test_f1_macro": scores_of(model, list(test["text"]), test, names, label_texts)["f1_macro"],
+        }
+    return {"seed": cfg.seed, "epochs": epochs, "rules": rules}
+
+
+def _sd(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def summary(per_seed: list[dict]) -> dict[str, dict]:
+    """Per rule: mean ± sd (ddof 1) over seeds of validation and test F1-macro, and the test range."""
+    out = {}
+    for rule in per_seed[0]["rules"]:
+        val = np.array([s["rules"][rule]["val_f1_macro"] for s in per_seed])
+        test = np.array([s["rules"][rule]["test_f1_macro"] for s in per_seed])
+        out[rule] = {
+            "val_mean": float(val.mean()),
+            "val_sd": _sd(val),
+            "test_mean": float(test.mean()),
+            "test_sd": _sd(test),
+            "test_min": float(test.min()),
+            "test_max": float(test.max()),
+        }
+    return out
+
+
+def demo_times(recipes: dict[str, dict], repeats: int) -> dict:
+    """Wall time of `train_classifier` on the demo splits `sft` makes, per recipe, the recipes alternating."""
+    from mlprojects import config as C
+    from mlprojects.data import load_splits
+    from mlprojects.training.trainer import train_classifier
+
+    times: dict[str, list[dict]] = {name: [] for name in recipes}
+    for _ in range(repeats):
+        for name, overrides in recipes.items():
+            cfg = TrainConfig.from_dict({**TrainConfig().to_params(), **overrides})
+            splits = load_splits(
+                str(C.DEMO_DATA), str(C.DEMO_LABELS), C.DEMO_TEXT_COLUMNS, C.DEMO_LABEL_COLUMN,
+                val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed,
+            )  # fmt: skip
+            started = time.perf_counter()
+            _, result = train_classifier(cfg, splits.fit, splits.validation, splits.descriptions, ["text"])
+            wall_s = time.perf_counter() - started
+            times[name].append({"wall_s": round(wall_s, 1), "epochs_run": len(result.history)})
+            print(f"{name}: {wall_s:.1f} s, {len(result.history)} epochs", file=sys.stderr, flush=True)
+    return times
+
+
+def parse_recipe(text: str) -> tuple[str, dict]:
+    """'name:key=value,key=value' -> (name, TrainConfig overrides)."""
+    name, _, pairs = text.partition(":")
+    return name, parse_overrides([p for p in pairs.split(",") if p])
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(prog="bench_recipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
+    p.add_argument("--seeds", default="42,7,1,2,3")
+    p.add_argument("--average", default="2,3,4", help="comma list of K for avg_last_K")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    p.add_argument("--demo", action="store_true", help="time the --recipe recipes on the demo data instead")
+    p.add_argument("--recipe", action="append", default=[], metavar="NAME:KEY=VALUE,...")
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.demo:
+        recipes = dict(parse_recipe(r) for r in args.recipe)
+        results = new_results(recipes=recipes, repeats=args.repeats)
+        results["times"] = demo_times(recipes, args.repeats)
+        write_results(results, args.out)
+        return 0
+    overrides = parse_overrides(args.set)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    averages = [int(k) for k in args.average.split(",") if k.strip()]
+    train, test, descriptions = load_split()
+    results = new_results(overrides=overrides, seeds=seeds)
+    started = time.perf_counter()
+    results["per_seed"] = []
+    for seed in seeds:
+        cfg = TrainConfig.from_dict({**TrainConfig().to_params(), **overrides, "seed": seed})
+        results["per_seed"].append(run_seed(cfg, train, test, descriptions, averages))
+        results["config"] = cfg.to_params()
+    results["wall_s"] = round(time.perf_counter() - started, 1)
+    results["summary"] = summary(results["per_seed"])
+    write_results(results, args.out)
+    for rule, s in results["summary"].items():
+        print(
+            f"{rule:14s} val {s['val_mean']:.3f} ± {s['val_sd']:.3f}   test {s['test_mean']:.3f} ± {s['test_sd']:.3f}"
+            f" ({s['test_min']:.3f}-{s['test_max']:.3f})"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""The benchmark's replay of early stopping must keep the epoch `fit` keeps, or its rows compare other models."""
+
+import pytest
+
+from bench.bench_recipe import select_with_patience
+
+
+@pytest.mark.parametrize(
+    "scores,patience,higher,kept",
+    [
+        ([0.80, 0.90, 0.85, 0.95], 1, True, 1),  # stopped after epoch 3: epoch 4's 0.95 is never trained
+        ([0.80, 0.90, 0.85, 0.95], 2, True, 3),
+        ([0.90, 0.90, 0.90], 3, True, 0),  # ties keep the earlier epoch, as `fit` (strictly better only)
+        ([0.30, 0.20, 0.25, 0.10], 1, False, 1),  # validation loss: lower is better
+        ([0.30, 0.20, 0.25, 0.10], 3, False, 3),
+    ],
+)
+def test_select_with_patience_replays_early_stopping(scores, patience, higher, kept):
+    assert select_with_patience(scores, patience, higher) == kept
