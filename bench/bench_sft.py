@@ -15,9 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +30,7 @@ import torch
 
 from bench.machine import new_results, write_results
 from bench.madewithml import SEED, load_split
-from mlprojects.config import TrainConfig
+from mlprojects.config import TrainConfig, resolve_encoder
 from mlprojects.data import multi_hot, stratified_split
 from mlprojects.evaluation.metrics import decide, f1_summary
 from mlprojects.model.encoder import build_model
@@ -39,10 +42,17 @@ from registry.tracking import setup
 RESULTS = Path(__file__).resolve().parent / "results"
 SEEDS = (42, 7, 1, 2, 3)
 METHODS = ("sft", "zero_shot", "logreg")
+# SetFit recipes (setfit `TrainingArguments` fields), run in setfit's own environment (`--setfit-python`).
+SETFIT_RECIPES = {
+    "setfit": {},  # setfit 1.x's defaults: pairs by oversampling, ~110 000 for 408 documents
+    "setfit_paper": {"num_iterations": 20},  # the SetFit paper's recipe (setfit < 1.0's default): ~16 000 pairs
+}
 TITLES = {
     "sft": "SFT dual encoder (MiniLM + LoRA)",
     "zero_shot": "Zero-shot cosine, untrained MiniLM",
     "logreg": "Frozen MiniLM + logistic regression",
+    "setfit": "SetFit, MiniLM body, setfit 1.x default recipe",
+    "setfit_paper": "SetFit, MiniLM body, paper recipe (num_iterations 20)",
 }
 
 
@@ -100,7 +110,38 @@ def run_logreg(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> d
     return {**argmax_scores(scores, test, names), "C": float(clf.C_)}
 
 
+def run_setfit(python: str, recipe: dict, cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict:
+    """SetFit trained on the documents SFT fits on (the same seed's split; its recipe selects nothing on a
+    validation set), by bench/setfit_route.py in setfit's environment, and scored on the same test part."""
+    fit_part, _ = stratified_split(train, cfg.val_fraction, cfg.seed)
+    names = list(descriptions)
+    job = {
+        "encoder": resolve_encoder(cfg.encoder),
+        "fit_texts": list(fit_part["text"]),
+        "fit_labels": [names.index(labels[0]) for labels in fit_part["labels"]],
+        "test_texts": list(test["text"]),
+        "seed": cfg.seed,
+        "threads": torch.get_num_threads(),
+        "recipe": recipe,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_path.write_text(json.dumps(job))
+        route = Path(__file__).with_name("setfit_route.py")
+        subprocess.run([python, str(route), str(job_path), str(out_path)], check=True)
+        out = json.loads(out_path.read_text())
+    scores = np.asarray(out.pop("scores"))
+    return {**argmax_scores(scores, test, names), **out, "recipe": recipe, "n_fit": len(fit_part)}
+
+
 RUNNERS: dict[str, Callable[..., dict]] = {"sft": run_sft, "zero_shot": run_zero_shot, "logreg": run_logreg}
+
+
+def runners(setfit_python: str) -> dict[str, Callable[..., dict]]:
+    """The in-process methods, and the SetFit recipes when setfit's environment is given."""
+    if not setfit_python:
+        return RUNNERS
+    return {**RUNNERS, **{m: partial(run_setfit, setfit_python, r) for m, r in SETFIT_RECIPES.items()}}
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -194,10 +235,16 @@ def log_to_mlflow(report: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="bench_sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {', '.join(METHODS)}")
+    p.add_argument(
+        "--methods",
+        default="",
+        help=f"comma list of {', '.join([*METHODS, *SETFIT_RECIPES])}; default: {', '.join(METHODS)} (+ setfit "
+        "with --setfit-python)",
+    )
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma list of seeds; each method runs each")
     p.add_argument("--out", default=str(RESULTS / "sft.json"))
     p.add_argument("--no-mlflow", action="store_true")
+    p.add_argument("--setfit-python", default="", help="python of an environment with setfit (see setfit_route.py)")
     p.add_argument(
         "--threads",
         type=int,
@@ -206,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    methods = parse_methods(args.methods, METHODS)
+    available = runners(args.setfit_python)
+    default = [*METHODS, "setfit"] if args.setfit_python else METHODS
+    methods = parse_methods(args.methods or ",".join(default), tuple(available))
     seeds = parse_seeds(args.seeds)
     overrides = parse_overrides(args.set)
     if "seed" in overrides:
@@ -226,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = TrainConfig.from_dict({**params, "seed": seed})
         for method in methods:
             start = time.perf_counter()
-            row = {"seed": seed, **RUNNERS[method](cfg, train, test, descriptions)}
+            row = {"seed": seed, **available[method](cfg, train, test, descriptions)}
             row["wall_s"] = round(time.perf_counter() - start, 1)
             report["runs"][method].append(row)
             print(f"{method} seed {seed}: F1-macro {row['f1_macro']:.3f} in {row['wall_s']} s", file=sys.stderr)

@@ -37,3 +37,8 @@ def test_summary_keeps_seeds_and_gives_mean_sample_sd_and_range():
 def test_bad_arguments_are_one_line_errors_before_any_work(argv, capsys):
     assert main([*argv, "--no-mlflow"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_setfit_needs_its_environment(capsys):
+    assert main(["--methods", "sft,setfit", "--no-mlflow"]) == 2
+    assert "setfit" in capsys.readouterr().err
