@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         "with --setfit-python)",
     )
     p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma list of seeds; each method runs each")
-    p.add_argument("--out", default=str(RESULTS / "sft.json"))
+    p.add_argument("--out", default=str(RESULTS / "sft_seeds.json"))
     p.add_argument("--no-mlflow", action="store_true")
     p.add_argument("--setfit-python", default="", help="python of an environment with setfit (see setfit_route.py)")
     p.add_argument(
