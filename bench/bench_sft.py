@@ -1,11 +1,13 @@
-"""SFT benchmark on the real Made With ML dataset: the fine-tuned dual encoder against two baselines.
+"""SFT benchmark on the real Made With ML dataset: the fine-tuned dual encoder against two baselines, over
+several seeds (one seed moves test F1-macro as much as a configuration change does, so one run ranks nothing).
 
-    python -m bench.bench_sft                       # all three methods, TrainConfig defaults
-    python -m bench.bench_sft --set learning_rate=2e-3 --set max_epochs=15 --methods sft --out /tmp/x.json
+    python -m bench.bench_sft                       # all three methods, TrainConfig defaults, seeds 42,7,1,2,3
+    python -m bench.bench_sft --set learning_rate=2e-3 --set max_epochs=15 --methods sft --seeds 42,7 --out /tmp/x.json
 
 Split: `bench.madewithml.load_split()` (stratified 80/20, seed 42). The SFT model's validation set (early
-stopping, thresholds) is a stratified 15% of the 80% part; the 20% test part is only used for final scoring.
-The data is single-label, so every method's decision is the arg-max label.
+stopping, thresholds) is a stratified 15% of the 80% part, drawn with the run's seed; the 20% test part is only
+used for final scoring. The data is single-label, so every method's decision is the arg-max label. The JSON
+keeps every seed's row and, per method, mean ± sd (sample sd) and min–max of each score.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import fields
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -23,9 +28,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.machine import machine_info
+from bench.machine import new_results, write_results
 from bench.madewithml import SEED, load_split
-from mlprojects.config import TrainConfig
+from mlprojects.config import TrainConfig, resolve_encoder
 from mlprojects.data import multi_hot, stratified_split
 from mlprojects.evaluation.metrics import decide, f1_summary
 from mlprojects.model.encoder import build_model
@@ -35,11 +40,19 @@ from registry.errors import ConfigError
 from registry.tracking import setup
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SEEDS = (42, 7, 1, 2, 3)
 METHODS = ("sft", "zero_shot", "logreg")
+# SetFit recipes (setfit `TrainingArguments` fields), run in setfit's own environment (`--setfit-python`).
+SETFIT_RECIPES = {
+    "setfit": {},  # setfit 1.x's defaults: pairs by oversampling, ~110 000 for 408 documents
+    "setfit_paper": {"num_iterations": 20},  # the SetFit paper's recipe (setfit < 1.0's default): ~16 000 pairs
+}
 TITLES = {
     "sft": "SFT dual encoder (MiniLM + LoRA)",
     "zero_shot": "Zero-shot cosine, untrained MiniLM",
     "logreg": "Frozen MiniLM + logistic regression",
+    "setfit": "SetFit, MiniLM body, setfit 1.x default recipe",
+    "setfit_paper": "SetFit, MiniLM body, paper recipe (num_iterations 20)",
 }
 
 
@@ -97,7 +110,38 @@ def run_logreg(cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> d
     return {**argmax_scores(scores, test, names), "C": float(clf.C_)}
 
 
+def run_setfit(python: str, recipe: dict, cfg: TrainConfig, train, test, descriptions: dict[str, str]) -> dict:
+    """SetFit trained on the documents SFT fits on (the same seed's split; its recipe selects nothing on a
+    validation set), by bench/setfit_route.py in setfit's environment, and scored on the same test part."""
+    fit_part, _ = stratified_split(train, cfg.val_fraction, cfg.seed)
+    names = list(descriptions)
+    job = {
+        "encoder": resolve_encoder(cfg.encoder),
+        "fit_texts": list(fit_part["text"]),
+        "fit_labels": [names.index(labels[0]) for labels in fit_part["labels"]],
+        "test_texts": list(test["text"]),
+        "seed": cfg.seed,
+        "threads": torch.get_num_threads(),
+        "recipe": recipe,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "out.json"
+        job_path.write_text(json.dumps(job))
+        route = Path(__file__).with_name("setfit_route.py")
+        subprocess.run([python, str(route), str(job_path), str(out_path)], check=True)
+        out = json.loads(out_path.read_text())
+    scores = np.asarray(out.pop("scores"))
+    return {**argmax_scores(scores, test, names), **out, "recipe": recipe, "n_fit": len(fit_part)}
+
+
 RUNNERS: dict[str, Callable[..., dict]] = {"sft": run_sft, "zero_shot": run_zero_shot, "logreg": run_logreg}
+
+
+def runners(setfit_python: str) -> dict[str, Callable[..., dict]]:
+    """The in-process methods, and the SetFit recipes when setfit's environment is given."""
+    if not setfit_python:
+        return RUNNERS
+    return {**RUNNERS, **{m: partial(run_setfit, setfit_python, r) for m, r in SETFIT_RECIPES.items()}}
 
 
 def parse_overrides(pairs: list[str]) -> dict:
@@ -115,12 +159,59 @@ def parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-def markdown_table(results: dict[str, dict]) -> str:
-    rows = ["| Method | F1-macro | F1-weighted | Wall time (train + predict) |", "|---|---|---|---|"]
-    rows += [
-        f"| {TITLES[m]} | {r['f1_macro']:.3f} | {r['f1_weighted']:.3f} | {r['wall_s']:.0f} s |"
-        for m, r in results.items()
+def parse_seeds(text: str) -> list[int]:
+    """`42,7,1` -> [42, 7, 1]: distinct integers, at least one."""
+    try:
+        seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds expects a comma list of integers, got '{text}'") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds expects distinct integers, got '{text}'")
+    return seeds
+
+
+def parse_methods(text: str, known: tuple[str, ...]) -> list[str]:
+    """Comma list of method names; `zero-shot` and `zero_shot` are the same method."""
+    methods = [m.strip().replace("-", "_") for m in text.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(known))
+    if not methods or unknown:
+        raise ConfigError(f"unknown methods {unknown or text!r}; choose from {', '.join(known)}")
+    return methods
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample sd (0 for one value), min and max."""
+    return {
+        "mean": float(np.mean(values)),
+        "sd": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "min": float(np.min(values)),
+        "max": float(np.max(values)),
+    }
+
+
+def summarise(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Per method: the seeds it ran with and the spread of its test scores and wall time over them."""
+    return {
+        method: {
+            "seeds": [r["seed"] for r in rows],
+            **{key: spread([r[key] for r in rows]) for key in ("f1_macro", "f1_weighted", "wall_s")},
+        }
+        for method, rows in runs.items()
+        if rows
+    }
+
+
+def markdown_table(summary: dict[str, dict]) -> str:
+    rows = [
+        "| Method | test F1-macro, mean ± sd | min–max | seeds | wall time per run (mean, min–max) |",
+        "|---|---|---|---|---|",
     ]
+    for method, s in summary.items():
+        f1, wall = s["f1_macro"], s["wall_s"]
+        rows.append(
+            f"| {TITLES[method]} | {f1['mean']:.3f} ± {f1['sd']:.3f} | {f1['min']:.3f}–{f1['max']:.3f} "
+            f"| {', '.join(map(str, s['seeds']))} | {wall['mean']:.0f} s ({wall['min']:.0f}–{wall['max']:.0f}) |"
+        )
     return "\n".join(rows)
 
 
@@ -133,9 +224,10 @@ def log_to_mlflow(report: dict, out: Path) -> None:
     Path("/tmp/bench_mlflow").mkdir(exist_ok=True)
     setup("bench-sft-madewithml")
     with mlflow.start_run(run_name="bench_sft"):
-        mlflow.log_params({k: v for k, v in report["config"].items() if k != "extra"})
-        for method, result in report["results"].items():
-            mlflow.log_metrics({f"{method}.{k}": v for k, v in result.items() if isinstance(v, (int, float))})
+        mlflow.log_params({k: v for k, v in report["config"].items() if k not in ("extra", "seed")})
+        mlflow.log_param("seeds", ",".join(map(str, report["seeds"])))
+        for method, s in report["summary"].items():
+            mlflow.log_metrics({f"{method}.{k}_{stat}": s[k][stat] for k in ("f1_macro", "wall_s") for stat in s[k]})
         mlflow.log_artifact(str(out))
 
 
@@ -143,9 +235,16 @@ def log_to_mlflow(report: dict, out: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = ArgumentParser(prog="bench_sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma list of {METHODS}")
-    p.add_argument("--out", default=str(RESULTS / "sft.json"))
+    p.add_argument(
+        "--methods",
+        default="",
+        help=f"comma list of {', '.join([*METHODS, *SETFIT_RECIPES])}; default: {', '.join(METHODS)} (+ setfit "
+        "with --setfit-python)",
+    )
+    p.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma list of seeds; each method runs each")
+    p.add_argument("--out", default=str(RESULTS / "sft_seeds.json"))
     p.add_argument("--no-mlflow", action="store_true")
+    p.add_argument("--setfit-python", default="", help="python of an environment with setfit (see setfit_route.py)")
     p.add_argument(
         "--threads",
         type=int,
@@ -154,29 +253,35 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if unknown := set(methods) - set(METHODS):
-        raise ConfigError(f"unknown methods {sorted(unknown)}; choose from {METHODS}")
-    cfg = TrainConfig.from_dict({**TrainConfig().to_params(), **parse_overrides(args.set)})
+    available = runners(args.setfit_python)
+    default = [*METHODS, "setfit"] if args.setfit_python else METHODS
+    methods = parse_methods(args.methods or ",".join(default), tuple(available))
+    seeds = parse_seeds(args.seeds)
+    overrides = parse_overrides(args.set)
+    if "seed" in overrides:
+        raise ConfigError("the seed comes from --seeds, not --set seed=...")
+    params = {**TrainConfig().to_params(), **overrides}
 
     train, test, descriptions = load_split()
-    results = {}
-    for method in methods:
-        start = time.perf_counter()
-        results[method] = RUNNERS[method](cfg, train, test, descriptions)
-        results[method]["wall_s"] = round(time.perf_counter() - start, 1)
-        print(f"{method}: F1-macro {results[method]['f1_macro']:.3f} in {results[method]['wall_s']} s", file=sys.stderr)
-    report = {
-        "dataset": "madewithml",
-        "split": {"test_size": 0.2, "seed": SEED, "n_train": len(train), "n_test": len(test)},
-        "config": cfg.to_params(),
-        "machine": machine_info(),
-        "results": results,
-    }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=float))
-    print(markdown_table(results))
+    report = new_results(
+        dataset="madewithml",
+        split={"test_size": 0.2, "seed": SEED, "n_train": len(train), "n_test": len(test)},
+        config={k: v for k, v in params.items() if k != "seed"},
+        seeds=seeds,
+        runs={m: [] for m in methods},
+    )
+    for seed in seeds:
+        cfg = TrainConfig.from_dict({**params, "seed": seed})
+        for method in methods:
+            start = time.perf_counter()
+            row = {"seed": seed, **available[method](cfg, train, test, descriptions)}
+            row["wall_s"] = round(time.perf_counter() - start, 1)
+            report["runs"][method].append(row)
+            print(f"{method} seed {seed}: F1-macro {row['f1_macro']:.3f} in {row['wall_s']} s", file=sys.stderr)
+            report["summary"] = summarise(report["runs"])
+            write_results(report, out)  # after every run, so a cut-short benchmark keeps what it measured
+    print(markdown_table(report["summary"]))
     if not args.no_mlflow:
         log_to_mlflow(report, out)
     return 0
