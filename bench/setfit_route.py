@@ -2,9 +2,9 @@
 body on pairs, then a logistic-regression head) on the same MiniLM. Runs in its own environment, so neither the
 project nor CI depends on setfit:
 
-    python3 -m venv /work/setfit-venv
-    /work/setfit-venv/bin/pip install torch==2.13.0 setfit   # torch: the version of the project's venv
-    /work/setfit-venv/bin/python bench/setfit_route.py IN.json OUT.json
+    python3 -m venv ../setfit-venv
+    ../setfit-venv/bin/pip install torch==2.13.0 setfit   # torch: the version of the project's venv
+    ../setfit-venv/bin/python bench/setfit_route.py IN.json OUT.json
 
 IN.json: encoder (a sentence-transformers directory), fit_texts, fit_labels (label indices), test_texts, seed,
 threads, recipe (setfit `TrainingArguments` fields; {} is setfit's default recipe). OUT.json: test scores (one
