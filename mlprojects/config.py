@@ -176,6 +176,9 @@ class OnnxConfig:
     # offline fusion slowed the int8 graph (ONNX Runtime already fuses the fp32 graph when it loads it).
     quantization: str = "dynamic"  # dynamic | static (QDQ, calibrated on real text) | none (fp32)
     fuse: bool = False  # ONNX Runtime transformer fusion before quantisation
+    # A regular expression over the graph's MatMul node names whose weights stay fp32 under int8 ('' = none):
+    # `FFN_OUTPUT_MATMULS` keeps the most quantisation-sensitive projections, the controller's second try.
+    fp32_matmuls: str = ""
     opset: int = 17
     threads: int = 0  # ONNX Runtime intra-op threads at inference; 0 = all cores
     batch_size: int = 32  # length-bucketed batches at inference
@@ -197,6 +200,11 @@ class OnnxConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known and v is not None})
 
+
+# The feed-forward output projections (BERT / RoBERTa / XLM-R `layer.N/output/dense`, DistilBERT `layer.N/ffn/lin2`):
+# per node, the weights int8 moves most on MiniLM, and the layers the demo model's int8 decisions flip on
+# (docs/onnx_parity.md). A third of the weight FLOPs.
+FFN_OUTPUT_MATMULS = r"layer\.\d+/(output/dense|ffn/lin2)/MatMul$"
 
 ONNX_MODEL_SUFFIX = "-onnx"  # the export of model `m` is registered as `m-onnx`
 

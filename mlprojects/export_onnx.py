@@ -8,6 +8,7 @@ controller runs the same export when it promotes a champion.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 import mlflow
@@ -28,6 +29,16 @@ GATES = {  # the parity gates an export must pass before it is registered (defau
     "max_f1_drop": "refused when the F1-macro drop's bootstrap interval lies above this",
     "min_agreement": "refused when fewer evaluation documents get torch's label set",
 }
+
+
+def fp32_matmuls_arg(value: str) -> str:
+    """A regular expression over MatMul node names, or 'ffn-output' for the feed-forward output projections."""
+    pattern = C.FFN_OUTPUT_MATMULS if value == "ffn-output" else value
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"not a regular expression: '{value}' ({exc})") from None
+    return pattern
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=cli.boolean,
         default=d.fuse,
         help="ONNX Runtime transformer fusion before quantisation, true or false (measured slower: bench/README.md)",
+    )
+    p.add_argument(
+        "--fp32-matmuls",
+        type=fp32_matmuls_arg,
+        default=d.fp32_matmuls,
+        help="int8: MatMul nodes (a regular expression over their names) whose weights stay fp32; 'ffn-output' "
+        "names the feed-forward output projections, what the controller tries when plain int8 is refused",
     )
     p.add_argument(
         "--threads", type=cli.non_negative(cli.int_arg), default=d.threads, help="inference threads, 0 = all"
@@ -97,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nRegistered {published.name} version {published.version} (models:/{published.name}/{published.version}) "
         f"from {source.name} version {source.version}.\nParity on {where}: {result.parity.summary()}.\n"
-        f"Thresholds: {result.steps['thresholds']}. Sizes (MB): {result.sizes_mb}"
+        f"Quantisation: {result.steps['quantization']}. Thresholds: {result.steps['thresholds']}.\n"
+        f"Sizes (MB): {result.sizes_mb}"
     )
     return 0
 

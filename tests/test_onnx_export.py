@@ -3,8 +3,10 @@ process where torch and transformers cannot be imported, parity gates that pass 
 
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from types import SimpleNamespace
 
 import mlflow
@@ -15,13 +17,14 @@ import pytest
 import torch
 
 import mlprojects.onnx_model.export as export
-from mlprojects.config import OnnxConfig, TrainConfig
+from mlprojects.config import FFN_OUTPUT_MATMULS, OnnxConfig, TrainConfig
 from mlprojects.evaluation.bootstrap import paired_bootstrap
-from mlprojects.export_onnx import main
+from mlprojects.export_onnx import build_parser, main
 from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import DualEncoder, load_encoder
 from mlprojects.onnx_model.export import ExportError, export_classifier
 from mlprojects.onnx_model.parity import ParityReport, decision_agreement, gate_failures, own_thresholds, row_cosines
+from mlprojects.onnx_model.publish import export_ladder
 from mlprojects.onnx_model.runtime import NEW_LABEL_MODEL_FILE, OnnxClassifier
 from mlprojects.sft import main as sft_main
 from registry import conventions as C
@@ -407,3 +410,47 @@ def test_row_cosines_by_hand():
     a = np.array([[1.0, 0.0], [3.0, 4.0]])
     b = np.array([[0.0, 2.0], [3.0, 4.0]])
     assert row_cosines(a, b) == pytest.approx([0.0, 1.0])
+
+
+def test_the_matmuls_named_stay_fp32_under_int8(tiny_encoder, tmp_path):
+    """The controller's second try: the feed-forward output projections keep fp32 weights, every other weight
+    MatMul is int8; a pattern that names no MatMul is an error, not a silent plain int8."""
+    encoder, tokenizer = load_encoder(tiny_encoder)
+    classifier = Classifier(DualEncoder(encoder, tokenizer).eval(), FRUIT, np.full(2, 0.5))
+    cfg = OnnxConfig(fp32_matmuls=FFN_OUTPUT_MATMULS, max_f1_drop=1.0, min_agreement=0.0)
+    result = export_classifier(classifier, tmp_path / "out", cfg, TEXTS, [["bank"]] * 3, TEXTS)
+    nodes = onnx.load(str(result.directory / "model.onnx")).graph.node
+    layers = encoder.config.num_hidden_layers
+    kept = [n.name for n in nodes if n.op_type == "MatMul" and re.search(FFN_OUTPUT_MATMULS, n.name)]
+    assert sorted(kept) == [f"/encoder/encoder/layer.{i}/output/dense/MatMul" for i in range(layers)]
+    # per layer: query, key, value, attention output, FFN input quantised; QKᵀ and attention·V have no weights
+    assert sum(n.op_type in {"DynamicQuantizeMatMul", "MatMulInteger"} for n in nodes) == 5 * layers
+    assert result.steps["quantization"].startswith(f"dynamic, {layers} of ")
+    assert result.steps["quantization"].endswith(f"MatMuls kept fp32 ('{FFN_OUTPUT_MATMULS}')")
+    assert result.parity.precision == "int8"
+
+    with pytest.raises(ExportError, match="fp32_matmuls 'no-such-node' names none of the graph's .* MatMuls"):
+        export_classifier(
+            classifier, tmp_path / "none", replace(cfg, fp32_matmuls="no-such-node"), TEXTS, [["bank"]] * 3, TEXTS
+        )
+
+
+def test_the_controller_tries_int8_then_int8_with_fp32_ffn_outputs_then_fp32():
+    ladder = export_ladder("dynamic")
+    assert [kind for kind, _ in ladder] == ["int8", "int8 with fp32 FFN outputs", "fp32"]
+    assert [(c.quantization, c.fp32_matmuls) for _, c in ladder] == [
+        ("dynamic", ""),
+        ("dynamic", FFN_OUTPUT_MATMULS),
+        ("none", ""),
+    ]
+    assert [kind for kind, _ in export_ladder("none")] == ["fp32"]
+
+
+def test_an_fp32_matmuls_pattern_is_checked_before_exporting(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model-uri", "models:/tiny-clf/1", "--fp32-matmuls", "layer.(0"])
+    assert exit_.value.code == 2
+    assert "--fp32-matmuls: not a regular expression: 'layer.(0'" in capsys.readouterr().err
+    assert build_parser().parse_args(["--model-uri", "models:/m/1", "--fp32-matmuls", "ffn-output"]).fp32_matmuls == (
+        FFN_OUTPUT_MATMULS
+    )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 
 import pytest
 from mlflow import MlflowClient
@@ -13,6 +14,8 @@ from lifecycle.__main__ import main
 from lifecycle.config import ONNX_ON_PROMOTION
 from lifecycle.controller import Controller
 from mlprojects import config as C
+from mlprojects.onnx_model.export import export_classifier
+from mlprojects.onnx_model.publish import export_ladder, gate_data, source_classifier
 from mlprojects.sft import main as sft_main
 from registry.aliases import aliases
 from tests.conftest import cli_args
@@ -66,14 +69,43 @@ def test_each_new_champion_gets_its_own_export_and_the_alias_follows(champion, m
     monkeypatch.setattr(C, "OnnxConfig", functools.partial(C.OnnxConfig, min_fp32_cosine=1.5))
     third = new_version()
     said = promote(third, "dynamic")
-    assert said.startswith(f"no ONNX export for version {third} (torch serves it): fp32 embedding parity")
+    assert said.startswith(f"no ONNX export for version {third} (torch serves it): int8: fp32 embedding parity")
+    assert "; int8 with fp32 FFN outputs: fp32 embedding parity" in said and "; fp32: fp32 embedding parity" in said
     assert aliases(client, "promo")["champion"] == third and "champion" not in aliases(client, "promo-onnx")
-    assert client.get_model_version("promo", third).tags["onnx.status"].startswith("refused: fp32 embedding parity")
+    assert client.get_model_version("promo", third).tags["onnx.status"].startswith("refused: int8: fp32 embedding")
     assert len(client.search_model_versions("name='promo-onnx'")) == 2  # nothing registered
 
     # a rollback brings back the previous champion and its export
     Controller("promo").rollback()
     assert aliases(client, "promo")["champion"] == second and aliases(client, "promo-onnx")["champion"] == "2"
+
+
+def test_a_champion_refused_plain_int8_ships_int8_with_fp32_ffn_outputs(champion, monkeypatch, tmp_path):
+    """The ladder's second rung, with an int8 cosine gate set between the two rungs' measured cosines."""
+    client = MlflowClient()
+    source = client.get_model_version("promo", "1")
+    classifier, (evaluation, _) = source_classifier(source), gate_data(client, source)
+    texts, labels = list(evaluation["text"]), list(evaluation["labels"])
+    ungated = dict(max_f1_drop=1.0, min_agreement=0.0, min_int8_mean_cosine=0.0)
+    cosine = {
+        kind: export_classifier(
+            classifier, tmp_path / str(i), replace(cfg, **ungated), texts, labels, texts
+        ).parity.mean_cosine
+        for i, (kind, cfg) in enumerate(export_ladder("dynamic")[:2])
+    }
+    assert cosine["int8 with fp32 FFN outputs"] > cosine["int8"]
+    gate = (cosine["int8"] + cosine["int8 with fp32 FFN outputs"]) / 2
+    monkeypatch.setattr(C, "OnnxConfig", functools.partial(C.OnnxConfig, min_int8_mean_cosine=gate))
+
+    version = new_version()
+    said = promote(version, "dynamic")
+    assert said.startswith(f"exported version {version} as promo-onnx/2 (int8 with fp32 FFN outputs (refused first: ")
+    assert f"int8: int8 embedding parity: mean cosine {cosine['int8']:.6f} < {gate}" in said
+    status = client.get_model_version("promo", version).tags["onnx.status"]
+    assert status.startswith("int8 with fp32 FFN outputs (refused first: int8: int8 embedding parity")
+    export = client.get_model_version("promo-onnx", "2")
+    assert export.tags["onnx.precision"] == "int8" and "MatMuls kept fp32" in export.description
+    assert aliases(client, "promo-onnx")["champion"] == "2"
 
 
 def test_export_on_promotion_can_be_turned_off(champion):

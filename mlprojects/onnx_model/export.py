@@ -22,7 +22,7 @@ from mlprojects.data import multi_hot
 from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import POOLERS, DualEncoder
 from mlprojects.onnx_model.parity import ParityReport, check_parity, own_thresholds
-from mlprojects.onnx_model.quantize import TextCalibrationReader, quantize
+from mlprojects.onnx_model.quantize import TextCalibrationReader, matmuls_matching, quantize
 from mlprojects.onnx_model.runtime import (
     LABEL_EMB_FILE,
     META_FILE,
@@ -47,6 +47,10 @@ class ExportError(PlatformError):
         super().__init__(message)
         self.parity = parity
         self.sizes_mb = sizes_mb or {}
+
+
+class UnexportableModel(ExportError):
+    """The exporter cannot handle this model at all: no other precision or setting would pass."""
 
 
 class EmbeddingGraph(nn.Module):
@@ -99,7 +103,7 @@ def export_graph(model: DualEncoder, path: Path, opset: int) -> tuple[Path, list
             )
     except Exception as exc:  # any exporter failure means this encoder cannot be served as ONNX
         reason = (str(exc).strip().splitlines() or [""])[-1][:500]  # the last line names the cause
-        raise ExportError(
+        raise UnexportableModel(
             f"cannot export encoder '{type(encoder).__name__}' to ONNX: {type(exc).__name__}: {reason}"
         ) from exc
     finally:
@@ -134,27 +138,36 @@ class Graph:
     shipped: Path
     input_names: list[str]
     fused: bool
+    fp32_matmuls: list[str] = field(default_factory=list)  # weight MatMuls left unquantised in `shipped`
+    n_matmuls: int = 0
 
 
 def build_graph(
     model: DualEncoder, workdir: Path, cfg: OnnxConfig, tokenizer, pad_id: int, calibration_texts: Sequence[str]
 ) -> Graph:
-    """Export one encoder, fuse it when asked (and its family is known), quantise it as configured."""
+    """Export one encoder, fuse it when asked (and its family is known), quantise it as configured (but the
+    MatMuls `cfg.fp32_matmuls` names: an ExportError when it names none, as the result would be plain int8)."""
     workdir.mkdir(parents=True, exist_ok=True)
     fp32, input_names = export_graph(model, workdir / "fp32.onnx", cfg.opset)
     fused = workdir / "fused.onnx"
     graph = fused if cfg.fuse and fuse(fp32, fused, model.encoder.config) else fp32
     shipped = workdir / MODEL_FILE
+    kept: list[str] = []
+    n_matmuls = 0
     if cfg.quantization == "none":
         shutil.copyfile(graph, shipped)
     else:
+        if cfg.fp32_matmuls:
+            kept, n_matmuls = matmuls_matching(graph, cfg.fp32_matmuls)
+            if not kept:
+                raise ExportError(f"fp32_matmuls '{cfg.fp32_matmuls}' names none of the graph's {n_matmuls} MatMuls")
         reader = (
             TextCalibrationReader(OnnxEncoder(graph, tokenizer, pad_id, cfg.threads), calibration_texts)
             if cfg.quantization == "static"
             else None
         )
-        quantize(graph, shipped, cfg.quantization, reader)
-    return Graph(fp32, shipped, input_names, graph is fused)
+        quantize(graph, shipped, cfg.quantization, reader, kept)
+    return Graph(fp32, shipped, input_names, graph is fused, kept, n_matmuls)
 
 
 def graph_encoders(graph: Graph, tokenizer, pad_id: int, cfg: OnnxConfig) -> tuple[OnnxEncoder, OnnxEncoder]:
@@ -191,7 +204,7 @@ def export_classifier(
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_tokenizer = classifier.model.tokenizer
     if not getattr(hf_tokenizer, "is_fast", False):
-        raise ExportError("the encoder has no fast tokenizer (tokenizer.json), which ONNX serving needs")
+        raise UnexportableModel("the encoder has no fast tokenizer (tokenizer.json), which ONNX serving needs")
     precision = "fp32" if cfg.quantization == "none" else "int8"
     steps: dict[str, str] = {}
     new_label_model = classifier.new_label_model
@@ -211,7 +224,11 @@ def export_classifier(
         )
         progress.update(new is not None)
         steps["fusion"] = "ort-transformers" if main.fused else "none"
-        steps["quantization"] = cfg.quantization
+        steps["quantization"] = cfg.quantization + (
+            f", {len(main.fp32_matmuls)} of {main.n_matmuls} MatMuls kept fp32 ('{cfg.fp32_matmuls}')"
+            if main.fp32_matmuls
+            else ""
+        )
 
         fp32_encoder, encoder = graph_encoders(main, tokenizer, pad_id, cfg)
         new_fp32_encoder, new_encoder = graph_encoders(new, tokenizer, pad_id, cfg) if new else (None, None)

@@ -4,6 +4,7 @@ Gather and the fused attention as well cost accuracy (mean cosine to fp32 fell b
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -44,12 +45,33 @@ class TextCalibrationReader(CalibrationDataReader):
         return self._batches
 
 
-def quantize(source: Path, target: Path, mode: str, calibration: TextCalibrationReader | None = None) -> Path:
-    """int8 weights; `static` also fixes activation ranges from `calibration` (QDQ format)."""
+def matmuls_matching(model: Path, pattern: str) -> tuple[list[str], int]:
+    """(names of the MatMul nodes whose name `pattern` searches, how many MatMul nodes the graph has)."""
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"fp32_matmuls is not a regular expression: '{pattern}': {exc}") from None
+    names = [n.name for n in onnx.load(str(model), load_external_data=False).graph.node if n.op_type == "MatMul"]
+    return [n for n in names if regex.search(n)], len(names)
+
+
+def quantize(
+    source: Path,
+    target: Path,
+    mode: str,
+    calibration: TextCalibrationReader | None = None,
+    keep_fp32: Sequence[str] = (),
+) -> Path:
+    """int8 weights, except the MatMul nodes named in `keep_fp32`; `static` also fixes activation ranges from
+    `calibration` (QDQ format)."""
     if mode not in MODES:
         raise ConfigError(f"quantization must be one of {list(MODES)}, got '{mode}'")
     common = dict(
-        per_channel=True, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"], extra_options=dict(_EXTRA)
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_exclude=list(keep_fp32),
+        extra_options=dict(_EXTRA),
     )
     if mode == "dynamic":
         quantize_dynamic(source, target, **common)
