@@ -11,7 +11,8 @@ weights. The rules, each a model from that one run:
 - `last`: the last epoch;
 - `avg_last_K`: the average of the last K epochs' trainable weights (LoRA, scale, bias), SWA-style.
 Validation and test scores are recorded for every rule; the rule is chosen on validation, test only reports.
-Split and seeds as `bench.bench_sft` (the seed also draws the validation split).
+Split and seeds as `bench.bench_sft` (the seed also draws the validation split). `--label-text name+description`
+embeds each label as "<name>: <description>" instead of its description alone, in training and in scoring.
 
     python -m bench.bench_recipe --demo --recipe old:learning_rate=1e-3 --recipe new: --out /tmp/demo_times.json
 
@@ -48,6 +49,18 @@ def select_with_patience(scores: list[float], patience: int, higher_is_better: b
         elif epoch - best >= patience:
             break
     return best
+
+
+LABEL_TEXTS = ("description", "name+description")
+
+
+def label_texts(descriptions: dict[str, str], kind: str) -> dict[str, str]:
+    """The text each label is embedded as: its description, or "<name>: <description>"."""
+    if kind == "description":
+        return dict(descriptions)
+    if kind == "name+description":
+        return {name: f"{name}: {text}" for name, text in descriptions.items()}
+    raise ValueError(f"label text '{kind}' is not one of {LABEL_TEXTS}")
 
 
 def scores_of(model, texts: list[str], frame, names: list[str], label_texts: list[str]) -> dict[str, float]:
@@ -153,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="42,7,1,2,3")
     p.add_argument("--average", default="2,3,4", help="comma list of K for avg_last_K")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--label-text", choices=LABEL_TEXTS, default="description", help="what each label is embedded as")
     p.add_argument("--out", required=True)
     p.add_argument("--demo", action="store_true", help="time the --recipe recipes on the demo data instead")
     p.add_argument("--recipe", action="append", default=[], metavar="NAME:KEY=VALUE,...")
@@ -169,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     averages = [int(k) for k in args.average.split(",") if k.strip()]
     train, test, descriptions = load_split()
-    results = new_results(overrides=overrides, seeds=seeds)
+    descriptions = label_texts(descriptions, args.label_text)
+    results = new_results(overrides=overrides, seeds=seeds, label_text=args.label_text)
     started = time.perf_counter()
     results["per_seed"] = []
     for seed in seeds:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.bench_recipe import select_with_patience
+from bench.bench_recipe import label_texts, select_with_patience
 
 
 @pytest.mark.parametrize(
@@ -17,3 +17,15 @@ from bench.bench_recipe import select_with_patience
 )
 def test_select_with_patience_replays_early_stopping(scores, patience, higher, kept):
     assert select_with_patience(scores, patience, higher) == kept
+
+
+def test_label_texts_prefix_the_name_only_when_asked():
+    descriptions = {"mlops": "Deploying models.", "other": "Anything else."}
+    assert label_texts(descriptions, "description") == descriptions
+    assert label_texts(descriptions, "name+description") == {
+        "mlops": "mlops: Deploying models.",
+        "other": "other: Anything else.",
+    }
+    assert list(label_texts(descriptions, "name+description")) == ["mlops", "other"]  # label order kept
+    with pytest.raises(ValueError):
+        label_texts(descriptions, "name")
