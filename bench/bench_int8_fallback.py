@@ -1,7 +1,8 @@
 """Does the export ladder give demo-sized models an int8 speed-up that plain int8 is refused? Per seed: train a
 model as `make demo` does (3 epochs on the demo data's fit split, validation selects), export every rung of the
 controller's ladder (`export_ladder`: int8, int8 with the FFN output projections fp32, fp32), judge each with the
-shipped gates on the test split, and time all of them and torch side by side.
+shipped gates on the test split, and time all of them and torch side by side. The model is exported as the
+controller exports it: saved with LoRA merged, then loaded.
 
     python -m bench.bench_int8_fallback --seeds 42,7,1,2 --out bench/results/int8_fallback.json
 
@@ -21,8 +22,10 @@ import torch
 
 from bench.bench_new_labels import load_dataset
 from bench.bench_onnx import measure
+from bench.bench_sft import parse_overrides
 from bench.machine import new_results, write_results
 from mlprojects.config import OnnxConfig, TrainConfig
+from mlprojects.model.classifier import Classifier
 from mlprojects.onnx_model.export import export_classifier
 from mlprojects.onnx_model.parity import gate_failures
 from mlprojects.onnx_model.publish import export_ladder
@@ -61,11 +64,13 @@ def judge_rungs(classifier, fit, test, workdir: Path) -> tuple[dict[str, dict], 
     return rungs, graphs
 
 
-def run_seed(seed: int, rounds: int) -> dict:
+def run_seed(seed: int, rounds: int, overrides: dict) -> dict:
     fit, val, test, descriptions = load_dataset("demo", TrainConfig().val_fraction)
-    cfg = TrainConfig(max_epochs=3, seed=seed)
-    classifier, result = train_classifier(cfg, fit, val, descriptions, ["text"])
+    cfg = TrainConfig(**{"max_epochs": 3, **overrides, "seed": seed})
+    trained, result = train_classifier(cfg, fit, val, descriptions, ["text"])
     with tempfile.TemporaryDirectory() as tmp:
+        # as the controller exports it: saved (LoRA merged) and loaded from there, not the peft model in training
+        classifier = Classifier.load(trained.save(Path(tmp) / "classifier"), "cpu")
         rungs, graphs = judge_rungs(classifier, fit, test, Path(tmp))
         embedders = {"torch_fp32": lambda texts: classifier.model.embed(texts)}
         embedders |= {kind: OnnxClassifier.load(path).encoder.embed for kind, path in graphs.items()}
@@ -87,12 +92,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="42,7,1,2")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
     p.add_argument("--out", default=str(Path(__file__).with_name("results") / "int8_fallback.json"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    results = new_results(seeds=args.seeds, rounds=args.rounds, threads=args.threads, runs=[])
+    overrides = parse_overrides(args.set)
+    results = new_results(seeds=args.seeds, rounds=args.rounds, threads=args.threads, overrides=overrides, runs=[])
     for seed in [int(s) for s in args.seeds.split(",")]:
-        results["runs"].append(run_seed(seed, args.rounds))
+        results["runs"].append(run_seed(seed, args.rounds, overrides))
         write_results(results, args.out)  # after every seed: a cut-short run keeps what it measured
     return 0
 

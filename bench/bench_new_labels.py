@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from scipy import stats
 
+from bench.bench_sft import parse_overrides
 from bench.machine import machine_info
 from bench.madewithml import SEED, load_split
 from mlprojects import config as C
@@ -145,14 +146,16 @@ def choose_scale(val_f1: dict[str, float]) -> float:
     return max(SCALES, key=lambda s: (round(val_f1[str(s)], 10), s))
 
 
-def run_one(dataset: str, holdout: int, seed: int, data, untrained: dict, scores_dir: Path) -> dict:
+def run_one(
+    dataset: str, holdout: int, seed: int, data, untrained: dict, scores_dir: Path, overrides: dict | None = None
+) -> dict:
     fit, val, test, descriptions = data
     held_out = list(HOLDOUTS[dataset][holdout])
     names = list(descriptions)
     trained = [label for label in names if label not in held_out]
     frames = {"validation": val, "test": test}
     trained_desc = {label: descriptions[label] for label in trained}
-    cfg = TrainConfig(seed=seed)
+    cfg = TrainConfig(**{**(overrides or {}), "seed": seed})
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     classifier, result = train_classifier(cfg, restrict(fit, trained), restrict(val, trained), trained_desc, ["text"])
     train_s = time.perf_counter() - start
@@ -161,6 +164,7 @@ def run_one(dataset: str, holdout: int, seed: int, data, untrained: dict, scores
         "dataset": dataset,
         "holdout": holdout,
         "seed": seed,
+        "overrides": overrides or {},
         "held_out": held_out,
         "n_fit": len(restrict(fit, trained)),
         "best_epoch": result.best_epoch,
@@ -397,12 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scores-dir", default=str(SCORES), help="where each run's per-document probabilities go (.npz)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on the shared machine)")
     p.add_argument("--table", action="store_true", help="print the summary table of --out and stop")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
     args = p.parse_args(argv)
     out = Path(args.out)
     if args.table:
         print(markdown_table(json.loads(out.read_text())))
         return 0
     torch.set_num_threads(args.threads)
+    overrides = parse_overrides(args.set)
     seeds = parse_list(args.seeds, 0)
     holdouts = parse_list(args.holdouts, len(HOLDOUTS[args.dataset]))
     if bad := [h for h in holdouts if not 0 <= h < len(HOLDOUTS[args.dataset])]:
@@ -424,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             if (args.dataset, holdout, seed) in done:
                 print(f"skip {args.dataset} holdout {holdout} seed {seed}: already in {out}", file=sys.stderr)
                 continue
-            record = run_one(args.dataset, holdout, seed, data, untrained, Path(args.scores_dir))
+            record = run_one(args.dataset, holdout, seed, data, untrained, Path(args.scores_dir), overrides)
             update(out, lambda r, rec=record: r["runs"].append(rec))
             print(
                 f"{args.dataset} holdout {holdout} seed {seed}: new untrained {record['untrained_new']['test']:.3f}, "
