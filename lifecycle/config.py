@@ -11,7 +11,7 @@ from registry.locations import tracking_uri
 LEASE_TTL_S = float(os.environ.get("LIFECYCLE_LEASE_TTL_S", 120))  # a killed holder blocks others this long at most
 WATCH_INTERVAL_S = 30.0
 DEFAULT_DEPLOY_TARGET = "local"
-ONNX_ON_PROMOTION = "dynamic"  # a new champion's ONNX export (int8, fp32 when int8 fails its gates); "off"
+ONNX_ON_PROMOTION = "dynamic"  # a new champion's ONNX export (int8, then partly and wholly fp32: export_ladder); "off"
 LISTEN_PORT = 5002  # `python -m lifecycle listen` (the endpoint's default is 5001)
 LISTEN_POLL_INTERVAL_S = 300.0  # every model is reconciled this often too: events missed, stage transitions, feedback
 LISTEN_LEASE_RETRY_S = 5.0  # a model whose lease another controller holds is tried again after this
