@@ -22,7 +22,7 @@ import torch
 
 from bench.bench_new_labels import load_dataset
 from bench.bench_onnx import measure
-from bench.bench_sft import parse_overrides
+from bench.bench_sft import parse_overrides, parse_seeds
 from bench.machine import new_results, write_results
 from mlprojects.config import OnnxConfig, TrainConfig
 from mlprojects.model.classifier import Classifier
@@ -72,7 +72,7 @@ def run_seed(seed: int, rounds: int, overrides: dict) -> dict:
         # as the controller exports it: saved (LoRA merged) and loaded from there, not the peft model in training
         classifier = Classifier.load(trained.save(Path(tmp) / "classifier"), "cpu")
         rungs, graphs = judge_rungs(classifier, fit, test, Path(tmp))
-        embedders = {"torch_fp32": lambda texts: classifier.model.embed(texts)}
+        embedders = {"torch_fp32": classifier.model.embed}
         embedders |= {kind: OnnxClassifier.load(path).encoder.embed for kind, path in graphs.items()}
         texts = list(test["text"]) + list(val["text"])
         timings = measure(embedders, texts, rounds)
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     overrides = parse_overrides(args.set)
     results = new_results(seeds=args.seeds, rounds=args.rounds, threads=args.threads, overrides=overrides, runs=[])
-    for seed in [int(s) for s in args.seeds.split(",")]:
+    for seed in parse_seeds(args.seeds):
         results["runs"].append(run_seed(seed, args.rounds, overrides))
         write_results(results, args.out)  # after every seed: a cut-short run keeps what it measured
     return 0
