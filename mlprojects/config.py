@@ -35,13 +35,15 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     lora_dropout: float = 0.1
-    lora_target_modules: list[str] | None = None  # None: chosen per architecture
+    lora_target_modules: list[str] | None = None  # None: every linear layer of each block (model/encoder.py)
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     batch_size: int = 16
     grad_accum_steps: int = 1
-    max_epochs: int = 8
+    # 6 with LoRA on every linear layer keeps `sft` on the demo data near the time 8 epochs of attention-only LoRA
+    # took (bench/README.md, "A default recipe")
+    max_epochs: int = 6
     patience: int = 3
     init_scale: float = 20.0
     init_bias: float = -6.0

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from mlprojects.config import GRPOParams
 from mlprojects.model.classifier import Classifier
-from mlprojects.model.encoder import add_lora
+from mlprojects.model.encoder import add_lora, lora_target_modules
 from mlprojects.training.grpo_loss import (
     bernoulli_entropy,
     correction_loss,
@@ -54,7 +54,9 @@ def logits_of(classifier: Classifier, texts: Sequence[str]) -> torch.Tensor:
 
 def prepare_policy(policy: Classifier, params: GRPOParams) -> Classifier:
     """Fresh LoRA adapters on the policy's merged encoder; scale and bias stay trainable, as in SFT."""
-    policy.model.encoder = add_lora(policy.model.encoder, params.lora_r, params.lora_alpha, 0.0)
+    encoder = policy.model.encoder
+    targets = lora_target_modules(encoder.config.model_type, feed_forward=False)
+    policy.model.encoder = add_lora(encoder, params.lora_r, params.lora_alpha, 0.0, targets)
     policy.model.to(policy.model.device)
     policy._label_emb = None  # the encoder will change
     return policy
