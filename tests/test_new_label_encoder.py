@@ -112,7 +112,7 @@ def test_a_grpo_policy_keeps_the_references_new_label_encoder(tiny_encoder, tmp_
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.2)
-        policy.model.bias.add_(1.0)
+        policy.model.bias.sub_(10.0)  # far enough that the own labels' probabilities move off saturation
     policy.save(tmp_path / "policy")
     saved = Classifier.load(tmp_path / "policy", "cpu")
     assert saved.new_label_adapter_scale == 0.3
