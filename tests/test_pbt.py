@@ -17,11 +17,12 @@ import mlflow
 import pandas as pd
 import pytest
 
-from mlprojects.config import TrainConfig
+from mlprojects.config import PBTConfig, TrainConfig
 from mlprojects.data import load_splits
 from mlprojects.model.encoder import merged_encoder
 from mlprojects.sft import main
 from mlprojects.training.faults import FAULT_ENV
+from mlprojects.training.pbt import _scheduler, clip_to_ranges
 from mlprojects.training.trial import TrialData, build_trainer, trial_config
 from registry.contract import OUTPUT_COLUMNS
 from tests.conftest import REPO, cli_args
@@ -226,3 +227,19 @@ def test_a_checkpoint_taken_mid_epoch_continues_exactly(tiny_encoder, small_data
     after, expected = resumed.model.trainable_state(), straight.model.trainable_state()
     for key in expected:
         torch.testing.assert_close(after[key], expected[key], atol=0, rtol=0)
+
+
+def test_explore_keeps_mutated_hyperparameters_inside_their_ranges():
+    """Ray's explore scales a continuous value by 0.8 or 1.2, unbounded: 1.2e-4 × 0.8 would leave [1e-4, 3e-3]."""
+    pbt = PBTConfig(mutations=("learning_rate", "weight_decay", "lora_r"))
+    explored = {"learning_rate": 9.6e-5, "weight_decay": 0.12, "warmup_ratio": 0.5, "lora_r": 8}
+    assert clip_to_ranges(explored, pbt) == {
+        "learning_rate": 1e-4,
+        "weight_decay": 0.1,
+        "warmup_ratio": 0.5,
+        "lora_r": 8,
+    }
+    nested = {"train_loop_config": {"learning_rate": 3.6e-3, "weight_decay": 0.05}}  # a distributed trial's config
+    assert clip_to_ranges(nested, pbt) == {"train_loop_config": {"learning_rate": 3e-3, "weight_decay": 0.05}}
+    scheduler = _scheduler(pbt, "pbt", lambda space: space)
+    assert scheduler._custom_explore_fn({"learning_rate": 5e-5})["learning_rate"] == 1e-4

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +130,19 @@ class TuneOutcome:
         return self.best_state["metrics"]
 
 
+def clip_to_ranges(config: dict, pbt: PBTConfig) -> dict:
+    """Ray's explore step multiplies a continuous hyperparameter by 0.8 or 1.2 without bounds, so a learning rate
+    sampled near 1e-4 could leave the range; keep every mutated one inside its configured range (nested configs too,
+    as Ray's explore walks them)."""
+    for key, value in config.items():
+        if isinstance(value, dict):
+            clip_to_ranges(value, pbt)
+        elif key in CONTINUOUS and key in pbt.mutations:
+            low, high = getattr(pbt, key)
+            config[key] = min(max(value, low), high)
+    return config
+
+
 def _scheduler(pbt: PBTConfig, search: str, nest):
     if search == "random":
         return None  # FIFO: every sampled configuration trains to the end
@@ -141,6 +155,7 @@ def _scheduler(pbt: PBTConfig, search: str, nest):
         quantile_fraction=pbt.quantile_fraction,
         resample_probability=pbt.resample_probability,
         synch=pbt.synch,
+        custom_explore_fn=partial(clip_to_ranges, pbt=pbt),
     )
 
 
