@@ -7,7 +7,9 @@ The Made With ML texts, repeated to `--docs` documents. Each repeat runs, in tur
 predict in one call, all cores), `batch_score` as shipped (model cached per Python worker, tasks x inference
 threads = cores), and MLflow's own `spark_udf` as batch_score used it before (the model loaded per task, the
 result struct read into three columns). A new SparkSession per Spark
-run, started before the clock, so each run pays for its Python workers and model loads. Writes
+run, started before the clock, so each run pays for its Python workers and model loads. `batch_score` then
+scores the same input a second time in its session, as a long-lived cluster would: that job finds the workers
+and the cached model (recorded apart, not in the ratio the goal is judged on). Writes
 bench/results/batch_score.json with the machine's load.
 """
 
@@ -57,28 +59,34 @@ def pandas_run(uri: str, frame: pd.DataFrame) -> float:
     return time.perf_counter() - t0
 
 
-def spark_run(version: str, path: str, out: Path, shipped: bool) -> float:
+def spark_run(version: str, path: str, out: Path, shipped: bool, jobs: int = 1) -> list[float]:
+    """Seconds of each of `jobs` scoring jobs in one new session: the first pays for the Python workers and the
+    model load; a later one finds both (`batch_score` caches the model per reused worker), as on a long-lived
+    cluster."""
     spark = spark_session("local[2]")
+    seconds = []
     try:
-        source = spark.read.parquet(path)
-        t0 = time.perf_counter()
-        if shipped:
-            scored = score(spark, NAME, version, source, ["text"])
-        else:  # MLflow's spark_udf as batch_score called it before
-            from pyspark.sql import functions as F
+        for job in range(jobs):
+            source = spark.read.parquet(path)
+            t0 = time.perf_counter()
+            if shipped:
+                scored = score(spark, NAME, version, source, ["text"])
+            else:  # MLflow's spark_udf as batch_score called it before
+                from pyspark.sql import functions as F
 
-            udf = mlflow.pyfunc.spark_udf(
-                spark, f"models:/{NAME}/{version}", result_type=RESULT_TYPE, env_manager="local"
-            )
-            scored = (
-                source.withColumn("_prediction", udf(F.struct(F.col("text"))))
-                .withColumn("predicted_labels", F.col("_prediction.labels"))
-                .withColumn("top_label", F.col("_prediction.top_label"))
-                .withColumn("scores", F.col("_prediction.scores"))
-                .drop("_prediction")
-            )
-        scored.write.mode("overwrite").parquet(str(out))
-        return time.perf_counter() - t0
+                udf = mlflow.pyfunc.spark_udf(
+                    spark, f"models:/{NAME}/{version}", result_type=RESULT_TYPE, env_manager="local"
+                )
+                scored = (
+                    source.withColumn("_prediction", udf(F.struct(F.col("text"))))
+                    .withColumn("predicted_labels", F.col("_prediction.labels"))
+                    .withColumn("top_label", F.col("_prediction.top_label"))
+                    .withColumn("scores", F.col("_prediction.scores"))
+                    .drop("_prediction")
+                )
+            scored.write.mode("overwrite").parquet(f"{out}-{job}")
+            seconds.append(time.perf_counter() - t0)
+        return seconds
     finally:
         spark.stop()
 
@@ -106,20 +114,23 @@ def main(argv: list[str] | None = None) -> dict:
         for repeat in range(args.repeats):
             for kind in ("pandas_pyfunc", "batch_score_spark", "spark_udf_before"):
                 load = os.getloadavg()[0]
+                shipped = kind == "batch_score_spark"
                 seconds = (
-                    pandas_run(uri, frame[["text"]])
+                    [pandas_run(uri, frame[["text"]])]
                     if kind == "pandas_pyfunc"
-                    else spark_run(version, path, workdir / f"out-{kind}-{repeat}", kind == "batch_score_spark")
+                    else spark_run(version, path, workdir / f"out-{kind}-{repeat}", shipped, 2 if shipped else 1)
                 )
                 runs.append(
                     {
                         "repeat": repeat,
                         "kind": kind,
-                        "seconds": round(seconds, 2),
-                        "docs_per_s": round(args.docs / seconds, 1),
+                        "seconds": round(seconds[0], 2),
+                        "docs_per_s": round(args.docs / seconds[0], 1),
                         "loadavg_1m": load,
                     }
                 )
+                if len(seconds) > 1:
+                    runs[-1]["second_job_docs_per_s"] = round(args.docs / seconds[1], 1)
                 print(runs[-1], flush=True)
     summary = {}
     for kind in ("pandas_pyfunc", "batch_score_spark", "spark_udf_before"):
@@ -131,6 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
             for s, p in zip([r for r in runs if r["kind"] == kind], [r for r in runs if r["kind"] == "pandas_pyfunc"])
         ]
         summary[kind]["x_pandas_per_repeat"] = [round(x, 2) for x in ratios]
+    second = [r["second_job_docs_per_s"] for r in runs if "second_job_docs_per_s" in r]
+    pandas = [r["docs_per_s"] for r in runs if r["kind"] == "pandas_pyfunc"]
+    summary["batch_score_spark"]["second_job_x_pandas_per_repeat"] = [round(s / p, 2) for s, p in zip(second, pandas)]
     report = {
         "command": " ".join(["python -m bench.bench_batch_score", *(sys.argv[1:] if argv is None else argv)]),
         "machine": {"cpus": os.cpu_count(), "spark_master": "local[2]"},
