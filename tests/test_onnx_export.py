@@ -454,3 +454,20 @@ def test_an_fp32_matmuls_pattern_is_checked_before_exporting(capsys):
     assert build_parser().parse_args(["--model-uri", "models:/m/1", "--fp32-matmuls", "ffn-output"]).fp32_matmuls == (
         FFN_OUTPUT_MATMULS
     )
+
+
+def test_re_tuned_thresholds_include_the_request_threshold(tiny_encoder, tmp_path):
+    """`thresholds=validation`: the export tunes the request label sets' threshold with its own scores too, as
+    `sft` tunes the torch model's; an fp32 graph scores as torch does, so it lands where torch's tuning does."""
+    model = lora_with_update(TrainConfig(encoder=tiny_encoder, lora_r=4), 0.2)
+    Classifier(model, FRUIT, np.full(2, 0.5), new_label_adapter_scale=0.0, request_threshold=0.99).save(
+        tmp_path / "torch"
+    )
+    classifier = Classifier.load(tmp_path / "torch", "cpu")
+    labels = [["bank"], ["apple"], ["bank", "apple"]]
+    cfg = OnnxConfig(quantization="none", max_f1_drop=1.0, min_agreement=0.0, thresholds="validation")
+    result = export_classifier(classifier, tmp_path / "out", cfg, TEXTS, labels, TEXTS, TEXTS, labels)
+    onnx_clf = OnnxClassifier.load(result.directory, threads=1)
+    expected = classifier.tune_request_threshold(pd.DataFrame({"text": TEXTS, "labels": labels}))
+    assert onnx_clf.request_threshold == expected != 0.99
+    assert result.steps["thresholds"] == "tuned on 3 validation documents with the export's scores"

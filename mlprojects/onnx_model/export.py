@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from mlprojects.config import OnnxConfig
 from mlprojects.data import multi_hot
+from mlprojects.evaluation.metrics import tune_shared_threshold
 from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import POOLERS, DualEncoder
 from mlprojects.onnx_model.parity import ParityReport, check_parity, own_thresholds
@@ -198,8 +199,8 @@ def export_classifier(
 ) -> ExportResult:
     """Build the ONNX package in `out_dir`; raises ExportError naming the failed gate (then `out_dir` is
     left empty) so the caller registers nothing. With `cfg.thresholds == "validation"` the export's thresholds
-    are tuned on `tuning_*` (the validation split) with its own scores; otherwise, or without them, it keeps
-    the torch model's. The gates judge on `eval_*` (the test split)."""
+    (per label, and the one for request label sets) are tuned on `tuning_*` (the validation split) with its own
+    scores; otherwise, or without them, it keeps the torch model's. The gates judge on `eval_*` (the test split)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     hf_tokenizer = classifier.model.tokenizer
@@ -247,18 +248,22 @@ def export_classifier(
             float(new_label_model.bias) if new is not None else None,
             request_threshold=classifier.request_threshold,
         )
-        retune = cfg.thresholds == "validation" and len(tuning_texts) > 0 and not classifier.single_label
-        if retune:
+        retune = cfg.thresholds == "validation" and len(tuning_texts) > 0
+        if retune:  # as `sft` tunes the torch model's: per-label ones (not for arg-max models) and the request one
+            targets = multi_hot(tuning_labels, classifier.labels)
             onnx_clf.thresholds = own_thresholds(
-                multi_hot(tuning_labels, classifier.labels),
-                onnx_clf.predict_proba(list(tuning_texts)),
-                classifier.thresholds,
-                classifier.single_label,
+                targets, onnx_clf.predict_proba(list(tuning_texts)), classifier.thresholds, classifier.single_label
             )
+            onnx_clf.request_threshold = tune_shared_threshold(
+                targets, onnx_clf.predict_proba(list(tuning_texts), classifier.label_descriptions)
+            )
+        tuned = f"tuned on {len(tuning_texts)} validation documents with the export's scores"
         steps["thresholds"] = (
-            f"tuned on {len(tuning_texts)} validation documents with the export's scores"
-            if retune
-            else "the torch model's"
+            "the torch model's"
+            if not retune
+            else f"request threshold {tuned}; own labels by arg-max"
+            if classifier.single_label
+            else tuned
         )
         parity = check_parity(
             classifier, fp32_encoder, onnx_clf, precision, eval_texts, eval_labels, cfg, new_fp32_encoder
@@ -299,7 +304,7 @@ def export_classifier(
         "steps": steps,
         "precision": precision,
         "new_label_adapter_scale": classifier.new_label_adapter_scale,
-        "request_threshold": classifier.request_threshold,
+        "request_threshold": onnx_clf.request_threshold,
         **(
             {
                 "new_label_model": NEW_LABEL_MODEL_FILE,
