@@ -90,9 +90,41 @@ def restrict(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     return out[out["labels"].map(len) > 0].reset_index(drop=True)
 
 
-def request_probs(model: DualEncoder, frame: pd.DataFrame, descriptions: dict[str, str]) -> np.ndarray:
-    """Probabilities [docs, labels] for a request carrying the whole label set (each label scored on its own)."""
-    return model.probabilities(model.embed(list(frame["text"])), model.embed(list(descriptions.values())))
+def request_probs(
+    model: DualEncoder, frame: pd.DataFrame, descriptions: dict[str, str], labels_by: DualEncoder | None = None
+) -> np.ndarray:
+    """Probabilities [docs, labels] for a request carrying the whole label set (each label scored on its own);
+    `labels_by` embeds the descriptions when the label side is another encoder (`--label-side locked`)."""
+    label_emb = (labels_by or model).embed_labels(list(descriptions.values()))
+    return model.probabilities(model.embed(list(frame["text"])), label_emb)
+
+
+class LockedLabels(DualEncoder):
+    """The label side locked (LiT, Zhai et al. 2022: tune one tower against the other kept pre-trained): label
+    descriptions are embedded by the pre-trained encoder (adapters off, eval mode, no gradient) and only the
+    document side is tuned, so a new description lands where the pre-trained encoder puts it, which is where the
+    documents were trained to meet the trained ones. Measured here only: `sft` and the pyfuncs embed both sides
+    with one encoder."""
+
+    def __init__(self, model: DualEncoder):
+        super().__init__(
+            model.encoder, model.tokenizer, model.pooling, model.max_length, float(model.scale), float(model.bias)
+        )
+        self._label_cache: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def embed_labels(self, label_texts):
+        missing = [t for t in dict.fromkeys(label_texts) if t not in self._label_cache]
+        if missing:
+            with self.encoder.disable_adapter():
+                self._label_cache.update(zip(missing, self.embed(missing)))
+        return torch.stack([self._label_cache[t] for t in label_texts])
+
+    def encode_labels(self, label_texts):
+        return self.embed_labels(label_texts).to(self.device)
+
+
+LABEL_SIDES = {"shared": build_model, "locked": lambda cfg: LockedLabels(build_model(cfg))}
 
 
 def new_label_f1(
@@ -124,9 +156,10 @@ def trained_label_f1(
     descriptions: dict[str, str],
     thresholds: np.ndarray,
     single_label: bool,
+    labels_by: DualEncoder | None = None,
 ) -> dict[str, float]:
     """F1-macro on the model's own labels per frame; `thresholds=None` re-tunes them on the validation frame."""
-    label_emb = model.embed(list(descriptions.values()))
+    label_emb = (labels_by or model).embed_labels(list(descriptions.values()))
     probs = {name: model.probabilities(model.embed(list(f["text"])), label_emb) for name, f in frames.items()}
     truth = {name: multi_hot(f["labels"], list(descriptions)) for name, f in frames.items()}
     if thresholds is None:
@@ -147,7 +180,14 @@ def choose_scale(val_f1: dict[str, float]) -> float:
 
 
 def run_one(
-    dataset: str, holdout: int, seed: int, data, untrained: dict, scores_dir: Path, overrides: dict | None = None
+    dataset: str,
+    holdout: int,
+    seed: int,
+    data,
+    untrained: dict,
+    scores_dir: Path,
+    overrides: dict | None = None,
+    label_side: str = "shared",
 ) -> dict:
     fit, val, test, descriptions = data
     held_out = list(HOLDOUTS[dataset][holdout])
@@ -157,7 +197,11 @@ def run_one(
     trained_desc = {label: descriptions[label] for label in trained}
     cfg = TrainConfig(**{**(overrides or {}), "seed": seed})
     start, load_before = time.perf_counter(), os.getloadavg()[0]
-    classifier, result = train_classifier(cfg, restrict(fit, trained), restrict(val, trained), trained_desc, ["text"])
+    classifier, result = train_classifier(
+        cfg, restrict(fit, trained), restrict(val, trained), trained_desc, ["text"], build=LABEL_SIDES[label_side]
+    )
+    # a locked label side is the pre-trained encoder at every adapter scale
+    labels_by = build_model(cfg, lora=False) if label_side == "locked" else None
     train_s = time.perf_counter() - start
     own_frames = {"validation": restrict(val, trained), "test": restrict(test, trained)}
     record = {
@@ -165,6 +209,7 @@ def run_one(
         "holdout": holdout,
         "seed": seed,
         "overrides": overrides or {},
+        "label_side": label_side,
         "held_out": held_out,
         "n_fit": len(restrict(fit, trained)),
         "best_epoch": result.best_epoch,
@@ -192,7 +237,7 @@ def run_one(
     saved = {f"untrained_{split}": untrained[split] for split in frames}
     for s in SCALES:
         model = blended(classifier.model, s)
-        probs = {split: request_probs(model, frame, descriptions) for split, frame in frames.items()}
+        probs = {split: request_probs(model, frame, descriptions, labels_by) for split, frame in frames.items()}
         saved.update({f"{split}_{s}": p for split, p in probs.items()})
         threshold = own_label_threshold(probs["validation"], val, names, trained)
         record["request_threshold"][str(s)] = threshold
@@ -204,7 +249,12 @@ def run_one(
                 new_label_f1(probs[split], frame, descriptions, held_out, threshold)
             )
         own = trained_label_f1(
-            model, own_frames, trained_desc, classifier.thresholds if s == 1.0 else None, classifier.single_label
+            model,
+            own_frames,
+            trained_desc,
+            classifier.thresholds if s == 1.0 else None,
+            classifier.single_label,
+            labels_by,
         )
         for split, value in own.items():
             record["trained"][split][str(s)] = value
@@ -402,6 +452,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on the shared machine)")
     p.add_argument("--table", action="store_true", help="print the summary table of --out and stop")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
+    p.add_argument(
+        "--label-side",
+        choices=sorted(LABEL_SIDES),
+        default="shared",
+        help="shared: labels through the tuned encoder, as sft trains; locked: through the pre-trained one (LiT)",
+    )
     args = p.parse_args(argv)
     out = Path(args.out)
     if args.table:
@@ -430,7 +486,9 @@ def main(argv: list[str] | None = None) -> int:
             if (args.dataset, holdout, seed) in done:
                 print(f"skip {args.dataset} holdout {holdout} seed {seed}: already in {out}", file=sys.stderr)
                 continue
-            record = run_one(args.dataset, holdout, seed, data, untrained, Path(args.scores_dir), overrides)
+            record = run_one(
+                args.dataset, holdout, seed, data, untrained, Path(args.scores_dir), overrides, args.label_side
+            )
             update(out, lambda r, rec=record: r["runs"].append(rec))
             print(
                 f"{args.dataset} holdout {holdout} seed {seed}: new untrained {record['untrained_new']['test']:.3f}, "

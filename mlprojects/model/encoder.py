@@ -107,9 +107,14 @@ class DualEncoder(nn.Module):
         cos = doc_emb @ label_emb.T
         return self.scale * cos + self.bias, cos
 
+    def encode_labels(self, label_texts: Sequence[str]) -> torch.Tensor:
+        """Label embeddings for a training step: the shared (LoRA) encoder, so they move with the documents'. A
+        variant that embeds labels differently overrides this and `embed_labels` together."""
+        return self.encode(label_texts)
+
     def forward(self, docs: Sequence[str], label_texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training step: label descriptions pass through the (LoRA) encoder too, so they move with it."""
-        return self.head(self.encode(docs), self.encode(label_texts))
+        """Training step: (logits, cos) of the documents against the label descriptions."""
+        return self.head(self.encode(docs), self.encode_labels(label_texts))
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:
@@ -125,6 +130,10 @@ class DualEncoder(nn.Module):
             out = torch.cat(chunks)[torch.as_tensor(np.argsort(order))]
         self.train(was_training)
         return out
+
+    def embed_labels(self, label_texts: Sequence[str]) -> torch.Tensor:
+        """Inference embeddings of label descriptions (see `encode_labels`)."""
+        return self.embed(label_texts)
 
     @torch.no_grad()
     def probabilities(self, doc_emb: torch.Tensor, label_emb: torch.Tensor) -> np.ndarray:

@@ -217,7 +217,7 @@ class SFTTrainer:
     def validate(self) -> dict:
         """Validation loss, thresholds tuned on this split, and F1 at those thresholds."""
         split = self.val_split
-        doc_emb, label_emb = self.model.embed(split.texts), self.model.embed(self.label_texts)
+        doc_emb, label_emb = self.model.embed(split.texts), self.model.embed_labels(self.label_texts)
         logits, cos = self.model.head(doc_emb.to(self.model.device), label_emb.to(self.model.device))
         loss, _ = self._loss(logits, cos, slice(None), split)
         probs = torch.sigmoid(logits).cpu().numpy()
@@ -308,11 +308,13 @@ def train_classifier(
     label_descriptions: dict[str, str],
     text_columns: list[str],
     on_epoch: Callable[[int, dict], None] | None = None,
+    build: Callable[[TrainConfig], DualEncoder] = build_model,
 ):
-    """Fine-tune one configuration and return (Classifier with tuned thresholds, FitResult)."""
+    """Fine-tune one configuration and return (Classifier with tuned thresholds, FitResult). `build` makes the
+    model from cfg after the seed is set (a benchmark passes a variant under study)."""
     torch.manual_seed(cfg.seed)
     names = list(label_descriptions)
-    model = build_model(cfg)
+    model = build(cfg)
     trainer = SFTTrainer(
         model, list(label_descriptions.values()), make_split(train, names), make_split(val, names), cfg
     )
