@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from registry.contract import input_texts
+from registry.contract import LABEL_SET, input_texts
 from registry.loading import load_pyfunc
 from registry.locations import feedback_db_url
 from registry.lookup import registered_version
@@ -251,6 +251,7 @@ def create_app(model: LoadedModel | ModelSlot, settings: EndpointSettings = Endp
                         "text": text,
                         "labels": p["labels"],
                         "scores": p["scores"],
+                        "label_set": p[LABEL_SET],
                         "latency_ms": latency_ms,
                         "at": at,
                     }

@@ -1,7 +1,8 @@
 """The inference log: every prediction the endpoint serves, appended to one SQL table, off the request path.
 
 A row per document: prediction id, model name and version, the text (or, by setting, only its SHA-256), the
-labels and scores answered, the request's latency and the time. The endpoint hands each answered request's rows
+labels and scores answered and the label set they were answered on (the model's own, or a request's), the
+request's latency and the time. The endpoint hands each answered request's rows
 to `InferenceLog.append`, which only puts them on a bounded queue; one background thread writes them in batches,
 a transaction each. When the queue is full (the database is down or too slow) rows are dropped and counted rather
 than slowing predictions down. Rows older than the retention are deleted by the same thread when it starts and
@@ -32,8 +33,10 @@ from sqlalchemy import (
     Text,
     delete,
     insert,
+    inspect,
     select,
 )
+from sqlalchemy import text as sql_text
 from sqlalchemy.engine import Engine
 
 from serving.sql import open_store
@@ -55,6 +58,7 @@ inference_log = Table(
     Column("text_sha256", String(64), nullable=False),
     Column("labels", JSON, nullable=False),
     Column("scores", JSON, nullable=False),
+    Column("label_set", String(16)),  # model | request (registry.contract); None in rows from before it was kept
     Column("latency_ms", Float, nullable=False),  # of the whole request the document came in
     Column("at", DateTime(timezone=True), nullable=False),
     Index("ix_inference_log_model_at", "model_name", "at"),
@@ -67,7 +71,19 @@ def open_engine(url: str, writer: bool = True) -> Engine:
     endpoint writes) and take the write lock up front, as the feedback store's do; a reader's take no lock."""
     engine = open_store(url, writer)
     metadata.create_all(engine)
+    _add_missing_columns(engine)
     return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """A log created before a nullable column existed gets it (its old rows read None): `create_all` makes
+    missing tables, never missing columns."""
+    present = {c["name"] for c in inspect(engine).get_columns(inference_log.name)}
+    with engine.begin() as conn:
+        for column in inference_log.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(sql_text(f"ALTER TABLE {inference_log.name} ADD COLUMN {column.name} {kind}"))
 
 
 def row(record: dict, keep_text: bool) -> dict:
@@ -81,6 +97,7 @@ def row(record: dict, keep_text: bool) -> dict:
         "text_sha256": hashlib.sha256(text.encode()).hexdigest(),
         "labels": list(record["labels"]),
         "scores": {str(k): float(v) for k, v in record["scores"].items()},
+        "label_set": record.get("label_set"),
         "latency_ms": float(record["latency_ms"]),
         "at": record["at"],
     }

@@ -3,10 +3,12 @@ blocking) on SQLite, and the endpoint logging every prediction it serves, flushe
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 
+import pandas as pd
 import pytest
 import requests
 
@@ -121,5 +123,21 @@ def test_the_endpoint_logs_every_prediction_it_serves(served, tmp_path):
     for (_, row), prediction in zip(rows.iterrows(), served_predictions):
         assert (row["model_name"], row["model_version"]) == (served.name, served.version)
         assert row["labels"] == prediction["labels"] and row["scores"] == pytest.approx(prediction["scores"])
+        assert row["label_set"] == prediction["label_set"] == "model"
         assert row["latency_ms"] > 0
     assert rows["latency_ms"].iloc[0] == rows["latency_ms"].iloc[1]  # one request, one latency
+
+
+def test_a_log_from_before_the_label_set_column_gets_it_and_keeps_its_rows(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    log = InferenceLog(url, flush_interval_s=0.05)
+    log.append([record(0)])
+    log.close()
+    with sqlite3.connect(tmp_path / "old.db") as conn:  # the table as it was before label_set was kept
+        conn.execute("ALTER TABLE inference_log DROP COLUMN label_set")
+    log = InferenceLog(url, flush_interval_s=0.05)
+    log.append([{**record(1), "label_set": "request"}])
+    log.close()
+    rows = read_window(url, "m", NOW - timedelta(seconds=1), NOW + timedelta(seconds=1))
+    assert list(rows["prediction_id"]) == ["p0", "p1"]
+    assert pd.isna(rows["label_set"].iloc[0]) and rows["label_set"].iloc[1] == "request"

@@ -68,6 +68,7 @@ def traffic(pyfunc, texts: list[str], tmp_path, rate=None, params=None) -> tuple
                 "text": text,
                 "labels": row["labels"],
                 "scores": row["scores"],
+                "label_set": row["label_set"],
                 "latency_ms": 5.0,
                 "at": now,
             }
@@ -164,6 +165,18 @@ def test_zero_shot_answers_on_another_label_set_are_not_the_champions_traffic(
     out, run = monitor(trained, monkeypatch, capsys, *urls)
     assert "no traffic in the window" in out, out
     assert run.data.metrics["served_docs"] == 0 and run.data.metrics["feedback"] == 0
+
+
+def test_a_request_set_naming_the_champions_own_labels_is_not_its_traffic(
+    champion, trained, tmp_path, monkeypatch, capsys
+):
+    """Same names, so the scores look like the champion's; but a request set is scored as request sets are."""
+    own = champion["pyfunc"].unwrap_python_model().classifier.label_descriptions
+    params = {"label_descriptions": json.dumps(own)}
+    urls = traffic(champion["pyfunc"], champion["unseen"], tmp_path, params=params)
+    out, run = monitor(trained, monkeypatch, capsys, *urls)
+    assert "no traffic in the window" in out, out
+    assert run.data.metrics["served_docs"] == 0
 
 
 def test_off_domain_traffic_is_drift(champion, trained, tmp_path, monkeypatch, capsys):

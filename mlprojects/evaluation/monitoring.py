@@ -24,7 +24,7 @@ from mlprojects.evaluation.bootstrap import bootstrap_intervals
 from mlprojects.evaluation.drift import binned_psi, chi2_homogeneity, ks, label_counts, linear_trend, mmd_test, psi
 from mlprojects.evaluation.metrics import f1_summary
 from registry import conventions as C
-from registry.contract import format_predictions
+from registry.contract import LABEL_SET, REQUEST_SET, format_predictions
 from registry.documents import read_table
 from registry.errors import DataError
 
@@ -70,8 +70,13 @@ def window(
 
 def own_label_set(answers: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     """The rows answered on `labels` (their `scores` name exactly those), re-indexed; rows without scores (feedback
-    imported from a file may have none) are kept."""
+    imported from a file may have none) are kept. Where the rows say which label set answered (`label_set`, in the
+    inference log), a request's set is left out even when it names the model's own labels: it was scored as a
+    request set is (the new-label encoder where there is one, one threshold for every label), not as the champion
+    scores its own labels."""
     own = answers["scores"].map(lambda scores: not scores or set(scores) == set(labels)).astype(bool)
+    if LABEL_SET in answers:
+        own &= answers[LABEL_SET].ne(REQUEST_SET)
     return answers[own].reset_index(drop=True)
 
 
