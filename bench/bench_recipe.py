@@ -11,6 +11,11 @@ weights. The rules, each a model from that one run:
 - `last`: the last epoch;
 - `avg_last_K`: the average of the last K epochs' trainable weights (LoRA, scale, bias), SWA-style.
 Validation and test scores are recorded for every rule; the rule is chosen on validation, test only reports.
+A rule's own validation score flatters the rules that select on it (the F1 rule keeps the epoch that maximises
+it), so the `cross_` rows compare rules without that bias: the validation split is halved (stratified), the F1
+rule chooses on one half and is scored on the other, both ways round (means); the rules that choose nothing
+(`last`, `avg_last_K`) are scored on the two halves alike. Their test column is the kept models' (mean of two
+for `cross_f1_patience`).
 Split and seeds as `bench.bench_sft` (the seed also draws the validation split). `--label-text name+description`
 embeds each label as "<name>: <description>" instead of its description alone, in training and in scoring.
 
@@ -68,8 +73,25 @@ def scores_of(model, texts: list[str], frame, names: list[str], label_texts: lis
     return argmax_scores(probs, frame, names)
 
 
+def half_scores(model, halves, names: list[str], label_texts: list[str]) -> list[float]:
+    """F1-macro on each half of the validation split."""
+    return [scores_of(model, list(h["text"]), h, names, label_texts)["f1_macro"] for h in halves]
+
+
+def cross_selected(epochs: list[dict], patience: int) -> dict:
+    """The F1 rule judged without its own bias: choose the epoch on one validation half (best F1, patience), score
+    it on the other half, both ways round; means of the two held-half scores and of the two kept models' tests."""
+    kept = [select_with_patience([e["val_half_f1"][d] for e in epochs], patience, True) for d in (0, 1)]
+    return {
+        "epochs": [k + 1 for k in kept],
+        "val_f1_macro": float(np.mean([epochs[k]["val_half_f1"][1 - d] for d, k in enumerate(kept)])),
+        "test_f1_macro": float(np.mean([epochs[k]["test_f1_macro"] for k in kept])),
+    }
+
+
 def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averages: list[int]) -> dict:
     fit_part, val = stratified_split(train, cfg.val_fraction, cfg.seed)
+    halves = stratified_split(val, 0.5, cfg.seed)  # for the cross_ rules: choose on one half, score on the other
     names, label_texts = list(descriptions), list(descriptions.values())
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
@@ -83,7 +105,15 @@ def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averag
         metrics.pop("thresholds")
         states.append(model.trainable_state())
         test_scores = scores_of(model, list(test["text"]), test, names, label_texts)
-        epochs.append({**record, **metrics, "test_f1_macro": test_scores["f1_macro"], "train_s": train_s})
+        epochs.append(
+            {
+                **record,
+                **metrics,
+                "val_half_f1": half_scores(model, halves, names, label_texts),
+                "test_f1_macro": test_scores["f1_macro"],
+                "train_s": train_s,
+            }
+        )
         print(f"seed {cfg.seed} epoch {len(epochs)}: {epochs[-1]}", file=sys.stderr, flush=True)
 
     def at_epoch(index: int) -> dict:
@@ -97,6 +127,11 @@ def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averag
         "f1_patience": at_epoch(select_with_patience([e["f1_macro"] for e in epochs], cfg.patience, True)),
         "loss_patience": at_epoch(select_with_patience([e["val_loss"] for e in epochs], cfg.patience, False)),
         "last": at_epoch(len(epochs) - 1),
+        "cross_f1_patience": cross_selected(epochs, cfg.patience),
+        "cross_last": {
+            "val_f1_macro": float(np.mean(epochs[-1]["val_half_f1"])),
+            "test_f1_macro": epochs[-1]["test_f1_macro"],
+        },
     }
     for k in averages:
         if k > len(states):
@@ -106,6 +141,10 @@ def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averag
             "epochs": k,
             "val_f1_macro": scores_of(model, list(val["text"]), val, names, label_texts)["f1_macro"],
             "test_f1_macro": scores_of(model, list(test["text"]), test, names, label_texts)["f1_macro"],
+        }
+        rules[f"cross_avg_last_{k}"] = {
+            "val_f1_macro": float(np.mean(half_scores(model, halves, names, label_texts))),
+            "test_f1_macro": rules[f"avg_last_{k}"]["test_f1_macro"],
         }
     return {"seed": cfg.seed, "epochs": epochs, "rules": rules}
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bench.bench_recipe import label_texts, select_with_patience
+from bench.bench_recipe import cross_selected, label_texts, select_with_patience
 
 
 @pytest.mark.parametrize(
@@ -29,3 +29,15 @@ def test_label_texts_prefix_the_name_only_when_asked():
     assert list(label_texts(descriptions, "name+description")) == ["mlops", "other"]  # label order kept
     with pytest.raises(ValueError):
         label_texts(descriptions, "name")
+
+
+def test_cross_selection_chooses_on_one_half_and_scores_on_the_other():
+    epochs = [
+        {"val_half_f1": [0.80, 0.70], "test_f1_macro": 0.90},
+        {"val_half_f1": [0.90, 0.60], "test_f1_macro": 0.92},  # half A's best; half B's worst
+        {"val_half_f1": [0.70, 0.75], "test_f1_macro": 0.94},  # half B's best
+    ]
+    rule = cross_selected(epochs, patience=3)
+    assert rule["epochs"] == [2, 3]  # chosen on A, then on B
+    assert rule["val_f1_macro"] == pytest.approx((0.60 + 0.70) / 2)  # each scored on the other half
+    assert rule["test_f1_macro"] == pytest.approx((0.92 + 0.94) / 2)
