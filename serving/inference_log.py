@@ -71,14 +71,19 @@ def open_engine(url: str, writer: bool = True) -> Engine:
     endpoint writes) and take the write lock up front, as the feedback store's do; a reader's take no lock."""
     engine = open_store(url, writer)
     metadata.create_all(engine)
-    _add_missing_columns(engine)
+    if writer:
+        _add_missing_columns(engine)
     return engine
 
 
+def _present_columns(engine: Engine) -> set[str]:
+    return {c["name"] for c in inspect(engine).get_columns(inference_log.name)}
+
+
 def _add_missing_columns(engine: Engine) -> None:
-    """A log created before a nullable column existed gets it (its old rows read None): `create_all` makes
-    missing tables, never missing columns."""
-    present = {c["name"] for c in inspect(engine).get_columns(inference_log.name)}
+    """A log created before a nullable column existed gets it from its writer (its old rows read None):
+    `create_all` makes missing tables, never missing columns. Readers leave the schema alone (`read_window`)."""
+    present = _present_columns(engine)
     with engine.begin() as conn:
         for column in inference_log.columns:
             if column.name not in present and column.nullable:
@@ -182,11 +187,13 @@ class InferenceLog:
 
 
 def read_window(url: str, model_name: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """The rows of `model_name` served in [start, end), oldest first, with COLUMNS."""
+    """The rows of `model_name` served in [start, end), oldest first, with COLUMNS (None in a column the log was
+    created without and no writer has added yet)."""
     engine = open_engine(url, writer=False)
     try:
+        present = _present_columns(engine)
         stmt = (
-            select(*[inference_log.c[c] for c in COLUMNS])
+            select(*[inference_log.c[c] for c in COLUMNS if c in present])
             .where(inference_log.c.model_name == model_name, inference_log.c.at >= start, inference_log.c.at < end)
             .order_by(inference_log.c.id)
         )

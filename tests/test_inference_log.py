@@ -128,14 +128,18 @@ def test_the_endpoint_logs_every_prediction_it_serves(served, tmp_path):
     assert rows["latency_ms"].iloc[0] == rows["latency_ms"].iloc[1]  # one request, one latency
 
 
-def test_a_log_from_before_the_label_set_column_gets_it_and_keeps_its_rows(tmp_path):
+def test_a_log_from_before_the_label_set_column_is_read_as_is_and_its_writer_adds_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     log = InferenceLog(url, flush_interval_s=0.05)
     log.append([record(0)])
     log.close()
     with sqlite3.connect(tmp_path / "old.db") as conn:  # the table as it was before label_set was kept
         conn.execute("ALTER TABLE inference_log DROP COLUMN label_set")
-    log = InferenceLog(url, flush_interval_s=0.05)
+    old = read_window(url, "m", NOW - timedelta(seconds=1), NOW + timedelta(seconds=1))  # a reader changes nothing
+    assert list(old["prediction_id"]) == ["p0"] and pd.isna(old["label_set"].iloc[0])
+    with sqlite3.connect(tmp_path / "old.db") as conn:
+        assert "label_set" not in {r[1] for r in conn.execute("PRAGMA table_info(inference_log)")}
+    log = InferenceLog(url, flush_interval_s=0.05)  # the writer adds the column
     log.append([{**record(1), "label_set": "request"}])
     log.close()
     rows = read_window(url, "m", NOW - timedelta(seconds=1), NOW + timedelta(seconds=1))

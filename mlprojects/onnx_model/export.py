@@ -258,13 +258,12 @@ def export_classifier(
                 targets, onnx_clf.predict_proba(list(tuning_texts), classifier.label_descriptions)
             )
         tuned = f"tuned on {len(tuning_texts)} validation documents with the export's scores"
-        steps["thresholds"] = (
-            "the torch model's"
-            if not retune
-            else f"request threshold {tuned}; own labels by arg-max"
-            if classifier.single_label
-            else tuned
-        )
+        if not retune:
+            steps["thresholds"] = "the torch model's"
+        elif classifier.single_label:
+            steps["thresholds"] = f"request threshold {tuned}; own labels by arg-max"
+        else:
+            steps["thresholds"] = tuned
         parity = check_parity(
             classifier, fp32_encoder, onnx_clf, precision, eval_texts, eval_labels, cfg, new_fp32_encoder
         )
