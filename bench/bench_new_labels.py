@@ -200,8 +200,8 @@ def run_one(
     classifier, result = train_classifier(
         cfg, restrict(fit, trained), restrict(val, trained), trained_desc, ["text"], build=LABEL_SIDES[label_side]
     )
-    # a locked label side is the pre-trained encoder at every adapter scale
-    labels_by = build_model(cfg, lora=False) if label_side == "locked" else None
+    # a locked label side is the pre-trained encoder at every adapter scale: the trained model embeds its labels so
+    labels_by = classifier.model if label_side == "locked" else None
     train_s = time.perf_counter() - start
     own_frames = {"validation": restrict(val, trained), "test": restrict(test, trained)}
     record = {
