@@ -51,6 +51,14 @@ class TrainConfig:
     margin: float = 0.2
     pos_weight: float | None = None  # one weight for every label's positives, for imbalance
     focal_gamma: float = 0.0  # > 0 switches BCE to focal loss
+    # Off by default: measured and not adopted (bench/README.md, "A softmax over the labels" and "Description
+    # augmentation and an anchor"). softmax_weight > 0 adds a cross-entropy over each document's labels;
+    # description_dropout is the chance each phrase of a label description is left out of a training step;
+    # anchor_weight > 0 adds anchor_weight · mean(1 − cos) between each fit document's embedding and the
+    # pre-trained encoder's.
+    softmax_weight: float = 0.0
+    description_dropout: float = 0.0
+    anchor_weight: float = 0.0
     soft_label_column: str | None = None
     val_fraction: float = 0.15  # shares of the data when no validation / test file is given
     test_fraction: float = 0.2

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from mlprojects.training.losses import bce_loss, contrastive_margin_loss, sft_loss
+from mlprojects.training.losses import anchor_loss, bce_loss, contrastive_margin_loss, label_softmax_loss, sft_loss
 
 LOGITS = torch.tensor([[2.0, -1.0]])
 TARGETS = torch.tensor([[1.0, 0.0]])
@@ -47,3 +47,29 @@ def test_sft_loss_without_soft_labels_is_bce_plus_weighted_margin():
     total, parts = sft_loss(LOGITS, torch.tensor([[0.9, 0.5]]), TARGETS, contrastive_weight=1.0, margin=0.2)
     assert total.item() == pytest.approx((T1 + T2) / 2 + (0.1 + 0.3) / 2, abs=1e-6)
     assert parts["bce"] == pytest.approx((T1 + T2) / 2, abs=1e-6)
+
+
+def test_label_softmax_is_cross_entropy_over_labels_with_positives_shared():
+    logits = torch.tensor([[2.0, -1.0, 0.0], [1.0, 1.0, 0.0], [5.0, 0.0, 0.0]])
+    targets = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    z1 = math.exp(2) + math.exp(-1) + 1  # softmax denominators; the third document has no positive: left out
+    z2 = 2 * math.e + 1
+    first = -(2 - math.log(z1))  # 0.175
+    second = -(0.5 * (1 - math.log(z2)) * 2)  # each positive 1/2: 0.862
+    assert label_softmax_loss(logits, targets).item() == pytest.approx((first + second) / 2, abs=1e-6)
+    assert label_softmax_loss(logits + 3.0, targets).item() == pytest.approx((first + second) / 2, abs=1e-5)
+
+
+def test_sft_loss_adds_the_weighted_label_softmax_only_when_asked():
+    cos = torch.tensor([[0.9, 0.5]])
+    plain, parts = sft_loss(LOGITS, cos, TARGETS, contrastive_weight=1.0, margin=0.2)
+    total, parts_with = sft_loss(LOGITS, cos, TARGETS, contrastive_weight=1.0, margin=0.2, softmax_weight=0.5)
+    softmax = math.log1p(math.exp(-3))  # -log softmax(2 | 2, -1) = log(1 + e^-3)
+    assert "softmax" not in parts and parts_with["softmax"] == pytest.approx(softmax, abs=1e-6)
+    assert total.item() == pytest.approx(plain.item() + 0.5 * softmax, abs=1e-6)
+
+
+def test_anchor_loss_is_mean_one_minus_cosine_to_the_anchors():
+    emb = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    anchors = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    assert anchor_loss(emb, anchors).item() == pytest.approx((0.0 + 0.4) / 2, abs=1e-6)  # cos 1 and 0.6

@@ -112,9 +112,12 @@ class DualEncoder(nn.Module):
         variant that embeds labels differently overrides this and `embed_labels` together."""
         return self.encode(label_texts)
 
-    def forward(self, docs: Sequence[str], label_texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Training step: (logits, cos) of the documents against the label descriptions."""
-        return self.head(self.encode(docs), self.encode_labels(label_texts))
+    def forward(self, docs: Sequence[str], label_texts: Sequence[str], with_doc_emb: bool = False) -> tuple:
+        """Training step: (logits, cos) of the documents against the label descriptions, and the documents'
+        embeddings third when asked (a loss on them, e.g. an anchor to the pre-trained encoder)."""
+        doc_emb = self.encode(docs)
+        logits, cos = self.head(doc_emb, self.encode_labels(label_texts))
+        return (logits, cos, doc_emb) if with_doc_emb else (logits, cos)
 
     @torch.no_grad()
     def embed(self, texts: Sequence[str], batch_size: int = 64) -> torch.Tensor:

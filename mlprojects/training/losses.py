@@ -26,6 +26,22 @@ def contrastive_margin_loss(cos: torch.Tensor, targets: torch.Tensor, margin: fl
     return (pos * (1.0 - cos) + neg * F.relu(cos - margin)).mean()
 
 
+def label_softmax_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of a softmax over each document's labels against its positives shared equally (one-hot for
+    single-label data): it ranks the labels against each other, which arg-max decisions depend on and per-label
+    BCE does not. Documents without a positive label are left out; the bias cancels in the softmax."""
+    has_positive = targets.sum(1) > 0
+    if not has_positive.any():
+        return logits.sum() * 0.0
+    target = targets[has_positive] / targets[has_positive].sum(1, keepdim=True)
+    return -(target * F.log_softmax(logits[has_positive], dim=1)).sum(1).mean()
+
+
+def anchor_loss(doc_emb: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """mean(1 − cos) between unit-norm embeddings and where the pre-trained encoder put the same documents."""
+    return (1.0 - (doc_emb * anchors).sum(1)).mean()
+
+
 def sft_loss(
     logits: torch.Tensor,
     cos: torch.Tensor,
@@ -35,11 +51,18 @@ def sft_loss(
     margin: float = 0.2,
     pos_weight: float | None = None,
     focal_gamma: float = 0.0,
+    softmax_weight: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """BCE on hard labels (averaged 50/50 with BCE on soft labels when given) plus the weighted margin term."""
+    """BCE on hard labels (averaged 50/50 with BCE on soft labels when given) plus the weighted margin term and,
+    when `softmax_weight` > 0, the weighted label-softmax term."""
     bce = bce_loss(logits, targets, pos_weight, focal_gamma)
     if soft_targets is not None:
         bce = 0.5 * bce + 0.5 * bce_loss(logits, soft_targets, pos_weight, focal_gamma)
     contrastive = contrastive_margin_loss(cos, targets, margin)
     total = bce + contrastive_weight * contrastive
-    return total, {"bce": float(bce.detach()), "contrastive": float(contrastive.detach())}
+    parts = {"bce": float(bce.detach()), "contrastive": float(contrastive.detach())}
+    if softmax_weight > 0:
+        softmax = label_softmax_loss(logits, targets)
+        total = total + softmax_weight * softmax
+        parts["softmax"] = float(softmax.detach())
+    return total, parts

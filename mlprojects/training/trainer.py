@@ -16,7 +16,8 @@ from mlprojects.data import multi_hot, soft_matrix
 from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
 from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import DualEncoder, build_model
-from mlprojects.training.losses import sft_loss
+from mlprojects.training.augmentation import drop_phrases
+from mlprojects.training.losses import anchor_loss, sft_loss
 from registry.errors import TrainingError
 
 
@@ -73,6 +74,7 @@ class SFTTrainer:
         self.epoch = 0
         self.order: np.ndarray | None = None  # this epoch's document order; None between epochs
         self.cursor = 0  # batches of `order` already trained
+        self.anchors = None if streamed or cfg.anchor_weight <= 0 else pretrained_embeddings(model, train.texts)
         self.step_model: torch.nn.Module = model  # what the training step calls: the model, or its DDP wrapper
         self.rank, self.world = 0, 1
 
@@ -127,6 +129,7 @@ class SFTTrainer:
             self.cfg.margin,
             self.cfg.pos_weight,
             self.cfg.focal_gamma,
+            self.cfg.softmax_weight,
         )
 
     def train_epoch(self) -> dict[str, float]:
@@ -193,9 +196,13 @@ class SFTTrainer:
     def _step(self, split: Split, idx: np.ndarray, weight: float, step: int, last: bool) -> tuple[bool, float]:
         """Forward and backward on `split`'s documents `idx`; an optimiser step every grad_accum_steps batches
         and at the last. Returns (whether the optimiser stepped, the batch's mean loss)."""
+        anchored = self.anchors is not None and split is self.train_split
         with self._autocast():
-            logits, cos = self.step_model([split.texts[i] for i in idx], self.label_texts)
-        loss, _ = self._loss(logits, cos, idx, split)
+            out = self.step_model([split.texts[i] for i in idx], self._step_label_texts(), with_doc_emb=anchored)
+        loss, _ = self._loss(out[0], out[1], idx, split)
+        if anchored:
+            anchors = self.anchors[torch.as_tensor(idx)].to(out[2].device)
+            loss = loss + self.cfg.anchor_weight * anchor_loss(out[2].float(), anchors)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
@@ -206,6 +213,12 @@ class SFTTrainer:
         if stepped:
             self._apply_gradients()
         return stepped, loss.item()
+
+    def _step_label_texts(self) -> list[str]:
+        """The label texts of one training step: the descriptions, or with phrases left out (augmentation)."""
+        if self.cfg.description_dropout <= 0:
+            return self.label_texts
+        return [drop_phrases(text, self.cfg.description_dropout, self.rng) for text in self.label_texts]
 
     def _apply_gradients(self) -> None:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -262,6 +275,13 @@ class SFTTrainer:
                 lr=self.cfg.learning_rate * factor,
                 weight_decay=self.cfg.weight_decay,
             )
+
+
+@torch.no_grad()
+def pretrained_embeddings(model: DualEncoder, texts: list[str]) -> torch.Tensor:
+    """The documents' embeddings by the pre-trained encoder (adapters off): where the anchor holds them."""
+    with model.encoder.disable_adapter():
+        return model.embed(texts)
 
 
 def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
