@@ -1,12 +1,14 @@
 """Label-description augmentation and the anchor to the pre-trained encoder: the maths, and what a step sees."""
 
 import numpy as np
+import pytest
 import torch
 
 from mlprojects.config import TrainConfig
 from mlprojects.model.encoder import build_model
 from mlprojects.training.augmentation import drop_phrases, phrases
-from mlprojects.training.trainer import SFTTrainer, Split
+from mlprojects.training.trainer import FitStream, SFTTrainer, Split
+from registry.errors import ConfigError
 
 VAT = "Value-added tax: VAT rates, input and output VAT; reverse charge."
 
@@ -77,3 +79,12 @@ def test_the_anchor_holds_fit_documents_where_the_pretrained_encoder_put_them(ti
     assert not torch.allclose(model.embed(texts), before, atol=1e-4)  # the tuned encoder moved
     assert torch.allclose(trainer.anchors, before)  # the anchors did not
     assert SFTTrainer(model, ["a", "b"], split, split, TrainConfig(encoder=tiny_encoder)).anchors is None
+
+
+def test_knobs_the_trainer_cannot_honour_are_refused_before_training():
+    split = Split(["a"], np.array([[1.0, 0.0]]))
+    with pytest.raises(ConfigError, match=r"description_dropout must be in \[0, 1\], got 1.5"):
+        SFTTrainer(RecordingModel(), ["x", "y"], split, split, TrainConfig(description_dropout=1.5))
+    stream = FitStream(rows=1, single_label=True, batches=lambda epoch, size: iter(()))
+    with pytest.raises(ConfigError, match="anchor_weight needs the fit split in memory"):
+        SFTTrainer(RecordingModel(), ["x", "y"], stream, split, TrainConfig(anchor_weight=1.0))

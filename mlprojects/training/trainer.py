@@ -18,7 +18,7 @@ from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import DualEncoder, build_model
 from mlprojects.training.augmentation import drop_phrases
 from mlprojects.training.losses import anchor_loss, sft_loss
-from registry.errors import TrainingError
+from registry.errors import ConfigError, TrainingError
 
 
 @dataclass
@@ -74,7 +74,11 @@ class SFTTrainer:
         self.epoch = 0
         self.order: np.ndarray | None = None  # this epoch's document order; None between epochs
         self.cursor = 0  # batches of `order` already trained
-        self.anchors = None if streamed or cfg.anchor_weight <= 0 else pretrained_embeddings(model, train.texts)
+        if not 0.0 <= cfg.description_dropout <= 1.0:
+            raise ConfigError(f"description_dropout must be in [0, 1], got {cfg.description_dropout}")
+        if streamed and cfg.anchor_weight > 0:
+            raise ConfigError("anchor_weight needs the fit split in memory: a streamed one is never held to anchor")
+        self.anchors = pretrained_embeddings(model, train.texts) if cfg.anchor_weight > 0 else None
         self.step_model: torch.nn.Module = model  # what the training step calls: the model, or its DDP wrapper
         self.rank, self.world = 0, 1
 
