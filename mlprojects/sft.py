@@ -35,6 +35,7 @@ from registry.cli import (
     int_arg,
     model_name_arg,
     non_negative,
+    number,
     positive,
     unit_interval,
 )
@@ -78,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-accum-steps", type=positive(int_arg), default=d.grad_accum_steps)
     p.add_argument("--learning-rate", type=positive(), default=d.learning_rate)
     p.add_argument("--lora-r", type=positive(int_arg), default=d.lora_r)
+    p.add_argument("--lora-alpha", type=positive(int_arg), default=d.lora_alpha)
+    p.add_argument("--lora-dropout", type=unit_interval, default=d.lora_dropout)
+    p.add_argument(
+        "--lora-target-modules",
+        default="",
+        help="comma list of module-name suffixes (peft); default: every linear layer of each block",
+    )
+    p.add_argument("--weight-decay", type=non_negative(), default=d.weight_decay)
+    p.add_argument("--warmup-ratio", type=unit_interval, default=d.warmup_ratio)
     p.add_argument(
         "--new-label-adapter-scale",
         type=unit_interval,
@@ -85,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of the LoRA update in the encoder that serves request label sets (1: no second encoder)",
     )
     p.add_argument("--contrastive-weight", type=non_negative(), default=d.contrastive_weight)
+    p.add_argument("--margin", type=non_negative(), default=d.margin, help="contrastive margin between cosines")
+    p.add_argument("--init-scale", type=positive(), default=d.init_scale, help="initial logit scale on the cosine")
+    p.add_argument("--init-bias", type=number, default=d.init_bias, help="initial logit bias")
+    # measured and left off by default (bench/README.md): they reproduce the benchmark's candidates
+    p.add_argument("--softmax-weight", type=non_negative(), default=d.softmax_weight)
+    p.add_argument("--description-dropout", type=unit_interval, default=d.description_dropout)
+    p.add_argument("--anchor-weight", type=non_negative(), default=d.anchor_weight)
     p.add_argument("--pos-weight", type=positive(), default=None)
     p.add_argument("--focal-gamma", type=non_negative(), default=d.focal_gamma)
     p.add_argument("--pooling", default=d.pooling, choices=["mean", "cls"])
@@ -142,7 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> C.TrainConfig:
-    return C.TrainConfig.from_dict({**vars(args), "soft_label_column": args.soft_label_column or None})
+    return C.TrainConfig.from_dict(
+        {
+            **vars(args),
+            "soft_label_column": args.soft_label_column or None,
+            "lora_target_modules": [m.strip() for m in args.lora_target_modules.split(",") if m.strip()] or None,
+        }
+    )
 
 
 def cluster_config_from_args(args: argparse.Namespace) -> C.PBTConfig:

@@ -135,6 +135,11 @@ def _typed(kind: Callable[[str], float], value: str) -> float:
         ) from None
 
 
+def number(value: str) -> float:
+    """Any finite number (a bias, which may be negative)."""
+    return _typed(finite_float, value)
+
+
 def positive(kind: Callable[[str], float] = finite_float) -> Callable[[str], float]:
     """A number > 0 of `kind` (int_arg or finite_float)."""
 

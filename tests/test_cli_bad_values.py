@@ -24,7 +24,9 @@ SFT = naming_the_flag(
     "--max-epochs 0; --max-epochs -1; --max-epochs inf; --learning-rate nan; --learning-rate -1; --batch-size 0; "
     "--val-fraction 0; --val-fraction 1.5; --lora-r 0; --max-length 0; --patience -1; --grad-accum-steps 0; "
     "--pos-weight -2; --focal-gamma -1; --seed -3; --min-examples x; --contrastive-weight nan; --cpus-per-trial 0; "
-    "--pbt-trials 0; --new-label-adapter-scale 1.5; --new-label-adapter-scale -0.1; --new-label-adapter-scale nan"
+    "--pbt-trials 0; --new-label-adapter-scale 1.5; --new-label-adapter-scale -0.1; --new-label-adapter-scale nan; "
+    "--lora-alpha 0; --lora-dropout 1.5; --weight-decay -1; --warmup-ratio 2; --margin -0.1; --init-scale 0; "
+    "--init-bias nan; --softmax-weight -1; --description-dropout 1.5; --anchor-weight nan"
 ) + [
     (["--model-name", "a/b"], "'/'"),
     (["--model-name", "tab\tname"], "'\\t'"),
@@ -38,6 +40,7 @@ SFT = naming_the_flag(
     (["--num-workers", "2", "--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
     (["--num-workers", "2", "--data", f"{MISSING}/docs.csv"], "data file not found"),
     (["--lora-r", "385"], "lora_r 385 exceeds the encoder's hidden size 384"),
+    (["--lora-target-modules", "query,qkv"], "lora_target_modules ['qkv'] name no layer of the encoder"),
     (["--max-length", "1024"], "max_length 1024 exceeds the encoder's 512 position embeddings"),
     (["--encoder", f"{MISSING}/encoder"], "cannot load encoder"),
     (["--stream", "true", "--data", f"{MISSING}/docs.csv"], "--stream needs --val-data and --test-data files"),

@@ -10,7 +10,7 @@ import pytest
 
 from mlprojects.config import TrainConfig
 from mlprojects.data import content_hashes
-from mlprojects.sft import main
+from mlprojects.sft import build_parser, config_from_args, main
 from registry import conventions as C
 from registry.contract import to_params
 from tests.conftest import REPO
@@ -143,6 +143,19 @@ def test_splits_too_small_for_the_labels_stop_before_training(mlflow_env, small_
     assert rc == 2 and "training data failed validation, nothing was trained or registered" in err
     assert "validation examples" in err and "test examples" in err
     assert mlflow.MlflowClient().search_registered_models() == []
+
+
+def test_recipe_flags_set_the_train_config():
+    args = build_parser().parse_args(
+        "--lora-alpha 32 --lora-dropout 0 --lora-target-modules query,value --weight-decay 0.05 --warmup-ratio 0.2 "
+        "--margin 0.3 --init-scale 10 --init-bias -3 --softmax-weight 0.3 --description-dropout 0.2 "
+        "--anchor-weight 1".split()
+    )
+    cfg = config_from_args(args)
+    assert (cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules) == (32, 0.0, ["query", "value"])
+    assert (cfg.weight_decay, cfg.warmup_ratio, cfg.margin, cfg.init_scale, cfg.init_bias) == (0.05, 0.2, 0.3, 10, -3)
+    assert (cfg.softmax_weight, cfg.description_dropout, cfg.anchor_weight) == (0.3, 0.2, 1.0)
+    assert config_from_args(build_parser().parse_args([])) == TrainConfig()
 
 
 @pytest.mark.parametrize(

@@ -182,6 +182,22 @@ def check_encoder_fit(cfg, lora_ranks: Sequence[int] = ()) -> None:
     positions = getattr(config, "max_position_embeddings", None)
     if positions and cfg.max_length > positions:
         raise ConfigError(f"max_length {cfg.max_length} exceeds the encoder's {positions} position embeddings")
+    if cfg.lora_target_modules:
+        check_lora_targets(config, cfg.lora_target_modules)
+
+
+def check_lora_targets(config, targets: Sequence[str]) -> None:
+    """Each target must name a layer (peft's rule: the module's name, or its last dotted parts): peft only fails
+    when none does, so one mistyped name would silently train fewer layers. The encoder is built on the meta
+    device, from its config alone: no weights are loaded."""
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        modules = dict(AutoModel.from_config(config).named_modules())
+    unmatched = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in modules)]
+    if unmatched:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items() if isinstance(m, nn.Linear)})
+        raise ConfigError(f"lora_target_modules {unmatched} name no layer of the encoder; its linear layers: {linear}")
 
 
 def add_lora(encoder: nn.Module, r: int, alpha: int, dropout: float, targets: list[str] | None = None):
