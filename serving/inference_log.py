@@ -66,13 +66,12 @@ inference_log = Table(
 COLUMNS = [c.name for c in inference_log.columns if c.name != "id"]
 
 
-def open_engine(url: str, writer: bool = True) -> Engine:
-    """An engine with the table created. The writer's SQLite connections use WAL (the monitor reads while the
-    endpoint writes) and take the write lock up front, as the feedback store's do; a reader's take no lock."""
-    engine = open_store(url, writer)
+def open_engine(url: str) -> Engine:
+    """The writer's engine, with the table created. Its SQLite connections use WAL (the monitor reads while the
+    endpoint writes) and take the write lock up front, as the feedback store's do."""
+    engine = open_store(url)
     metadata.create_all(engine)
-    if writer:
-        _add_missing_columns(engine)
+    _add_missing_columns(engine)
     return engine
 
 
@@ -188,9 +187,11 @@ class InferenceLog:
 
 def read_window(url: str, model_name: str, start: datetime, end: datetime) -> pd.DataFrame:
     """The rows of `model_name` served in [start, end), oldest first, with COLUMNS (None in a column the log was
-    created without and no writer has added yet)."""
-    engine = open_engine(url, writer=False)
+    created without and no writer has added yet); none when no endpoint has written the log yet."""
+    engine = open_store(url, writer=False)  # a reader's connections take no lock, and it creates nothing
     try:
+        if not inspect(engine).has_table(inference_log.name):
+            return pd.DataFrame(columns=COLUMNS)  # nothing served yet
         present = _present_columns(engine)
         stmt = (
             select(*[inference_log.c[c] for c in COLUMNS if c in present])

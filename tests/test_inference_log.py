@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import requests
 
-from serving.inference_log import InferenceLog, read_window
+from serving.inference_log import COLUMNS, InferenceLog, read_window
 from tests.serving_model import build_served_model, running_endpoint
 
 NOW = datetime.now(timezone.utc)
@@ -145,3 +145,11 @@ def test_a_log_from_before_the_label_set_column_is_read_as_is_and_its_writer_add
     rows = read_window(url, "m", NOW - timedelta(seconds=1), NOW + timedelta(seconds=1))
     assert list(rows["prediction_id"]) == ["p0", "p1"]
     assert pd.isna(rows["label_set"].iloc[0]) and rows["label_set"].iloc[1] == "request"
+
+
+def test_reading_a_log_no_endpoint_has_written_yet_gives_no_rows_and_creates_no_table(tmp_path):
+    url = f"sqlite:///{tmp_path / 'never_written.db'}"
+    rows = read_window(url, "m", NOW - timedelta(hours=1), NOW)
+    assert rows.empty and list(rows.columns) == COLUMNS
+    with sqlite3.connect(tmp_path / "never_written.db") as conn:
+        assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall() == []
