@@ -9,7 +9,10 @@ weights. The rules, each a model from that one run:
 - `f1_patience`: today's selection, the best validation F1-macro epoch with early stopping after `patience`;
 - `loss_patience`: the same on validation loss (lowest), a smoother criterion than 72 documents' F1;
 - `last`: the last epoch;
-- `avg_last_K`: the average of the last K epochs' trainable weights (LoRA, scale, bias), SWA-style.
+- `avg_last_K`: the average of the last K epochs' trainable weights (LoRA, scale, bias), SWA-style;
+- `soupN_f1_patience`, `soupN_last` (`--soup N`): N runs on the same split (the seed's own and N − 1 with other
+  LoRA initialisations and data orders), each keeping its F1-rule epoch or its last, merged and averaged in weight
+  space (a model soup). With `--set max_epochs=E/N` it costs what one run of E epochs does.
 Validation and test scores are recorded for every rule; the rule is chosen on validation, test only reports.
 A rule's own validation score flatters the rules that select on it (the F1 rule keeps the epoch that maximises
 it), so the `cross_` rows compare rules without that bias: the validation split is halved (stratified), the F1
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -39,7 +43,7 @@ from bench.machine import new_results, write_results
 from bench.madewithml import load_split
 from mlprojects.config import TrainConfig
 from mlprojects.data import stratified_split
-from mlprojects.model.encoder import build_model
+from mlprojects.model.encoder import DualEncoder, build_model, merged_encoder
 from mlprojects.training.trainer import SFTTrainer, average_states, make_split
 from registry.cli import ArgumentParser, cli_entry
 
@@ -89,10 +93,73 @@ def cross_selected(epochs: list[dict], patience: int) -> dict:
     }
 
 
-def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averages: list[int]) -> dict:
+def merged_soup(members: list[DualEncoder]) -> DualEncoder:
+    """One plain encoder whose weights are the mean of the members' merged weights, W + mean(BA): members trained
+    from the same pre-trained encoder with different LoRA initialisations and data orders, whose factors A and B
+    cannot be averaged apart. Logit scale and bias: the members' means. Served like any merged model."""
+    encoders = [merged_encoder(m) for m in members]
+    states = [e.state_dict() for e in encoders]
+    encoders[0].load_state_dict({k: torch.stack([s[k].double() for s in states]).mean(0) for k in states[0]})
+    first = members[0]
+    scale, bias = (float(np.mean([float(getattr(m, a).detach()) for m in members])) for a in ("scale", "bias"))
+    return DualEncoder(encoders[0], first.tokenizer, first.pooling, first.max_length, scale, bias).eval()
+
+
+def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averages: list[int], soup: int = 1) -> dict:
     fit_part, val = stratified_split(train, cfg.val_fraction, cfg.seed)
     halves = stratified_split(val, 0.5, cfg.seed)  # for the cross_ rules: choose on one half, score on the other
     names, label_texts = list(descriptions), list(descriptions.values())
+    model, epochs, states = train_member(cfg, fit_part, val, halves, test, names, label_texts)
+    rules = epoch_rules(cfg, epochs)
+    for k in averages:
+        if k > len(states):
+            continue
+        model.load_trainable_state(average_states(states[-k:]))
+        rules[f"avg_last_{k}"] = {
+            "epochs": k,
+            "val_f1_macro": scores_of(model, list(val["text"]), val, names, label_texts)["f1_macro"],
+            "test_f1_macro": scores_of(model, list(test["text"]), test, names, label_texts)["f1_macro"],
+        }
+        rules[f"cross_avg_last_{k}"] = {
+            "val_f1_macro": float(np.mean(half_scores(model, halves, names, label_texts))),
+            "test_f1_macro": rules[f"avg_last_{k}"]["test_f1_macro"],
+        }
+    out = {"seed": cfg.seed, "epochs": epochs, "rules": rules}
+    if soup > 1:
+        out["members"], soups = soup_rules(
+            cfg, soup, (model, epochs, states), fit_part, val, halves, test, names, label_texts
+        )
+        rules.update(soups)
+    return out
+
+
+def soup_rules(cfg, size: int, first, fit_part, val, halves, test, names, label_texts) -> tuple[list[dict], dict]:
+    """`size` members on the same split (the first is the seed's own run, the others train with seeds
+    seed + 1000·j: another LoRA initialisation and data order), each keeping its F1-rule epoch or its last; each
+    soup scored on validation and test."""
+    members = [first] + [
+        train_member(replace(cfg, seed=cfg.seed + 1000 * j), fit_part, val, halves, test, names, label_texts)
+        for j in range(1, size)
+    ]
+    rules = {}
+    for rule, pick in (("f1_patience", None), ("last", -1)):
+        kept = []
+        for model, epochs, states in members:
+            index = (
+                pick if pick is not None else select_with_patience([e["f1_macro"] for e in epochs], cfg.patience, True)
+            )
+            model.load_trainable_state(states[index])
+            kept.append(model)
+        soup = merged_soup(kept)
+        rules[f"soup{size}_{rule}"] = {
+            "val_f1_macro": scores_of(soup, list(val["text"]), val, names, label_texts)["f1_macro"],
+            "test_f1_macro": scores_of(soup, list(test["text"]), test, names, label_texts)["f1_macro"],
+        }
+    return [{"seed": cfg.seed + 1000 * j, "epochs": epochs} for j, (_, epochs, _) in enumerate(members) if j], rules
+
+
+def train_member(cfg: TrainConfig, fit_part, val, halves, test, names, label_texts):
+    """One run of `max_epochs` epochs: the model, each epoch's scores, and each epoch's trainable state."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
     trainer = SFTTrainer(model, label_texts, make_split(fit_part, names), make_split(val, names), cfg)
@@ -115,6 +182,11 @@ def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averag
             }
         )
         print(f"seed {cfg.seed} epoch {len(epochs)}: {epochs[-1]}", file=sys.stderr, flush=True)
+    return model, epochs, states
+
+
+def epoch_rules(cfg: TrainConfig, epochs: list[dict]) -> dict:
+    """The rules that keep one epoch of a run, and the cross_ rows."""
 
     def at_epoch(index: int) -> dict:
         return {
@@ -123,7 +195,7 @@ def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averag
             "test_f1_macro": epochs[index]["test_f1_macro"],
         }
 
-    rules = {
+    return {
         "f1_patience": at_epoch(select_with_patience([e["f1_macro"] for e in epochs], cfg.patience, True)),
         "loss_patience": at_epoch(select_with_patience([e["val_loss"] for e in epochs], cfg.patience, False)),
         "last": at_epoch(len(epochs) - 1),
@@ -133,20 +205,6 @@ def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averag
             "test_f1_macro": epochs[-1]["test_f1_macro"],
         },
     }
-    for k in averages:
-        if k > len(states):
-            continue
-        model.load_trainable_state(average_states(states[-k:]))
-        rules[f"avg_last_{k}"] = {
-            "epochs": k,
-            "val_f1_macro": scores_of(model, list(val["text"]), val, names, label_texts)["f1_macro"],
-            "test_f1_macro": scores_of(model, list(test["text"]), test, names, label_texts)["f1_macro"],
-        }
-        rules[f"cross_avg_last_{k}"] = {
-            "val_f1_macro": float(np.mean(half_scores(model, halves, names, label_texts))),
-            "test_f1_macro": rules[f"avg_last_{k}"]["test_f1_macro"],
-        }
-    return {"seed": cfg.seed, "epochs": epochs, "rules": rules}
 
 
 def _sd(values: np.ndarray) -> float:
@@ -204,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="TrainConfig override")
     p.add_argument("--seeds", default="42,7,1,2,3")
     p.add_argument("--average", default="2,3,4", help="comma list of K for avg_last_K")
+    p.add_argument("--soup", type=int, default=1, help="N > 1: also N runs per split, their merged weights averaged")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--label-text", choices=LABEL_TEXTS, default="description", help="what each label is embedded as")
     p.add_argument("--out", required=True)
@@ -228,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     results["per_seed"] = []
     for seed in seeds:
         cfg = TrainConfig.from_dict({**TrainConfig().to_params(), **overrides, "seed": seed})
-        results["per_seed"].append(run_seed(cfg, train, test, descriptions, averages))
+        results["per_seed"].append(run_seed(cfg, train, test, descriptions, averages, args.soup))
         results["config"] = cfg.to_params()
     results["wall_s"] = round(time.perf_counter() - started, 1)
     results["summary"] = summary(results["per_seed"])

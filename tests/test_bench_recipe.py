@@ -1,8 +1,12 @@
-"""The benchmark's replay of early stopping must keep the epoch `fit` keeps, or its rows compare other models."""
+"""The benchmark's replay of early stopping must keep the epoch `fit` keeps, or its rows compare other models; a
+soup is the mean of its members' merged weights."""
 
 import pytest
+import torch
 
-from bench.bench_recipe import cross_selected, label_texts, select_with_patience
+from bench.bench_recipe import cross_selected, label_texts, merged_soup, select_with_patience
+from mlprojects.config import TrainConfig
+from mlprojects.model.encoder import build_model, merged_encoder
 
 
 @pytest.mark.parametrize(
@@ -41,3 +45,22 @@ def test_cross_selection_chooses_on_one_half_and_scores_on_the_other():
     assert rule["epochs"] == [2, 3]  # chosen on A, then on B
     assert rule["val_f1_macro"] == pytest.approx((0.60 + 0.70) / 2)  # each scored on the other half
     assert rule["test_f1_macro"] == pytest.approx((0.92 + 0.94) / 2)
+
+
+def test_a_soup_averages_the_members_merged_weights_not_their_lora_factors(tiny_encoder):
+    members = []
+    for seed, (scale, bias) in zip((1, 2), ((10.0, -2.0), (30.0, -4.0))):
+        torch.manual_seed(seed)
+        model = build_model(TrainConfig(encoder=tiny_encoder, lora_r=2, init_scale=scale, init_bias=bias))
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # zero at initialisation: give each member its own update
+                torch.nn.init.normal_(param, std=0.5)
+        members.append(model)
+    merged = [dict(merged_encoder(m).named_parameters()) for m in members]
+    soup = merged_soup(members)
+    for name, weight in soup.encoder.named_parameters():
+        assert torch.allclose(weight, (merged[0][name] + merged[1][name]) / 2, atol=1e-6), name
+    query = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.allclose(merged[0][query], merged[1][query])  # the members differ where LoRA acts
+    assert float(soup.scale) == pytest.approx(20.0) and float(soup.bias) == pytest.approx(-3.0)
+    assert soup.embed(["a tax return"]).shape == members[0].embed(["a tax return"]).shape
