@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.madewithml import SEED, load_split
-from mlprojects.config import PBTConfig, TrainConfig
+from mlprojects.config import PBTConfig, RayConfig, TrainConfig
 from mlprojects.data import stratified_split
 from mlprojects.training.pbt import best_classifier, run_tuning
 from registry.cli import ArgumentParser
@@ -45,7 +45,7 @@ def main() -> None:
     pbt = PBTConfig(
         population=args.trials,
         cpus_per_trial=args.cpus_per_trial,
-        storage_path=args.storage,
+        cluster=RayConfig(storage_path=args.storage),
         perturbation_unit=args.unit,
         perturbation_interval=args.interval,
     )

@@ -22,7 +22,7 @@ import torch
 
 from bench.machine import machine_info
 from bench.madewithml import load_split
-from mlprojects.config import PBTConfig, ScaleConfig, TrainConfig
+from mlprojects.config import RayConfig, ScaleConfig, TrainConfig
 from mlprojects.training.distributed import torch_trainer
 from mlprojects.training.ray_cluster import start_ray
 from mlprojects.training.trial import TrialData, run_trial
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     data = TrialData(cfg.to_params() | {"lora_target_modules": None}, fit, val, descriptions, 1)
     lengths = fit["text"].str.split().str.len()
     runs = {"one process, 1 thread": [], "one process, 2 threads": [], "Ray Train, 2 workers × 1 thread": []}
-    start_ray(PBTConfig(local_num_cpus=2))
+    start_ray(RayConfig(local_num_cpus=2))
     for repeat in range(args.repeats):
         for name in runs:
             load_before = os.getloadavg()

@@ -22,7 +22,7 @@ import numpy as np
 from bench.bench_scale import MEASURED_EPOCH, ray_workers, summarise, timed_run
 from bench.machine import new_results, write_results
 from bench.madewithml import load_split
-from mlprojects.config import EMBEDDED_ENCODER, PBTConfig, ScaleConfig, TrainConfig
+from mlprojects.config import EMBEDDED_ENCODER, RayConfig, ScaleConfig, TrainConfig
 from mlprojects.streaming import StreamSpec, open_stream, stream_source
 from mlprojects.training.ray_cluster import check_local, start_ray
 from mlprojects.training.trial import TrialData
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     base = cfg.to_params() | {"lora_target_modules": None}
     results = new_results(encoder=args.encoder, fit_docs=len(fit), files=args.files, batch_size=cfg.batch_size)
     runs: dict[str, list[dict]] = {}
-    cluster = PBTConfig(local_num_cpus=2)
+    cluster = RayConfig(local_num_cpus=2)
     start_ray(cluster)
     with tempfile.TemporaryDirectory() as tmp:
         write_parquet_folder(fit, Path(tmp) / "fit", args.files)

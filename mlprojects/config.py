@@ -83,6 +83,17 @@ class TrainConfig:
         return cls(**{k: v for k, v in values.items() if k in known})
 
 
+# --- Ray: where PBT trials and Ray Train workers run --------------------------------------------------------
+@dataclass
+class RayConfig:
+    """A small local Ray, or a running cluster joined by address; shared by PBT and by Ray Train without tuning."""
+
+    ray_address: str = ""  # "": a local Ray; "auto" or host:port joins a running cluster
+    local_num_cpus: int = 2
+    object_store_bytes: int = 100 * 1024**2
+    storage_path: str = ""  # "": Ray's default (~/ray_results)
+
+
 # --- Population Based Training: `sft --tune pbt` -----------------------------------------------------------
 @dataclass
 class PBTConfig:
@@ -103,10 +114,7 @@ class PBTConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 1  # retries of a crashed trial (from its last checkpoint)
-    ray_address: str = ""  # "": a local Ray; "auto" or host:port joins a running cluster
-    local_num_cpus: int = 2
-    object_store_bytes: int = 100 * 1024**2
-    storage_path: str = ""  # "": Ray's default (~/ray_results)
+    cluster: RayConfig = field(default_factory=RayConfig)
 
 
 @dataclass

@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--gate-sample", type=positive(int_arg), default=w.gate_sample, help="streamed rows the data gate checks whole"
     )
     t = p.add_argument_group("tuning (Population Based Training with Ray Tune)")
-    b = C.PBTConfig()
+    b, r = C.PBTConfig(), C.RayConfig()
     t.add_argument("--tune", default="none", choices=["none", "pbt"], help="none: one configuration, no Ray")
     t.add_argument("--pbt-trials", type=positive(int_arg), default=b.population, help="population size (>= 2)")
     t.add_argument(
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--warmup-range", type=range_arg, default=b.warmup_ratio, help="LOW,HIGH")
     t.add_argument(
         "--ray-address",
-        default=b.ray_address,
+        default=r.ray_address,
         help="'auto' or host:port joins a cluster; '': local (PBT and Ray Train)",
     )
     t.add_argument("--cpus-per-trial", type=positive(), default=b.cpus_per_trial)
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--max-failures", type=non_negative(int_arg), default=b.max_failures, help="retries of a crashed trial"
     )
-    t.add_argument("--storage-path", default=b.storage_path, help="Ray's trial checkpoints (default ~/ray_results)")
+    t.add_argument("--storage-path", default=r.storage_path, help="Ray's trial checkpoints (default ~/ray_results)")
     t.add_argument("--resume", default="", help="experiment path of an interrupted tuning run to restore")
     return p
 
@@ -168,15 +168,12 @@ def config_from_args(args: argparse.Namespace) -> C.TrainConfig:
     )
 
 
-def cluster_config_from_args(args: argparse.Namespace) -> C.PBTConfig:
-    """The Ray cluster settings (held by PBTConfig) for a Ray Train run without tuning."""
-    return C.PBTConfig(
-        ray_address=args.ray_address.strip(),
-        storage_path=args.storage_path,
-    )
+def cluster_config_from_args(args: argparse.Namespace) -> C.RayConfig:
+    """Where Ray runs: for PBT's trials, for Ray Train's workers, and for Ray Data reading a stream."""
+    return C.RayConfig(ray_address=args.ray_address.strip(), storage_path=args.storage_path)
 
 
-def pbt_config_from_args(args: argparse.Namespace, cfg: C.TrainConfig) -> C.PBTConfig:
+def pbt_config_from_args(args: argparse.Namespace, cfg: C.TrainConfig, cluster: C.RayConfig) -> C.PBTConfig:
     pbt = C.PBTConfig(
         population=args.pbt_trials,
         perturbation_interval=args.perturbation_interval,
@@ -185,17 +182,16 @@ def pbt_config_from_args(args: argparse.Namespace, cfg: C.TrainConfig) -> C.PBTC
         learning_rate=args.lr_range,
         weight_decay=args.weight_decay_range,
         warmup_ratio=args.warmup_range,
-        ray_address=args.ray_address.strip(),
         cpus_per_trial=args.cpus_per_trial,
         gpus_per_trial=args.gpus_per_trial,
         max_failures=args.max_failures,
-        storage_path=args.storage_path,
+        cluster=cluster,
     )
     validate_config(pbt, cfg)
     return pbt
 
 
-def scale_config_from_args(args: argparse.Namespace, cluster: C.PBTConfig) -> C.ScaleConfig:
+def scale_config_from_args(args: argparse.Namespace, cluster: C.RayConfig) -> C.ScaleConfig:
     """Workers a local Ray could never place, or a cluster that does not answer, fail here, before any data is read."""
     scale = C.ScaleConfig(
         args.num_workers,
@@ -278,8 +274,8 @@ def load_data(
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    pbt = pbt_config_from_args(args, cfg) if args.tune == "pbt" else None  # a bad tuning config fails here, first
-    cluster = pbt or cluster_config_from_args(args)  # where Ray runs: its address, storage, local CPUs
+    cluster = cluster_config_from_args(args)  # where Ray runs: its address, storage, local CPUs
+    pbt = pbt_config_from_args(args, cfg, cluster) if args.tune == "pbt" else None  # a bad tuning config fails first
     scale = scale_config_from_args(args, cluster)
     check_encoder_fit(cfg, pbt.lora_r if pbt and "lora_r" in pbt.mutations else ())
     text_columns = parse_columns(args.text_columns)
@@ -351,7 +347,7 @@ def fit(
     cfg: C.TrainConfig,
     pbt: C.PBTConfig | None,
     scale: C.ScaleConfig,
-    cluster: C.PBTConfig,
+    cluster: C.RayConfig,
     train,
     val,
     descriptions: dict[str, str],

@@ -7,7 +7,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from mlprojects.config import PBTConfig, ScaleConfig, TrainConfig
+from mlprojects.config import PBTConfig, RayConfig, ScaleConfig, TrainConfig
 from mlprojects.data import load_splits
 from mlprojects.training.distributed import torch_trainer
 from mlprojects.training.faults import FAULT_ENV
@@ -26,7 +26,7 @@ def splits(small_dataset):
 def _local_ray():
     import ray
 
-    started = start_ray(PBTConfig(local_num_cpus=2))
+    started = start_ray(RayConfig(local_num_cpus=2))
     yield
     if started:
         ray.shutdown()
@@ -115,7 +115,9 @@ def test_pbt_with_two_trials_of_two_workers_exploits_and_completes(local_ray, ti
     """`Tuner(TorchTrainer)`: 2 trials × 2 workers on 2 CPUs (0.5 each), PBT every epoch with the bottom half
     cloning the top half, so an exploit copies a Ray Train checkpoint between multi-worker trials."""
     cfg, data = _trial_data(tiny_encoder, splits, max_epochs=2)
-    pbt = PBTConfig(population=2, quantile_fraction=0.5, storage_path=str(tmp_path / "ray"), max_failures=0)
+    pbt = PBTConfig(
+        population=2, quantile_fraction=0.5, max_failures=0, cluster=RayConfig(storage_path=str(tmp_path / "ray"))
+    )
     train, val, descriptions = splits
     outcome = run_tuning(
         cfg, pbt, train.head(40), val.head(16), descriptions, name="pbt-ddp", scale=ScaleConfig(2, False, 0.5)

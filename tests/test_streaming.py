@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mlprojects import sft
-from mlprojects.config import PBTConfig
+from mlprojects.config import RayConfig
 from mlprojects.data import load_splits
 from mlprojects.training.ray_cluster import start_ray
 from tests.conftest import cli_args
@@ -22,7 +22,7 @@ def local_ray():
     """One local Ray for the module: `sft` joins a running Ray instead of starting its own (seconds each)."""
     import ray
 
-    started = start_ray(PBTConfig(local_num_cpus=2))
+    started = start_ray(RayConfig(local_num_cpus=2))
     yield
     if started:
         ray.shutdown()

@@ -66,8 +66,9 @@ def validate_config(pbt: PBTConfig, cfg: TrainConfig | None = None) -> None:
         raise ConfigError(f"quantile_fraction must be in (0, 0.5], got {pbt.quantile_fraction}")
     if pbt.cpus_per_trial < 0 or pbt.gpus_per_trial < 0 or pbt.cpus_per_trial + pbt.gpus_per_trial == 0:
         raise ConfigError("cpus_per_trial/gpus_per_trial must be >= 0 and not both 0")
-    if not pbt.ray_address and pbt.cpus_per_trial > pbt.local_num_cpus:
-        raise ConfigError(f"cpus_per_trial {pbt.cpus_per_trial} exceeds the local Ray's {pbt.local_num_cpus} CPUs")
+    local_cpus = pbt.cluster.local_num_cpus
+    if not pbt.cluster.ray_address and pbt.cpus_per_trial > local_cpus:
+        raise ConfigError(f"cpus_per_trial {pbt.cpus_per_trial} exceeds the local Ray's {local_cpus} CPUs")
     fault_mode()  # the test hook's setting, checked with the rest
     if cfg is not None:
         check_initial_point(cfg, pbt)
@@ -222,7 +223,7 @@ def make_tuner(
         ),
         run_config=tune.RunConfig(
             name=name,
-            storage_path=storage_root(pbt),
+            storage_path=storage_root(pbt.cluster),
             verbose=1,
             callbacks=_callbacks(parent_run_id),
             failure_config=tune.FailureConfig(max_failures=pbt.max_failures),
@@ -256,7 +257,7 @@ def run_tuning(
     validate_config(pbt, cfg)
     distributed = scale is not None and scale.distributed
     if distributed:
-        check_local(scale, pbt)
+        check_local(scale, pbt.cluster)
     data = TrialData(
         base_config(cfg),
         train,
@@ -265,14 +266,14 @@ def run_tuning(
         pbt.perturbation_interval,
         pbt.perturbation_unit,
     )
-    started = start_ray(pbt)
+    started = start_ray(pbt.cluster)
     t0 = time.perf_counter()
     try:
         if distributed:
             check_cluster(scale)
         tuner = make_tuner(cfg, pbt, data, search, parent_run_id, name, resume, scale)
         if on_start:
-            on_start(resume or str(Path(storage_root(pbt)) / name))
+            on_start(resume or str(Path(storage_root(pbt.cluster)) / name))
         results = tuner.fit()
     finally:
         if started:

@@ -11,7 +11,7 @@ import torch
 
 import mlprojects
 import registry
-from mlprojects.config import PBTConfig, ScaleConfig
+from mlprojects.config import RayConfig, ScaleConfig
 from mlprojects.training.faults import FAULT_ENV
 from registry.errors import ConfigError
 
@@ -38,27 +38,28 @@ def check_reachable(address: str) -> None:
         raise ConfigError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
 
 
-def start_ray(pbt: PBTConfig) -> bool:
+def start_ray(cluster: RayConfig) -> bool:
     """Join `ray_address` or start a small local Ray; True when we started it (and so should shut it down)."""
     import ray
 
     if ray.is_initialized():
         return False
-    if pbt.ray_address:
-        check_reachable(pbt.ray_address)
+    if cluster.ray_address:
+        check_reachable(cluster.ray_address)
         try:  # ship our code to the cluster's workers; nothing else differs from a local run
             ray.init(
-                address=pbt.ray_address, runtime_env={"py_modules": [mlprojects, registry], "env_vars": worker_env()}
+                address=cluster.ray_address,
+                runtime_env={"py_modules": [mlprojects, registry], "env_vars": worker_env()},
             )
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ConfigError(f"cannot join the Ray cluster at {pbt.ray_address}: {exc}") from exc
+            raise ConfigError(f"cannot join the Ray cluster at {cluster.ray_address}: {exc}") from exc
         return True
     repo = str(Path(mlprojects.__file__).resolve().parent.parent)
     ray.init(
-        num_cpus=pbt.local_num_cpus,
+        num_cpus=cluster.local_num_cpus,
         num_gpus=int(torch.cuda.is_available()),
         include_dashboard=False,
-        object_store_memory=pbt.object_store_bytes,
+        object_store_memory=cluster.object_store_bytes,
         configure_logging=False,
         runtime_env={
             "env_vars": {
@@ -71,11 +72,11 @@ def start_ray(pbt: PBTConfig) -> bool:
 
 
 @contextlib.contextmanager
-def ray_session(pbt: PBTConfig):
+def ray_session(cluster: RayConfig):
     """Ray running for a block (started here, or joined); shut down after it only if started here."""
     import ray
 
-    started = start_ray(pbt)
+    started = start_ray(cluster)
     try:
         yield
     finally:
@@ -83,9 +84,9 @@ def ray_session(pbt: PBTConfig):
             ray.shutdown()
 
 
-def storage_root(pbt: PBTConfig) -> str:
+def storage_root(cluster: RayConfig) -> str:
     """Where Ray keeps trial checkpoints and the experiment state that `--resume` restores."""
-    return str(Path(pbt.storage_path or "~/ray_results").expanduser().resolve())
+    return str(Path(cluster.storage_path or "~/ray_results").expanduser().resolve())
 
 
 def reader_cpus(scale: ScaleConfig) -> float:
@@ -96,20 +97,20 @@ def reader_cpus(scale: ScaleConfig) -> float:
     return scale.reader_cpus if scale.stream else 0.0
 
 
-def check_local(scale: ScaleConfig, pbt: PBTConfig) -> None:
+def check_local(scale: ScaleConfig, cluster: RayConfig) -> None:
     """Workers that a local Ray could never place, refused before it starts (Ray would wait for them forever)."""
     if scale.num_workers < 1 or scale.cpus_per_worker <= 0:
         raise ConfigError(
             f"num_workers must be >= 1 and cpus_per_worker > 0, got {scale.num_workers}, {scale.cpus_per_worker}"
         )
-    if pbt.ray_address:
+    if cluster.ray_address:
         return
     cpus = scale.num_workers * scale.cpus_per_worker + reader_cpus(scale)
-    if cpus > pbt.local_num_cpus:
+    if cpus > cluster.local_num_cpus:
         reading = f" + {scale.reader_cpus:g} reading the stream" if scale.stream else ""
         raise ConfigError(
             f"{scale.num_workers} workers × {scale.cpus_per_worker:g} CPUs{reading} need {cpus:g} CPUs, "
-            f"the local Ray has {pbt.local_num_cpus}"
+            f"the local Ray has {cluster.local_num_cpus}"
         )
     if scale.use_gpu and scale.num_workers > torch.cuda.device_count():
         raise ConfigError(

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from mlprojects.config import PBTConfig, ScaleConfig, TrainConfig
+from mlprojects.config import RayConfig, ScaleConfig, TrainConfig
 from mlprojects.streaming import Stream
 from mlprojects.training.distributed import torch_trainer
 from mlprojects.training.pbt import base_config, best_classifier, tuning_outcome
@@ -30,7 +30,7 @@ BOOKKEEPING = {
 def train_distributed(
     cfg: TrainConfig,
     scale: ScaleConfig,
-    pbt: PBTConfig,
+    cluster: RayConfig,
     train: pd.DataFrame | Stream,
     val: pd.DataFrame,
     descriptions: dict[str, str],
@@ -38,22 +38,22 @@ def train_distributed(
     name: str = "sft-ray-train",
 ):
     """One configuration on Ray Train, early stopping on validation F1: (Classifier, FitResult) as
-    `train_classifier` returns, from the best epoch's checkpoint. `pbt` gives the cluster (address, storage).
+    `train_classifier` returns, from the best epoch's checkpoint, on `cluster` (address, storage).
     A Stream's dataset is split over the workers as they read it; a frame is shipped to each whole."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
 
-    check_local(scale, pbt)
+    check_local(scale, cluster)
     streamed = isinstance(train, Stream)
     fit = train.spec if streamed else train
     data = TrialData(base_config(cfg), fit, val, descriptions, 1, "epochs", cfg.patience)
-    started = start_ray(pbt)
+    started = start_ray(cluster)
     t0 = time.perf_counter()
     try:
         check_cluster(scale)
         run_config = RunConfig(
             name=name,
-            storage_path=storage_root(pbt),
+            storage_path=storage_root(cluster),
             failure_config=FailureConfig(max_failures=scale.max_failures),
             checkpoint_config=CheckpointConfig(checkpoint_score_attribute=METRIC, checkpoint_score_order=MODE),
         )
