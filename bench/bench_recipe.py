@@ -77,6 +77,19 @@ def scores_of(model, texts: list[str], frame, names: list[str], label_texts: lis
     return argmax_scores(probs, frame, names)
 
 
+def judged(model, val, test, names: list[str], label_texts: list[str]) -> dict[str, float]:
+    """A model's F1-macro on the validation and the test split."""
+    return {
+        "val_f1_macro": scores_of(model, list(val["text"]), val, names, label_texts)["f1_macro"],
+        "test_f1_macro": scores_of(model, list(test["text"]), test, names, label_texts)["f1_macro"],
+    }
+
+
+def f1_rule_epoch(epochs: list[dict], patience: int) -> int:
+    """The 0-based epoch today's rule keeps: best validation F1-macro, early stopping after `patience`."""
+    return select_with_patience([e["f1_macro"] for e in epochs], patience, True)
+
+
 def half_scores(model, halves, names: list[str], label_texts: list[str]) -> list[float]:
     """F1-macro on each half of the validation split."""
     return [scores_of(model, list(h["text"]), h, names, label_texts)["f1_macro"] for h in halves]
@@ -115,11 +128,7 @@ def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averag
         if k > len(states):
             continue
         model.load_trainable_state(average_states(states[-k:]))
-        rules[f"avg_last_{k}"] = {
-            "epochs": k,
-            "val_f1_macro": scores_of(model, list(val["text"]), val, names, label_texts)["f1_macro"],
-            "test_f1_macro": scores_of(model, list(test["text"]), test, names, label_texts)["f1_macro"],
-        }
+        rules[f"avg_last_{k}"] = {"epochs": k, **judged(model, val, test, names, label_texts)}
         rules[f"cross_avg_last_{k}"] = {
             "val_f1_macro": float(np.mean(half_scores(model, halves, names, label_texts))),
             "test_f1_macro": rules[f"avg_last_{k}"]["test_f1_macro"],
@@ -142,19 +151,11 @@ def soup_rules(cfg, size: int, first, fit_part, val, halves, test, names, label_
         for j in range(1, size)
     ]
     rules = {}
-    for rule, pick in (("f1_patience", None), ("last", -1)):
-        kept = []
+    for rule, keep in (("f1_patience", lambda epochs: f1_rule_epoch(epochs, cfg.patience)), ("last", lambda _: -1)):
         for model, epochs, states in members:
-            index = (
-                pick if pick is not None else select_with_patience([e["f1_macro"] for e in epochs], cfg.patience, True)
-            )
-            model.load_trainable_state(states[index])
-            kept.append(model)
-        soup = merged_soup(kept)
-        rules[f"soup{size}_{rule}"] = {
-            "val_f1_macro": scores_of(soup, list(val["text"]), val, names, label_texts)["f1_macro"],
-            "test_f1_macro": scores_of(soup, list(test["text"]), test, names, label_texts)["f1_macro"],
-        }
+            model.load_trainable_state(states[keep(epochs)])
+        soup = merged_soup([model for model, _, _ in members])
+        rules[f"soup{size}_{rule}"] = judged(soup, val, test, names, label_texts)
     return [{"seed": cfg.seed + 1000 * j, "epochs": epochs} for j, (_, epochs, _) in enumerate(members) if j], rules
 
 
@@ -196,7 +197,7 @@ def epoch_rules(cfg: TrainConfig, epochs: list[dict]) -> dict:
         }
 
     return {
-        "f1_patience": at_epoch(select_with_patience([e["f1_macro"] for e in epochs], cfg.patience, True)),
+        "f1_patience": at_epoch(f1_rule_epoch(epochs, cfg.patience)),
         "loss_patience": at_epoch(select_with_patience([e["val_loss"] for e in epochs], cfg.patience, False)),
         "last": at_epoch(len(epochs) - 1),
         "cross_f1_patience": cross_selected(epochs, cfg.patience),

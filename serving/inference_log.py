@@ -188,7 +188,7 @@ class InferenceLog:
 def read_window(url: str, model_name: str, start: datetime, end: datetime) -> pd.DataFrame:
     """The rows of `model_name` served in [start, end), oldest first, with COLUMNS (None in a column the log was
     created without and no writer has added yet); none when no endpoint has written the log yet."""
-    engine = open_store(url, writer=False)  # a reader's connections take no lock, and it creates nothing
+    engine = open_store(url, writer=False)  # a reader's connections take no lock, and it creates no table
     try:
         if not inspect(engine).has_table(inference_log.name):
             return pd.DataFrame(columns=COLUMNS)  # nothing served yet
