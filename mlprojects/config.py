@@ -37,6 +37,7 @@ class TrainConfig:
     lora_dropout: float = 0.1
     lora_target_modules: list[str] | None = None  # None: every linear layer of each block (model/encoder.py)
     learning_rate: float = 1e-3
+    lora_b_lr_ratio: float = 1.0  # LoRA+: B at this multiple of learning_rate; 4 and 16 measured, not adopted
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     batch_size: int = 16

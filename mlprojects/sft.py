@@ -58,6 +58,16 @@ def range_arg(value: str) -> tuple[float, float]:
     return low, high
 
 
+def module_list(value: str) -> list[str] | None:
+    """'query,value' -> ['query', 'value']; '' -> None: every linear layer of each block."""
+    if not value.strip():
+        return None
+    modules = [m.strip() for m in value.split(",")]
+    if not all(modules):
+        raise argparse.ArgumentTypeError(f"expected a comma list of module names, got '{value}'")
+    return modules
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = C.TrainConfig()
@@ -83,8 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-dropout", type=unit_interval, default=d.lora_dropout)
     p.add_argument(
         "--lora-target-modules",
+        type=module_list,
         default="",
         help="comma list of module-name suffixes (peft); default: every linear layer of each block",
+    )
+    p.add_argument(
+        "--lora-b-lr-ratio", type=positive(), default=d.lora_b_lr_ratio, help="LoRA+: B's learning rate / A's"
     )
     p.add_argument("--weight-decay", type=non_negative(), default=d.weight_decay)
     p.add_argument("--warmup-ratio", type=unit_interval, default=d.warmup_ratio)
@@ -163,7 +177,6 @@ def config_from_args(args: argparse.Namespace) -> C.TrainConfig:
         {
             **vars(args),
             "soft_label_column": args.soft_label_column or None,
-            "lora_target_modules": [m.strip() for m in args.lora_target_modules.split(",") if m.strip()] or None,
         }
     )
 

@@ -149,12 +149,12 @@ def test_recipe_flags_set_the_train_config():
     args = build_parser().parse_args(
         "--lora-alpha 32 --lora-dropout 0 --lora-target-modules query,value --weight-decay 0.05 --warmup-ratio 0.2 "
         "--margin 0.3 --init-scale 10 --init-bias -3 --softmax-weight 0.3 --description-dropout 0.2 "
-        "--anchor-weight 1".split()
+        "--anchor-weight 1 --lora-b-lr-ratio 4".split()
     )
     cfg = config_from_args(args)
     assert (cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules) == (32, 0.0, ["query", "value"])
     assert (cfg.weight_decay, cfg.warmup_ratio, cfg.margin, cfg.init_scale, cfg.init_bias) == (0.05, 0.2, 0.3, 10, -3)
-    assert (cfg.softmax_weight, cfg.description_dropout, cfg.anchor_weight) == (0.3, 0.2, 1.0)
+    assert (cfg.softmax_weight, cfg.description_dropout, cfg.anchor_weight, cfg.lora_b_lr_ratio) == (0.3, 0.2, 1, 4)
     assert config_from_args(build_parser().parse_args([])) == TrainConfig()
 
 

@@ -64,7 +64,7 @@ class SFTTrainer:
         self.rng = np.random.default_rng(cfg.seed)
         torch.manual_seed(cfg.seed)
         self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+            param_groups(model, cfg.learning_rate, cfg.lora_b_lr_ratio), weight_decay=cfg.weight_decay
         )
         rows = train.rows if streamed else len(train.texts)
         steps = math.ceil(rows / cfg.batch_size / cfg.grad_accum_steps) * (total_epochs or cfg.max_epochs)
@@ -271,14 +271,25 @@ class SFTTrainer:
         """Put this trainer's cfg (lr, weight decay) on the optimizer and schedule: a checkpoint carries the old ones.
 
         The schedule's warmup comes from cfg already (its lambda is not part of the checkpoint)."""
-        self.scheduler.base_lrs = [self.cfg.learning_rate] * len(self.optimizer.param_groups)
+        groups = self.optimizer.param_groups
+        self.scheduler.base_lrs = [self.cfg.learning_rate * g["lr_ratio"] for g in groups]
         factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        for group in self.optimizer.param_groups:
-            group.update(
-                initial_lr=self.cfg.learning_rate,
-                lr=self.cfg.learning_rate * factor,
-                weight_decay=self.cfg.weight_decay,
-            )
+        for group, base in zip(groups, self.scheduler.base_lrs):
+            group.update(initial_lr=base, lr=base * factor, weight_decay=self.cfg.weight_decay)
+
+
+def param_groups(model: torch.nn.Module, learning_rate: float, lora_b_lr_ratio: float) -> list[dict]:
+    """The trainable parameters, LoRA's B matrices in a group of their own at `lora_b_lr_ratio` times the learning
+    rate (LoRA+, Hayou et al. 2024: B starts at zero and learns too slowly at A's rate); 1.0 is plain LoRA."""
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    b = [p for n, p in trainable if "lora_B" in n]
+    rest = [p for n, p in trainable if "lora_B" not in n]
+    if lora_b_lr_ratio == 1.0 or not b:
+        return [{"params": [p for _, p in trainable], "lr": learning_rate, "lr_ratio": 1.0}]
+    return [
+        {"params": rest, "lr": learning_rate, "lr_ratio": 1.0},
+        {"params": b, "lr": learning_rate * lora_b_lr_ratio, "lr_ratio": lora_b_lr_ratio},
+    ]
 
 
 @torch.no_grad()
