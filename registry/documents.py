@@ -3,8 +3,10 @@ or MLflow artifact URIs, and the text columns of a document joined into the one 
 
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import mlflow
 import pandas as pd
@@ -16,35 +18,40 @@ from registry.errors import DataError
 _REMOTE_SCHEMES = ("runs:/", "models:/", "dbfs:/", "mlflow-artifacts:/")
 
 
-def _local_path(uri: str) -> Path:
-    """MLflow artifact URIs are downloaded; plain paths and file:// URIs are used in place."""
+@contextmanager
+def _local_path(uri: str) -> Iterator[Path]:
+    """MLflow artifact URIs are downloaded into a folder removed on exit (MLflow's own default folder is never
+    removed: a controller that judges every pass would fill the disk); plain paths and file:// URIs are used in
+    place."""
     if not uri.strip():  # Path("") is the working directory, which would be read as a Parquet dataset
         raise DataError("no data file given (the path is empty)")
     if uri.startswith(_REMOTE_SCHEMES):
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
+        with tempfile.TemporaryDirectory(prefix="artifact-") as tmp:
+            yield Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        return
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
     if not path.exists():
         raise DataError(f"data file not found: {uri}")
-    return path
+    yield path
 
 
 def read_table(uri: str) -> pd.DataFrame:
     """CSV, JSONL/JSON or Parquet by file suffix; an empty file is an error, not an empty frame."""
-    path = _local_path(uri)
-    if path.is_file() and path.stat().st_size == 0:
-        raise DataError(f"data file is empty: {uri}")
-    suffix = path.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq") or path.is_dir():
-            frame = pd.read_parquet(path)
-        elif suffix in (".jsonl", ".ndjson"):
-            frame = pd.read_json(path, lines=True)
-        elif suffix == ".json":
-            frame = pd.read_json(path)
-        else:
-            frame = pd.read_csv(path)
-    except (ValueError, pd.errors.ParserError, OSError) as exc:
-        raise DataError(f"cannot read {uri}: {exc}") from exc
+    with _local_path(uri) as path:
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError(f"data file is empty: {uri}")
+        suffix = path.suffix.lower()
+        try:
+            if suffix in (".parquet", ".pq") or path.is_dir():
+                frame = pd.read_parquet(path)
+            elif suffix in (".jsonl", ".ndjson"):
+                frame = pd.read_json(path, lines=True)
+            elif suffix == ".json":
+                frame = pd.read_json(path)
+            else:
+                frame = pd.read_csv(path)
+        except (ValueError, pd.errors.ParserError, OSError) as exc:
+            raise DataError(f"cannot read {uri}: {exc}") from exc
     if frame.empty:
         raise DataError(f"data file has no rows: {uri}")
     return frame
@@ -62,9 +69,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def load_label_descriptions(uri: str) -> dict[str, str]:
     """A YAML or JSON mapping label -> description, checked and normalised as every label set is
     (`contract.label_descriptions`)."""
-    path = _local_path(uri)
     try:
-        return label_descriptions(yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader))
+        with _local_path(uri) as path:
+            text = path.read_text(encoding="utf-8")
+        return label_descriptions(yaml.load(text, Loader=_UniqueKeyLoader))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:  # YAML is a superset of JSON: one parser reads both
         raise DataError(f"label file {uri} is not valid YAML/JSON: {exc}") from exc
     except ContractError as exc:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -15,8 +17,11 @@ from mlprojects.model.encoder import DualEncoder, build_model
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# the endpoints tests start keep their inference log out of the repository
-os.environ.setdefault("INFERENCE_LOG_URL", f"sqlite:///{tempfile.mkdtemp(prefix='inference-log-')}/inference_log.db")
+# the endpoints tests start keep their inference log out of the repository, in a folder removed when pytest exits
+if "INFERENCE_LOG_URL" not in os.environ:
+    _log_dir = tempfile.mkdtemp(prefix="inference-log-")
+    atexit.register(shutil.rmtree, _log_dir, ignore_errors=True)
+    os.environ["INFERENCE_LOG_URL"] = f"sqlite:///{_log_dir}/inference_log.db"
 
 
 @pytest.fixture(scope="session")

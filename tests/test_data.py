@@ -161,6 +161,22 @@ def test_an_empty_path_is_refused_not_read_as_the_working_directory():
         read_table("")
 
 
+def test_artifact_uris_are_read_without_leaving_their_download_behind(mlflow_env, tmp_path, monkeypatch):
+    import mlflow
+
+    (tmp_path / "logged").mkdir()
+    pd.DataFrame({"text": ["a"], "labels": ["x"]}).to_parquet(tmp_path / "logged" / "test.parquet")
+    (tmp_path / "logged" / "labels.yaml").write_text("x: the letter x\n")
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(tmp_path / "logged"), "data")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))  # where MLflow and we download to
+    assert list(read_table(f"runs:/{run.info.run_id}/data/test.parquet")["text"]) == ["a"]
+    assert load_label_descriptions(f"runs:/{run.info.run_id}/data/labels.yaml") == {"x": "the letter x"}
+    assert list(scratch.iterdir()) == []
+
+
 SPLIT_IN_A_PROCESS = """
 import json, sys
 from mlprojects.data import iterative_stratification

@@ -49,7 +49,7 @@ def run_data(run_id: str | None, name: str) -> pd.DataFrame | None:
     if not run_id:
         return None
     try:
-        return pd.read_parquet(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"data/{name}.parquet"))
+        return read_table(f"runs:/{run_id}/data/{name}.parquet")
     except Exception:  # not logged by this run: the caller decides whether that is an error
         return None
 
