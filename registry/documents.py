@@ -3,31 +3,29 @@ or MLflow artifact URIs, and the text columns of a document joined into the one 
 
 from __future__ import annotations
 
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import mlflow
 import pandas as pd
 import yaml
 
 from registry.contract import ContractError, join_columns, label_descriptions, unique_keys
 from registry.errors import DataError
+from registry.lookup import artifact_files
 
 _REMOTE_SCHEMES = ("runs:/", "models:/", "dbfs:/", "mlflow-artifacts:/")
 
 
 @contextmanager
 def _local_path(uri: str) -> Iterator[Path]:
-    """MLflow artifact URIs are downloaded into a folder removed on exit (MLflow's own default folder is never
-    removed: a controller that judges every pass would fill the disk); plain paths and file:// URIs are used in
-    place."""
+    """MLflow artifact URIs through `lookup.artifact_files` (read inside the `with`); plain paths and file:// URIs
+    in place."""
     if not uri.strip():  # Path("") is the working directory, which would be read as a Parquet dataset
         raise DataError("no data file given (the path is empty)")
     if uri.startswith(_REMOTE_SCHEMES):
-        with tempfile.TemporaryDirectory(prefix="artifact-") as tmp:
-            yield Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        with artifact_files(uri) as path:
+            yield path
         return
     path = Path(uri[len("file://") :] if uri.startswith("file://") else uri)
     if not path.exists():

@@ -17,6 +17,8 @@ import mlflow
 from mlflow.models import Model
 from mlflow.pyfunc import PyFuncModel
 
+from registry.lookup import artifact_files
+
 log = logging.getLogger(__name__)
 
 
@@ -51,11 +53,9 @@ def _own_code(model_dir: Path):
 
 
 def load_pyfunc(model_uri: str, model_config: dict | None = None) -> PyFuncModel:
-    """`mlflow.pyfunc.load_model`, each version running its own code (see the module docstring)."""
-    local = Path(model_uri)
-    if not local.is_dir():
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-    with _own_code(local):
+    """`mlflow.pyfunc.load_model`, each version running its own code (see the module docstring). Both pyfuncs
+    read every file while loading, so a download is gone when this returns."""
+    with artifact_files(model_uri) as local, _own_code(local):
         model = mlflow.pyfunc.load_model(str(local), model_config=model_config)
-    log.debug("loaded %s from %s", model_uri, local)
+    log.debug("loaded %s", model_uri)
     return model

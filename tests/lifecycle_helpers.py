@@ -119,6 +119,7 @@ def train_sft_model(root: Path, tiny_encoder: str, demo_frame: pd.DataFrame) -> 
     )
     assert rc == 0
     local = root / "classifier"
-    shutil.copytree(classifier_dir("models:/sft-model/1"), local)
+    with classifier_dir("models:/sft-model/1") as saved:
+        shutil.copytree(saved, local)
     mp.undo()
     return {"root": root, "uri": uri, "classifier": local, "eval": str(eval_path)}

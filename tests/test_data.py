@@ -167,6 +167,7 @@ def test_artifact_uris_are_read_without_leaving_their_download_behind(mlflow_env
     (tmp_path / "logged").mkdir()
     pd.DataFrame({"text": ["a"], "labels": ["x"]}).to_parquet(tmp_path / "logged" / "test.parquet")
     (tmp_path / "logged" / "labels.yaml").write_text("x: the letter x\n")
+    mlflow.set_experiment("documents")  # not an experiment id left active by an earlier test's store
     with mlflow.start_run() as run:
         mlflow.log_artifacts(str(tmp_path / "logged"), "data")
     scratch = tmp_path / "scratch"

@@ -162,15 +162,13 @@ def test_grpo_stage_registers_a_challenger_child_of_the_reference(registered, re
     out = mlflow.pyfunc.load_model(f"models:/{NAME}@challenger").predict(pd.DataFrame({"text": ["VAT question"]}))
     assert set(out.loc[0, "scores"]) == set(registered["labels"])
     # request label sets: the reference's new-label encoder, carried over byte for byte (feedback is on own labels)
-    saved = {
-        role: classifier_dir(f"models:/{NAME}@{role}") / NEW_LABEL_ENCODER_DIR for role in ("reference", "challenger")
-    }
-    weights = {role: (path / "model.safetensors").read_bytes() for role, path in saved.items()}
+    weights, meta = {}, {}
+    for role in ("reference", "challenger"):
+        with classifier_dir(f"models:/{NAME}@{role}") as saved:
+            weights[role] = (saved / NEW_LABEL_ENCODER_DIR / "model.safetensors").read_bytes()
+            meta[role] = json.loads((saved / META_FILE).read_text())
     assert weights["reference"] == weights["challenger"]
-    assert (
-        json.loads((saved["challenger"].parent / META_FILE).read_text())["new_label_adapter_scale"]
-        == TrainConfig().new_label_adapter_scale
-    )
+    assert meta["challenger"]["new_label_adapter_scale"] == TrainConfig().new_label_adapter_scale
 
 
 def test_missing_alias_or_feedback_is_a_clear_error_and_registers_nothing(registered, tmp_path, capsys):

@@ -33,7 +33,8 @@ def two_versions(tmp_path_factory, tmp_path, tiny_encoder, monkeypatch):
     shutil.copy(served.tracking_uri[len("sqlite:///") :], tmp_path / "mlflow.db")
     use_store(monkeypatch, tmp_path)
     local = tmp_path / "classifier"
-    shutil.copytree(classifier_dir(f"models:/{MODEL_NAME}/1"), local)
+    with classifier_dir(f"models:/{MODEL_NAME}/1") as saved:
+        shutil.copytree(saved, local)
     assert register_variant(local, MODEL_NAME, tmp_path, thresholds=0.3, alias=None) == "2"
     return tmp_path
 

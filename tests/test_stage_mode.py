@@ -75,7 +75,8 @@ def store(tmp_path, tmp_path_factory, tiny_encoder, demo_frame, monkeypatch):
     served = build_served_model(tmp_path_factory.mktemp("served"), tiny_encoder)
     mlflow.set_tracking_uri(served.tracking_uri)
     local = tmp_path / "classifier"
-    shutil.copytree(classifier_dir(f"models:/{MODEL_NAME}/1"), local)
+    with classifier_dir(f"models:/{MODEL_NAME}/1") as saved:
+        shutil.copytree(saved, local)
     use_store(monkeypatch, tmp_path)
     demo_frame.iloc[120:220].to_csv(tmp_path / "eval.csv", index=False)
     yield {"classifier": local, "eval": str(tmp_path / "eval.csv"), "work": tmp_path}

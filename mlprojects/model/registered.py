@@ -39,5 +39,6 @@ def log_classifier(
 
 
 def load_classifier(model_uri: str, device: str | None = None) -> Classifier:
-    """The Classifier behind a registered torch model."""
-    return Classifier.load(classifier_dir(model_uri), device)
+    """The Classifier behind a registered torch model (it reads every file while loading)."""
+    with classifier_dir(model_uri) as directory:
+        return Classifier.load(directory, device)
