@@ -70,21 +70,23 @@ def spark_run(version: str, path: str, out: Path, shipped: bool, jobs: int = 1) 
             source = spark.read.parquet(path)
             t0 = time.perf_counter()
             if shipped:
-                scored = score(spark, NAME, version, source, ["text"])
+                with score(spark, NAME, version, source, ["text"]) as scored:
+                    scored.write.mode("overwrite").parquet(f"{out}-{job}")
             else:  # MLflow's spark_udf as batch_score called it before
                 from pyspark.sql import functions as F
 
                 udf = mlflow.pyfunc.spark_udf(
                     spark, f"models:/{NAME}/{version}", result_type=RESULT_TYPE, env_manager="local"
                 )
-                scored = (
+                (
                     source.withColumn("_prediction", udf(F.struct(F.col("text"))))
                     .withColumn("predicted_labels", F.col("_prediction.labels"))
                     .withColumn("top_label", F.col("_prediction.top_label"))
                     .withColumn("scores", F.col("_prediction.scores"))
                     .drop("_prediction")
+                    .write.mode("overwrite")
+                    .parquet(f"{out}-{job}")
                 )
-            scored.write.mode("overwrite").parquet(f"{out}-{job}")
             seconds.append(time.perf_counter() - t0)
         return seconds
     finally:

@@ -135,7 +135,8 @@ def bench_batch(model_uri: str, texts: list[str]) -> dict:
     source = spark.createDataFrame(frame).repartition(2)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        score(spark, name, version, source, ["text"]).write.parquet(str(Path(tmp) / "out"))
+        with score(spark, name, version, source, ["text"]) as scored:
+            scored.write.parquet(str(Path(tmp) / "out"))
         spark_s = time.perf_counter() - start
     spark.stop()
     return {

@@ -14,6 +14,7 @@ Output columns: the input's, `predicted_labels`, `top_label`, `scores` (map labe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -39,7 +40,7 @@ from registry.conventions import CHAMPION, DEFAULT_MODEL_NAME
 from registry.documents import load_label_descriptions, parse_columns
 from registry.errors import ConfigError, DataError
 from registry.loading import load_pyfunc
-from registry.lookup import model_name_of, resolve_version
+from registry.lookup import artifact_files, model_name_of, resolve_version
 from registry.tracking import log_params_once, setup
 from serving.config import BATCH_ARROW_RECORDS, BATCH_ENV_MANAGER, BATCH_SPARK_MASTER
 
@@ -72,6 +73,8 @@ def cached_model(path: str, threads: int | None):
     """The pyfunc at `path`, loaded once per Python worker. `threads` reaches a model that takes it in its
     model_config (the ONNX pyfunc); a torch model is limited through torch itself."""
     key = (path, threads)
+    for stale in [k for k in _MODELS if not os.path.exists(k[0])]:  # a job's downloaded copy, removed since
+        del _MODELS[stale]
     if key not in _MODELS:
         config = mlflow.models.Model.load(path).flavors["python_function"].get("model_config") or {}
         _MODELS[key] = load_pyfunc(path, model_config={"threads": threads} if threads and "threads" in config else None)
@@ -139,6 +142,7 @@ def text_columns_for(frame_columns: list[str], requested: list[str], model_colum
     raise DataError(f"input needs a 'text' column{alternative}; it has {frame_columns}")
 
 
+@contextlib.contextmanager
 def score(
     spark,
     model_name: str,
@@ -149,32 +153,36 @@ def score(
     threshold: float | None = None,
     env_manager: str = BATCH_ENV_MANAGER,
 ):
-    """`source` with the prediction columns added (lazy: nothing runs until it is written)."""
+    """`source` with the prediction columns added. The frame is lazy: write or collect it inside the `with`,
+    while the model's files are there (read in place from a local store, else a download removed on exit)."""
     from pyspark.sql import functions as F
 
     uri, params = f"models:/{model_name}/{version}", to_params(label_descriptions, threshold)
-    if env_manager == "local":
-        # No repartitioning: a small input in one partition is one task with every core (measured faster than
-        # a shuffle plus a second worker loading the model); many partitions share the cores out.
-        threads = local_threads(spark, source.rdd.getNumPartitions())
-        udf = cached_udf(mlflow.artifacts.download_artifacts(uri), params, threads)
-    else:
-        udf = mlflow.pyfunc.spark_udf(
-            spark, uri, result_type=RESULT_TYPE, env_manager=env_manager, params=params or None
+    with contextlib.ExitStack() as stack:
+        if env_manager == "local":
+            # No repartitioning: a small input in one partition is one task with every core (measured faster
+            # than a shuffle plus a second worker loading the model); many partitions share the cores out.
+            threads = local_threads(spark, source.rdd.getNumPartitions())
+            udf = cached_udf(str(stack.enter_context(artifact_files(uri))), params, threads)
+        else:
+            udf = mlflow.pyfunc.spark_udf(
+                spark, uri, result_type=RESULT_TYPE, env_manager=env_manager, params=params or None
+            )
+        inputs = F.struct(
+            *[F.col(c).cast("string").alias("text" if len(text_columns) == 1 else c) for c in text_columns]
         )
-    inputs = F.struct(*[F.col(c).cast("string").alias("text" if len(text_columns) == 1 else c) for c in text_columns])
-    scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
-    return (
-        source.withColumn("_prediction", udf(inputs))
-        .withColumn("predicted_labels", F.col(f"_prediction.{LABELS}"))
-        .withColumn(TOP_LABEL, F.col(f"_prediction.{TOP_LABEL}"))
-        .withColumn(SCORES, F.col(f"_prediction.{SCORES}"))
-        .withColumn(LABEL_SET, F.lit(REQUEST_SET if label_descriptions else MODEL_SET))  # one label set per job
-        .drop("_prediction")
-        .withColumn("model_name", F.lit(model_name))
-        .withColumn("model_version", F.lit(str(version)))
-        .withColumn("scored_at", F.lit(scored_at).cast("timestamp"))
-    )
+        scored_at = datetime.now(timezone.utc).replace(tzinfo=None)
+        yield (
+            source.withColumn("_prediction", udf(inputs))
+            .withColumn("predicted_labels", F.col(f"_prediction.{LABELS}"))
+            .withColumn(TOP_LABEL, F.col(f"_prediction.{TOP_LABEL}"))
+            .withColumn(SCORES, F.col(f"_prediction.{SCORES}"))
+            .withColumn(LABEL_SET, F.lit(REQUEST_SET if label_descriptions else MODEL_SET))  # one set per job
+            .drop("_prediction")
+            .withColumn("model_name", F.lit(model_name))
+            .withColumn("model_version", F.lit(str(version)))
+            .withColumn("scored_at", F.lit(scored_at).cast("timestamp"))
+        )
 
 
 def model_text_columns(model_name: str, version: str) -> list[str]:
@@ -242,9 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             model_text_columns(name, version),
         )
         start = time.perf_counter()
-        score(spark, name, version, source, columns, descriptions, threshold, args.env_manager).write.mode(
-            "overwrite"
-        ).parquet(args.output)
+        with score(spark, name, version, source, columns, descriptions, threshold, args.env_manager) as scored:
+            scored.write.mode("overwrite").parquet(args.output)
         seconds = time.perf_counter() - start
         rows = spark.read.parquet(args.output).count()
         mlflow.log_metrics({"rows": rows, "seconds": seconds, "docs_per_s": rows / max(seconds, 1e-9)})

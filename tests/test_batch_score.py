@@ -11,7 +11,17 @@ import pandas as pd
 import pytest
 
 from registry.errors import ConfigError, DataError
-from serving.batch_score import cached_model, local_threads, main, read_input, score, spark_session, text_columns_for
+from registry.lookup import artifact_files
+from serving.batch_score import (
+    _MODELS,
+    cached_model,
+    local_threads,
+    main,
+    read_input,
+    score,
+    spark_session,
+    text_columns_for,
+)
 from tests.conftest import cli_args
 from tests.serving_model import build_served_model
 from tests.test_sft_stage import mlflow_run
@@ -41,7 +51,8 @@ def docs(tmp_path_factory, demo_frame) -> str:
 def test_spark_scores_match_the_pyfunc_and_carry_model_and_time(served, spark, docs, tmp_path):
     source = read_input(spark, docs).repartition(2)  # two tasks, one per local[2] core
     out = tmp_path / "scored"
-    score(spark, served.name, served.version, source, ["title", "body"]).write.parquet(str(out))
+    with score(spark, served.name, served.version, source, ["title", "body"]) as scored:
+        scored.write.parquet(str(out))
     scored = pd.read_parquet(out).sort_values("id").reset_index(drop=True)
 
     expected_input = pd.read_csv(docs).sort_values("id").reset_index(drop=True)
@@ -78,7 +89,8 @@ def test_zero_shot_labels_and_json_input(served, spark, tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_text("\n".join(json.dumps({"text": t}) for t in ["VAT on invoices", "Loan interest from the bank"]))
     fruit = {"apple": "Apples and orchards.", "bank": "Banks, loans and interest."}
-    rows = score(spark, served.name, served.version, read_input(spark, str(path)), ["text"], fruit, 0.5).collect()
+    with score(spark, served.name, served.version, read_input(spark, str(path)), ["text"], fruit, 0.5) as scored:
+        rows = scored.collect()
     assert len(rows) == 2
     for row in rows:
         assert set(row.scores) == set(fruit) and row.top_label in fruit
@@ -143,7 +155,27 @@ def test_bad_column_is_one_readable_line(served, spark, tmp_path, capsys, monkey
 def test_a_python_worker_loads_the_model_once(served, spark):
     """What keeps Spark at pandas speed: the pyfunc is loaded once per Python worker, not per task, and the
     tasks running at once share the cores out."""
-    path = mlflow.artifacts.download_artifacts(f"models:/{served.name}/{served.version}")
-    assert cached_model(path, 1) is cached_model(path, 1)
+    with artifact_files(f"models:/{served.name}/{served.version}") as path:
+        assert cached_model(str(path), 1) is cached_model(str(path), 1)
     cores = os.cpu_count() or 1
     assert local_threads(spark, 1) == cores and local_threads(spark, 8) == max(1, cores // 2)
+
+
+def test_scoring_leaves_no_model_copy_behind(served, spark, tmp_path, monkeypatch):
+    """A model not on this file system (a remote store: here a local one made to look remote) is downloaded
+    for the job and removed with the `with`; the worker forgets a model whose files are gone."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
+    monkeypatch.setattr("registry.lookup._in_place", lambda uri: None)
+    source = spark.createDataFrame(pd.DataFrame({"text": ["VAT on invoices"]}))
+    with score(spark, served.name, served.version, source, ["text"]) as scored:
+        assert len(list(scratch.rglob("MLmodel"))) == 1
+        assert scored.collect()[0].top_label
+    assert not list(scratch.rglob("MLmodel"))
+
+    gone = tmp_path / "gone"
+    _MODELS[(str(gone), 1)] = object()
+    with artifact_files(f"models:/{served.name}/{served.version}") as path:
+        cached_model(str(path), 1)
+    assert (str(gone), 1) not in _MODELS
