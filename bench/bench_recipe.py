@@ -46,7 +46,7 @@ from mlprojects.config import TrainConfig
 from mlprojects.data import stratified_split
 from mlprojects.model.encoder import DualEncoder, build_model, merged_encoder
 from mlprojects.training.trainer import SFTTrainer, average_states, make_split
-from registry.cli import ArgumentParser, cli_entry
+from registry.cli import ArgumentParser, cli_entry, int_arg, positive
 
 
 def select_with_patience(scores: list[float], patience: int, higher_is_better: bool) -> int:
@@ -280,12 +280,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--demo", action="store_true", help="time the --recipe recipes on the demo data instead")
     p.add_argument("--recipe", action="append", default=[], metavar="NAME:KEY=VALUE,...")
-    p.add_argument("--repeats", type=int, default=2, help="--demo: one repeat per seed, the first N of --seeds")
+    p.add_argument(
+        "--repeats", type=positive(int_arg), default=2, help="--demo: one repeat per seed, the first N of --seeds"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.demo:
         recipes = dict(parse_recipe(r) for r in args.recipe)
-        seeds = [int(s) for s in args.seeds.split(",")][: args.repeats]
+        seeds = [int(s) for s in args.seeds.split(",")]
+        if args.repeats > len(seeds):
+            p.error(f"--repeats {args.repeats} needs as many --seeds (one per repeat), got {len(seeds)}")
+        seeds = seeds[: args.repeats]
         results = new_results(recipes=recipes, seeds=seeds)
         results["times"] = demo_times(recipes, seeds)
         write_results(results, args.out)

@@ -4,7 +4,7 @@ soup is the mean of its members' merged weights."""
 import pytest
 import torch
 
-from bench.bench_recipe import cross_selected, label_texts, merged_soup, select_with_patience
+from bench.bench_recipe import cross_selected, label_texts, main, merged_soup, select_with_patience
 from mlprojects.config import TrainConfig
 from mlprojects.model.encoder import build_model, merged_encoder
 
@@ -64,3 +64,15 @@ def test_a_soup_averages_the_members_merged_weights_not_their_lora_factors(tiny_
     assert not torch.allclose(merged[0][query], merged[1][query])  # the members differ where LoRA acts
     assert float(soup.scale) == pytest.approx(20.0) and float(soup.bias) == pytest.approx(-3.0)
     assert soup.embed(["a tax return"]).shape == members[0].embed(["a tax return"]).shape
+
+
+def test_demo_timing_refuses_more_repeats_than_seeds_before_training(tmp_path, capsys):
+    out = tmp_path / "times.json"
+    with pytest.raises(SystemExit) as stop:
+        main(["--demo", "--recipe", "a:", "--seeds", "42,7", "--repeats", "3", "--out", str(out)])
+    assert (
+        stop.value.code == 2 and "--repeats 3 needs as many --seeds (one per repeat), got 2" in capsys.readouterr().err
+    )
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        main(["--demo", "--recipe", "a:", "--repeats", "0", "--out", str(out)])
