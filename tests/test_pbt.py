@@ -17,12 +17,12 @@ import mlflow
 import pandas as pd
 import pytest
 
-from mlprojects.config import PBTConfig, TrainConfig
+from mlprojects.config import PBTConfig, RayConfig, TrainConfig
 from mlprojects.data import load_splits
 from mlprojects.model.encoder import merged_encoder
 from mlprojects.sft import main
 from mlprojects.training.faults import FAULT_ENV
-from mlprojects.training.pbt import _scheduler, clip_to_ranges
+from mlprojects.training.pbt import _scheduler, clip_to_ranges, run_tuning
 from mlprojects.training.trial import TrialData, build_trainer, trial_config
 from registry.contract import OUTPUT_COLUMNS
 from tests.conftest import REPO, cli_args
@@ -242,5 +242,33 @@ def test_explore_keeps_mutated_hyperparameters_inside_their_ranges():
     }
     nested = {"train_loop_config": {"learning_rate": 3.6e-3, "weight_decay": 0.05}}  # a distributed trial's config
     assert clip_to_ranges(nested, pbt) == {"train_loop_config": {"learning_rate": 3e-3, "weight_decay": 0.05}}
-    scheduler = _scheduler(pbt, "pbt", lambda space: space)
+    scheduler = _scheduler(pbt, "pbt", lambda space: space, seed=0)
     assert scheduler._custom_explore_fn({"learning_rate": 5e-5})["learning_rate"] == 1e-4
+
+
+@pytest.mark.slow  # two Ray start-ups and two 4-trial runs: about a minute on 2 cores
+def test_a_seeded_pbt_run_repeats_its_population_and_exploits(small_dataset, tiny_encoder, tmp_path):
+    """The same seed samples the same population, exploits alike and explores to the same hyperparameters, although
+    Ray's event loop draws from the process-wide `random` as often as trial timing makes it."""
+    train, val, _, descriptions = load_splits(small_dataset["data"], small_dataset["labels"], "title,body", "labels")
+    cfg = TrainConfig(encoder=tiny_encoder, max_epochs=3, min_examples=2)
+
+    def history(run: int) -> tuple:
+        pbt = PBTConfig(population=4, cluster=RayConfig(storage_path=str(tmp_path / f"ray{run}")))
+        outcome = run_tuning(cfg, pbt, train, val, descriptions, name=f"run{run}")
+        index = lambda trial_id: trial_id.rsplit("_", 1)[-1]  # noqa: E731  (the id's prefix is random per run)
+        trials = outcome.trials.assign(trial_id=outcome.trials["trial_id"].map(index))
+        perturbations = outcome.perturbations.assign(
+            trial=outcome.perturbations["trial"].map(index), cloned_from=outcome.perturbations["cloned_from"].map(index)
+        )
+        hp = sorted(c for c in trials.columns if c.startswith("hp_"))
+        return (
+            trials.sort_values(["trial_id", "epoch"])[["trial_id", "epoch", "f1_macro", *hp]].values.tolist(),
+            perturbations.drop(columns="source_iteration").to_dict("records"),
+            index(outcome.best_trial),
+            outcome.best_hparams,
+        )
+
+    first, second = history(0), history(1)
+    assert len(first[1]) >= 2  # exploits happened
+    assert first == second

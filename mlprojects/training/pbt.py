@@ -8,7 +8,9 @@ by SVD (`lora_resize`).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -88,11 +90,8 @@ def check_initial_point(cfg: TrainConfig, pbt: PBTConfig) -> None:
             raise ConfigError(f"{name} {value} lies outside PBT's {name} range {list(getattr(pbt, name))}")
 
 
-def search_space(pbt: PBTConfig, mutations: bool = False) -> dict:
-    """Ray Tune domains for the mutated hyperparameters: the population is sampled from these.
-
-    `mutations=True` gives PBT's form: choices as plain lists, so an explore step moves to a neighbouring
-    value (a `tune.choice` would be scaled by 0.8/1.2 and leave the allowed set)."""
+def search_space(pbt: PBTConfig) -> dict:
+    """Ray Tune domains for the mutated hyperparameters: the population is sampled from these."""
     from ray import tune
 
     domains = {
@@ -101,8 +100,18 @@ def search_space(pbt: PBTConfig, mutations: bool = False) -> dict:
         "warmup_ratio": tune.uniform(*pbt.warmup_ratio),
     }
     for name in CHOICES:
-        domains[name] = list(getattr(pbt, name)) if mutations else tune.choice(list(getattr(pbt, name)))
+        domains[name] = tune.choice(list(getattr(pbt, name)))
     return {name: domains[name] for name in pbt.mutations}
+
+
+def mutation_space(pbt: PBTConfig, rng: np.random.Generator) -> dict:
+    """PBT's form of the space: choices as plain lists, so an explore step moves to a neighbouring value (a
+    `tune.choice` would be scaled by 0.8/1.2 and leave the allowed set); a continuous hyperparameter as a sampler
+    drawing from `rng` (a Ray domain would resample from numpy's global generator)."""
+    return {
+        name: list(getattr(pbt, name)) if name in CHOICES else partial(domain.sample, random_state=rng)
+        for name, domain in search_space(pbt).items()
+    }
 
 
 def train_trial(config: dict, data: TrialData) -> None:
@@ -144,15 +153,47 @@ def clip_to_ranges(config: dict, pbt: PBTConfig) -> dict:
     return config
 
 
-def _scheduler(pbt: PBTConfig, search: str, nest):
+def _seeded_pbt_class():
+    """`SeededPBT`, defined on first use so that importing this module does not import Ray Tune."""
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers import pbt as ray_pbt
+
+    class SeededPBT(PopulationBasedTraining):
+        """Ray's PBT with its own seeded generator, so a synchronous population exploits alike from run to run.
+
+        Ray's PBT draws which top trial to clone and how to explore (resample or perturb, which factor, which
+        neighbouring choice) from the process-wide `random`, which Ray's event loop also shuffles with, as often
+        as trial timing makes it; here those draws come from the scheduler's own generator."""
+
+        def __init__(self, seed: int, **kwargs):
+            super().__init__(**kwargs)
+            self._rng = random.Random(seed)
+
+        def _checkpoint_or_exploit(self, *args, **kwargs):
+            with _swapped(ray_pbt, "random", self._rng):
+                return super()._checkpoint_or_exploit(*args, **kwargs)
+
+    return SeededPBT
+
+
+@contextlib.contextmanager
+def _swapped(module, name: str, value):
+    saved = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, saved)
+
+
+def _scheduler(pbt: PBTConfig, search: str, nest, seed: int):
     if search == "random":
         return None  # FIFO: every sampled configuration trains to the end
-    from ray.tune.schedulers import PopulationBasedTraining
-
-    return PopulationBasedTraining(
+    return _seeded_pbt_class()(
+        seed,
         time_attr="training_iteration",
         perturbation_interval=1,
-        hyperparam_mutations=nest(search_space(pbt, mutations=True)),
+        hyperparam_mutations=nest(mutation_space(pbt, np.random.default_rng(seed))),
         quantile_fraction=pbt.quantile_fraction,
         resample_probability=pbt.resample_probability,
         synch=pbt.synch,
@@ -217,8 +258,8 @@ def make_tuner(
             metric=METRIC,
             mode=MODE,
             num_samples=pbt.population,
-            search_alg=BasicVariantGenerator(points_to_evaluate=[nest(initial_point(cfg, pbt))]),
-            scheduler=_scheduler(pbt, search, nest),
+            search_alg=BasicVariantGenerator(points_to_evaluate=[nest(initial_point(cfg, pbt))], random_state=cfg.seed),
+            scheduler=_scheduler(pbt, search, nest, cfg.seed),
             reuse_actors=scale is None or not scale.distributed,
         ),
         run_config=tune.RunConfig(
