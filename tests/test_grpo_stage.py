@@ -116,6 +116,14 @@ def test_large_beta_keeps_the_policy_near_the_reference(runs):
     assert shift(large) < shift(small) / 2
 
 
+def test_the_same_feedback_and_seed_train_the_same_policy(registered, runs):
+    """The policy's fresh adapters are drawn from the seed, whatever state the process's generator is in: a rerun
+    on the same feedback gives the same challenger, so the controller's verdict on it repeats."""
+    torch.manual_seed(12345)
+    again = _train(registered, beta=0.04)
+    np.testing.assert_array_equal(again["after"], runs["small_beta"]["after"])
+
+
 def test_grpo_stage_registers_a_challenger_child_of_the_reference(registered, registry_uri, tmp_path):
     store_url = f"sqlite:///{tmp_path / 'feedback.db'}"
     label = registered["labels"][0]

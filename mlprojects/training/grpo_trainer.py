@@ -53,9 +53,11 @@ def logits_of(classifier: Classifier, texts: Sequence[str]) -> torch.Tensor:
 
 
 def prepare_policy(policy: Classifier, params: GRPOParams) -> Classifier:
-    """Fresh LoRA adapters on the policy's merged encoder; scale and bias stay trainable, as in SFT."""
+    """Fresh LoRA adapters on the policy's merged encoder; scale and bias stay trainable, as in SFT. Their A
+    matrices are drawn from the seed, so the same feedback trains the same policy."""
     encoder = policy.model.encoder
     targets = lora_target_modules(encoder.config.model_type, feed_forward=False)
+    torch.manual_seed(params.seed)
     policy.model.encoder = add_lora(encoder, params.lora_r, params.lora_alpha, 0.0, targets)
     policy.model.to(policy.model.device)
     policy._label_emb = None  # the encoder will change
