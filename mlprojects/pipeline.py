@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpo-epochs", type=positive(int_arg), default=C.PIPELINE.grpo_epochs)
     p.add_argument("--rounds", type=positive(int_arg), default=C.PIPELINE.rounds, help="feedback → GRPO → judge loops")
     p.add_argument(
-        "--seed", type=non_negative(int_arg), default=C.PIPELINE.seed, help="pools, splits and simulated users"
+        "--seed", type=non_negative(int_arg), default=C.PIPELINE.seed, help="pools, splits, users, PBT, GRPO"
     )
     p.add_argument(
         "--feedback-db", type=db_url_arg, default="", help="SQLAlchemy URL of the feedback store (default: its own)"
