@@ -264,6 +264,7 @@ def test_a_seeded_pbt_run_repeats_its_population_and_exploits(small_dataset, tin
         hp = sorted(c for c in trials.columns if c.startswith("hp_"))
         return (
             trials.sort_values(["trial_id", "epoch"])[["trial_id", "epoch", "f1_macro", *hp]].values.tolist(),
+            # Ray's log of the source trial's last reported iteration: Ray's bookkeeping, not a scheduler decision
             perturbations.drop(columns="source_iteration").to_dict("records"),
             index(outcome.best_trial),
             outcome.best_hparams,
