@@ -56,10 +56,12 @@ class TrainConfig:
     # augmentation and an anchor"). softmax_weight > 0 adds a cross-entropy over each document's labels;
     # description_dropout is the chance each phrase of a label description is left out of a training step;
     # anchor_weight > 0 adds anchor_weight · mean(1 − cos) between each fit document's embedding and the
-    # pre-trained encoder's.
+    # pre-trained encoder's; cloze_weight > 0 adds the inverse cloze task on the fit documents (a sentence finds
+    # the rest of its document in the batch).
     softmax_weight: float = 0.0
     description_dropout: float = 0.0
     anchor_weight: float = 0.0
+    cloze_weight: float = 0.0
     soft_label_column: str | None = None
     val_fraction: float = 0.15  # shares of the data when no validation / test file is given
     test_fraction: float = 0.2

@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--softmax-weight", type=non_negative(), default=d.softmax_weight)
     p.add_argument("--description-dropout", type=unit_interval, default=d.description_dropout)
     p.add_argument("--anchor-weight", type=non_negative(), default=d.anchor_weight)
+    p.add_argument("--cloze-weight", type=non_negative(), default=d.cloze_weight)
     p.add_argument("--pos-weight", type=positive(), default=None)
     p.add_argument("--focal-gamma", type=non_negative(), default=d.focal_gamma)
     p.add_argument("--pooling", default=d.pooling, choices=["mean", "cls"])

@@ -26,7 +26,7 @@ SFT = naming_the_flag(
     "--pos-weight -2; --focal-gamma -1; --seed -3; --min-examples x; --contrastive-weight nan; --cpus-per-trial 0; "
     "--pbt-trials 0; --new-label-adapter-scale 1.5; --new-label-adapter-scale -0.1; --new-label-adapter-scale nan; "
     "--lora-alpha 0; --lora-dropout 1.5; --weight-decay -1; --warmup-ratio 2; --margin -0.1; --init-scale 0; "
-    "--init-bias nan; --softmax-weight -1; --description-dropout 1.5; --anchor-weight nan; "
+    "--init-bias nan; --softmax-weight -1; --description-dropout 1.5; --anchor-weight nan; --cloze-weight -1; "
     "--lora-b-lr-ratio 0; --lora-target-modules query,,value; --lora-target-modules ,"
 ) + [
     (["--model-name", "a/b"], "'/'"),

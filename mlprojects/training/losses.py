@@ -42,6 +42,12 @@ def anchor_loss(doc_emb: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
     return (1.0 - (doc_emb * anchors).sum(1)).mean()
 
 
+def in_batch_matching_loss(cos: torch.Tensor, scale: float = 20.0) -> torch.Tensor:
+    """Cross-entropy of each query (row) over the batch's contexts (columns) at `scale` · cos, its own context on
+    the diagonal (the multiple-negatives ranking loss sentence-transformers trains with, scale 20 as there)."""
+    return F.cross_entropy(scale * cos, torch.arange(len(cos), device=cos.device))
+
+
 def sft_loss(
     logits: torch.Tensor,
     cos: torch.Tensor,

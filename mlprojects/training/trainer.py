@@ -16,8 +16,8 @@ from mlprojects.data import multi_hot, soft_matrix
 from mlprojects.evaluation.metrics import decide, f1_summary, tune_thresholds
 from mlprojects.model.classifier import Classifier
 from mlprojects.model.encoder import DualEncoder, build_model
-from mlprojects.training.augmentation import drop_phrases
-from mlprojects.training.losses import anchor_loss, sft_loss
+from mlprojects.training.augmentation import cloze_pair, drop_phrases
+from mlprojects.training.losses import anchor_loss, in_batch_matching_loss, sft_loss
 from registry.errors import ConfigError, TrainingError
 
 
@@ -78,6 +78,8 @@ class SFTTrainer:
             raise ConfigError(f"description_dropout must be in [0, 1], got {cfg.description_dropout}")
         if streamed and cfg.anchor_weight > 0:
             raise ConfigError("anchor_weight needs the fit split in memory: a streamed one is never held to anchor")
+        if streamed and cfg.cloze_weight > 0:
+            raise ConfigError("cloze_weight needs the fit split in memory: the streamed path has no cloze pairs")
         self.anchors = pretrained_embeddings(model, train.texts) if cfg.anchor_weight > 0 else None
         self.step_model: torch.nn.Module = model  # what the training step calls: the model, or its DDP wrapper
         self.rank, self.world = 0, 1
@@ -201,12 +203,23 @@ class SFTTrainer:
         """Forward and backward on `split`'s documents `idx`; an optimiser step every grad_accum_steps batches
         and at the last. Returns (whether the optimiser stepped, the batch's mean loss)."""
         anchored = self.anchors is not None and split is self.train_split
+        docs, label_texts = [split.texts[i] for i in idx], self._step_label_texts()
+        pairs = self._cloze_pairs(docs) if split is self.train_split else []
+        # one forward for both tasks (so DDP sees one): the pairs' contexts join the documents and their sentences
+        # the labels; each loss reads its own block of the similarity matrix
         with self._autocast():
-            out = self.step_model([split.texts[i] for i in idx], self._step_label_texts(), with_doc_emb=anchored)
-        loss, _ = self._loss(out[0], out[1], idx, split)
+            out = self.step_model(
+                docs + [context for _, context in pairs],
+                label_texts + [query for query, _ in pairs],
+                with_doc_emb=anchored,
+            )
+        n, k = len(docs), len(label_texts)
+        loss, _ = self._loss(out[0][:n, :k], out[1][:n, :k], idx, split)
+        if pairs:
+            loss = loss + self.cfg.cloze_weight * in_batch_matching_loss(out[1][n:, k:].T.float())
         if anchored:
             anchors = self.anchors[torch.as_tensor(idx)].to(out[2].device)
-            loss = loss + self.cfg.anchor_weight * anchor_loss(out[2].float(), anchors)
+            loss = loss + self.cfg.anchor_weight * anchor_loss(out[2][:n].float(), anchors)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step}; "
@@ -223,6 +236,13 @@ class SFTTrainer:
         if self.cfg.description_dropout <= 0:
             return self.label_texts
         return [drop_phrases(text, self.cfg.description_dropout, self.rng) for text in self.label_texts]
+
+    def _cloze_pairs(self, docs: list[str]) -> list[tuple[str, str]]:
+        """The step's inverse-cloze pairs (sentence, rest of its document); none when off or fewer than two."""
+        if self.cfg.cloze_weight <= 0:
+            return []
+        pairs = [pair for pair in (cloze_pair(doc, self.rng) for doc in docs) if pair is not None]
+        return pairs if len(pairs) > 1 else []
 
     def _apply_gradients(self) -> None:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
