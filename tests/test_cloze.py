@@ -89,7 +89,7 @@ def test_cloze_on_a_streamed_fit_split_is_refused_before_training():
         SFTTrainer(RecordingModel(), ["x", "y"], stream, split, TrainConfig(cloze_weight=1.0))
 
 
-def test_the_cloze_loss_trains_the_real_encoder_on_top_of_the_labels_loss(tiny_encoder):
+def test_on_the_real_encoder_the_cloze_term_adds_about_log_pairs_to_the_loss(tiny_encoder):
     texts = [
         "VAT refund claim. It is late.",
         "Payroll tax on bonuses. Paid in May.",
