@@ -12,7 +12,11 @@ weights. The rules, each a model from that one run:
 - `avg_last_K`: the average of the last K epochs' trainable weights (LoRA, scale, bias), SWA-style;
 - `soupN_f1_patience`, `soupN_last` (`--soup N`): N runs on the same split (the seed's own and N − 1 with other
   LoRA initialisations and data orders), each keeping its F1-rule epoch or its last, merged and averaged in weight
-  space (a model soup). With `--set max_epochs=E/N` it costs what one run of E epochs does.
+  space (a model soup). With `--set max_epochs=E/N` it costs what one run of E epochs does;
+- `refit_f1_epoch`, `refit_last` (`--refit`): a second run from the same initialisation on fit + validation (the
+  whole non-test split, the same documents for every seed), kept at the epoch the F1 rule chose on the first run,
+  or at its last. The usual refit once validation has chosen: 72 more training documents, and no validation
+  left to judge the result (its validation columns are empty; test only reports).
 Validation and test scores are recorded for every rule; the rule is chosen on validation, test only reports.
 A rule's own validation score flatters the rules that select on it (the F1 rule keeps the epoch that maximises
 it), so the `cross_` rows compare rules without that bias: the validation split is halved (stratified), the F1
@@ -119,7 +123,9 @@ def merged_soup(members: list[DualEncoder]) -> DualEncoder:
     return DualEncoder(encoders[0], first.tokenizer, first.pooling, first.max_length, scale, bias).eval()
 
 
-def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averages: list[int], soup: int = 1) -> dict:
+def run_seed(
+    cfg: TrainConfig, train, test, descriptions: dict[str, str], averages: list[int], soup: int = 1, refit: bool = False
+) -> dict:
     fit_part, val = stratified_split(train, cfg.val_fraction, cfg.seed)
     halves = stratified_split(val, 0.5, cfg.seed)  # for the cross_ rules: choose on one half, score on the other
     names, label_texts = list(descriptions), list(descriptions.values())
@@ -140,7 +146,27 @@ def run_seed(cfg: TrainConfig, train, test, descriptions: dict[str, str], averag
             cfg, soup, (model, epochs, states), fit_part, val, halves, test, names, label_texts
         )
         rules.update(soups)
+    if refit:
+        _, out["refit_epochs"], _ = train_member(cfg, train, val, halves, test, names, label_texts)
+        rules.update(refit_rules(out["refit_epochs"], rules["f1_patience"]["epoch"]))
     return out
+
+
+def refit_rules(refit_epochs: list[dict], chosen_epoch: int) -> dict:
+    """The refit run kept at the first run's F1-rule epoch (1-based) and at its last; validation was trained on, so
+    it has no score to give."""
+    return {
+        "refit_f1_epoch": {
+            "epoch": chosen_epoch,
+            "val_f1_macro": None,
+            "test_f1_macro": refit_epochs[chosen_epoch - 1]["test_f1_macro"],
+        },
+        "refit_last": {
+            "epoch": len(refit_epochs),
+            "val_f1_macro": None,
+            "test_f1_macro": refit_epochs[-1]["test_f1_macro"],
+        },
+    }
 
 
 def soup_rules(cfg, size: int, first, fit_part, val, halves, test, names, label_texts) -> tuple[list[dict], dict]:
@@ -214,14 +240,16 @@ def _sd(values: np.ndarray) -> float:
 
 
 def summary(per_seed: list[dict]) -> dict[str, dict]:
-    """Per rule: mean ± sd (ddof 1) over seeds of validation and test F1-macro, and the test range."""
+    """Per rule: mean ± sd (ddof 1) over seeds of validation and test F1-macro, and the test range (validation
+    None where the rule trained on it)."""
     out = {}
     for rule in per_seed[0]["rules"]:
-        val = np.array([s["rules"][rule]["val_f1_macro"] for s in per_seed])
+        val = np.array([s["rules"][rule]["val_f1_macro"] for s in per_seed], dtype=float)
         test = np.array([s["rules"][rule]["test_f1_macro"] for s in per_seed])
+        judged_on_val = not np.isnan(val).any()
         out[rule] = {
-            "val_mean": float(val.mean()),
-            "val_sd": _sd(val),
+            "val_mean": float(val.mean()) if judged_on_val else None,
+            "val_sd": _sd(val) if judged_on_val else None,
             "test_mean": float(test.mean()),
             "test_sd": _sd(test),
             "test_min": float(test.min()),
@@ -275,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="42,7,1,2,3")
     p.add_argument("--average", default="2,3,4", help="comma list of K for avg_last_K")
     p.add_argument("--soup", type=int, default=1, help="N > 1: also N runs per split, their merged weights averaged")
+    p.add_argument("--refit", action="store_true", help="also refit on fit + validation (2x the training time)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--label-text", choices=LABEL_TEXTS, default="description", help="what each label is embedded as")
     p.add_argument("--out", required=True)
@@ -305,16 +334,15 @@ def main(argv: list[str] | None = None) -> int:
     results["per_seed"] = []
     for seed in seeds:
         cfg = TrainConfig.from_dict({**TrainConfig().to_params(), **overrides, "seed": seed})
-        results["per_seed"].append(run_seed(cfg, train, test, descriptions, averages, args.soup))
+        results["per_seed"].append(run_seed(cfg, train, test, descriptions, averages, args.soup, args.refit))
         results["config"] = cfg.to_params()
     results["wall_s"] = round(time.perf_counter() - started, 1)
     results["summary"] = summary(results["per_seed"])
     write_results(results, args.out)
     for rule, s in results["summary"].items():
-        print(
-            f"{rule:14s} val {s['val_mean']:.3f} ± {s['val_sd']:.3f}   test {s['test_mean']:.3f} ± {s['test_sd']:.3f}"
-            f" ({s['test_min']:.3f}-{s['test_max']:.3f})"
-        )
+        val = "     -       " if s["val_mean"] is None else f"{s['val_mean']:.3f} ± {s['val_sd']:.3f}"
+        test = f"{s['test_mean']:.3f} ± {s['test_sd']:.3f} ({s['test_min']:.3f}-{s['test_max']:.3f})"
+        print(f"{rule:14s} val {val}   test {test}")
     return 0
 
 

@@ -1,10 +1,18 @@
 """The benchmark's replay of early stopping must keep the epoch `fit` keeps, or its rows compare other models; a
-soup is the mean of its members' merged weights."""
+soup is the mean of its members' merged weights; a refit has no validation score to report."""
 
 import pytest
 import torch
 
-from bench.bench_recipe import cross_selected, label_texts, main, merged_soup, select_with_patience
+from bench.bench_recipe import (
+    cross_selected,
+    label_texts,
+    main,
+    merged_soup,
+    refit_rules,
+    select_with_patience,
+    summary,
+)
 from mlprojects.config import TrainConfig
 from mlprojects.model.encoder import build_model, merged_encoder
 
@@ -45,6 +53,21 @@ def test_cross_selection_chooses_on_one_half_and_scores_on_the_other():
     assert rule["epochs"] == [2, 3]  # chosen on A, then on B
     assert rule["val_f1_macro"] == pytest.approx((0.60 + 0.70) / 2)  # each scored on the other half
     assert rule["test_f1_macro"] == pytest.approx((0.92 + 0.94) / 2)
+
+
+def test_a_refit_is_kept_at_the_first_runs_epoch_and_has_no_validation_score():
+    refit = [{"test_f1_macro": 0.90}, {"test_f1_macro": 0.93}, {"test_f1_macro": 0.91}]
+    rules = refit_rules(refit, chosen_epoch=2)  # the F1 rule's epoch is 1-based
+    assert rules["refit_f1_epoch"] == {"epoch": 2, "val_f1_macro": None, "test_f1_macro": 0.93}
+    assert rules["refit_last"] == {"epoch": 3, "val_f1_macro": None, "test_f1_macro": 0.91}
+    per_seed = [
+        {"rules": {"last": {"val_f1_macro": 0.8, "test_f1_macro": 0.9}, **rules}},
+        {"rules": {"last": {"val_f1_macro": 0.9, "test_f1_macro": 0.8}, **refit_rules(refit, chosen_epoch=1)}},
+    ]
+    table = summary(per_seed)
+    assert table["refit_f1_epoch"]["val_mean"] is None and table["refit_f1_epoch"]["val_sd"] is None
+    assert table["refit_f1_epoch"]["test_mean"] == pytest.approx((0.93 + 0.90) / 2)
+    assert table["last"]["val_mean"] == pytest.approx(0.85)
 
 
 def test_a_soup_averages_the_members_merged_weights_not_their_lora_factors(tiny_encoder):
