@@ -156,16 +156,8 @@ def refit_rules(refit_epochs: list[dict], chosen_epoch: int) -> dict:
     """The refit run kept at the first run's F1-rule epoch (1-based) and at its last; validation was trained on, so
     it has no score to give."""
     return {
-        "refit_f1_epoch": {
-            "epoch": chosen_epoch,
-            "val_f1_macro": None,
-            "test_f1_macro": refit_epochs[chosen_epoch - 1]["test_f1_macro"],
-        },
-        "refit_last": {
-            "epoch": len(refit_epochs),
-            "val_f1_macro": None,
-            "test_f1_macro": refit_epochs[-1]["test_f1_macro"],
-        },
+        "refit_f1_epoch": kept_epoch(refit_epochs, chosen_epoch - 1, judged_on_val=False),
+        "refit_last": kept_epoch(refit_epochs, len(refit_epochs) - 1, judged_on_val=False),
     }
 
 
@@ -213,20 +205,22 @@ def train_member(cfg: TrainConfig, fit_part, val, halves, test, names, label_tex
     return model, epochs, states
 
 
+def kept_epoch(epochs: list[dict], index: int, judged_on_val: bool = True) -> dict:
+    """A rule's row for the run's 0-based epoch `index`: its validation and test F1-macro, validation None for a run
+    that trained on it."""
+    return {
+        "epoch": index + 1,
+        "val_f1_macro": epochs[index]["f1_macro"] if judged_on_val else None,
+        "test_f1_macro": epochs[index]["test_f1_macro"],
+    }
+
+
 def epoch_rules(cfg: TrainConfig, epochs: list[dict]) -> dict:
     """The rules that keep one epoch of a run, and the cross_ rows."""
-
-    def at_epoch(index: int) -> dict:
-        return {
-            "epoch": index + 1,
-            "val_f1_macro": epochs[index]["f1_macro"],
-            "test_f1_macro": epochs[index]["test_f1_macro"],
-        }
-
     return {
-        "f1_patience": at_epoch(f1_rule_epoch(epochs, cfg.patience)),
-        "loss_patience": at_epoch(select_with_patience([e["val_loss"] for e in epochs], cfg.patience, False)),
-        "last": at_epoch(len(epochs) - 1),
+        "f1_patience": kept_epoch(epochs, f1_rule_epoch(epochs, cfg.patience)),
+        "loss_patience": kept_epoch(epochs, select_with_patience([e["val_loss"] for e in epochs], cfg.patience, False)),
+        "last": kept_epoch(epochs, len(epochs) - 1),
         "cross_f1_patience": cross_selected(epochs, cfg.patience),
         "cross_last": {
             "val_f1_macro": float(np.mean(epochs[-1]["val_half_f1"])),
